@@ -1,0 +1,1 @@
+"""Protocol adapters behind drivers.base.Driver. Imports neither edge_agent nor policies."""

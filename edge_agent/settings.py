@@ -1,0 +1,52 @@
+"""Options models of the shell's own services (storage, uplink, status), composed into site.yaml."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["MqttTls", "MqttUplink", "StatusOptions", "StorageOptions"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageOptions(_Strict):
+    path: str = Field(
+        default="state/edge-agent.db",
+        description="State SQLite database (outbox, audit chain, ledger); relative paths are relative to site.yaml",
+    )
+    max_bytes: int = Field(default=1_000_000_000, ge=1_000_000, description="Outbox size limit; oldest dropped, audited")
+    max_age_days: float = Field(default=90, gt=0, description="Readings older than this are dropped, audited")
+    commit_interval_s: float = Field(default=1.0, gt=0, le=60, description="Longest wait before a durable commit")
+
+
+class MqttTls(_Strict):
+    ca_file: str = Field(description="CA certificate (PEM) that signed the broker's certificate")
+    cert_file: str | None = Field(default=None, description="Client certificate (PEM), for mutual TLS")
+    key_file: str | None = Field(default=None, description="Client private key (PEM)")
+    insecure_skip_hostname_check: bool = False
+
+
+class MqttUplink(_Strict):
+    protocol: Literal["mqtt"] = "mqtt"
+    host: str
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str | None = Field(default=None, description="Defaults to the gateway_id")
+    topic_prefix: str = Field(default="edge", description="Topics are {prefix}/{building_id}/{gateway_id}/...")
+    credentials_file: str | None = Field(
+        default=None, description="File with `username:password` on one line; never put secrets in YAML"
+    )
+    tls: MqttTls | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    batch_max: int = Field(default=500, ge=1, le=10000, description="Readings per published message")
+    backoff_max_s: float = Field(default=60, gt=0, le=3600, description="Cap of the reconnect backoff")
+
+
+class StatusOptions(_Strict):
+    socket: str = Field(default="state/edge-agent.sock", description="UNIX socket `edge-agent status` asks")
+    prometheus_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Serve Prometheus text on 127.0.0.1:PORT (off when absent)"
+    )

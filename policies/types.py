@@ -1,0 +1,60 @@
+"""What policies take in and give out. Plain frozen data; the shell converts its snapshot to this."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+__all__ = ["Decision", "Finding", "FindingKind", "PointState", "Snapshot", "WriteIntent"]
+
+
+@dataclass(frozen=True, slots=True)
+class PointState:
+    """The latest known state of one point, as policies see it."""
+
+    point_id: str
+    role: str  # drivers.base.Role values: "setpoint", "cooling_setpoint", "ac_mode", "light_relay", ...
+    zone: str | None
+    value: float | int | bool | str | None  # engineering value (after scale/offset)
+    ok: bool  # False when the latest reading is bad: policies never act on it
+    ts: datetime  # aware UTC time of the reading
+    since: datetime  # aware UTC time the point was first seen at its current value
+    writable: bool = False
+    min: float | None = None
+    max: float | None = None
+    states: Mapping[int, str] | None = None  # raw -> label for enumerations (ac_mode: off/cool/heat/fan/auto)
+    device_id: str | None = None
+
+
+Snapshot = Mapping[str, PointState]  # point id -> state
+
+
+@dataclass(frozen=True, slots=True)
+class WriteIntent:
+    point_id: str
+    value: float | int | bool
+    rule: str  # e.g. "hvac.summer_min_cooling", "lighting.after_hours_sweep"
+    reason: str  # one sentence a facilities engineer understands
+    zone: str | None = None
+    relinquish: bool = False  # BACnet: release our priority instead of writing a value
+
+
+FindingKind = Literal["violation", "tamper", "masked_write", "window_open", "exempt", "stale", "info"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: FindingKind
+    subject: str  # point or zone id
+    rule: str
+    reason: str
+    zone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    intents: tuple[WriteIntent, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    explanations: tuple[str, ...] = field(default=())  # why, per zone and rule, for `policy explain`

@@ -1,0 +1,809 @@
+"""site.yaml and policy.yaml: load, validate, and report every problem with FILE:LINE:COL and YAML path.
+
+The schema is composed, not re-declared: devices come from the drivers' options models (a
+discriminated union on ``protocol``), storage/uplink/status from ``edge_agent.settings`` and the
+policy from ``policies.model.Policy``. This module adds the site's own fields (identity, zones,
+energy code additions) and the checks that span several entries (unique ids, zone references,
+overlapping registers, duplicate device endpoints, energy codes).
+
+Cross checks run on the raw YAML data, not on the validated models, so one run reports a typo in
+one device and a duplicate point id in another together; an entry that does not validate is
+simply skipped by the checks that need its typed form.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import sys
+import types
+import typing
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Annotated, Any, Literal, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+
+import policies.model as policy_model
+from drivers.base import ENERGY_ROLES, PointBase
+from drivers.modbus.options import ModbusDevice, ModbusPoint, register_count
+from edge_agent.codes import BUILDING_TYPES, CODE_PATTERN, PROVINCE_PREFIXES, code_table, is_code
+from edge_agent.settings import MqttUplink, StatusOptions, StorageOptions
+from edge_agent.yamlmarks import YamlDoc, YamlPath, YamlSyntaxError, format_path, load_yaml, parse_path
+from policies.model import Policy
+
+__all__ = [
+    "POLICY_SCHEMA_FILE",
+    "SITE_SCHEMA_FILE",
+    "ConfigError",
+    "ConfigIssue",
+    "Device",
+    "LoadedConfig",
+    "Location",
+    "Site",
+    "Zone",
+    "check_main",
+    "load_config",
+    "policy_json_schema",
+    "render_schema",
+    "site_json_schema",
+    "write_schema_files",
+]
+
+SITE_SCHEMA_FILE = "schema.json"
+POLICY_SCHEMA_FILE = "policy.schema.json"
+
+# Add a protocol by adding its device model to this union (each has `protocol: Literal[...]`).
+Device = Annotated[Union[ModbusDevice], Field(discriminator="protocol")]  # noqa: UP007
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+_BUILDING_ID = re.compile(r"^[0-9]{6}[A-Z][0-9]{3}$")
+
+
+# --------------------------------------------------------------------------------------------- issues
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in one file. Lines and columns are 1-based."""
+
+    file: str
+    line: int
+    col: int
+    path: str  # YAML path, e.g. devices[3].points[7].address; "" for the file as a whole
+    message: str
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        # Warnings keep the "file:line:col: path: " prefix; only the message says it is a warning.
+        message = f"warning: {self.message}" if self.severity == "warning" else self.message
+        where = f"{self.file}:{self.line}:{self.col}:"
+        return f"{where} {self.path}: {message}" if self.path else f"{where} {message}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid. ``issues`` holds every error and warning found, in file order."""
+
+    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
+        self.issues = list(issues)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+    @property
+    def errors(self) -> list[ConfigIssue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Location(_Strict):
+    lat: float = Field(ge=-90, le=90, description="Latitude, degrees north (for sunrise/sunset)")
+    lon: float = Field(ge=-180, le=180, description="Longitude, degrees east")
+
+
+class Zone(_Strict):
+    id: str = Field(pattern=_ID, max_length=64, description="Referenced by points, devices and policy.yaml")
+    name: str = Field(min_length=1, description="Human name, e.g. `3F 东区 east wing`")
+    perimeter: bool = Field(default=False, description="Has outside walls and windows (daylight, contacts)")
+    kind: Literal["office", "data_centre", "server_room", "corridor", "other"] | None = Field(
+        default=None, description="Lets policies treat data centres and corridors differently"
+    )
+
+
+EnergyCodeKey = Annotated[str, StringConstraints(pattern=CODE_PATTERN)]
+
+
+class Site(_Strict):
+    gateway_id: str = Field(pattern=r"^[A-Za-z0-9._\-]+$", max_length=64, description="This gateway's id")
+    building_id: str = Field(
+        pattern=r"^[0-9]{6}[A-Z][0-9]{3}$",
+        description="MOHURD building id: 6-digit administrative division + type letter A-H + 3-digit serial",
+    )
+    name: str | None = Field(default=None, description="Building name, e.g. `示例办公楼 Demo office`")
+    timezone: str = Field(default="Asia/Shanghai", description="IANA time zone of the building")
+    location: Location
+    floor_area_m2: float = Field(gt=0, description="Floor area for kgce/m² (单位建筑面积能耗)")
+    occupants: int = Field(gt=0, description="People, including non-establishment staff, for per-person KPIs")
+    policy: str = Field(default="policy.yaml", description="policy.yaml path, relative to this file")
+    zones: list[Zone] = Field(default_factory=list)
+    devices: list[Device] = Field(min_length=1)
+    storage: StorageOptions = Field(default_factory=StorageOptions)
+    uplink: MqttUplink | None = Field(default=None, description="Absent: readings stay in the local outbox")
+    status: StatusOptions = Field(default_factory=StatusOptions)
+    energy_codes: dict[EnergyCodeKey, str] = Field(
+        default_factory=dict, description="Additions to the MOHURD code table, e.g. {01D1A: IT equipment}"
+    )
+
+    @field_validator("building_id", mode="before")
+    @classmethod
+    def _building_id_shape(cls, value: object) -> object:
+        if isinstance(value, str) and not _BUILDING_ID.match(value):
+            raise ValueError(
+                f"{value!r} is not a MOHURD building id: 6-digit administrative division + "
+                "type letter A-H + 3-digit serial, e.g. 370102A001"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Asia/Shanghai") from None
+        return value
+
+
+# --------------------------------------------------------------------------------------------- result
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    site: Site
+    policy: Policy
+    site_path: Path  # absolute
+    policy_path: Path  # absolute
+    warnings: list[ConfigIssue] = field(default_factory=list)
+    _zones: Mapping[str, str | None] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        zones: dict[str, str | None] = {}
+        for device, point in self.points():
+            zones[point.id] = point.zone or device.zone
+        object.__setattr__(self, "_zones", types.MappingProxyType(zones))
+
+    def points(self) -> Iterator[tuple[Device, PointBase]]:
+        """Every (device, point), in file order."""
+        for device in self.site.devices:
+            for point in device.points:
+                yield device, point
+
+    def point_zone(self, point_id: str) -> str | None:
+        """The point's zone, else its device's; None when neither has one. KeyError for an unknown id."""
+        return self._zones[point_id]
+
+    def resolve(self, path_str: str) -> Path:
+        """A path written in site.yaml, relative to site.yaml's directory unless absolute."""
+        p = Path(path_str).expanduser()
+        return p if p.is_absolute() else self.site_path.parent / p
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+class _Collector:
+    """Collects issues for one file, positioned from its marks."""
+
+    def __init__(self, doc: YamlDoc) -> None:
+        self.doc = doc
+        self.issues: list[ConfigIssue] = []
+
+    def add(
+        self,
+        path: Sequence[str | int],
+        message: str,
+        *,
+        severity: Literal["error", "warning"] = "error",
+        container: bool = False,
+    ) -> None:
+        mark = self.doc.container_mark(path[:-1]) if container else self.doc.mark(path)
+        self.issues.append(
+            ConfigIssue(self.doc.file, mark.line, mark.col, format_path(path), message, severity=severity)
+        )
+
+    def where(self, path: Sequence[str | int]) -> str:
+        """Another entry of the same file, for messages that name two places."""
+        mark = self.doc.mark(path)
+        return f"{format_path(path)} (line {mark.line})"
+
+
+def load_config(site_path: str | Path) -> LoadedConfig:
+    """Load and validate site.yaml and the policy file it names. Raises ConfigError listing everything."""
+    site_file = str(site_path)
+    issues: list[ConfigIssue] = []
+    try:
+        doc = load_yaml(site_path, file=site_file)
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(site_file, 1, 1, "", f"cannot read: {exc.strerror or exc}")]) from None
+    except YamlSyntaxError as exc:
+        raise ConfigError([ConfigIssue(site_file, exc.mark.line, exc.mark.col, "", exc.message)]) from None
+
+    site_out = _Collector(doc)
+    _duplicate_keys(site_out)
+    site = _validate(Site, site_out)
+    _cross_check(site_out)
+
+    policy: Policy | None = None
+    policy_path: Path | None = None
+    raw_policy = doc.data.get("policy", "policy.yaml") if isinstance(doc.data, dict) else None
+    if isinstance(raw_policy, str) and raw_policy:
+        policy_path = Path(raw_policy).expanduser()
+        if not policy_path.is_absolute():
+            policy_path = Path(site_path).parent / policy_path
+        policy, policy_out = _load_policy(policy_path, site_out, "policy" in doc.data)
+        if policy_out is not None:
+            if policy is not None:
+                _policy_site_problems(policy, policy_out, doc.data)
+            issues += policy_out.issues
+
+    issues = _ordered(site_out.issues + issues, site_file)
+    if site is None or policy is None or policy_path is None or any(i.severity == "error" for i in issues):
+        raise ConfigError(issues)
+    return LoadedConfig(
+        site=site,
+        policy=policy,
+        site_path=Path(site_path).absolute(),
+        policy_path=policy_path.absolute(),
+        warnings=[i for i in issues if i.severity == "warning"],
+    )
+
+
+def _load_policy(path: Path, site_out: _Collector, named: bool) -> tuple[Policy | None, _Collector | None]:
+    name = os.path.normpath(path)
+    try:
+        doc = load_yaml(path, file=name)
+    except OSError as exc:
+        # Reported against site.yaml's `policy:` key: that is where the fix goes.
+        reason = exc.strerror or str(exc)
+        site_out.add(["policy"], f"cannot read policy file {name}: {reason}", container=not named)
+        return None, None
+    except YamlSyntaxError as exc:
+        site_out.issues.append(ConfigIssue(name, exc.mark.line, exc.mark.col, "", exc.message))
+        return None, None
+    if doc.data is None:
+        doc.data = {}  # an empty policy.yaml means "all defaults"
+    out = _Collector(doc)
+    _duplicate_keys(out)
+    return _validate(Policy, out), out
+
+
+def _policy_site_problems(policy: Policy, out: _Collector, site_data: Mapping[str, Any]) -> None:
+    """Zones (and whatever else) policy.yaml names that site.yaml lacks, via policies.model.site_problems.
+
+    The hook is looked up by name because policies/ owns it and may rename or drop it; each problem
+    is a "yaml.path: message" string that we position in policy.yaml.
+    """
+    hook = getattr(policy_model, "site_problems", None)
+    if hook is None or not isinstance(site_data.get("zones", []), list):
+        return
+    zones = [_as_dict(z).get("id") for z in _as_list(site_data.get("zones"))]
+    zone_ids = frozenset(z for z in zones if isinstance(z, str))
+    for problem in hook(policy, zone_ids):
+        text = str(problem)
+        path_text, sep, message = text.partition(": ")
+        if sep:
+            out.add(parse_path(path_text), message)
+        else:
+            out.add([], text)
+
+
+def _ordered(issues: list[ConfigIssue], first_file: str) -> list[ConfigIssue]:
+    unique = list(dict.fromkeys(issues))  # a union can report the same problem twice
+    return sorted(unique, key=lambda i: (i.file != first_file, i.file, i.line, i.col))
+
+
+def _duplicate_keys(out: _Collector) -> None:
+    for dup in out.doc.duplicates:
+        mark = dup.again
+        out.issues.append(
+            ConfigIssue(
+                out.doc.file,
+                mark.line,
+                mark.col,
+                format_path(dup.path),
+                f"duplicate key (first at line {dup.first.line}); YAML would silently keep only the last",
+            )
+        )
+
+
+# ------------------------------------------------------------------------------------- pydantic errors
+
+_M = typing.TypeVar("_M", bound=BaseModel)
+
+
+def _validate(model: type[_M], out: _Collector) -> _M | None:
+    if out.doc.data is None:
+        out.add([], "the file is empty; expected a mapping of keys")
+        return None
+    try:
+        return model.model_validate(out.doc.data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+    # A misspelt required key shows up twice, as unknown and as missing: report it once, as the typo.
+    typo_targets: set[YamlPath] = set()
+    for err in errors:
+        if err["type"] == "extra_forbidden":
+            path, _ = _data_path(out.doc.data, tuple(err["loc"]))
+            close = _suggest(model, tuple(err["loc"]), path)
+            if close:
+                typo_targets.add((*path[:-1], close))
+    for err in errors:
+        _report(model, err, out, typo_targets)
+    return None
+
+
+def _suggest(model: type[BaseModel], loc: tuple[str | int, ...], path: YamlPath) -> str | None:
+    key = str(path[-1]) if path else ""
+    close = difflib.get_close_matches(key, _allowed_keys(model, loc[:-1]), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _report(model: type[BaseModel], err: ErrorDetails, out: _Collector, typo_targets: set[YamlPath]) -> None:
+    loc = tuple(err["loc"])
+    path, state = _data_path(out.doc.data, loc)
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+
+    if kind == "missing" or state == "missing":
+        if path not in typo_targets:
+            out.add(path, "required key missing", container=True)
+        return
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc[:-1])
+        close = _suggest(model, loc, path)
+        if close:
+            out.add(path, f"unknown key; did you mean {close!r}?")
+        elif allowed:
+            out.add(path, f"unknown key; expected one of: {', '.join(allowed)}")
+        else:
+            out.add(path, "unknown key")
+        return
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        disc = str(ctx.get("discriminator", "")).strip("'\"")
+        expected = ctx.get("expected_tags") or ", ".join(repr(t) for t in _tags(model, loc))
+        if kind == "union_tag_invalid" and disc:
+            out.add([*path, disc], f"unknown {disc} {ctx.get('tag')!r}; expected one of {expected}")
+        else:
+            out.add(
+                [*path, disc],
+                f"required key missing (one of {expected})" if disc else err["msg"],
+                container=True,
+            )
+        return
+    if state == "dict_key":
+        key = loc[loc.index("[key]") - 1] if loc.index("[key]") > 0 else ""
+        out.add(path, f"key {key!r}: {_message(kind, err['msg'], ctx, value)}")
+        return
+    out.add(path, _message(kind, err["msg"], ctx, value))
+
+
+def _message(kind: str, msg: str, ctx: Mapping[str, Any], value: object) -> str:
+    if kind == "less_than_equal":
+        return f"{_num(value)} is above {_num(ctx['le'])}"
+    if kind == "greater_than_equal":
+        return f"{_num(value)} is below {_num(ctx['ge'])}"
+    if kind == "less_than":
+        return f"{_num(value)} is not below {_num(ctx['lt'])}"
+    if kind == "greater_than":
+        return f"{_num(value)} is not above {_num(ctx['gt'])}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a mapping of keys, got {_yaml_kind(value)}"
+    if kind == "list_type":
+        return f"expected a list, got {_yaml_kind(value)}"
+    if kind.startswith("value_error") or kind == "assertion_error":
+        return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind == "string_type" and isinstance(value, int | float) and not isinstance(value, bool):
+        return f"expected text, got the number {value!r}; quote it: '{value}'"
+    text = msg[:1].lower() + msg[1:]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return f"{text} (got {value!r})"
+    return text
+
+
+def _num(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _yaml_kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _data_path(data: object, loc: tuple[str | int, ...]) -> tuple[YamlPath, str]:
+    """Turn a pydantic error location into a path through the YAML data.
+
+    pydantic inserts union tags (``devices.0.modbus.points``) and ``[key]`` markers that are not in
+    the data: an element the data does not have is dropped, unless it is the last one (then the
+    key is missing). Returns the path and "ok", "missing" or "dict_key".
+    """
+    path: list[str | int] = []
+    cur: object = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if part == "[key]":
+            return tuple(path), "dict_key"
+        found = (isinstance(cur, dict) and part in cur) or (
+            isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur)
+        )
+        if found:
+            path.append(part)
+            cur = cur[part]  # type: ignore[index]
+        elif last and isinstance(cur, dict):
+            path.append(part)
+            return tuple(path), "missing"
+        # else: a union tag or a model name pydantic put in the location; not in the data
+    return tuple(path), "ok"
+
+
+def _unwrap(tp: Any) -> Any:
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _union_arms(tp: Any) -> list[Any]:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return [_unwrap(a) for a in typing.get_args(tp) if a is not type(None)]
+    return [tp]
+
+
+def _tag_of(model: type[BaseModel]) -> list[str]:
+    tags: list[str] = []
+    for f in model.model_fields.values():
+        ann = _unwrap(f.annotation)
+        if typing.get_origin(ann) is Literal and f.is_required():
+            tags += [str(a) for a in typing.get_args(ann)]
+    return tags
+
+
+def _type_at(root: type[BaseModel], loc: Sequence[str | int]) -> Any:
+    """The annotated type at a pydantic error location (following union tags), or None."""
+    tp: Any = root
+    parts = list(loc)
+    while parts:
+        tp = _unwrap(tp)
+        arms = _union_arms(tp)
+        if len(arms) > 1:
+            models = [a for a in arms if isinstance(a, type) and issubclass(a, BaseModel)]
+            pick = [m for m in models if str(parts[0]) in (*_tag_of(m), m.__name__)]
+            if pick:
+                tp = pick[0]
+                parts.pop(0)
+                continue
+            if len(models) == 1:
+                tp = models[0]
+                continue
+            return None
+        tp = arms[0]
+        origin = typing.get_origin(tp)
+        part = parts.pop(0)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            fields = tp.model_fields
+            name = next((n for n, f in fields.items() if part in (n, f.alias)), None)
+            if name is None:
+                continue  # a tag pydantic added for a single-arm union
+            tp = fields[name].annotation
+        elif origin in (list, tuple, set, frozenset, Sequence):
+            args = typing.get_args(tp)
+            tp = args[0] if args else None
+        elif origin in (dict, Mapping):
+            args = typing.get_args(tp)
+            tp = args[1] if len(args) == 2 else None
+        else:
+            return None
+    return _unwrap(tp)
+
+
+def _allowed_keys(root: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    tp = _type_at(root, loc)
+    models = [a for a in _union_arms(tp) if isinstance(a, type) and issubclass(a, BaseModel)] if tp else []
+    if len(models) != 1:
+        return []
+    return [f.alias or n for n, f in models[0].model_fields.items()]
+
+
+def _tags(root: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    tp = _type_at(root, loc)
+    tags: list[str] = []
+    for arm in _union_arms(tp) if tp else []:
+        if isinstance(arm, type) and issubclass(arm, BaseModel):
+            tags += _tag_of(arm)
+    return tags
+
+
+# --------------------------------------------------------------------------------------------- cross checks
+
+
+def _as_list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _as_dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _device_point_models() -> dict[str, type[PointBase]]:
+    """protocol -> point model, read from the Device union, so a new protocol needs no change here."""
+    out: dict[str, type[PointBase]] = {}
+    for arm in _union_arms(_unwrap(Device)):
+        field_info = arm.model_fields.get("points")
+        args = typing.get_args(_unwrap(field_info.annotation)) if field_info is not None else ()
+        if len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], PointBase):
+            for tag in _tag_of(arm):
+                out[tag] = args[0]
+    return out
+
+
+def _cross_check(out: _Collector) -> None:
+    data = _as_dict(out.doc.data)
+    _check_building_id(out, data)
+
+    zones: dict[str, YamlPath] = {}
+    zones_ok = isinstance(data.get("zones", []), list)  # else the schema error is enough; no echoes
+    for i, zone in enumerate(_as_list(data.get("zones"))):
+        zid = _as_dict(zone).get("id")
+        if isinstance(zid, str):
+            if zid in zones:
+                out.add(["zones", i, "id"], f"duplicate zone id {zid!r}; first at {out.where(zones[zid])}")
+            else:
+                zones[zid] = ("zones", i, "id")
+
+    # A malformed key is the schema's to report; the well-formed ones still count here.
+    raw_codes = _as_dict(data.get("energy_codes")).items()
+    site_codes = {k: str(v) for k, v in raw_codes if isinstance(k, str) and is_code(k)}
+    table = code_table(site_codes)
+
+    point_models = _device_point_models()
+    device_ids: dict[str, YamlPath] = {}
+    point_ids: dict[str, YamlPath] = {}
+    endpoints: dict[tuple[str, int, int], YamlPath] = {}
+    for d, device in enumerate(_as_list(data.get("devices"))):
+        dev = _as_dict(device)
+        dpath: YamlPath = ("devices", d)
+        did = dev.get("id")
+        if isinstance(did, str):
+            if did in device_ids:
+                out.add([*dpath, "id"], f"duplicate device id {did!r}; first at {out.where(device_ids[did])}")
+            else:
+                device_ids[did] = (*dpath, "id")
+        if zones_ok:
+            _check_zone_ref(out, zones, dev.get("zone"), [*dpath, "zone"])
+        protocol = dev.get("protocol")
+        if protocol == "modbus":
+            _check_modbus_endpoint(out, dev, dpath, endpoints)
+
+        typed: list[tuple[int, PointBase]] = []
+        point_model = point_models.get(protocol) if isinstance(protocol, str) else None
+        for p, point in enumerate(_as_list(dev.get("points"))):
+            pt = _as_dict(point)
+            ppath: YamlPath = (*dpath, "points", p)
+            pid = pt.get("id")
+            if isinstance(pid, str):
+                if pid in point_ids:
+                    first = out.where(point_ids[pid])
+                    out.add([*ppath, "id"], f"duplicate point id {pid!r}; first at {first}")
+                else:
+                    point_ids[pid] = (*ppath, "id")
+            if zones_ok:
+                _check_zone_ref(out, zones, pt.get("zone"), [*ppath, "zone"])
+            _check_energy(out, table, pt, ppath)
+            if point_model is not None:
+                try:
+                    typed.append((p, point_model.model_validate(pt)))
+                except ValidationError:
+                    pass  # reported by the site schema; overlap checks need a valid point
+        if protocol == "modbus":
+            _check_modbus_overlaps(out, dpath, [(p, pt) for p, pt in typed if isinstance(pt, ModbusPoint)])
+
+
+def _check_building_id(out: _Collector, data: Mapping[str, Any]) -> None:
+    bid = data.get("building_id")
+    if not isinstance(bid, str) or not _BUILDING_ID.match(bid):
+        return  # the schema reports the shape
+    letter = bid[6]
+    if letter not in BUILDING_TYPES:
+        kinds = ", ".join(f"{k} {v.split(' ', 1)[1]}" for k, v in BUILDING_TYPES.items())
+        message = f"building type letter {letter!r} is not one of A-H ({kinds})"
+        out.add(["building_id"], message, severity="warning")
+    if bid[:2] not in PROVINCE_PREFIXES:
+        out.add(
+            ["building_id"],
+            f"administrative division {bid[:6]} does not start with a known province code",
+            severity="warning",
+        )
+
+
+def _check_zone_ref(
+    out: _Collector, zones: Mapping[str, YamlPath], zone: object, path: list[str | int]
+) -> None:
+    if isinstance(zone, str) and zone not in zones:
+        known = ", ".join(zones) or "none declared"
+        close = difflib.get_close_matches(zone, list(zones), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (zones: {known})"
+        out.add(path, f"zone {zone!r} is not declared in zones{hint}")
+
+
+def _check_energy(
+    out: _Collector, table: Mapping[str, object], pt: Mapping[str, Any], path: YamlPath
+) -> None:
+    code = pt.get("energy_code")
+    role = pt.get("role")
+    if isinstance(code, str):
+        if code not in table:
+            # Shape errors are the schema's; here only codes that have the shape but no entry.
+            if is_code(code):
+                out.add(
+                    [*path, "energy_code"],
+                    f"energy code {code!r} is not in the MOHURD table; "
+                    "a regional code must be added under energy_codes:",
+                )
+        elif role == "water_volume" and not code.startswith("02"):
+            message = f"a water_volume point with the non-water code {code!r}"
+            out.add([*path, "energy_code"], message, severity="warning")
+        elif role == "energy" and code.startswith("02"):
+            out.add(
+                [*path, "energy_code"], f"an energy point with the water code {code!r}", severity="warning"
+            )
+    elif code is None and role in ENERGY_ROLES:
+        out.add(
+            [*path, "role"],
+            f"{'an' if role == 'energy' else 'a'} {role} point without energy_code is left out of the "
+            "itemized ledger (分项计量)",
+            severity="warning",
+        )
+
+
+def _check_modbus_endpoint(
+    out: _Collector, dev: Mapping[str, Any], dpath: YamlPath, seen: dict[tuple[str, int, int], YamlPath]
+) -> None:
+    host = dev.get("host")
+    port = dev.get("port", ModbusDevice.model_fields["port"].default)
+    unit = dev.get("unit_id", ModbusDevice.model_fields["unit_id"].default)
+    if not isinstance(host, str) or not isinstance(port, int) or not isinstance(unit, int):
+        return
+    key = (host.strip().lower(), port, unit)
+    if key in seen:
+        out.add(
+            [*dpath, "host"],
+            f"{host}:{port} unit {unit} is already polled as {out.where(seen[key])}; "
+            "two devices on one endpoint read the same registers",
+        )
+    else:
+        seen[key] = (*dpath, "host")
+
+
+_ONE_REGISTER = frozenset({"int16", "uint16", "bit"})
+
+
+def _layout(point: ModbusPoint) -> tuple[object, ...]:
+    width = register_count(point)
+    # Word order means nothing for one register; a bit of a 16-bit register agrees with the register.
+    return (
+        "reg16" if point.type in _ONE_REGISTER and point.type != "int16" else point.type,
+        point.word_order if width > 1 else None,
+        point.byte_order,
+        width,
+    )
+
+
+def _check_modbus_overlaps(out: _Collector, dpath: YamlPath, points: list[tuple[int, ModbusPoint]]) -> None:
+    by_table: dict[str, list[tuple[int, ModbusPoint]]] = {}
+    for p, pt in points:
+        if pt.table in ("holding", "input"):
+            by_table.setdefault(pt.table, []).append((p, pt))
+    for table, entries in by_table.items():
+        entries.sort(key=lambda e: e[1].address)
+        for a_index, (pa, a) in enumerate(entries):
+            a_end = a.address + register_count(a)
+            for pb, b in entries[a_index + 1 :]:
+                if b.address >= a_end:
+                    break
+                if a.address == b.address and _layout(a) == _layout(b):
+                    continue  # the same registers read the same way (e.g. two bits of one register)
+                first, second = sorted(((pa, a), (pb, b)), key=lambda e: e[0])
+                out.add(
+                    [*dpath, "points", second[0], "address"],
+                    f"{table} registers {_span(second[1])} ({_desc(second[1])}) overlap point "
+                    f"{first[1].id!r} at {out.where([*dpath, 'points', first[0]])}, registers "
+                    f"{_span(first[1])} ({_desc(first[1])}), decoded differently",
+                )
+
+
+def _span(p: ModbusPoint) -> str:
+    n = register_count(p)
+    return str(p.address) if n == 1 else f"{p.address}-{p.address + n - 1}"
+
+
+def _desc(p: ModbusPoint) -> str:
+    parts: list[str] = [p.type]
+    if register_count(p) > 1:
+        parts.append(f"word_order {p.word_order}")
+    parts.append(f"byte_order {p.byte_order}")
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------- schema
+
+
+def site_json_schema() -> dict[str, Any]:
+    schema = Site.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema.setdefault("title", "edge-agent site.yaml")
+    return schema
+
+
+def policy_json_schema() -> dict[str, Any]:
+    schema = Policy.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+def render_schema(schema: Mapping[str, Any]) -> str:
+    """The exact text written to disk (stable, so a freshness test can compare files)."""
+    return json.dumps(schema, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def write_schema_files(config_dir: Path) -> list[Path]:
+    """Write schema.json (site) and policy.schema.json into ``config_dir``; returns their paths."""
+    config_dir = Path(config_dir)
+    config_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in ((SITE_SCHEMA_FILE, site_json_schema()), (POLICY_SCHEMA_FILE, policy_json_schema())):
+        path = config_dir / name
+        path.write_text(render_schema(schema), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------------------------- check
+
+
+def check_main(path: str | Path, *, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+    """`edge-agent check`: issues to stderr, a one-line summary to stdout; 0 valid, 2 invalid."""
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=err)
+        n_err, n_warn = len(exc.errors), len(exc.issues) - len(exc.errors)
+        print(f"{path}: INVALID, {n_err} error(s), {n_warn} warning(s)", file=err)
+        return 2
+    for issue in cfg.warnings:
+        print(issue, file=err)
+    n_points = sum(1 for _ in cfg.points())
+    warn = f", {len(cfg.warnings)} warning(s)" if cfg.warnings else ""
+    print(
+        f"{path}: OK, {len(cfg.site.devices)} device(s), {n_points} point(s), {len(cfg.site.zones)} zone(s), "
+        f"policy {os.path.normpath(Path(path).parent / cfg.site.policy)}{warn}",
+        file=out,
+    )
+    return 0

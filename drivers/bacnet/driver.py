@@ -1,0 +1,600 @@
+"""BACnet/IP driver for one device, on a shared :class:`~drivers.bacnet.network.BacnetNetwork`.
+
+Reads: ReadPropertyMultiple in batches of ``max_rpm_properties`` property references (present-value and
+status-flags together), falling back to one ReadProperty per point when the device rejects RPM or cannot
+segment the answer; the fallback is remembered for the device. Status flags turn a value ``uncertain``
+(fault > out-of-service > overridden). Failures are ``bad`` readings with ``bacnet:<class>:<code>``,
+``bacnet:reject:<reason>``, ``bacnet:abort:<reason>`` or ``timeout``.
+
+COV: points marked ``cov`` are subscribed at connect and renewed at half their lifetime. While a point's
+subscription is healthy and has delivered a value, ``read`` answers it from that value (timestamped when it
+arrived) without traffic, and every notification is also pushed to ``on_cov``; a subscription that fails,
+or any timeout on the device, puts its points back on polling until a re-subscription succeeds.
+
+Writes: WriteProperty at the point's priority (else the device's), wait ``readback_delay_s``, read
+present-value and priority-array back. ``None`` relinquishes (Null at that priority).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bacpypes3.apdu import AbortPDU, ErrorPDU, ErrorRejectAbortNack, RejectPDU, SubscribeCOVRequest
+from bacpypes3.basetypes import ErrorType, PriorityArray
+from bacpypes3.constructeddata import AnyAtomic
+from bacpypes3.pdu import Address
+from bacpypes3.primitivedata import (
+    BitString,
+    Boolean,
+    CharacterString,
+    Enumerated,
+    Integer,
+    Null,
+    ObjectIdentifier,
+    Real,
+    Unsigned,
+)
+from bacpypes3.vendor import get_vendor_info
+
+from drivers.bacnet.network import BacnetNetwork
+from drivers.bacnet.options import BacnetDevice, BacnetPoint
+from drivers.base import (
+    PermanentError,
+    PointBase,
+    Quality,
+    Reading,
+    TransientError,
+    UtcClock,
+    Value,
+    WriteResult,
+    utc_now,
+)
+
+__all__ = ["BacnetDriver", "BacnetStats", "error_code"]
+
+log = logging.getLogger(__name__)
+
+_IN_FLIGHT = 4  # requests in flight per device (STACK.md: 5-20 in flight doubles throughput)
+_COV_RETRY_S = 30.0  # a failed subscription is retried this often (reads poll meanwhile)
+_FALLBACK_ABORTS = {"segmentation-not-supported", "buffer-overflow", "apdu-too-long"}
+
+
+@dataclass
+class BacnetStats:
+    """Request counters, for tests and the bench (requests sent, not answers)."""
+
+    rpm_requests: int = 0
+    rp_requests: int = 0
+    wp_requests: int = 0
+    subscribe_requests: int = 0
+    cov_notifications: int = 0
+    cov_served: int = 0  # readings answered from COV values without a request
+    timeouts: int = 0
+
+
+def _kebab(text: Any) -> str:
+    s = str(text)
+    out = "".join("-" + c.lower() if c.isupper() else c for c in s)
+    return out.lstrip("-")
+
+
+def error_code(exc: BaseException) -> str:
+    """``bacnet:<class>:<code>`` for an Error, ``bacnet:reject:<reason>``, ``bacnet:abort:<reason>``."""
+    if isinstance(exc, ErrorPDU):
+        cls, code = getattr(exc, "errorClass", "unknown"), getattr(exc, "errorCode", "unknown")
+        return f"bacnet:{_kebab(cls)}:{_kebab(code)}"
+    if isinstance(exc, RejectPDU):
+        return f"bacnet:reject:{_kebab(exc.apduAbortRejectReason)}"
+    if isinstance(exc, AbortPDU):
+        return f"bacnet:abort:{_kebab(exc.apduAbortRejectReason)}"
+    return f"bacnet:error:{type(exc).__name__}"
+
+
+class _Failure(Exception):
+    """A request that produced no value; ``code`` is what the bad reading carries."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def _objid(point: BacnetPoint) -> ObjectIdentifier:
+    return ObjectIdentifier(f"{point.object_type},{point.instance}")
+
+
+def _convert(raw: Any) -> Value:
+    """A decoded bacpypes3 value -> a plain value: binary active -> True, multi-state/unsigned -> int."""
+    if isinstance(raw, str) and raw.startswith("-no "):  # bacpypes3 reports some failures as strings
+        raise _Failure("bacnet:decode:" + raw.strip("-").replace(" ", "-"), raw)
+    if raw is None:
+        raise _Failure("bacnet:decode:invalid-response", "no value in the reply")
+    if isinstance(raw, ErrorType):
+        raise _Failure(
+            f"bacnet:{_kebab(raw.errorClass)}:{_kebab(raw.errorCode)}", f"{raw.errorClass}: {raw.errorCode}"
+        )
+    if isinstance(raw, Null):
+        return None
+    if isinstance(raw, AnyAtomic):
+        raw = raw.get_value()
+    if isinstance(raw, Enumerated):
+        name = str(raw)
+        if name in ("active", "inactive") and type(raw).__name__ == "BinaryPV":
+            return name == "active"
+        return int(raw)
+    if isinstance(raw, Boolean):
+        return bool(raw)
+    if isinstance(raw, Real | float):
+        return float(raw)
+    if isinstance(raw, Unsigned | Integer) or (isinstance(raw, int) and not isinstance(raw, bool)):
+        return int(raw)
+    if isinstance(raw, CharacterString | str):
+        return str(raw)
+    if isinstance(raw, bool):
+        return raw
+    raise _Failure("bacnet:decode:unsupported-datatype", f"cannot map {type(raw).__name__} to a value")
+
+
+def _flags_quality(flags: Any) -> tuple[Quality, str | None, str | None]:
+    """status-flags [in-alarm, fault, overridden, out-of-service] -> quality, code, detail."""
+    if not isinstance(flags, BitString | list):
+        return Quality.GOOD, None, None
+    bits = [int(b) for b in list(flags)[:4]] + [0] * (4 - min(4, len(list(flags))))
+    names = [n for n, b in zip(("in-alarm", "fault", "overridden", "out-of-service"), bits, strict=True) if b]
+    detail = "status-flags: " + ", ".join(names) if names else None
+    for name in ("fault", "out-of-service", "overridden"):
+        if name in names:
+            return Quality.UNCERTAIN, f"bacnet:{name}", detail
+    return Quality.GOOD, None, detail
+
+
+def _first_active(pa: Any) -> int | None:
+    for i, slot in enumerate(pa or []):
+        if getattr(slot, "null", None) is None:
+            return i + 1
+    return None
+
+
+def _slot_value(pa: Any, priority: int) -> Value:
+    slot = pa[priority - 1]
+    if getattr(slot, "null", None) is not None:
+        return None
+    return _convert(getattr(slot, slot._choice))
+
+
+def _equal(a: Value, b: Value) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is not None and b is not None and bool(a) == bool(b)
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-6)  # Real is float32
+    return a == b
+
+
+class BacnetDriver:
+    """One BACnet/IP device. Implements :class:`drivers.base.Driver`."""
+
+    def __init__(self, *, device: BacnetDevice, network: BacnetNetwork, clock: UtcClock = utc_now) -> None:
+        self.device = device
+        self.device_id = device.id
+        self.network = network
+        self.clock = clock
+        self.address = Address(device.address if ":" in device.address else f"{device.address}:47808")
+        self.on_cov: Callable[[list[Reading]], None] | None = None
+        self.stats = BacnetStats()
+        self.rpm_supported = device.use_rpm  # turns False, for good, when the device rejects RPM
+        self._sem = asyncio.Semaphore(_IN_FLIGHT)
+        self._written: dict[str, set[int]] = {}  # point id -> priorities this agent holds
+        self._cov_points = [p for p in device.points if (p.cov if p.cov is not None else device.cov)]
+        self._by_objid: dict[tuple[str, int], list[BacnetPoint]] = {}
+        for p in self._cov_points:
+            self._by_objid.setdefault((p.object_type, p.instance), []).append(p)
+        self._spids: dict[tuple[str, int], int] = {}  # healthy subscriptions
+        self._cov_values: dict[str, Reading] = {}  # point id -> last COV reading (healthy subscriptions only)
+        self._cov_flags: dict[tuple[str, int], Any] = {}
+        self._cov_task: asyncio.Task[None] | None = None
+        self._cov_wake = asyncio.Event()
+
+    # ---- lifecycle ----
+
+    async def connect(self) -> None:
+        await self.network.start()
+        if self._cov_points and self._cov_task is None:
+            self._cov_task = asyncio.create_task(self._cov_loop(), name=f"bacnet-cov:{self.device_id}")
+
+    async def close(self) -> None:
+        if self._cov_task is not None:
+            self._cov_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._cov_task
+            self._cov_task = None
+        if self.network.started:
+            await self._unsubscribe_all()
+            if self.device.relinquish_on_shutdown:
+                by_id = {p.id: p for p in self.device.points}
+                for pid, prios in list(self._written.items()):
+                    for prio in sorted(prios):
+                        result = await self.write(by_id[pid], None, priority=prio)
+                        if not result.ok:
+                            log.warning(
+                                "relinquish at shutdown failed",
+                                extra={"device": self.device_id, "point": pid, "code": result.code},
+                            )
+
+    # ---- requests (every bacpypes3 failure is caught here, at the edge) ----
+
+    async def _request(self, coro: Any, kind: str) -> Any:
+        async with self._sem:
+            try:
+                return await asyncio.wait_for(coro, self.device.timeout_s)
+            except TimeoutError:
+                self.stats.timeouts += 1
+                self._cov_suspect()
+                raise _Failure(
+                    "timeout", f"no answer from {self.device.address} in {self.device.timeout_s} s"
+                ) from None
+            except ErrorRejectAbortNack as exc:  # BaseException in bacpypes3
+                raise _Failure(error_code(exc), f"{kind}: {exc!r}") from None
+            except (OSError, ValueError, TypeError, RuntimeError) as exc:
+                raise _Failure("bacnet:request-failed", f"{kind}: {exc}") from exc
+
+    async def _rp(self, objid: ObjectIdentifier, prop: str) -> Any:
+        self.stats.rp_requests += 1
+        return await self._request(self.network.app.read_property(self.address, objid, prop), "read-property")
+
+    async def _rpm(self, specs: list[Any]) -> list[tuple[Any, Any, Any, Any]]:
+        self.stats.rpm_requests += 1
+        result = await self._request(
+            self.network.app.read_property_multiple(self.address, specs), "read-property-multiple"
+        )
+        if not isinstance(result, list):
+            raise _Failure("bacnet:decode:invalid-response", f"read-property-multiple answered {result!r}")
+        return result
+
+    # ---- reads ----
+
+    async def read(self, points: Sequence[PointBase]) -> list[Reading]:
+        pts = [self._bacnet_point(p) for p in points]
+        out: dict[int, Reading] = {}
+        to_poll: list[int] = []
+        for i, p in enumerate(pts):
+            cached = self._cov_values.get(p.id)
+            if cached is not None and (p.object_type, p.instance) in self._spids:
+                out[i] = cached
+                self.stats.cov_served += 1
+            else:
+                to_poll.append(i)
+        if to_poll:
+            polled = await self._poll([pts[i] for i in to_poll])
+            out.update(zip(to_poll, polled, strict=True))
+        return [out[i] for i in range(len(pts))]
+
+    def _bacnet_point(self, point: PointBase) -> BacnetPoint:
+        if not isinstance(point, BacnetPoint):
+            raise TypeError(f"BACnet device {self.device_id} got a {type(point).__name__}, not a BacnetPoint")
+        return point
+
+    @staticmethod
+    def _props(point: BacnetPoint) -> list[str]:
+        return [point.property, "status-flags"] if point.property == "present-value" else [point.property]
+
+    def _batches(self, points: list[BacnetPoint]) -> list[list[BacnetPoint]]:
+        batches: list[list[BacnetPoint]] = []
+        current: list[BacnetPoint] = []
+        used = 0
+        for p in points:
+            n = len(self._props(p))
+            if current and used + n > self.device.max_rpm_properties:
+                batches.append(current)
+                current, used = [], 0
+            current.append(p)
+            used += n
+        if current:
+            batches.append(current)
+        return batches
+
+    async def _poll(self, points: list[BacnetPoint]) -> list[Reading]:
+        if not self.rpm_supported:
+            return list(await asyncio.gather(*(self._read_one(p) for p in points)))
+        results = await asyncio.gather(*(self._read_batch(b) for b in self._batches(points)))
+        return [r for batch in results for r in batch]
+
+    async def _read_batch(self, batch: list[BacnetPoint]) -> list[Reading]:
+        specs: list[Any] = []
+        for p in batch:
+            specs += [_objid(p), self._props(p)]
+        try:
+            if not self.rpm_supported:  # another batch found out meanwhile
+                raise _Failure("bacnet:reject:unrecognized-service", "RPM not supported")
+            results = await self._rpm(specs)
+        except _Failure as f:
+            if f.code in ("bacnet:reject:unrecognized-service", "bacnet:services:service-request-denied") or (
+                f.code.startswith("bacnet:abort:") and f.code.split(":")[-1] in _FALLBACK_ABORTS
+            ):
+                if self.rpm_supported:
+                    log.warning(
+                        "device lacks ReadPropertyMultiple (%s); reading one property at a time",
+                        f.code,
+                        extra={"device": self.device_id},
+                    )
+                self.rpm_supported = False
+                return list(await asyncio.gather(*(self._read_one(p) for p in batch)))
+            if f.code == "timeout" or f.code.startswith("bacnet:abort:") or f.code == "bacnet:request-failed":
+                return [self._bad(p, f.code, f.detail) for p in batch]
+            # A whole-request error (some devices answer RPM with one Error when any object is unknown):
+            # ask point by point so each gets its own answer.
+            return list(await asyncio.gather(*(self._read_one(p) for p in batch)))
+        ts = self.clock()
+        values: dict[tuple[str, int, str], Any] = {}
+        for objid, prop, _index, value in results:
+            values[(_kebab(objid[0]), int(objid[1]), _kebab(prop))] = value
+        out = []
+        for p in batch:
+            key = (p.object_type, p.instance)
+            if (*key, p.property) not in values:
+                out.append(
+                    self._bad(p, "bacnet:decode:missing-result", "property missing from the RPM answer", ts)
+                )
+                continue
+            out.append(self._reading(p, values[(*key, p.property)], values.get((*key, "status-flags")), ts))
+        return out
+
+    async def _read_one(self, p: BacnetPoint) -> Reading:
+        try:
+            raw = await self._rp(_objid(p), p.property)
+        except _Failure as f:
+            return self._bad(p, f.code, f.detail)
+        flags = None
+        if p.property == "present-value":
+            # Status flags are optional on some objects; their absence leaves the value good.
+            with contextlib.suppress(_Failure):
+                flags = await self._rp(_objid(p), "status-flags")
+        return self._reading(p, raw, flags, self.clock())
+
+    def _reading(self, p: BacnetPoint, raw: Any, flags: Any, ts: Any) -> Reading:
+        try:
+            value = _convert(raw)
+        except _Failure as f:
+            return self._bad(p, f.code, f.detail, ts)
+        quality, code, detail = (
+            _flags_quality(flags) if not isinstance(flags, ErrorType) else (Quality.GOOD, None, None)
+        )
+        return Reading(p.id, value, ts, quality, code, detail)
+
+    def _bad(self, p: BacnetPoint, code: str, detail: str, ts: Any = None) -> Reading:
+        return Reading(
+            p.id, None, ts or self.clock(), Quality.BAD, code, f"{self.device_id}/{p.id}: {detail}"
+        )
+
+    # ---- writes ----
+
+    async def write(self, point: PointBase, value: Value, *, priority: int | None = None) -> WriteResult:
+        p = self._bacnet_point(point)
+        prio = priority or p.priority or self.device.write_priority
+        if not p.writable:
+            return WriteResult(
+                p.id, value, None, False, "not-writable", f"{p.id} is not writable in site.yaml"
+            )
+        if not 1 <= prio <= 16:
+            return WriteResult(
+                p.id, value, None, False, "bacnet:bad-priority", f"priority {prio} outside 1-16"
+            )
+        try:
+            encoded = self._encode(p, value)
+        except (TypeError, ValueError) as exc:
+            return WriteResult(p.id, value, None, False, "bacnet:bad-value", str(exc))
+        self.stats.wp_requests += 1
+        try:
+            await self._request(
+                self.network.app.write_property(self.address, _objid(p), p.property, encoded, priority=prio),
+                "write-property",
+            )
+        except _Failure as f:
+            return WriteResult(p.id, value, None, False, f.code, f.detail)
+        if value is None:
+            self._written.get(p.id, set()).discard(prio)
+        else:
+            self._written.setdefault(p.id, set()).add(prio)
+        if self.device.readback_delay_s:
+            await asyncio.sleep(self.device.readback_delay_s)
+        try:
+            readback_raw, pa = await self._read_back(p)
+            readback = _convert(readback_raw)
+        except _Failure as f:
+            return WriteResult(p.id, value, None, False, f.code, f"written, read-back failed: {f.detail}")
+        active = _first_active(pa) if pa is not None else None
+        if value is None:
+            ok = pa is None or _slot_value(pa, prio) is None
+            return WriteResult(
+                p.id,
+                None,
+                readback,
+                ok,
+                None if ok else "bacnet:relinquish-failed",
+                f"relinquished priority {prio}; active priority {active}",
+            )
+        if _equal(readback, value):
+            return WriteResult(
+                p.id, value, readback, True, None, f"priority {prio}; active priority {active}"
+            )
+        if active is not None and active < prio:
+            return WriteResult(
+                p.id,
+                value,
+                readback,
+                False,
+                f"masked:priority-{active}",
+                f"priority {active} holds {readback!r} above our {prio}",
+            )
+        return WriteResult(
+            p.id,
+            value,
+            readback,
+            False,
+            "readback-mismatch",
+            f"wrote {value!r} at priority {prio}, device reports {readback!r}",
+        )
+
+    def _encode(self, p: BacnetPoint, value: Value) -> Any:
+        if value is None:
+            return Null(())
+        if p.object_type.startswith("binary-"):
+            if isinstance(value, str):
+                if value not in ("active", "inactive"):
+                    raise ValueError(f"binary value {value!r} is not active/inactive")
+                return value
+            if value not in (0, 1, True, False):
+                raise ValueError(f"binary value {value!r} is not 0/1/true/false")
+            return "active" if value else "inactive"
+        if p.object_type.startswith("multi-state-"):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or value != int(value)
+                or value < 1
+            ):
+                raise ValueError(f"multi-state value {value!r} is not an integer >= 1")
+            return Unsigned(int(value))
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"analog value {value!r} is not a number")
+        if math.isnan(float(value)):
+            raise ValueError("NaN is not written")
+        return Real(float(value))
+
+    async def _read_back(self, p: BacnetPoint) -> tuple[Any, Any]:
+        """present-value and priority-array (None when the object is not commandable)."""
+        objid = _objid(p)
+        if self.rpm_supported:
+            try:
+                results = await self._rpm([objid, [p.property, "priority-array"]])
+            except _Failure as f:
+                if f.code == "timeout":
+                    raise
+            else:
+                got = {_kebab(prop): v for _o, prop, _i, v in results}
+                pa = got.get("priority-array")
+                return got.get(p.property), pa if isinstance(pa, list) else None
+        pv = await self._rp(objid, p.property)
+        try:
+            pa = await self._rp(objid, "priority-array")
+        except _Failure:
+            pa = None
+        return pv, pa if isinstance(pa, list) else None
+
+    async def active_priority(self, point: PointBase) -> int | None:
+        """Which priority holds the present value (first non-null slot), None when all are relinquished.
+
+        Raises TransientError on timeout, PermanentError when the device has no priority-array for it."""
+        p = self._bacnet_point(point)
+        try:
+            pa = await self._rp(_objid(p), "priority-array")
+        except _Failure as f:
+            cls = TransientError if f.code == "timeout" else PermanentError
+            raise cls(f.detail, device=self.device_id, point=p.id, code=f.code) from None
+        if not isinstance(pa, list | PriorityArray):
+            raise PermanentError(
+                f"priority-array read gave {pa!r}",
+                device=self.device_id,
+                point=p.id,
+                code="bacnet:decode:invalid-response",
+            )
+        return _first_active(pa)
+
+    # ---- COV ----
+
+    def _cov_suspect(self) -> None:
+        """A timeout: the device may have restarted and forgotten us. Poll until re-subscribed."""
+        if self._spids:
+            for spid in self._spids.values():
+                self.network.unregister_cov(spid)
+            self._spids.clear()
+            self._cov_values.clear()
+            self._cov_wake.set()
+
+    async def _subscribe(self, key: tuple[str, int]) -> bool:
+        def handler(objid: Any, values: list[Any]) -> None:
+            self._on_notification(key, objid, values)
+
+        spid = self.network.register_cov(handler)
+        req = SubscribeCOVRequest(
+            subscriberProcessIdentifier=spid,
+            monitoredObjectIdentifier=ObjectIdentifier(f"{key[0]},{key[1]}"),
+            issueConfirmedNotifications=self.device.cov_confirmed,
+            lifetime=self.device.cov_lifetime_s,
+            destination=self.address,
+        )
+        self.stats.subscribe_requests += 1
+        try:
+            await self._request(self.network.app.request(req), "subscribe-cov")
+        except _Failure as f:
+            self.network.unregister_cov(spid)
+            log.warning(
+                "COV subscription failed (%s); polling instead",
+                f.code,
+                extra={"device": self.device_id, "object": f"{key[0]},{key[1]}"},
+            )
+            return False
+        old = self._spids.get(key)
+        if old is not None and old != spid:
+            self.network.unregister_cov(old)
+        self._spids[key] = spid
+        return True
+
+    async def _cov_loop(self) -> None:
+        renew_s = max(1.0, self.device.cov_lifetime_s / 2)
+        while True:
+            failed = False
+            for key in self._by_objid:
+                if not await self._subscribe(key):
+                    failed = True
+                    if key in self._spids:
+                        self.network.unregister_cov(self._spids.pop(key))
+                    for p in self._by_objid[key]:
+                        self._cov_values.pop(p.id, None)
+            self._cov_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._cov_wake.wait(), min(renew_s, _COV_RETRY_S) if failed else renew_s
+                )
+
+    async def _unsubscribe_all(self) -> None:
+        for key, spid in list(self._spids.items()):
+            req = SubscribeCOVRequest(
+                subscriberProcessIdentifier=spid,
+                monitoredObjectIdentifier=ObjectIdentifier(f"{key[0]},{key[1]}"),
+                destination=self.address,
+            )
+            with contextlib.suppress(_Failure):
+                await self._request(self.network.app.request(req), "unsubscribe-cov")
+            self.network.unregister_cov(spid)
+        self._spids.clear()
+        self._cov_values.clear()
+
+    def _on_notification(self, key: tuple[str, int], objid: Any, values: list[Any]) -> None:
+        self.stats.cov_notifications += 1
+        ts = self.clock()
+        cls = get_vendor_info(0).get_object_class(objid[0])
+        decoded: dict[str, Any] = {}
+        for pv in values:
+            prop = pv.propertyIdentifier
+            ptype = cls.get_property_type(prop) if cls else None
+            try:
+                decoded[_kebab(prop)] = pv.value.cast_out(ptype) if ptype else None
+            except Exception as exc:  # a malformed notification is a bad reading, not a crash
+                decoded[_kebab(prop)] = f"-no decode: {exc}-"
+        if "status-flags" in decoded:
+            self._cov_flags[key] = decoded["status-flags"]
+        readings = []
+        for p in self._by_objid.get(key, []):
+            if p.property in decoded:
+                r = self._reading(p, decoded[p.property], self._cov_flags.get(key), ts)
+                if key in self._spids:
+                    self._cov_values[p.id] = r
+                readings.append(r)
+        if readings and self.on_cov is not None:
+            self.on_cov(readings)

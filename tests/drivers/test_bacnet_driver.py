@@ -1,0 +1,252 @@
+"""BACnet driver against the bundled BACnet simulator over loopback (sim 127.0.0.2-5, agent 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from drivers.bacnet import (
+    BacnetDevice,
+    BacnetDriver,
+    BacnetNetwork,
+    BacnetNetworkOptions,
+    BacnetPoint,
+    LocalAddressError,
+)
+from drivers.base import Quality, Reading
+from sim.bacnet_server import BacnetSimulator
+from sim.building import Building, Mode
+
+HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
+
+
+def free_udp_port() -> int:
+    """A random UDP port free on every loopback host we use (parallel runs pick different ones)."""
+    for _ in range(200):
+        port = random.randint(20000, 60000)
+        socks = []
+        try:
+            for h in HOSTS:
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind((h, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free UDP port")
+
+
+def ac_points() -> list[BacnetPoint]:
+    return [
+        BacnetPoint(id="sp", object_type="analog-value", instance=1, writable=True, role="setpoint"),
+        BacnetPoint(
+            id="mode",
+            object_type="multi-state-value",
+            instance=1,
+            writable=True,
+            role="ac_mode",
+            states={1: "off", 2: "cool", 3: "heat", 4: "fan"},
+        ),
+        BacnetPoint(id="power", object_type="binary-value", instance=1, writable=True, role="ac_power"),
+        BacnetPoint(id="room", object_type="analog-input", instance=1, role="room_temperature"),
+        BacnetPoint(id="light", object_type="binary-output", instance=1, writable=True, role="light_relay"),
+        BacnetPoint(id="energy", object_type="analog-value", instance=101, role="energy"),
+        BacnetPoint(id="counter", object_type="accumulator", instance=101, role="energy"),
+    ]
+
+
+class Rig:
+    def __init__(
+        self, building: Building, sim: BacnetSimulator, net: BacnetNetwork, sim_address: str
+    ) -> None:
+        self.building, self.sim, self.net, self.sim_address = building, sim, net, sim_address
+        self.drivers: list[BacnetDriver] = []
+
+    async def driver(self, points: list[BacnetPoint] | None = None, **kw: object) -> BacnetDriver:
+        opts: dict[str, object] = {"readback_delay_s": 0, "timeout_s": 0.5}
+        opts.update(kw)
+        dev = BacnetDevice(
+            protocol="bacnet",
+            id="fc1",
+            address=self.sim.address_of("FC-1F"),
+            device_instance=1001,
+            points=points or ac_points(),
+            **opts,
+        )  # type: ignore[arg-type]
+        d = BacnetDriver(device=dev, network=self.net)
+        await d.connect()
+        self.drivers.append(d)
+        return d
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    sim_port, agent_port = free_udp_port(), free_udp_port()
+    building = Building(start=datetime(2025, 7, 15, 2, 0, tzinfo=UTC), script=False)  # 10:00 local
+    sim = BacnetSimulator(building, address=f"127.0.0.2/24:{sim_port}", refresh_s=0.05)
+    await sim.start()
+    net = BacnetNetwork(options=BacnetNetworkOptions(local_address=f"127.0.0.1:{agent_port}"))
+    r = Rig(building, sim, net, f"127.0.0.2:{sim_port}")
+    try:
+        yield r
+    finally:
+        for d in r.drivers:
+            await d.close()
+        await net.close()
+        await sim.stop()
+
+
+async def test_reads_every_object_type(rig: Rig) -> None:
+    ac = rig.building.ac_units["f1-ac1"]
+    rig.building.set_mode("f1-ac1", Mode.COOL)
+    rig.building.set_setpoint("f1-ac1", 27.5)
+    rig.building.set_light("f1-l1", True)
+    rig.sim.refresh()
+    d = await rig.driver()
+    readings = await d.read(d.device.points)
+    by = {r.point_id: r for r in readings}
+    assert [r.point_id for r in readings] == [p.id for p in d.device.points]
+    assert all(r.quality is Quality.GOOD for r in readings), readings
+    assert by["sp"].value == 27.5
+    assert by["mode"].value == 2 and isinstance(by["mode"].value, int)  # cool, 1-based
+    assert by["power"].value is True
+    assert by["room"].value == pytest.approx(round(ac.room_temp, 2), abs=1e-3)
+    assert by["light"].value is True
+    meter = rig.building.meters["f1-ls"]
+    assert by["energy"].value == pytest.approx(meter.reading, rel=1e-6)
+    assert by["counter"].value == int(meter.reading)
+    assert d.stats.rpm_requests == 1 and d.stats.rp_requests == 0
+
+
+async def test_rpm_batches_by_property_count(rig: Rig) -> None:
+    d = await rig.driver(max_rpm_properties=4)  # 2 points (value + status-flags) per request
+    readings = await d.read(d.device.points)
+    assert all(r.ok for r in readings)
+    assert d.stats.rpm_requests == 4  # 7 points -> 2+2+2+1
+
+
+async def test_unknown_objects_are_bad_readings(rig: Rig) -> None:
+    pts = [
+        *ac_points()[:2],
+        BacnetPoint(id="ghost", object_type="analog-value", instance=77),
+        BacnetPoint(id="ghost-bo", object_type="binary-output", instance=9),
+    ]
+    d = await rig.driver(pts)
+    by = {r.point_id: r for r in await d.read(pts)}
+    assert by["ghost"].quality is Quality.BAD and by["ghost"].code == "bacnet:object:unknown-object"
+    assert by["ghost-bo"].code == "bacnet:object:unknown-object"
+    assert by["sp"].ok and by["mode"].ok
+    d2 = await rig.driver(pts, use_rpm=False)
+    by2 = {r.point_id: r for r in await d2.read(pts)}
+    assert by2["ghost"].code == "bacnet:object:unknown-object" and by2["sp"].value == by["sp"].value
+
+
+async def test_falls_back_to_read_property_when_rpm_is_rejected(rig: Rig) -> None:
+    app = rig.sim.device("FC-1F").app
+    assert app is not None
+    app.do_ReadPropertyMultipleRequest = None  # this device now rejects RPM (unrecognized-service)
+    d = await rig.driver()
+    readings = await d.read(d.device.points)
+    assert all(r.ok for r in readings), readings
+    assert d.rpm_supported is False
+    assert d.stats.rpm_requests == 1
+    rp = d.stats.rp_requests
+    assert rp >= len(readings)
+    await d.read(d.device.points)
+    assert d.stats.rpm_requests == 1  # remembered: no second RPM attempt
+    assert d.stats.rp_requests > rp
+
+
+async def test_write_at_priority_priority_array_and_relinquish(rig: Rig) -> None:
+    d = await rig.driver()
+    sp = d.device.points[0]
+    result = await d.write(sp, 26.5)
+    assert result.ok and result.readback == 26.5
+    assert rig.building.ac_units["f1-ac1"].setpoint == 26.5  # the model followed
+    assert await d.active_priority(sp) == 8
+    # a lower priority is masked by ours
+    masked = await d.write(sp, 24.0, priority=12)
+    assert not masked.ok and masked.code == "masked:priority-8" and masked.readback == 26.5
+    # relinquish 8: the value at 12 takes over
+    rel = await d.write(sp, None)
+    assert rel.ok and rel.readback == 24.0
+    assert await d.active_priority(sp) == 12
+    assert rig.building.ac_units["f1-ac1"].setpoint == 24.0
+    await d.write(sp, None, priority=12)
+    assert await d.active_priority(sp) is None
+    # refused by the device: value out of range
+    bad = await d.write(sp, 40.0)
+    assert not bad.ok and bad.code == "bacnet:property:value-out-of-range"
+    # binary and multi-state writes map consistently
+    assert (await d.write(d.device.points[4], False)).ok
+    assert rig.building.lights["f1-l1"].on is False
+    assert (await d.write(d.device.points[1], 3)).ok
+    assert rig.building.ac_units["f1-ac1"].mode == Mode.HEAT
+
+
+async def test_read_only_points_refuse_writes(rig: Rig) -> None:
+    d = await rig.driver()
+    result = await d.write(d.device.points[3], 20.0)  # writable: false in the config
+    assert not result.ok and result.code == "not-writable"
+
+
+async def test_cov_update_arrives_without_a_poll(rig: Rig) -> None:
+    pts = [
+        BacnetPoint(id="power", object_type="binary-value", instance=1, cov=True),
+        BacnetPoint(id="sp", object_type="analog-value", instance=1),
+    ]
+    d = await rig.driver(pts, cov_lifetime_s=60)
+    pushed: list[Reading] = []
+    d.on_cov = pushed.extend
+    for _ in range(100):
+        if d.stats.cov_notifications:
+            break
+        await asyncio.sleep(0.01)
+    rig.building.set_power("f1-ac1", not rig.building.ac_units["f1-ac1"].power)
+    want = rig.building.ac_units["f1-ac1"].power
+    rpm_before = d.stats.rpm_requests
+    for _ in range(200):
+        if any(r.value is want for r in pushed):
+            break
+        await asyncio.sleep(0.01)
+    assert any(r.point_id == "power" and r.value is want for r in pushed)
+    assert d.stats.rpm_requests == rpm_before  # nothing was polled
+    # a read answers the COV point from its notification and polls the other
+    readings = await d.read(pts)
+    assert readings[0].value is want and d.stats.cov_served == 1
+    assert d.stats.rpm_requests == rpm_before + 1
+
+
+async def test_recovers_after_simulator_restart(rig: Rig) -> None:
+    d = await rig.driver()
+    assert all(r.ok for r in await d.read(d.device.points))
+    await rig.sim.stop()
+    down = await d.read(d.device.points)
+    assert all(r.quality is Quality.BAD and r.code == "timeout" for r in down)
+    await rig.sim.start()
+    up = await d.read(d.device.points)
+    assert all(r.ok for r in up), up
+
+
+async def test_local_address_not_on_this_host_is_a_clear_error() -> None:
+    net = BacnetNetwork(options=BacnetNetworkOptions(local_address="192.0.2.77:47808"))
+    with pytest.raises(LocalAddressError) as info:
+        await net.start()
+    assert info.value.code == "bacnet:local-address-not-on-host"
+    assert not net.started
+
+
+async def test_local_port_in_use_is_a_clear_error(rig: Rig) -> None:
+    await rig.net.start()
+    other = BacnetNetwork(options=rig.net.options)
+    with pytest.raises(LocalAddressError) as info:
+        await other.start()
+    assert info.value.code == "bacnet:local-port-in-use"

@@ -1,0 +1,236 @@
+"""The running simulator: building model + Modbus TCP front end + type-test and bench units, one endpoint.
+
+Sim time runs as ``start + speed * elapsed`` (speed 1 = real time; speed 0 = frozen, for tests that step
+the model themselves with :meth:`Simulator.step_to`). An asyncio task steps the model every 0.2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+from sim.bench import BENCH_FIRST_UNIT, build_bench_unit, refresh_bench_unit
+from sim.building import Building, ScriptEvent
+from sim.modbus_map import BuildingModbus
+from sim.modbus_server import ModbusServer, UnitBank
+from sim.typebank import TYPE_TEST_UNIT, build_type_unit
+
+__all__ = ["STEP_INTERVAL_S", "Simulator", "add_arguments", "main", "run_from_args"]
+
+log = logging.getLogger("sim")
+
+STEP_INTERVAL_S = 0.2
+_BENCH_REFRESH_S = 1.0
+
+
+class Simulator:
+    """Building model + Modbus TCP server. ``async with Simulator()`` starts it on an ephemeral port."""
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        start: datetime | None = None,
+        speed: float = 1.0,
+        bench_units: int = 0,
+        bench_points: int = 0,
+        script: bool | tuple[ScriptEvent, ...] = True,
+        timezone: str = "Asia/Shanghai",
+    ) -> None:
+        if speed < 0:
+            raise ValueError(f"speed {speed} is negative")
+        if start is not None and start.tzinfo is None:
+            raise ValueError("start must be an aware datetime")
+        if bench_units < 0 or bench_units > 256 - BENCH_FIRST_UNIT:
+            raise ValueError(f"bench_units {bench_units} outside 0..{256 - BENCH_FIRST_UNIT}")
+        if bench_units and not 1 <= bench_points <= 32768:
+            raise ValueError(f"bench_points {bench_points} outside 1..32768")
+        self.seed = seed
+        self.speed = speed
+        self.start_time = start or datetime.now(UTC)
+        self.bench_units = bench_units
+        self.bench_points = bench_points
+        self.building = Building(seed=seed, start=self.start_time, script=script, tz=timezone)
+        self.modbus = BuildingModbus(building=self.building)
+        self.type_unit = build_type_unit()
+        self.bench: list[UnitBank] = [
+            build_bench_unit(unit_id=BENCH_FIRST_UNIT + i, points=bench_points, t=self.start_time.timestamp())
+            for i in range(bench_units)
+        ]
+        self.server = ModbusServer(units=[*self.modbus.banks.values(), self.type_unit, *self.bench])
+        self._t0: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.modbus_host: str | None = None
+        self.modbus_port: int | None = None
+
+    def now(self) -> datetime:
+        """Sim time: start + speed x real time elapsed since start()."""
+        if self._t0 is None:
+            return self.start_time
+        return self.start_time + timedelta(seconds=self.speed * (time.monotonic() - self._t0))
+
+    @property
+    def units(self) -> list[int]:
+        return sorted(self.server.units)
+
+    def step_to(self, now: datetime) -> None:
+        """Advance the model to ``now`` and refresh every register (tests call this with speed=0)."""
+        self.building.advance_to(now)
+        self.modbus.refresh()
+        t = now.timestamp()
+        for bank in self.bench:
+            refresh_bench_unit(bank, points=self.bench_points, t=t)
+
+    async def start(self, *, modbus_host: str = "127.0.0.1", modbus_port: int = 15020) -> None:
+        if self._task is not None:
+            raise RuntimeError("simulator already started")
+        await self.server.start(host=modbus_host, port=modbus_port)
+        self.modbus_host, self.modbus_port = self.server.host, self.server.port
+        self._t0 = time.monotonic()
+        self._task = asyncio.create_task(self._run(), name="sim:step")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.server.stop()
+        self.modbus.close()
+
+    async def __aenter__(self) -> Simulator:
+        if self._task is None:
+            await self.start(modbus_port=0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _run(self) -> None:
+        last_bench = time.monotonic()
+        while True:
+            await asyncio.sleep(STEP_INTERVAL_S)
+            now = self.now()
+            if now > self.building.now:
+                self.building.advance_to(now)
+                self.modbus.refresh()
+            if self.bench and time.monotonic() - last_bench >= _BENCH_REFRESH_S:
+                last_bench = time.monotonic()
+                t = now.timestamp()
+                for bank in self.bench:
+                    refresh_bench_unit(bank, points=self.bench_points, t=t)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `edge-agent sim` (and `python -m sim`)."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, default=15020, help="Modbus TCP port (default 15020; 0 = any free)"
+    )
+    parser.add_argument("--speed", type=float, default=1.0, help="sim seconds per real second (default 1)")
+    parser.add_argument(
+        "--start",
+        type=_parse_start,
+        default=None,
+        metavar="ISO",
+        help="sim start time, e.g. 2026-07-15T13:55:00+08:00 (default: now)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="model seed (default 0)")
+    parser.add_argument(
+        "--bench-units",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add N benchmark units (ids 100..) of float32 values",
+    )
+    parser.add_argument(
+        "--bench-points", type=int, default=40, metavar="M", help="float32 values per bench unit"
+    )
+    parser.add_argument(
+        "--no-script",
+        dest="script",
+        action="store_false",
+        help="no scripted occupants (state changes only through Modbus)",
+    )
+
+
+def _parse_start(text: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    if t.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give a UTC offset, e.g. {text}+08:00")
+    return t
+
+
+async def run_from_args(args: argparse.Namespace) -> None:
+    """Run the simulator described by ``args`` until cancelled."""
+    if not logging.getLogger().handlers:  # the startup lines are the user's only sign of life
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    sim = Simulator(
+        seed=args.seed,
+        start=args.start,
+        speed=args.speed,
+        bench_units=args.bench_units,
+        bench_points=args.bench_points if args.bench_units else 0,
+        script=args.script,
+    )
+    await sim.start(modbus_host=args.host, modbus_port=args.port)
+    try:
+        units = sim.units
+        plain = [u for u in units if u < BENCH_FIRST_UNIT]
+        log.info(
+            "modbus simulator on %s:%s, units %s%s",
+            sim.modbus_host,
+            sim.modbus_port,
+            ",".join(map(str, plain)),
+            f" + bench units {BENCH_FIRST_UNIT}..{BENCH_FIRST_UNIT + sim.bench_units - 1}"
+            if sim.bench_units
+            else "",
+        )
+        log.info(
+            "sim time starts %s, speed x%g, seed %s, script %s; register map: sim/MANUAL.md",
+            sim.start_time.isoformat(timespec="seconds"),
+            sim.speed,
+            sim.seed,
+            "on" if args.script else "off",
+        )
+        log.info("type-test block on unit %s", TYPE_TEST_UNIT)
+        await asyncio.Event().wait()  # until cancelled
+    finally:
+        await sim.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m sim [options]`: run until Ctrl-C or SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sim", description="edge-agent's bundled building simulator"
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        asyncio.run(_run_until_signal(args))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"sim: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        return 1
+    return 0
+
+
+async def _run_until_signal(args: argparse.Namespace) -> None:
+    import signal
+
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await run_from_args(args)

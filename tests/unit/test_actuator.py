@@ -1,0 +1,464 @@
+"""The actuator against a fake driver (faked at the project's own Driver interface)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import tempfile
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from drivers.base import Driver, PointBase, Reading, TransientError, Value, WriteResult
+from drivers.modbus.options import ModbusPoint
+from edge_agent.actuator import ActuationOutcome, Actuator
+from edge_agent.audit import AuditLog, AuditRecord, verify
+from edge_agent.clock import FakeClock
+from edge_agent.store import open_state_db
+from policies.types import PointState, WriteIntent
+
+START = datetime(2026, 7, 15, 6, 0, 0, tzinfo=UTC)
+RULE = "hvac.summer_min_cooling"
+
+
+class FakeDriver:
+    """Implements drivers.base.Driver over an in-memory device.
+
+    ``hold[point] = v`` makes the device keep ``v`` whatever is written (a higher BACnet priority,
+    a clamp); ``fail[point] = exc`` makes the write raise; ``gate`` makes writes wait for an event.
+    """
+
+    def __init__(self, device_id: str, *, supports_relinquish: bool = False) -> None:
+        self.device_id = device_id
+        self.supports_relinquish = supports_relinquish
+        self.values: dict[str, Value] = {}
+        self.hold: dict[str, Value] = {}
+        self.fail: dict[str, BaseException] = {}
+        self.calls: list[tuple[str, Value, int | None]] = []
+        self.gate: asyncio.Barrier | None = None
+        self.in_flight: dict[str, int] = {}
+        self.max_in_flight = 0
+        self.started = asyncio.Event()
+
+    async def connect(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def read(self, points: Sequence[PointBase]) -> list[Reading]:
+        raise NotImplementedError  # the actuator never reads; the driver's write reads back
+
+    async def write(self, point: PointBase, value: Value, *, priority: int | None = None) -> WriteResult:
+        self.calls.append((point.id, value, priority))
+        self.started.set()
+        if point.id in self.fail:
+            raise self.fail[point.id]
+        self.in_flight[point.id] = self.in_flight.get(point.id, 0) + 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight[point.id])
+        try:
+            if self.gate is not None:
+                async with asyncio.timeout(2):
+                    await self.gate.wait()
+            for _ in range(3):
+                await asyncio.sleep(0)  # the read-back delay, as far as other tasks can tell
+            if value is None:  # relinquish: the next priority's value shows through
+                self.values[point.id] = self.hold.get(point.id, 22.0)
+            else:
+                self.values[point.id] = self.hold.get(point.id, value)
+            rb = self.values[point.id]
+            ok = value is None or rb == value
+            return WriteResult(point.id, value, rb, ok, None if ok else "readback_mismatch")
+        finally:
+            self.in_flight[point.id] -= 1
+
+
+SETPOINT = PointBase(
+    id="ac-f2-01.setpoint", role="cooling_setpoint", zone="f2", writable=True, min=16, max=30
+)
+ROOM = PointBase(id="ac-f2-01.room", role="room_temperature", zone="f2", writable=False)
+MODE = PointBase(
+    id="ac-f2-01.mode", role="ac_mode", zone="f2", writable=True, states={0: "off", 1: "cool", 2: "heat"}
+)
+RELAY = PointBase(id="light-f2.relay", role="light_relay", zone="f2", writable=True)
+LAB = PointBase(id="ac-lab-01.setpoint", role="cooling_setpoint", zone="lab", writable=True, min=16, max=30)
+UNBOUNDED = PointBase(id="ac-f2-02.setpoint", role="setpoint", zone="f2", writable=True)
+SET_B = PointBase(id="ac-f3-01.setpoint", role="cooling_setpoint", zone="f3", writable=True, min=16, max=30)
+MB_SET = ModbusPoint(
+    id="mb-01.setpoint", role="setpoint", zone="f2", writable=True, min=16, max=30, address=10
+)
+
+
+class Rig:
+    def __init__(
+        self, path: Path, *, max_writes: int = 4, relinquish: bool = False, fsync: bool = True
+    ) -> None:
+        self.path = path
+        self.clock = FakeClock(START)
+        self.a = FakeDriver("ac-a", supports_relinquish=relinquish)
+        self.b = FakeDriver("ac-b")
+        self.m = FakeDriver("mb-1")
+        self.points: dict[str, tuple[str, PointBase]] = {
+            p.id: ("ac-a", p) for p in (SETPOINT, ROOM, MODE, RELAY, LAB, UNBOUNDED)
+        }
+        self.points[SET_B.id] = ("ac-b", SET_B)
+        self.points[MB_SET.id] = ("mb-1", MB_SET)
+        self.max_writes = max_writes
+        self.conn = open_state_db(path)
+        if not fsync:  # the property test checks logic, not durability: skip the fsyncs
+            self.conn.execute("PRAGMA synchronous=OFF")
+        self.audit = AuditLog(conn=self.conn, clock=self.clock)
+        self.actuator = self.make_actuator()
+
+    def make_actuator(self) -> Actuator:
+        drivers: dict[str, Driver] = {"ac-a": self.a, "ac-b": self.b, "mb-1": self.m}
+        return Actuator(
+            drivers=drivers,
+            points=self.points,
+            audit=self.audit,
+            clock=self.clock,
+            max_writes_per_hour=self.max_writes,
+            is_exempt=lambda zone: zone == "lab",
+        )
+
+    def restart(self) -> None:
+        """A new process: new connection, new AuditLog, new Actuator; the clock keeps running."""
+        self.conn.close()
+        self.conn = open_state_db(self.path)
+        self.audit = AuditLog(conn=self.conn, clock=self.clock)
+        self.actuator = self.make_actuator()
+
+    def records(self, kind: str | None = None) -> list[AuditRecord]:
+        return [r for r in self.audit.records() if kind is None or r.kind == kind]
+
+    def close(self) -> None:
+        assert verify(self.conn).ok  # whatever happened, the chain is intact
+        self.conn.close()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(tmp_path / "state.db")
+    yield r
+    r.close()
+
+
+def intent(
+    point: str = SETPOINT.id,
+    value: float | int | bool = 26.0,
+    *,
+    zone: str | None = None,
+    relinquish: bool = False,
+) -> WriteIntent:
+    return WriteIntent(point, value, RULE, "夏季不低于26°C", zone=zone, relinquish=relinquish)
+
+
+def snap(value: Value, point: str = SETPOINT.id, zone: str | None = "f2") -> dict[str, PointState]:
+    return {point: PointState(point, "cooling_setpoint", zone, value, True, START, START, writable=True)}
+
+
+# --- accepted writes ----------------------------------------------------------------------------
+
+
+async def test_write_is_read_back_and_audited(rig: Rig) -> None:
+    [out] = await rig.actuator.apply([intent(value=26.0)], snap(24.0))
+    assert out.ok and out.status == "ok" and out.readback == 26.0
+    assert rig.a.calls == [(SETPOINT.id, 26.0, None)]
+    [rec] = rig.records()
+    assert (rec.kind, rec.subject, rec.before, rec.after, rec.rule, rec.result) == (
+        "write",
+        SETPOINT.id,
+        24.0,
+        26.0,
+        RULE,
+        "ok",
+    )
+    assert rec.reason == "夏季不低于26°C" and out.audit_seq == rec.seq
+
+
+async def test_enum_and_bool_values_pass_sanity(rig: Rig) -> None:
+    outs = await rig.actuator.apply([intent(MODE.id, 1.0), intent(RELAY.id, False), intent(RELAY.id, 1)])
+    assert [o.status for o in outs] == ["ok", "ok", "ok"]
+    assert rig.a.calls == [(MODE.id, 1, None), (RELAY.id, False, None), (RELAY.id, 1, None)]
+    assert type(rig.a.calls[0][1]) is int  # the raw state, as the enumeration defines it
+
+
+async def test_outcomes_keep_intent_order_across_devices(rig: Rig) -> None:
+    intents = [intent(SET_B.id, 27.0), intent("nope.point"), intent(SETPOINT.id, 26.0), intent(ROOM.id)]
+    outs = await rig.actuator.apply(intents)
+    assert [o.intent for o in outs] == intents
+    assert [o.status for o in outs] == ["ok", "refused", "ok", "refused"]
+
+
+# --- the envelope -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("the_intent", "code"),
+    [
+        (intent(ROOM.id, 26.0), "not_writable"),
+        (intent(SETPOINT.id, 30.5), "above_max"),
+        (intent(SETPOINT.id, 12.0), "below_min"),
+        (intent(LAB.id, 26.0), "exempt_zone"),  # the point's zone is exempt
+        (intent(SETPOINT.id, 26.0, zone="lab"), "exempt_zone"),  # the policy says the zone is exempt
+        (intent("ac-f9-99.setpoint", 26.0), "unknown_point"),
+        (intent(SETPOINT.id, True), "not_a_number"),
+        (intent(SETPOINT.id, math.nan), "not_finite"),
+        (intent(MODE.id, 7), "unknown_state"),
+        (intent(MODE.id, 1.5), "unknown_state"),
+        (intent(RELAY.id, 2), "not_boolean"),
+        (intent(UNBOUNDED.id, 26.0), "no_bounds"),
+        (intent(MB_SET.id, 26.0, relinquish=True), "relinquish_unsupported"),
+    ],
+)
+async def test_envelope_refusals_are_audited_and_never_reach_a_driver(
+    rig: Rig, the_intent: WriteIntent, code: str
+) -> None:
+    with capture_logs() as logs:
+        [out] = await rig.actuator.apply([the_intent], snap(24.0, the_intent.point_id))
+    assert out.status == "refused" and out.code == code and not out.reached_device
+    assert rig.a.calls == rig.b.calls == rig.m.calls == []
+    [rec] = rig.records()
+    assert rec.kind == "refused" and rec.result == code and rec.subject == the_intent.point_id
+    assert rec.rule == RULE and out.audit_seq == rec.seq
+    assert "policy wanted: 夏季不低于26°C" in rec.reason
+    assert [e["code"] for e in logs if e["event"] == "actuator.refused"] == [code]
+
+
+async def test_out_of_range_is_refused_not_clamped(rig: Rig) -> None:
+    [out] = await rig.actuator.apply([intent(value=31.0)], snap(24.0))
+    [rec] = rig.records("refused")
+    assert rec.before == 24.0 and rec.after == 31.0
+    assert rec.reason.startswith("31.0 is above max 30.0 of ac-f2-01.setpoint; not clamped")
+    assert out.readback is None and rig.a.values == {}
+
+
+async def test_relinquish_of_modbus_point_says_why(rig: Rig) -> None:
+    [out] = await rig.actuator.apply([intent(MB_SET.id, 0, relinquish=True)])
+    assert out.status == "refused" and out.detail == "relinquish is a BACnet concept"
+
+
+async def test_relinquish_calls_write_none_on_a_capable_driver(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "s.db", relinquish=True)
+    [out] = await r.actuator.apply([intent(LAB.id, 0, relinquish=True)])  # exempt zones may be released
+    assert out.ok and r.a.calls == [(LAB.id, None, None)]
+    [rec] = r.records()
+    assert rec.kind == "write" and rec.result == "relinquished" and rec.after == 22.0
+    r.close()
+
+
+async def test_identical_refusal_is_audited_once_an_hour_with_a_count(rig: Rig) -> None:
+    for _ in range(5):
+        [out] = await rig.actuator.apply([intent(value=35.0)])
+        assert out.status == "refused" and out.code == "above_max"
+        rig.clock.advance(60)
+    assert len(rig.records("refused")) == 1
+    await rig.actuator.apply([intent(value=36.0)])  # a different value is a different refusal
+    assert len(rig.records("refused")) == 2
+    rig.clock.advance(3600)
+    await rig.actuator.apply([intent(value=35.0)])
+    last = rig.records("refused")[-1]
+    assert last.after == 35.0 and "(4 identical refusals since the last record)" in last.reason
+
+
+# --- rate limit ---------------------------------------------------------------------------------
+
+
+async def test_rate_limit_trips_with_one_tamper_finding_and_resets_after_an_hour(rig: Rig) -> None:
+    rig.a.hold[SETPOINT.id] = 26.0  # the write lands; someone turns it back between cycles (not modelled)
+    for _ in range(4):
+        [out] = await rig.actuator.apply([intent()], snap(22.0))
+        assert out.ok
+        rig.clock.advance(300)
+    limited = []
+    for _ in range(5):  # 20 more minutes of cycles
+        [out] = await rig.actuator.apply([intent()], snap(22.0))
+        limited.append(out)
+        rig.clock.advance(240)
+    assert [o.status for o in limited] == ["rate_limited"] * 5
+    assert len(rig.a.calls) == 4 and rig.actuator.writes_in_window(SETPOINT.id) == 4
+    findings = rig.records("finding")
+    assert [(f.result, f.subject, f.rule) for f in findings] == [("tamper", SETPOINT.id, RULE)]
+    assert limited[0].finding_seq == findings[0].seq and all(o.finding_seq is None for o in limited[1:])
+    assert "4 writes in the last hour reached the limit of 4" in findings[0].reason
+    # t = 2400 s: the first write (t = 0) leaves the window at t = 3600
+    rig.clock.advance(3600 - 2400 - 1)
+    [out] = await rig.actuator.apply([intent()])
+    assert out.status == "rate_limited"
+    rig.clock.advance(1)
+    [out] = await rig.actuator.apply([intent()])
+    assert out.ok and len(rig.a.calls) == 5
+    # The fight goes on: writes and refusals alternate as old writes leave the window, but the next
+    # tamper finding comes only an hour after the first one (t = 1200 -> 4800).
+    rig.clock.advance(60)
+    statuses = set()
+    while rig.clock.now() < START + timedelta(seconds=4800):
+        [out] = await rig.actuator.apply([intent()])
+        statuses.add(out.status)
+        assert out.finding_seq is None
+        rig.clock.advance(60)
+    assert statuses == {"ok", "rate_limited"}
+    [out] = await rig.actuator.apply([intent()])
+    assert out.status == "rate_limited" and out.finding_seq is not None
+    second = rig.records("finding")[-1]
+    assert second.result == "tamper" and "writes held back since the previous finding" in second.reason
+    assert len(rig.records("finding")) == 2
+
+
+async def test_rate_limit_is_per_point(rig: Rig) -> None:
+    for _ in range(4):
+        await rig.actuator.apply([intent()])
+    [a, b] = await rig.actuator.apply([intent(), intent(SET_B.id, 27.0)])
+    assert a.status == "rate_limited" and b.ok
+
+
+async def test_restore_from_audit_keeps_the_count_across_a_restart(rig: Rig) -> None:
+    for _ in range(3):
+        assert (await rig.actuator.apply([intent()]))[0].ok
+        rig.clock.advance(600)
+    rig.restart()
+    assert rig.actuator.restore_from_audit() == 3
+    assert rig.actuator.writes_in_window(SETPOINT.id) == 3
+    assert (await rig.actuator.apply([intent()]))[0].ok  # the fourth
+    [out] = await rig.actuator.apply([intent()])
+    assert out.status == "rate_limited" and out.finding_seq is not None
+    # A second restart within the hour must not report the same fight again.
+    rig.restart()
+    rig.actuator.restore_from_audit()
+    [out] = await rig.actuator.apply([intent()])
+    assert out.status == "rate_limited" and out.finding_seq is None
+    assert len(rig.records("finding")) == 1
+    # An hour after the first write (t = 0) the window has room again.
+    rig.clock.advance(3600 - 1800 + 1)
+    rig.restart()
+    assert rig.actuator.restore_from_audit() == 3
+    assert (await rig.actuator.apply([intent()]))[0].ok
+
+
+async def test_without_restore_a_restart_would_forget(rig: Rig) -> None:
+    for _ in range(4):
+        await rig.actuator.apply([intent()])
+    rig.restart()
+    assert rig.actuator.writes_in_window(SETPOINT.id) == 0  # the reason restore_from_audit exists
+
+
+# --- read-back and failures ---------------------------------------------------------------------
+
+
+async def test_masked_write_becomes_a_finding(rig: Rig) -> None:
+    rig.a.hold[SETPOINT.id] = 22.0  # something with a higher priority holds 22 °C
+    [out] = await rig.actuator.apply([intent(value=26.0)], snap(22.0))
+    assert out.status == "readback_mismatch" and out.readback == 22.0 and not out.ok
+    write, finding = rig.records()
+    assert (write.kind, write.before, write.after, write.result) == ("write", 22.0, 22.0, "readback_mismatch")
+    assert "requested 26.0" in write.reason
+    assert (finding.kind, finding.result, finding.subject) == ("finding", "masked_write", SETPOINT.id)
+    assert (finding.before, finding.after) == (26.0, 22.0)
+    assert out.audit_seq == write.seq and out.finding_seq == finding.seq
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (TransientError("no answer", device="ac-a", point=SETPOINT.id, code="timeout"), "timeout"),
+        (RuntimeError("driver bug"), "error:RuntimeError"),
+    ],
+)
+async def test_driver_exception_is_audited_and_does_not_escape(rig: Rig, exc: Exception, code: str) -> None:
+    rig.a.fail[SETPOINT.id] = exc
+    [out, other] = await rig.actuator.apply([intent(), intent(SET_B.id, 27.0)], snap(24.0))
+    assert out.status == "error" and out.code == code and out.reached_device
+    assert other.ok  # another device is not affected
+    rec = next(r for r in rig.records() if r.subject == SETPOINT.id)
+    assert (rec.kind, rec.result, rec.before, rec.after) == ("write", code, 24.0, None)
+    assert "requested 26.0" in rec.reason
+    del rig.a.fail[SETPOINT.id]
+    assert (await rig.actuator.apply([intent()]))[0].ok
+
+
+async def test_stray_cancelled_error_from_a_driver_is_a_driver_error(rig: Rig) -> None:
+    rig.a.fail[SETPOINT.id] = asyncio.CancelledError()  # raised without anyone cancelling us
+    [out] = await rig.actuator.apply([intent()])
+    assert out.status == "error" and out.code == "error:CancelledError"
+
+
+async def test_real_cancellation_propagates_and_is_audited(rig: Rig) -> None:
+    rig.a.gate = asyncio.Barrier(2)  # the write waits for a partner that never comes
+    task = asyncio.create_task(rig.actuator.apply([intent()]), name="apply-under-test")
+    async with asyncio.timeout(2):
+        await rig.a.started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [rec] = rig.records()
+    assert (rec.kind, rec.result, rec.after) == ("write", "cancelled", None)
+    assert "cancelled before read-back" in rec.reason
+
+
+# --- concurrency --------------------------------------------------------------------------------
+
+
+async def test_different_devices_write_concurrently(rig: Rig) -> None:
+    gate = asyncio.Barrier(2)  # each write waits for the other device's write to start
+    rig.a.gate = rig.b.gate = gate
+    outs = await rig.actuator.apply([intent(SETPOINT.id, 26.0), intent(SET_B.id, 27.0)])
+    assert [o.status for o in outs] == ["ok", "ok"]
+
+
+async def test_writes_to_one_point_never_overlap(rig: Rig) -> None:
+    batches = [[intent(value=v)] for v in (26.0, 27.0, 28.0)]
+    results = await asyncio.gather(*(rig.actuator.apply(b) for b in batches))
+    assert [r[0].status for r in results] == ["ok", "ok", "ok"]
+    assert rig.a.max_in_flight == 1 and len(rig.a.calls) == 3
+
+
+# --- property: nothing outside the envelope ever reaches a driver -------------------------------
+
+_ALL = [SETPOINT, ROOM, MODE, RELAY, LAB, UNBOUNDED, SET_B, MB_SET]
+_values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 100), st.booleans())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batch=st.lists(
+        st.tuples(
+            st.sampled_from([p.id for p in _ALL] + ["ghost"]), _values, st.sampled_from([None, "lab", "f2"])
+        ),
+        max_size=12,
+    )
+)
+def test_no_intent_leaves_the_envelope(batch: list[tuple[str, Value, str | None]]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        _check_envelope(Rig(Path(d) / "s.db", max_writes=3, fsync=False), batch)
+
+
+def _check_envelope(rig: Rig, batch: list[tuple[str, Value, str | None]]) -> None:
+    intents = [WriteIntent(point_id=p, value=v, rule=RULE, reason="r", zone=z) for p, v, z in batch]  # type: ignore[arg-type]
+    outs: list[ActuationOutcome] = asyncio.run(rig.actuator.apply(intents))
+    by_id = {p.id: p for p in _ALL}
+    writes_per_point: dict[str, int] = {}
+    for pid, value, _prio in rig.a.calls + rig.b.calls + rig.m.calls:
+        p = by_id[pid]
+        writes_per_point[pid] = writes_per_point.get(pid, 0) + 1
+        assert p.writable and p.zone != "lab"
+        if p.states:
+            assert type(value) is int and value in p.states
+        elif p.role == "light_relay":
+            assert value in (0, 1) and not isinstance(value, float)
+        else:
+            assert isinstance(value, int | float) and not isinstance(value, bool)
+            assert p.min is not None and p.max is not None and p.min <= value <= p.max
+    assert all(n <= 3 for n in writes_per_point.values())
+    assert len(outs) == len(intents)
+    # every intent left a trace: a write, a refusal (possibly an audited repeat) or a rate-limit outcome
+    audited = {r.seq for r in rig.audit.records()}
+    for o in outs:
+        assert o.audit_seq is None or o.audit_seq in audited
+        if o.reached_device:
+            assert o.audit_seq is not None
+    rig.close()

@@ -1,0 +1,119 @@
+"""Working-day calendar: China's statutory holidays and make-up working days, with site overrides.
+
+Built from the `holidays` package (data, no I/O). The package publishes make-up working weekends (调休)
+in ``weekend_workdays``, a set that spans many years, so it is filtered by year here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Literal
+
+from holidays.countries.china import China
+
+from policies.model import CalendarPolicy
+
+__all__ = ["Calendar", "DayInfo", "DayKind"]
+
+DayKind = Literal["working", "weekend", "holiday", "makeup_working"]
+
+_LABELS: dict[str, str] = {
+    "working": "working day",
+    "weekend": "weekend",
+    "holiday": "holiday",
+    "makeup_working": "make-up working day",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DayInfo:
+    day: date
+    kind: DayKind
+    name: str | None = None  # holiday name, or what makes a weekend a working day
+    source: Literal["national", "site", "weekday"] = "weekday"
+
+    @property
+    def working(self) -> bool:
+        return self.kind in ("working", "makeup_working")
+
+    def describe(self) -> str:
+        text = _LABELS[self.kind]
+        if self.name:
+            text += f" {self.name}"
+        if self.source == "site":
+            text += " (site calendar)"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class _Year:
+    holidays: Mapping[date, str]
+    workdays: frozenset[date]
+
+
+class Calendar:
+    """Pure, deterministic day classification. Site lists override the national calendar."""
+
+    def __init__(
+        self,
+        *,
+        years: Iterable[int],
+        extra_holidays: Mapping[date, str] | None = None,
+        extra_working_days: Mapping[date, str] | None = None,
+    ) -> None:
+        self._extra_holidays = dict(extra_holidays or {})
+        self._extra_working = dict(extra_working_days or {})
+        both = sorted(set(self._extra_holidays) & set(self._extra_working))
+        if both:
+            raise ValueError(f"{both[0].isoformat()} is both a site holiday and a site working day")
+        # Years outside `years` are computed on first use: deterministic data, so the cache is invisible.
+        self._years: dict[int, _Year] = {}
+        for y in sorted(set(years)):
+            self._years[y] = self._build_year(y)
+
+    @classmethod
+    def from_policy(cls, policy: CalendarPolicy, *, years: Iterable[int]) -> Calendar:
+        return cls(
+            years=years,
+            extra_holidays={d.date: d.name for d in policy.extra_holidays},
+            extra_working_days={d.date: d.name for d in policy.extra_working_days},
+        )
+
+    @staticmethod
+    def _build_year(year: int) -> _Year:
+        cn = China(years=year)  # type: ignore[no-untyped-call]  # default category: public holidays (half_day ignored)
+        return _Year(
+            holidays={d: str(name) for d, name in cn.items() if d.year == year},
+            workdays=frozenset(d for d in cn.weekend_workdays if d.year == year),
+        )
+
+    def _year(self, year: int) -> _Year:
+        y = self._years.get(year)
+        if y is None:
+            y = self._years[year] = self._build_year(year)
+        return y
+
+    @property
+    def years(self) -> tuple[int, ...]:
+        return tuple(sorted(self._years))
+
+    def day_info(self, d: date) -> DayInfo:
+        if d in self._extra_holidays:
+            return DayInfo(d, "holiday", self._extra_holidays[d], "site")
+        weekend = d.weekday() >= 5
+        if d in self._extra_working:
+            return DayInfo(d, "makeup_working" if weekend else "working", self._extra_working[d], "site")
+        y = self._year(d.year)
+        if d in y.holidays:
+            return DayInfo(d, "holiday", y.holidays[d], "national")
+        if d in y.workdays:
+            return DayInfo(d, "makeup_working", "调休", "national")
+        return DayInfo(d, "weekend" if weekend else "working")
+
+    def day_kind(self, d: date) -> DayKind:
+        return self.day_info(d).kind
+
+    def is_working_day(self, d: date) -> bool:
+        return self.day_info(d).working

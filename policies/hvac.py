@@ -1,0 +1,501 @@
+"""HVAC rules: 26 °C summer cooling floor, 20 °C winter heating cap (mode-aware), after-hours off,
+off while a window is open. Pure: snapshot + context in, intents/findings/explanations out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from policies._common import (
+    Context,
+    Out,
+    decode_mode,
+    decode_switch,
+    fmt,
+    number,
+    off_value,
+    raw_for_label,
+    within_range,
+)
+from policies.schedule import schedule_state
+from policies.types import PointState, Snapshot, WriteIntent
+
+__all__ = ["HVAC_ROLES", "evaluate_hvac"]
+
+SETPOINT_ROLES = ("setpoint", "cooling_setpoint", "heating_setpoint")
+HVAC_ROLES = frozenset({"ac_power", "ac_mode", *SETPOINT_ROLES})
+_RUNNING_MODES = frozenset({"cool", "heat", "auto", "dry", "fan"})
+# Float noise from scaled registers (25.999999 for 26.0) must not count as a violation.
+_EPS = 1e-6
+
+LimitKind = Literal["cool", "heat"]
+
+
+@dataclass(slots=True)
+class _Unit:
+    zone: str | None
+    device: str | None
+    power: list[PointState] = field(default_factory=list)
+    modes: list[PointState] = field(default_factory=list)
+    setpoints: list[PointState] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.device or f"zone {self.zone or '-'}"
+
+
+def _why(ctx: Context, zone: str | None, **extra: Any) -> dict[str, Any]:
+    why = ctx.why()
+    why["deadband_c"] = ctx.policy.hvac.deadband_c
+    ex, active = ctx.exemption(zone)
+    if ex is not None:
+        why["exemption"] = {
+            "reason": ex.reason,
+            "until": None if ex.until is None else ex.until.isoformat(),
+            "expired": not active,
+        }
+    why.update(extra)
+    return why
+
+
+def evaluate_hvac(snapshot: Snapshot, ctx: Context, out: Out) -> None:
+    units: dict[tuple[str, str], _Unit] = {}
+    windows: dict[str | None, list[PointState]] = {}
+    for pid in sorted(snapshot):
+        p = snapshot[pid]
+        if p.role == "window_contact":
+            windows.setdefault(p.zone, []).append(p)
+            continue
+        if p.role not in HVAC_ROLES:
+            continue
+        key = (p.zone or "", p.device_id or "")
+        u = units.setdefault(key, _Unit(p.zone, p.device_id))
+        if p.role == "ac_power":
+            u.power.append(p)
+        elif p.role == "ac_mode":
+            u.modes.append(p)
+        else:
+            u.setpoints.append(p)
+
+    for contacts in windows.values():
+        for c in contacts:
+            if not c.ok:
+                out.find(
+                    "stale", c.point_id, "hvac.window_open", "latest window-contact reading is bad", c.zone
+                )
+
+    expired_said: set[str] = set()
+    window_said: set[str | None] = set()
+    for key in sorted(units):
+        u = units[key]
+        ex, active = ctx.exemption(u.zone)
+        if ex is not None and not active and u.zone not in expired_said:
+            assert ex.until is not None and u.zone is not None
+            expired_said.add(u.zone)
+            out.line(
+                u.zone,
+                "hvac",
+                "hvac.exemption",
+                "skip",
+                f"exemption expired on {ex.until.isoformat()} ({ex.reason}): the zone is enforced again",
+                why=_why(ctx, u.zone),
+            )
+        _evaluate_unit(
+            u, windows.get(u.zone, []), ctx, out, exempt=ex is not None and active, window_said=window_said
+        )
+
+
+def _unit_state(u: _Unit, out: Out) -> tuple[str | None, PointState | None, bool | None, PointState | None]:
+    """(mode label, mode point, power on/off, the point that shows the unit on). None = unknown."""
+    mode_point: PointState | None = None
+    label: str | None = None
+    if len(u.modes) > 1:
+        out.find(
+            "info",
+            u.modes[0].point_id,
+            "hvac.mode",
+            f"{len(u.modes)} ac_mode points in zone {u.zone} on device {u.device}: cannot tell which unit "
+            "a setpoint belongs to (give each unit its own device or zone)",
+            u.zone,
+        )
+    elif u.modes and u.modes[0].ok:
+        mode_point = u.modes[0]
+        label = decode_mode(mode_point)
+        if label is None:
+            out.find(
+                "info",
+                mode_point.point_id,
+                "hvac.mode",
+                f"ac_mode value {mode_point.value!r} is not a known mode (off/cool/heat/fan/auto/dry)",
+                u.zone,
+            )
+    power: bool | None = None
+    on_point: PointState | None = None
+    for p in u.power:
+        if not p.ok:
+            continue
+        v = decode_switch(p)
+        if v is None:
+            out.find(
+                "info", p.point_id, "hvac.power", f"ac_power value {p.value!r} is neither on nor off", u.zone
+            )
+        elif v is False:
+            power = False
+        elif power is None:
+            power, on_point = True, p
+    if power is False:
+        on_point = None
+    if label == "off":
+        power, on_point = False, None
+    elif power is None and label in _RUNNING_MODES:
+        power, on_point = True, mode_point
+    return label, mode_point, power, on_point
+
+
+def _evaluate_unit(
+    u: _Unit,
+    contacts: list[PointState],
+    ctx: Context,
+    out: Out,
+    *,
+    exempt: bool,
+    window_said: set[str | None],
+) -> None:
+    for p in (*u.power, *u.modes, *u.setpoints):
+        if not p.ok:
+            out.find("stale", p.point_id, "hvac.reading", "latest reading is bad; not acted on", u.zone)
+    label, mode_point, running, on_point = _unit_state(u, out)
+    switching_off = False
+    if exempt:
+        ex, _ = ctx.exemption(u.zone)
+        assert ex is not None
+        until = f" until {ex.until.isoformat()}" if ex.until else ""
+        if running:
+            out.line(
+                u.zone,
+                "hvac",
+                "hvac.exemption",
+                "exempt",
+                f"exempt{until} ({ex.reason}): {u.name} left alone "
+                "(after-hours and window rules do not apply)",
+                why=_why(ctx, u.zone),
+            )
+    elif running:
+        switching_off = _switch_off_rules(u, contacts, ctx, out, label, mode_point, on_point, window_said)
+
+    if running is False or label == "fan" or switching_off:
+        state = "being switched off" if switching_off else ("in fan mode" if label == "fan" else "off")
+        for p in u.setpoints:
+            if p.ok:
+                out.line(
+                    u.zone,
+                    "hvac",
+                    "hvac.setpoint",
+                    "skip",
+                    f"{ctx.season_text()}, {p.point_id}: unit {state}, no setpoint limit to enforce",
+                    point=p.point_id,
+                    why=_why(ctx, u.zone, mode=label),
+                )
+        return
+    for p in u.setpoints:
+        if p.ok:
+            _setpoint(p, u, label, bool(u.modes), ctx, out, exempt=exempt)
+
+
+def _switch_off_rules(
+    u: _Unit,
+    contacts: list[PointState],
+    ctx: Context,
+    out: Out,
+    label: str | None,
+    mode_point: PointState | None,
+    on_point: PointState | None,
+    window_said: set[str | None],
+) -> bool:
+    """After-hours and window-open rules for a running unit. True when an off intent was produced."""
+    hv = ctx.policy.hvac
+    demand: list[tuple[str, str]] = []  # (rule, reason)
+    ah = hv.after_hours
+    if ah is not None and ah.enabled and (ah.zones is None or (u.zone is not None and u.zone in ah.zones)):
+        st = ctx.memo.get("hvac.after_hours")
+        if st is None:
+            st = ctx.memo["hvac.after_hours"] = schedule_state(ctx.local, ah.working_hours, ctx.calendar)
+        why = _why(ctx, u.zone, schedule=st.describe(), working_hours=[str(p) for p in ah.working_hours])
+        if st.in_period is not None:
+            out.line(
+                u.zone,
+                "hvac",
+                "hvac.after_hours",
+                "ok",
+                f"{u.name} running {st.describe()}: allowed",
+                why=why,
+            )
+        else:
+            assert st.stretch_start is not None
+            since = on_point.since if on_point is not None else None
+            keep_until = None
+            if since is not None and ah.override_min and since >= st.stretch_start:
+                keep_until = since + timedelta(minutes=ah.override_min)
+            if keep_until is not None and ctx.now < keep_until:
+                local_until = keep_until.astimezone(ctx.tz)
+                out.line(
+                    u.zone,
+                    "hvac",
+                    "hvac.after_hours",
+                    "skip",
+                    f"{ctx.day.describe()}, {st.describe()}: {u.name} switched on by hand, "
+                    f"override until {local_until:%H:%M}",
+                    why=why,
+                )
+            else:
+                demand.append(
+                    (
+                        "hvac.after_hours",
+                        f"{ctx.day.describe()}, {st.describe()}: AC off outside working hours",
+                    )
+                )
+    wo = hv.window_open
+    if wo is not None and wo.enabled:
+        delay = timedelta(minutes=wo.delay_min)
+        open_now = [c for c in contacts if c.ok and decode_switch(c) is True]
+        long_open = [c for c in open_now if ctx.now - c.since >= delay]
+        if long_open:
+            names = ", ".join(c.point_id for c in long_open)
+            if u.zone not in window_said:
+                window_said.add(u.zone)
+                out.find(
+                    "window_open",
+                    u.zone or long_open[0].point_id,
+                    "hvac.window_open",
+                    f"window open ({names}) while AC runs in zone {u.zone}",
+                    u.zone,
+                )
+            demand.append(("hvac.window_open", f"window open ({names}) for {wo.delay_min}+ min: AC off"))
+        elif open_now:
+            out.line(
+                u.zone,
+                "hvac",
+                "hvac.window_open",
+                "skip",
+                f"window open for less than {wo.delay_min} min: waiting",
+                why=_why(ctx, u.zone),
+            )
+    if not demand:
+        return False
+    rule, reason = demand[0]
+    if len(demand) > 1:
+        reason += "; also " + "; ".join(r for _, r in demand[1:])
+    why = _why(ctx, u.zone, rules=[r for r, _ in demand])
+    targets: list[tuple[PointState, float | int | bool]] = []
+    for p in u.power:
+        if p.ok and p.writable and decode_switch(p) is True:
+            v_off = off_value(p)
+            if v_off is None:
+                out.find("info", p.point_id, rule, "ac_power states lack 'off': cannot switch off", u.zone)
+            else:
+                targets.append((p, v_off))
+    if not targets and mode_point is not None and mode_point.writable and label != "off":
+        raw = raw_for_label(mode_point, "off")
+        if raw is not None:
+            targets.append((mode_point, raw))
+    wrote = False
+    for p, v in targets:
+        if not within_range(p, v):
+            out.find(
+                "violation",
+                p.point_id,
+                rule,
+                f"{reason}; but the off value {v!r} is outside the point's range {p.min}..{p.max}",
+                u.zone,
+            )
+            continue
+        out.intents.append(WriteIntent(point_id=p.point_id, value=v, rule=rule, reason=reason, zone=u.zone))
+        out.line(
+            u.zone, "hvac", rule, "write", f"{reason} → write {p.point_id} = {v!r}", point=p.point_id, why=why
+        )
+        wrote = True
+    if not targets:
+        subject = on_point.point_id if on_point is not None else (u.device or u.zone or "-")
+        out.find(
+            "violation",
+            subject,
+            rule,
+            f"{reason}; but {u.name} has no writable ac_power point (or ac_mode point with an 'off' state)",
+            u.zone,
+        )
+        out.line(u.zone, "hvac", rule, "report", f"{reason}; {u.name} cannot be switched off", why=why)
+    return wrote
+
+
+def _limit_kind(
+    p: PointState, label: str | None, has_mode: bool, ctx: Context, out: Out
+) -> tuple[LimitKind | None, str]:
+    """Which limit applies to setpoint `p` now, and how its meaning was decided."""
+    season = ctx.season
+    if season == "transition":
+        return None, "transition day: no setpoint limit"
+    if p.role == "cooling_setpoint":
+        return (
+            ("cool", "cooling setpoint")
+            if season == "summer"
+            else (None, "cooling setpoint, winter: no limit")
+        )
+    if p.role == "heating_setpoint":
+        return (
+            ("heat", "heating setpoint")
+            if season == "winter"
+            else (None, "heating setpoint, summer: no limit")
+        )
+    # role "setpoint": its meaning follows the unit's mode
+    if label is None:
+        if has_mode:
+            return None, "ac_mode unreadable: setpoint meaning unknown"
+        if ctx.policy.hvac.setpoint_without_mode == "skip":
+            out.find(
+                "info",
+                p.point_id,
+                "hvac.mode",
+                "setpoint without an ac_mode point in its unit; not enforced (setpoint_without_mode: skip)",
+                p.zone,
+            )
+            return None, "no ac_mode point: skipped"
+        return (
+            ("cool", "in cool (assumed in summer: no ac_mode point)")
+            if season == "summer"
+            else (
+                "heat",
+                "in heat (assumed in winter: no ac_mode point)",
+            )
+        )
+    if label in ("cool", "dry"):
+        return ("cool", f"in {label}") if season == "summer" else (None, f"in {label} in winter: no limit")
+    if label == "heat":
+        return ("heat", "in heat") if season == "winter" else (None, "in heat in summer: no limit")
+    if label == "auto":
+        return ("cool", "in auto") if season == "summer" else ("heat", "in auto")
+    return None, f"in {label}: no setpoint limit"
+
+
+def _setpoint(
+    p: PointState,
+    u: _Unit,
+    label: str | None,
+    has_mode: bool,
+    ctx: Context,
+    out: Out,
+    *,
+    exempt: bool,
+) -> None:
+    hv = ctx.policy.hvac
+    kind, meaning = _limit_kind(p, label, has_mode, ctx, out)
+    head = f"{ctx.season_text()}, {ctx.day.describe()}"
+    base_why = _why(ctx, u.zone, mode=label, meaning=meaning)
+    if kind is None:
+        out.line(
+            u.zone,
+            "hvac",
+            "hvac.setpoint",
+            "skip",
+            f"{head}, {p.point_id} {meaning}",
+            point=p.point_id,
+            why=base_why,
+        )
+        return
+    v = number(p.value)
+    rule = "hvac.summer_min_cooling" if kind == "cool" else "hvac.winter_max_heating"
+    if v is None:
+        out.find("info", p.point_id, rule, f"setpoint value {p.value!r} is not a number", u.zone)
+        out.line(
+            u.zone,
+            "hvac",
+            rule,
+            "report",
+            f"{head}, {p.point_id} unreadable value {p.value!r}",
+            point=p.point_id,
+            why=base_why,
+        )
+        return
+    limit = hv.summer_min_cooling_c if kind == "cool" else hv.winter_max_heating_c
+    db = hv.deadband_c
+    violated = v < limit - db - _EPS if kind == "cool" else v > limit + db + _EPS
+    op = "<" if kind == "cool" else ">"
+    why = {**base_why, "value": v, "limit_c": limit}
+    desc = f"{head}, {p.point_id} {fmt(v)} °C {meaning}"
+    if not violated:
+        ok_op = "≥" if kind == "cool" else "≤"
+        bound = limit - db if kind == "cool" else limit + db
+        dbtxt = f" (deadband {db:g})" if db else ""
+        out.line(
+            u.zone, "hvac", rule, "ok", f"{desc} {ok_op} {fmt(bound)}{dbtxt}: ok", point=p.point_id, why=why
+        )
+        return
+    season_word = "summer cooling floor" if kind == "cool" else "winter heating cap"
+    if exempt:
+        ex, _ = ctx.exemption(u.zone)
+        assert ex is not None
+        until = f" until {ex.until.isoformat()}" if ex.until else ""
+        out.find(
+            "exempt",
+            p.point_id,
+            rule,
+            f"setpoint {fmt(v)} °C breaks the {fmt(limit)} °C {season_word}, "
+            f"but zone {u.zone} is exempt{until}: "
+            f"{ex.reason}",
+            u.zone,
+        )
+        out.line(
+            u.zone,
+            "hvac",
+            rule,
+            "exempt",
+            f"{desc} {op} {fmt(limit)}, exempt{until} ({ex.reason}): left alone",
+            point=p.point_id,
+            why=why,
+        )
+        return
+    reason = (
+        f"{ctx.season_text()}: setpoint {fmt(v)} °C {op} {season_word} {fmt(limit)} °C; set to {fmt(limit)}"
+    )
+    if not p.writable:
+        out.find("violation", p.point_id, rule, f"{reason}, but the point is not writable", u.zone)
+        out.line(
+            u.zone,
+            "hvac",
+            rule,
+            "report",
+            f"{desc} {op} {fmt(limit)}: not writable, reported",
+            point=p.point_id,
+            why=why,
+        )
+        return
+    if not within_range(p, limit):
+        out.find(
+            "violation",
+            p.point_id,
+            rule,
+            f"{reason}, but {fmt(limit)} is outside the point's range {p.min}..{p.max}",
+            u.zone,
+        )
+        out.line(
+            u.zone,
+            "hvac",
+            rule,
+            "report",
+            f"{desc} {op} {fmt(limit)}: limit outside point range {p.min}..{p.max}, reported",
+            point=p.point_id,
+            why=why,
+        )
+        return
+    out.intents.append(
+        WriteIntent(point_id=p.point_id, value=float(limit), rule=rule, reason=reason, zone=u.zone)
+    )
+    out.line(
+        u.zone,
+        "hvac",
+        rule,
+        "write",
+        f"{desc} {op} {fmt(limit)} → write {fmt(limit)}",
+        point=p.point_id,
+        why=why,
+    )

@@ -31,6 +31,7 @@ from pydantic_core import ErrorDetails
 
 import policies.model as policy_model
 from drivers.base import ENERGY_ROLES, PointBase
+from drivers.bacnet.options import BacnetDevice, BacnetNetworkOptions
 from drivers.modbus.options import ModbusDevice, ModbusPoint, register_count
 from edge_agent.codes import BUILDING_TYPES, CODE_PATTERN, PROVINCE_PREFIXES, code_table, is_code
 from edge_agent.settings import MqttUplink, StatusOptions, StorageOptions
@@ -40,12 +41,16 @@ from policies.model import Policy
 __all__ = [
     "POLICY_SCHEMA_FILE",
     "SITE_SCHEMA_FILE",
+    "CoalFactor",
     "ConfigError",
     "ConfigIssue",
     "Device",
+    "LedgerOptions",
     "LoadedConfig",
     "Location",
+    "MeterNode",
     "Site",
+    "Targets",
     "Zone",
     "check_main",
     "load_config",
@@ -59,7 +64,7 @@ SITE_SCHEMA_FILE = "schema.json"
 POLICY_SCHEMA_FILE = "policy.schema.json"
 
 # Add a protocol by adding its device model to this union (each has `protocol: Literal[...]`).
-Device = Annotated[Union[ModbusDevice], Field(discriminator="protocol")]  # noqa: UP007
+Device = Annotated[Union[ModbusDevice, BacnetDevice], Field(discriminator="protocol")]  # noqa: UP007
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 _BUILDING_ID = re.compile(r"^[0-9]{6}[A-Z][0-9]{3}$")
@@ -119,6 +124,60 @@ class Zone(_Strict):
     )
 
 
+class MeterNode(_Strict):
+    """One meter of the metering tree (分户、分区、分项计量): a cumulative energy point and where it sits."""
+
+    point: str = Field(pattern=_ID, max_length=64, description="Id of a cumulative point with an energy_code")
+    parent: str | None = Field(
+        default=None,
+        pattern=_ID,
+        max_length=64,
+        description="The meter (point id, listed here too) upstream of this one; absent = a main meter",
+    )
+    institution: str | None = Field(
+        default=None, description="Institution (户) this meter bills to; sub-meters inherit their parent's"
+    )
+    it_load: bool = Field(
+        default=False,
+        description="The data centre's IT-load meter (UPS output): PUE = its parent's energy / its energy",
+    )
+
+
+class Targets(_Strict):
+    """Annual targets (年度目标) of the scoring checklist; any may be left out."""
+
+    kgce_per_m2: float | None = Field(default=None, gt=0, description="单位建筑面积能耗 kgce/(m²·a)")
+    kgce_per_person: float | None = Field(default=None, gt=0, description="人均综合能耗 kgce/(person·a)")
+    water_m3_per_person: float | None = Field(default=None, gt=0, description="人均用水量 m³/(person·a)")
+    source: str | None = Field(default=None, description="Where the targets come from (document, year)")
+
+
+class CoalFactor(_Strict):
+    """Standard-coal factor of one energy category, overriding the GB/T 2589-2020 default."""
+
+    kgce_per_unit: float = Field(gt=0, description="kgce per unit of the category's ledger unit")
+    unit: str = Field(min_length=1, description="The ledger unit the factor applies to: kWh, m3, MJ, kg")
+    source: str = Field(
+        min_length=3, description="Where the factor comes from (standard, supplier's heating value)"
+    )
+
+
+class LedgerOptions(_Strict):
+    interval_min: Literal[15] = Field(default=15, description="Base interval of the ledger (minutes)")
+    max_gap_intervals: int = Field(
+        default=4,
+        ge=0,
+        le=96,
+        description="A gap of at most this many missing intervals is filled linearly (marked estimated); "
+        "longer gaps stay unfilled and their energy is reported apart",
+    )
+    outliers: Literal["exclude", "keep"] = Field(
+        default="exclude",
+        description="Spike / out-of-range counter steps: exclude from totals (default) or keep; "
+        "counted and shown either way",
+    )
+
+
 EnergyCodeKey = Annotated[str, StringConstraints(pattern=CODE_PATTERN)]
 
 
@@ -139,9 +198,22 @@ class Site(_Strict):
     storage: StorageOptions = Field(default_factory=StorageOptions)
     uplink: MqttUplink | None = Field(default=None, description="Absent: readings stay in the local outbox")
     status: StatusOptions = Field(default_factory=StatusOptions)
+    bacnet: BacnetNetworkOptions | None = Field(
+        default=None, description="The gateway's own BACnet/IP port; needed when a device has protocol bacnet"
+    )
     energy_codes: dict[EnergyCodeKey, str] = Field(
         default_factory=dict, description="Additions to the MOHURD code table, e.g. {01D1A: IT equipment}"
     )
+    meters: list[MeterNode] = Field(
+        default_factory=list,
+        description="Metering tree: main meters, their sub-meters and scope, for balance, coverage and PUE",
+    )
+    targets: Targets | None = Field(default=None, description="Annual KPI targets for reports")
+    coal_factors: dict[EnergyCodeKey, CoalFactor] = Field(
+        default_factory=dict,
+        description="Standard-coal factors by category code (01000, 03000...), overriding GB/T 2589-2020",
+    )
+    ledger: LedgerOptions = Field(default_factory=LedgerOptions)
 
     @field_validator("building_id", mode="before")
     @classmethod
@@ -583,6 +655,7 @@ def _cross_check(out: _Collector) -> None:
     point_models = _device_point_models()
     device_ids: dict[str, YamlPath] = {}
     point_ids: dict[str, YamlPath] = {}
+    point_data: dict[str, Mapping[str, Any]] = {}
     endpoints: dict[tuple[str, int, int], YamlPath] = {}
     for d, device in enumerate(_as_list(data.get("devices"))):
         dev = _as_dict(device)
@@ -611,6 +684,7 @@ def _cross_check(out: _Collector) -> None:
                     out.add([*ppath, "id"], f"duplicate point id {pid!r}; first at {first}")
                 else:
                     point_ids[pid] = (*ppath, "id")
+                    point_data[pid] = pt
             if zones_ok:
                 _check_zone_ref(out, zones, pt.get("zone"), [*ppath, "zone"])
             _check_energy(out, table, pt, ppath)
@@ -621,6 +695,72 @@ def _cross_check(out: _Collector) -> None:
                     pass  # reported by the site schema; overlap checks need a valid point
         if protocol == "modbus":
             _check_modbus_overlaps(out, dpath, [(p, pt) for p, pt in typed if isinstance(pt, ModbusPoint)])
+    _check_meters(out, data, point_data)
+    _check_coal_factors(out, data)
+
+
+def _check_meters(out: _Collector, data: Mapping[str, Any], points: Mapping[str, Mapping[str, Any]]) -> None:
+    """The metering tree: known cumulative energy points, listed parents, no loops, one IT meter each."""
+    nodes: dict[str, int] = {}
+    entries = _as_list(data.get("meters"))
+    for i, node in enumerate(entries):
+        pid = _as_dict(node).get("point")
+        if not isinstance(pid, str):
+            continue
+        if pid in nodes:
+            first = out.where(("meters", nodes[pid], "point"))
+            out.add(["meters", i, "point"], f"meter {pid!r} listed twice; first at {first}")
+            continue
+        nodes[pid] = i
+        pt = points.get(pid)
+        if pt is None:
+            close = difflib.get_close_matches(pid, list(points), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            out.add(["meters", i, "point"], f"no point {pid!r} in devices{hint}")
+        elif not isinstance(pt.get("energy_code"), str) or pt.get("cumulative") is not True:
+            out.add(
+                ["meters", i, "point"],
+                f"point {pid!r} is not a meter: the ledger needs `cumulative: true` and an energy_code",
+            )
+    parents: dict[str, str | None] = {}
+    it_children: dict[str, str] = {}
+    for pid, i in nodes.items():
+        node = _as_dict(entries[i])
+        parent = node.get("parent")
+        parents[pid] = parent if isinstance(parent, str) else None
+        if isinstance(parent, str) and parent not in nodes:
+            out.add(["meters", i, "parent"], f"parent {parent!r} is not listed under meters:")
+            parents[pid] = None
+        if node.get("it_load") is True:
+            if not isinstance(parent, str):
+                message = "an IT-load meter needs `parent:` (the data-centre meter) for PUE"
+                out.add(["meters", i, "it_load"], message)
+            elif parent in it_children:
+                message = f"{parent!r} already has the IT-load meter {it_children[parent]!r}"
+                out.add(["meters", i, "it_load"], message)
+            else:
+                it_children[parent] = pid
+        if isinstance(parent, str) and parent in points and pid in points:
+            pc, cc = points[parent].get("energy_code"), points[pid].get("energy_code")
+            if isinstance(pc, str) and isinstance(cc, str) and pc[:2] != cc[:2]:
+                message = f"parent {parent!r} ({pc}) meters another category than {cc}"
+                out.add(["meters", i, "parent"], message)
+    for pid in parents:
+        seen = [pid]
+        up = parents[pid]
+        while up is not None:
+            if up in seen:
+                out.add(["meters", nodes[pid], "parent"], f"meter loop: {' -> '.join([*seen, up])}")
+                break
+            seen.append(up)
+            up = parents.get(up)
+
+
+def _check_coal_factors(out: _Collector, data: Mapping[str, Any]) -> None:
+    for code in _as_dict(data.get("coal_factors")):
+        if isinstance(code, str) and is_code(code) and not code.endswith("000"):
+            message = f"{code!r} is not a category code; factors apply per category, e.g. {code[:2]}000"
+            out.add(["coal_factors", code], message)
 
 
 def _check_building_id(out: _Collector, data: Mapping[str, Any]) -> None:

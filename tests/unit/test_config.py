@@ -346,7 +346,9 @@ def test_schemas_and_writer(tmp_path: Path) -> None:
 def test_point_model_lookup_follows_device_union() -> None:
     from edge_agent.config import _device_point_models
 
-    assert _device_point_models() == {"modbus": ModbusPoint}
+    from drivers.bacnet.options import BacnetPoint
+
+    assert _device_point_models() == {"modbus": ModbusPoint, "bacnet": BacnetPoint}
 
 
 def test_policy_syntax_error_names_policy_file(tmp_path: Path) -> None:

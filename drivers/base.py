@@ -118,7 +118,9 @@ class PointBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=64, description="Unique across the site")
+    id: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=64, description="Unique across the site"
+    )
     name: str | None = None
     unit: str | None = Field(default=None, description="Engineering unit, e.g. kWh, degC, m3")
     role: Role = "other"
@@ -143,7 +145,9 @@ class PointBase(BaseModel):
             raise ValueError(f"min {self.min} is above max {self.max}")
         if self.role == "ac_mode":
             if not self.states:
-                raise ValueError("an ac_mode point needs `states` mapping raw values to off/cool/heat/fan/auto/dry")
+                raise ValueError(
+                    "an ac_mode point needs `states` mapping raw values to off/cool/heat/fan/auto/dry"
+                )
             bad = sorted(set(self.states.values()) - MODE_LABELS)
             if bad:
                 raise ValueError(f"ac_mode states {bad} are not among {sorted(MODE_LABELS)}")

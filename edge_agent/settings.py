@@ -16,11 +16,23 @@ class _Strict(BaseModel):
 class StorageOptions(_Strict):
     path: str = Field(
         default="state/edge-agent.db",
-        description="State SQLite database (outbox, audit chain, ledger); relative paths are relative to site.yaml",
+        description="State SQLite database (outbox, audit chain, ledger); relative to site.yaml's folder",
     )
-    max_bytes: int = Field(default=1_000_000_000, ge=1_000_000, description="Outbox size limit; oldest dropped, audited")
+    max_bytes: int = Field(
+        default=1_000_000_000, ge=1_000_000, description="Outbox size limit; oldest dropped, audited"
+    )
     max_age_days: float = Field(default=90, gt=0, description="Readings older than this are dropped, audited")
-    commit_interval_s: float = Field(default=1.0, gt=0, le=60, description="Longest wait before a durable commit")
+    commit_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="Longest wait before a durable commit"
+    )
+    memory_buffer_max: int = Field(
+        default=100_000,
+        ge=0,
+        description="Readings held in memory while the disk is full; oldest dropped beyond this, audited",
+    )
+    retain_acked: int = Field(
+        default=10_000, ge=0, description="Acknowledged readings kept for `edge-agent tail` before deletion"
+    )
 
 
 class MqttTls(_Strict):
@@ -35,7 +47,9 @@ class MqttUplink(_Strict):
     host: str
     port: int = Field(default=1883, ge=1, le=65535)
     client_id: str | None = Field(default=None, description="Defaults to the gateway_id")
-    topic_prefix: str = Field(default="edge", description="Topics are {prefix}/{building_id}/{gateway_id}/...")
+    topic_prefix: str = Field(
+        default="edge", description="Topics are {prefix}/{building_id}/{gateway_id}/..."
+    )
     credentials_file: str | None = Field(
         default=None, description="File with `username:password` on one line; never put secrets in YAML"
     )
@@ -43,6 +57,18 @@ class MqttUplink(_Strict):
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     batch_max: int = Field(default=500, ge=1, le=10000, description="Readings per published message")
     backoff_max_s: float = Field(default=60, gt=0, le=3600, description="Cap of the reconnect backoff")
+    backoff_initial_s: float = Field(
+        default=1.0, gt=0, le=3600, description="First reconnect delay (then doubled)"
+    )
+    inflight_batches: int = Field(
+        default=4, ge=1, le=64, description="Readings batches awaiting PUBACK at once; acknowledged in order"
+    )
+    connect_timeout_s: float = Field(
+        default=15, gt=0, le=600, description="A connection without CONNACK after this long is retried"
+    )
+    publish_timeout_s: float = Field(
+        default=30, gt=0, le=600, description="A batch without PUBACK after this long forces a reconnect"
+    )
 
 
 class StatusOptions(_Strict):

@@ -15,8 +15,17 @@ DataType = Literal[
     "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "bit", "bool", "string"
 ]
 DATA_TYPES: tuple[str, ...] = DataType.__args__  # type: ignore[attr-defined]
-_WIDTH = {"int16": 1, "uint16": 1, "bit": 1, "int32": 2, "uint32": 2, "float32": 2, "int64": 4, "uint64": 4,
-          "float64": 4}
+_WIDTH = {
+    "int16": 1,
+    "uint16": 1,
+    "bit": 1,
+    "int32": 2,
+    "uint32": 2,
+    "float32": 2,
+    "int64": 4,
+    "uint64": 4,
+    "float64": 4,
+}
 
 
 def register_count(point: ModbusPoint) -> int:
@@ -30,10 +39,14 @@ def register_count(point: ModbusPoint) -> int:
 
 class ModbusPoint(PointBase):
     table: Table = Field(default="holding", description="holding, input (registers); coil, discrete (bits)")
-    address: int = Field(ge=0, le=65535, description="Protocol address, 0-based (register 40001 is address 0)")
+    address: int = Field(
+        ge=0, le=65535, description="Protocol address, 0-based (register 40001 is address 0)"
+    )
     type: DataType = Field(default="uint16", description="How the registers decode; `bool` for coil/discrete")
     bit: int | None = Field(default=None, ge=0, le=15, description="Bit of the register, for type `bit`")
-    length: int | None = Field(default=None, ge=1, le=125, description="Registers of a `string` (2 chars each)")
+    length: int | None = Field(
+        default=None, ge=1, le=125, description="Registers of a `string` (2 chars each)"
+    )
     byte_order: Literal["big", "little"] = Field(default="big", description="Byte order inside each register")
     word_order: Literal["big", "little"] = Field(
         default="big", description="Register order of 32/64-bit values: big = high word first"
@@ -47,7 +60,9 @@ class ModbusPoint(PointBase):
         if bits and self.type != "bool":
             raise ValueError(f"a {self.table} point has type bool, not {self.type}")
         if not bits and self.type == "bool":
-            raise ValueError("type bool is for coil/discrete tables; use type bit with `bit:` for a register bit")
+            raise ValueError(
+                "type bool is for coil/discrete tables; use type bit with `bit:` for a register bit"
+            )
         if self.type == "bit" and self.bit is None:
             raise ValueError("type bit needs `bit:` (0-15)")
         if self.type != "bit" and self.bit is not None:
@@ -70,11 +85,17 @@ class ModbusDevice(BaseModel):
     zone: str | None = Field(default=None, description="Default zone of the device's points")
     host: str = Field(description="IP address or host name of the device or its Modbus gateway")
     port: int = Field(default=502, ge=1, le=65535)
-    unit_id: int = Field(default=1, ge=0, le=255, description="Unit (slave) id; devices behind one gateway share it")
+    unit_id: int = Field(
+        default=1, ge=0, le=255, description="Unit (slave) id; devices behind one gateway share it"
+    )
     interval_s: float = Field(default=10.0, gt=0, le=86400, description="Poll interval")
     timeout_s: float = Field(default=1.0, gt=0, le=60, description="Per-request timeout")
-    max_registers: int = Field(default=125, ge=1, le=125, description="Largest register read this device accepts")
+    max_registers: int = Field(
+        default=125, ge=1, le=125, description="Largest register read this device accepts"
+    )
     max_bits: int = Field(default=2000, ge=1, le=2000, description="Largest coil/discrete read")
-    max_gap: int = Field(default=8, ge=0, le=120, description="Unused registers a read may bridge to save a request")
+    max_gap: int = Field(
+        default=8, ge=0, le=120, description="Unused registers a read may bridge to save a request"
+    )
     readback_delay_s: float = Field(default=0.2, ge=0, le=30, description="Wait before reading a write back")
     points: list[ModbusPoint] = Field(min_length=1)

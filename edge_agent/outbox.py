@@ -1,0 +1,584 @@
+"""The durable outbox: validated readings and events, each with a sequence number, waiting for the uplink.
+
+Lives in the shared state database (tables ``outbox_readings``, ``outbox_events``, ``outbox_cursor``).
+
+- One ``append`` call is one transaction (the runtime calls it once per poll cycle: a group commit).
+- Sequence numbers come from ``INTEGER PRIMARY KEY AUTOINCREMENT``: gateway-wide, increasing across
+  restarts and never reused, even after rows are deleted (SQLite keeps the high-water mark in
+  ``sqlite_sequence``).
+- Unsent rows are always one contiguous seq range: rows leave only by ``ack`` (a prefix up to the
+  cursor) or by a limit drop (a prefix of the unsent rows). So a drop event's ``seq_first..seq_last``
+  names exactly the readings that will never be sent, and ``count == seq_last - seq_first + 1``.
+- Acknowledged rows are kept (``StorageOptions.retain_acked`` of them) for ``edge-agent tail``.
+- A failing write (disk full, database locked, I/O error) never raises into the poll loop: the batch is
+  held in memory (at most ``StorageOptions.memory_buffer_max`` readings, oldest dropped first with a
+  recorded drop event), ``append`` returns ``None``, ``stats().storage_error`` says why, and the next
+  ``append`` (or ``flush_held``) writes the held readings first, so order is kept.
+
+Threading: one ``threading.Lock`` guards the connection, so the ``a*`` async wrappers may run the work in
+``asyncio.to_thread`` without two threads using the connection at once. Give the Outbox its own
+connection (``open_state_db`` on the same file; WAL lets connections coexist) when other modules use
+theirs from other threads: the lock only covers this object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from drivers.base import Value
+from edge_agent.clock import Clock
+from edge_agent.settings import StorageOptions
+from edge_agent.store import ensure_schema
+from edge_agent.validate import ValidatedReading
+
+__all__ = ["DDL", "DropEvent", "EventRow", "Outbox", "OutboxStats", "Row", "format_ts"]
+
+DDL = """
+CREATE TABLE IF NOT EXISTS outbox_readings (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    point   TEXT NOT NULL,
+    ts_us   INTEGER NOT NULL,          -- reading time, microseconds since the Unix epoch, UTC
+    value   NUMERIC,                   -- int and float values as they are
+    vjson   TEXT,                      -- bool and str values, JSON-encoded (so their type survives)
+    unit    TEXT,
+    quality TEXT NOT NULL,
+    code    TEXT,
+    flags   TEXT                       -- comma-separated validation flags, NULL when none
+);
+CREATE TABLE IF NOT EXISTS outbox_events (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts_us   INTEGER NOT NULL,
+    body    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox_cursor (
+    stream    TEXT PRIMARY KEY,        -- 'readings' | 'events'
+    acked_seq INTEGER NOT NULL
+);
+"""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_T = TypeVar("_T")
+_log = logging.getLogger("edge_agent.outbox")
+
+
+def _to_us(ts: datetime) -> int:
+    if ts.tzinfo is None:
+        raise ValueError(f"naive timestamp {ts!r}: readings carry aware UTC times")
+    return (ts - _EPOCH) // timedelta(microseconds=1)
+
+
+def format_ts(ts_us: int) -> str:
+    """ISO 8601 UTC with a ``Z``; microseconds only when present."""
+    return (_EPOCH + timedelta(microseconds=ts_us)).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    seq: int
+    point: str
+    ts_us: int
+    value: Value
+    unit: str | None
+    quality: str
+    code: str | None
+    flags: tuple[str, ...]
+
+    @property
+    def ts(self) -> str:
+        return format_ts(self.ts_us)
+
+    def as_payload(self) -> dict[str, Any]:
+        """One entry of the uplink's ``readings`` array (docs/uplink-schema.md)."""
+        return {
+            "seq": self.seq,
+            "point": self.point,
+            "ts": self.ts,
+            "value": self.value,
+            "unit": self.unit,
+            "quality": self.quality,
+            "code": self.code,
+            "flags": list(self.flags),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    seq: int
+    ts_us: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    backlog: int  # readings stored and not yet acknowledged
+    oldest_ts: datetime | None  # reading time of the oldest unacknowledged reading
+    newest_seq: int  # highest seq ever given (0 when none)
+    acked_seq: int
+    bytes_on_disk: int  # used pages of the state database (the outbox is nearly all of it)
+    held_in_memory: int = 0  # readings waiting for the disk to accept them
+    dropped_total: int = 0  # readings dropped by limits since this process started
+    events_backlog: int = 0
+    storage_error: str | None = None  # the last write failure, until a write succeeds again
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "backlog": self.backlog,
+            "oldest_ts": self.oldest_ts.isoformat() if self.oldest_ts else None,
+            "newest_seq": self.newest_seq,
+            "acked_seq": self.acked_seq,
+            "bytes_on_disk": self.bytes_on_disk,
+            "held_in_memory": self.held_in_memory,
+            "dropped_total": self.dropped_total,
+            "events_backlog": self.events_backlog,
+            "storage_error": self.storage_error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DropEvent:
+    """Readings removed before they were acknowledged. The caller audits it and publishes it."""
+
+    reason: str  # "max_age_days", "max_bytes", "max_age_days+max_bytes" or "memory_buffer_full"
+    count: int
+    seq_first: int | None  # None for readings that never got a seq (dropped from the memory buffer)
+    seq_last: int | None
+    ts_first: str | None  # reading times of the oldest and newest dropped reading
+    ts_last: str | None
+    at: str  # when the drop happened
+
+    def as_event(self) -> dict[str, Any]:
+        return {
+            "kind": "drop",
+            "reason": self.reason,
+            "count": self.count,
+            "seq_first": self.seq_first,
+            "seq_last": self.seq_last,
+            "ts_first": self.ts_first,
+            "ts_last": self.ts_last,
+            "at": self.at,
+        }
+
+
+def _encode(vr: ValidatedReading) -> tuple[Any, ...]:
+    r = vr.reading
+    v = r.value
+    if isinstance(v, bool | str):
+        num, vj = None, json.dumps(v, ensure_ascii=False)
+    else:
+        num, vj = v, None
+    return (r.point_id, _to_us(r.ts), num, vj, vr.unit, str(r.quality), r.code, ",".join(vr.flags) or None)
+
+
+def _decode(t: tuple[Any, ...]) -> Row:
+    seq, point, ts_us, num, vj, unit, quality, code, flags = t
+    value: Value = json.loads(vj) if vj is not None else num
+    return Row(
+        seq=seq,
+        point=point,
+        ts_us=ts_us,
+        value=value,
+        unit=unit,
+        quality=quality,
+        code=code,
+        flags=tuple(flags.split(",")) if flags else (),
+    )
+
+
+_COLS = "seq, point, ts_us, value, vjson, unit, quality, code, flags"
+
+
+class Outbox:
+    def __init__(
+        self,
+        *,
+        conn: sqlite3.Connection,
+        options: StorageOptions,
+        clock: Clock,
+        gateway_id: str,
+    ) -> None:
+        self._conn = conn
+        self.options = options
+        self.clock = clock
+        self.gateway_id = gateway_id
+        self._lock = threading.Lock()
+        self._held: deque[ValidatedReading] = deque()
+        self._pending_drops: deque[DropEvent] = deque()
+        self._dropped_total = 0
+        self._storage_error: str | None = None
+        self._listeners: list[Callable[[], None]] = []
+        with self._lock:
+            ensure_schema(conn, DDL)
+            conn.execute(
+                "INSERT OR IGNORE INTO outbox_cursor(stream, acked_seq) VALUES ('readings', 0), ('events', 0)"
+            )
+            self._has_dbstat = self._probe_dbstat()
+
+    # -- listeners: the uplink wakes up on new rows instead of polling -------------------------------
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Called (from whichever thread appended) after each successful commit. Must be thread-safe."""
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+    def _notify(self) -> None:
+        for cb in list(self._listeners):
+            try:
+                cb()
+            except Exception:  # a listener's bug must not fail the poll loop's append
+                _log.exception("outbox listener failed")
+
+    # -- writing -------------------------------------------------------------------------------------
+    def append(self, readings: Sequence[ValidatedReading]) -> tuple[int, int] | None:
+        """Store a batch in one transaction; returns the seq range written (held readings included).
+
+        ``None`` when nothing was written: an empty batch, or a storage failure (see ``stats()``).
+        """
+        with self._lock:
+            batch = [*self._held, *readings]
+            if not batch:
+                return None
+            try:
+                first, last = self._insert(batch)
+            except sqlite3.OperationalError as exc:
+                self._hold(batch, exc)
+                return None
+            self._held.clear()
+            self._storage_error = None
+        self._notify()
+        return first, last
+
+    def flush_held(self) -> tuple[int, int] | None:
+        """Retry the readings held in memory after a storage failure."""
+        return self.append(())
+
+    def _insert(self, batch: Sequence[ValidatedReading]) -> tuple[int, int]:
+        c = self._conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            before = self._sequence(c, "outbox_readings")
+            c.executemany(
+                "INSERT INTO outbox_readings(point, ts_us, value, vjson, unit, quality, code, flags)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [_encode(vr) for vr in batch],
+            )
+            after = self._sequence(c, "outbox_readings")
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        # One writer inside one transaction: AUTOINCREMENT hands out before+1 .. after.
+        assert after - before == len(batch), (before, after, len(batch))
+        return before + 1, after
+
+    def _hold(self, batch: list[ValidatedReading], exc: sqlite3.OperationalError) -> None:
+        code = getattr(exc, "sqlite_errorname", None) or "sqlite_error"
+        self._storage_error = f"{code}: {exc}"
+        if not self._held:
+            _log.error(
+                "outbox write failed, holding %d readings in memory: %s", len(batch), self._storage_error
+            )
+        self._held = deque(batch)
+        over = len(self._held) - self.options.memory_buffer_max
+        if over > 0:
+            dropped = [self._held.popleft() for _ in range(over)]
+            self._dropped_total += over
+            ts = sorted(vr.reading.ts for vr in dropped)
+            ev = DropEvent(
+                reason="memory_buffer_full",
+                count=over,
+                seq_first=None,
+                seq_last=None,
+                ts_first=format_ts(_to_us(ts[0])),
+                ts_last=format_ts(_to_us(ts[-1])),
+                at=self.clock.now().isoformat(),
+            )
+            _log.error("outbox memory buffer full: dropped %d readings", over)
+            self._pending_drops.append(ev)
+
+    # -- events (writes, findings, audit records, drops): their own seq space -----------------------
+    def append_event(self, body: dict[str, Any]) -> int:
+        """Store one event durably; returns its event seq. Raises sqlite3.Error when it cannot."""
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
+        with self._lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                cur = c.execute(
+                    "INSERT INTO outbox_events(ts_us, body) VALUES (?, ?)", (_to_us(self.clock.now()), text)
+                )
+                seq = cur.lastrowid
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+        assert seq is not None
+        self._notify()
+        return seq
+
+    def pending_events(self, after_seq: int, limit: int) -> list[EventRow]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, ts_us, body FROM outbox_events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        return [EventRow(seq=s, ts_us=t, body=json.loads(b)) for s, t, b in rows]
+
+    def ack_events(self, upto_seq: int) -> None:
+        with self._lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.execute(
+                    "UPDATE outbox_cursor SET acked_seq = max(acked_seq, ?) WHERE stream = 'events'",
+                    (upto_seq,),
+                )
+                c.execute("DELETE FROM outbox_events WHERE seq <= ?", (upto_seq,))
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+
+    def acked_events_seq(self) -> int:
+        with self._lock:
+            return self._cursor("events")
+
+    # -- reading back ----------------------------------------------------------------------------------
+    def pending(self, after_seq: int, limit: int) -> list[Row]:
+        """Stored readings with seq > after_seq, in seq order. Start from ``acked_seq()`` for unsent ones."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_COLS} FROM outbox_readings WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+            ).fetchall()
+        return [_decode(t) for t in rows]
+
+    def recent(self, limit: int) -> list[Row]:
+        """The newest ``limit`` stored readings (sent or not), oldest first: for ``edge-agent tail``."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_COLS} FROM outbox_readings ORDER BY seq DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [_decode(t) for t in reversed(rows)]
+
+    def acked_seq(self) -> int:
+        with self._lock:
+            return self._cursor("readings")
+
+    def ack(self, upto_seq: int) -> None:
+        """Everything up to ``upto_seq`` reached the broker. Old acknowledged rows beyond retention go."""
+        with self._lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.execute(
+                    "UPDATE outbox_cursor SET acked_seq = max(acked_seq, ?) WHERE stream = 'readings'",
+                    (upto_seq,),
+                )
+                # Keep the newest `retain_acked` delivered rows for `edge-agent tail`.
+                acked = self._cursor("readings")
+                c.execute("DELETE FROM outbox_readings WHERE seq <= ?", (acked - self.options.retain_acked,))
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+
+    def stats(self) -> OutboxStats:
+        with self._lock:
+            c = self._conn
+            acked = self._cursor("readings")
+            newest = self._sequence(c, "outbox_readings")
+            first = c.execute(
+                "SELECT seq, ts_us FROM outbox_readings WHERE seq > ? ORDER BY seq LIMIT 1", (acked,)
+            )
+            head = first.fetchone()
+            ev_acked = self._cursor("events")
+            ev_newest = self._sequence(c, "outbox_events")
+            ev_first = c.execute("SELECT min(seq) FROM outbox_events WHERE seq > ?", (ev_acked,)).fetchone()[
+                0
+            ]
+            return OutboxStats(
+                # Unsent rows are contiguous (see module doc), so the count needs no table scan.
+                backlog=0 if head is None else newest - head[0] + 1,
+                oldest_ts=None if head is None else _EPOCH + timedelta(microseconds=head[1]),
+                newest_seq=newest,
+                acked_seq=acked,
+                bytes_on_disk=self._bytes(),
+                held_in_memory=len(self._held),
+                dropped_total=self._dropped_total,
+                events_backlog=0 if ev_first is None else ev_newest - ev_first + 1,
+                storage_error=self._storage_error,
+            )
+
+    # -- limits ----------------------------------------------------------------------------------------
+    def enforce_limits(self) -> DropEvent | None:
+        """Apply max_age_days and max_bytes by dropping the oldest unsent readings; report what went.
+
+        Returns one event per call: a drop made now, or one still queued from the memory buffer (call
+        again until ``None`` to collect all). Acknowledged rows kept for ``tail`` go first, silently:
+        they were delivered. A byte-limit drop brings the outbox down to 90 % of max_bytes so it does
+        not drop a few rows on every call.
+        """
+        with self._lock:
+            try:
+                ev = self._enforce()
+            except sqlite3.OperationalError as exc:
+                self._storage_error = f"{getattr(exc, 'sqlite_errorname', 'sqlite_error')}: {exc}"
+                _log.error("outbox limit enforcement failed: %s", self._storage_error)
+                ev = None
+            if ev is not None:
+                self._dropped_total += ev.count
+                self._pending_drops.append(ev)
+            return self._pending_drops.popleft() if self._pending_drops else None
+
+    def _enforce(self) -> DropEvent | None:
+        c = self._conn
+        now = self.clock.now()
+        cutoff = _to_us(now - timedelta(days=self.options.max_age_days))
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            acked = self._cursor("readings")
+            head = c.execute("SELECT min(seq) FROM outbox_readings WHERE seq > ?", (acked,)).fetchone()[0]
+            if head is None:
+                c.execute("COMMIT")
+                return None
+            reasons: list[str] = []
+            spans: list[tuple[int, int]] = []
+            drop_upto: int | None = None  # unsent rows head..drop_upto are dropped
+            # Age: the prefix of unsent rows before the first one that is recent enough.
+            if c.execute("SELECT ts_us < ? FROM outbox_readings WHERE seq = ?", (cutoff, head)).fetchone()[0]:
+                fresh = c.execute(
+                    "SELECT min(seq) FROM outbox_readings WHERE seq > ? AND ts_us >= ?", (acked, cutoff)
+                ).fetchone()[0]
+                drop_upto = self._sequence(c, "outbox_readings") if fresh is None else fresh - 1
+                spans.append(self._span(head, drop_upto))
+                c.execute("DELETE FROM outbox_readings WHERE seq <= ?", (drop_upto,))
+                reasons.append("max_age_days")
+            used = self._bytes()
+            if used > self.options.max_bytes:
+                used = self._bytes(exact=True)
+            if used > self.options.max_bytes:
+                c.execute("DELETE FROM outbox_readings WHERE seq <= ?", (acked,))  # delivered ones go first
+                used = self._bytes(exact=True)
+            if used > self.options.max_bytes:
+                rows = c.execute("SELECT count(*) FROM outbox_readings").fetchone()[0]
+                start = c.execute("SELECT min(seq) FROM outbox_readings WHERE seq > ?", (acked,)).fetchone()[
+                    0
+                ]
+                n = min(rows, math.ceil((used - 0.9 * self.options.max_bytes) / (used / max(rows, 1))))
+                if n > 0 and start is not None:
+                    drop_upto = start + n - 1
+                    spans.append(self._span(start, drop_upto))
+                    c.execute("DELETE FROM outbox_readings WHERE seq <= ?", (drop_upto,))
+                    reasons.append("max_bytes")
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        if drop_upto is None:
+            return None
+        # The dropped rows are head..drop_upto, contiguous: the count is exact.
+        ev = DropEvent(
+            reason="+".join(reasons),
+            count=drop_upto - head + 1,
+            seq_first=head,
+            seq_last=drop_upto,
+            ts_first=format_ts(min(s[0] for s in spans)),
+            ts_last=format_ts(max(s[1] for s in spans)),
+            at=now.isoformat(),
+        )
+        _log.warning(
+            "outbox limit %s: dropped %d unsent readings seq %d..%d", ev.reason, ev.count, head, drop_upto
+        )
+        return ev
+
+    def _span(self, lo: int, hi: int) -> tuple[int, int]:
+        row = self._conn.execute(
+            "SELECT min(ts_us), max(ts_us) FROM outbox_readings WHERE seq BETWEEN ? AND ?", (lo, hi)
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def take_drop_events(self) -> list[DropEvent]:
+        """Queued drop events (memory buffer overflows) without running the limits."""
+        with self._lock:
+            out = list(self._pending_drops)
+            self._pending_drops.clear()
+            return out
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def _cursor(self, stream: str) -> int:
+        row = self._conn.execute("SELECT acked_seq FROM outbox_cursor WHERE stream = ?", (stream,)).fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    def _sequence(c: sqlite3.Connection, table: str) -> int:
+        row = c.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _probe_dbstat(self) -> bool:
+        try:
+            self._conn.execute("SELECT 1 FROM dbstat WHERE aggregate = TRUE LIMIT 1").fetchall()
+        except sqlite3.OperationalError:
+            return False
+        return True
+
+    def _bytes(self, *, exact: bool = False) -> int:
+        """Used pages of the whole state database: O(1), and an upper bound of the outbox's share.
+
+        ``exact`` counts only the outbox tables' pages through dbstat, which walks every page of
+        them: used only once the cheap figure is over the limit, to decide how much to drop.
+        """
+        c = self._conn
+        if exact and self._has_dbstat:
+            row = c.execute(
+                "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE aggregate = TRUE AND name IN"
+                " ('outbox_readings', 'outbox_events')"
+            ).fetchone()
+            return int(row[0])
+        page = int(c.execute("PRAGMA page_size").fetchone()[0])
+        count = int(c.execute("PRAGMA page_count").fetchone()[0])
+        free = int(c.execute("PRAGMA freelist_count").fetchone()[0])
+        return (count - free) * page
+
+    # -- async wrappers: SQLite work off the event loop, one thread at a time (the lock) -------------
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.to_thread(fn, *args)
+
+    async def aappend(self, readings: Sequence[ValidatedReading]) -> tuple[int, int] | None:
+        return await self._run(self.append, readings)
+
+    async def apending(self, after_seq: int, limit: int) -> list[Row]:
+        return await self._run(self.pending, after_seq, limit)
+
+    async def aack(self, upto_seq: int) -> None:
+        await self._run(self.ack, upto_seq)
+
+    async def astats(self) -> OutboxStats:
+        return await self._run(self.stats)
+
+    async def aenforce_limits(self) -> DropEvent | None:
+        return await self._run(self.enforce_limits)
+
+    async def aappend_event(self, body: dict[str, Any]) -> int:
+        return await self._run(self.append_event, body)
+
+    async def apending_events(self, after_seq: int, limit: int) -> list[EventRow]:
+        return await self._run(self.pending_events, after_seq, limit)
+
+    async def aack_events(self, upto_seq: int) -> None:
+        await self._run(self.ack_events, upto_seq)

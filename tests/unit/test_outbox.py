@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from drivers.base import Quality, Reading
+from edge_agent.clock import FakeClock
+from edge_agent.outbox import Outbox
+from edge_agent.settings import StorageOptions
+from edge_agent.store import open_state_db
+from edge_agent.validate import ValidatedReading
+
+T0 = datetime(2025, 7, 1, 8, 0, tzinfo=UTC)
+
+
+def vr(i: int, ts: datetime = T0, value: object = None, flags: tuple[str, ...] = ()) -> ValidatedReading:
+    v = float(i) if value is None else value
+    return ValidatedReading(
+        reading=Reading(point_id=f"p{i % 5}", value=v, ts=ts, quality=Quality.GOOD),  # type: ignore[arg-type]
+        flags=flags,
+        unit="kWh",
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "state.db"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+@pytest.fixture
+def opened(db: Path, clock: FakeClock) -> Iterator[tuple[Outbox, sqlite3.Connection]]:
+    conn = open_state_db(db)
+    yield Outbox(conn=conn, options=StorageOptions(retain_acked=0), clock=clock, gateway_id="gw"), conn
+    conn.close()
+
+
+def test_sequence_survives_reopen_and_deletes(db: Path, clock: FakeClock) -> None:
+    conn = open_state_db(db)
+    ob = Outbox(conn=conn, options=StorageOptions(retain_acked=0), clock=clock, gateway_id="gw")
+    assert ob.append([vr(i) for i in range(10)]) == (1, 10)
+    ob.ack(10)  # every row deleted
+    assert ob.pending(0, 100) == []
+    conn.close()
+    conn = open_state_db(db)
+    ob = Outbox(conn=conn, options=StorageOptions(), clock=clock, gateway_id="gw")
+    assert ob.acked_seq() == 10
+    assert ob.append([vr(1)]) == (11, 11)  # never reused
+    assert ob.stats().newest_seq == 11
+    conn.close()
+
+
+def test_roundtrip_types_flags_and_order(opened: tuple[Outbox, sqlite3.Connection]) -> None:
+    ob, _ = opened
+    ts = T0 + timedelta(microseconds=123456)
+    batch = [vr(0, ts, 1.5, ("spike",)), vr(1, ts, 7), vr(2, ts, True), vr(3, ts, "cool", ("a", "b"))]
+    assert ob.append(batch) == (1, 4)
+    rows = ob.pending(0, 10)
+    assert [r.value for r in rows] == [1.5, 7, True, "cool"]
+    assert type(rows[1].value) is int and type(rows[2].value) is bool
+    assert rows[0].flags == ("spike",) and rows[1].flags == () and rows[3].flags == ("a", "b")
+    assert rows[0].ts == "2025-07-01T08:00:00.123456Z"
+    assert rows[0].as_payload()["quality"] == "good"
+    assert [r.seq for r in ob.pending(2, 10)] == [3, 4]
+    assert [r.seq for r in ob.pending(0, 2)] == [1, 2]
+
+
+def test_ack_backlog_and_recent(db: Path, clock: FakeClock) -> None:
+    conn = open_state_db(db)
+    ob = Outbox(conn=conn, options=StorageOptions(retain_acked=5), clock=clock, gateway_id="gw")
+    ob.append([vr(i) for i in range(20)])
+    st = ob.stats()
+    assert (st.backlog, st.acked_seq, st.newest_seq) == (20, 0, 20)
+    assert st.oldest_ts == T0
+    ob.ack(12)
+    ob.ack(3)  # the cursor never goes back
+    st = ob.stats()
+    assert (st.backlog, st.acked_seq) == (8, 12)
+    assert [r.seq for r in ob.recent(10)] == list(range(11, 21))  # acked rows kept for tail
+    assert ob.pending(12, 100)[0].seq == 13
+    # rows older than the retention window are gone
+    assert conn.execute("SELECT min(seq) FROM outbox_readings").fetchone()[0] == 12 - 5 + 1
+    conn.close()
+
+
+Opened = tuple[Outbox, sqlite3.Connection]
+
+
+def test_age_limit_drops_oldest_unsent_prefix(opened: Opened, clock: FakeClock) -> None:
+    ob, _ = opened
+    ob.append([vr(i, T0) for i in range(30)])  # seq 1..30, old
+    ob.append([vr(i, T0 + timedelta(days=5)) for i in range(10)])  # seq 31..40
+    ob.ack(10)
+    assert ob.enforce_limits() is None
+    clock.advance(timedelta(days=91).total_seconds())
+    ev = ob.enforce_limits()
+    assert ev is not None
+    assert (ev.reason, ev.count, ev.seq_first, ev.seq_last) == ("max_age_days", 20, 11, 30)
+    assert ev.ts_first == ev.ts_last == "2025-07-01T08:00:00Z"
+    assert ob.stats().backlog == 10
+    assert ob.pending(10, 1)[0].seq == 31
+    assert ob.enforce_limits() is None
+    assert ob.stats().dropped_total == 20
+    assert ev.as_event()["kind"] == "drop"
+
+
+def test_byte_limit_drop_is_exact(db: Path, clock: FakeClock) -> None:
+    conn = open_state_db(db)
+    opts = StorageOptions(max_bytes=1_000_000, retain_acked=0)
+    ob = Outbox(conn=conn, options=opts, clock=clock, gateway_id="gw")
+    n = 0
+    while ob.stats().bytes_on_disk <= 1_000_000:
+        rng = ob.append([vr(i) for i in range(3000)])
+        assert rng is not None
+        n = rng[1]
+    ob.ack(100)
+    ev = ob.enforce_limits()
+    assert ev is not None and ev.reason == "max_bytes"
+    assert ev.seq_first == 101 and ev.seq_last is not None
+    assert ev.count == ev.seq_last - 100
+    assert ob.stats().backlog == n - ev.seq_last
+    assert ob.stats().bytes_on_disk <= 1_000_000
+    conn.close()
+
+
+def test_disk_full_is_survived_and_retried(db: Path, clock: FakeClock) -> None:
+    conn = open_state_db(db)
+    ob = Outbox(conn=conn, options=StorageOptions(memory_buffer_max=250), clock=clock, gateway_id="gw")
+    assert ob.append([vr(i) for i in range(10)]) == (1, 10)
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")  # no room to grow: SQLITE_FULL
+    big = [vr(i, value="x" * 2000) for i in range(100)]
+    assert ob.append(big) is None
+    st = ob.stats()
+    assert st.held_in_memory == 100
+    assert st.storage_error is not None and "full" in st.storage_error.lower()
+    assert ob.append(big) is None
+    assert ob.append(big) is None  # 300 held > 250: the oldest 50 dropped, recorded
+    st = ob.stats()
+    assert (st.held_in_memory, st.dropped_total) == (250, 50)
+    ev = ob.enforce_limits()
+    assert ev is not None
+    assert (ev.reason, ev.count, ev.seq_first) == ("memory_buffer_full", 50, None)
+    conn.execute("PRAGMA max_page_count = 1000000")  # space again
+    assert ob.append([vr(0)]) == (11, 261)  # held readings first, in order, then the new one
+    st = ob.stats()
+    assert (st.held_in_memory, st.storage_error, st.backlog) == (0, None, 261)
+    conn.close()
+
+
+async def test_async_wrappers_and_events(opened: tuple[Outbox, sqlite3.Connection]) -> None:
+    ob, _ = opened
+    woke: list[int] = []
+    ob.add_listener(lambda: woke.append(1))
+    assert await ob.aappend([vr(1), vr(2)]) == (1, 2)
+    assert [r.seq for r in await ob.apending(0, 10)] == [1, 2]
+    await ob.aack(2)
+    assert (await ob.astats()).backlog == 0
+    s1 = await ob.aappend_event({"kind": "write", "point": "sp1", "value": 26})
+    s2 = await ob.aappend_event({"kind": "drop", "count": 3})
+    assert (s1, s2) == (1, 2)
+    evs = await ob.apending_events(0, 10)
+    assert [e.body["kind"] for e in evs] == ["write", "drop"]
+    await ob.aack_events(1)
+    assert [e.seq for e in await ob.apending_events(ob.acked_events_seq(), 10)] == [2]
+    assert ob.stats().events_backlog == 1
+    assert len(woke) == 3

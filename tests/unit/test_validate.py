@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from drivers.base import PointBase, Quality, Reading
+from edge_agent.validate import Validator
+
+T0 = datetime(2025, 7, 1, tzinfo=UTC)
+
+
+def pt(**kw: object) -> PointBase:
+    base: dict[str, object] = {"id": "m1", "unit": "kWh", "cumulative": True}
+    base.update(kw)
+    return PointBase(**base)  # type: ignore[arg-type]
+
+
+def rd(value: object, minute: float, point: str = "m1", quality: Quality = Quality.GOOD) -> Reading:
+    return Reading(point_id=point, value=value, ts=T0 + timedelta(minutes=minute), quality=quality)  # type: ignore[arg-type]
+
+
+def flags(v: Validator, values: list[float]) -> list[tuple[str, ...]]:
+    return [v.validate(rd(x, i)).flags for i, x in enumerate(values)]
+
+
+def test_steady_counter_no_flags_and_unit() -> None:
+    v = Validator(points=[pt()])
+    out = [v.validate(rd(100.0 + i, i)) for i in range(10)]
+    assert all(o.flags == () for o in out)
+    assert all(o.unit == "kWh" for o in out)
+
+
+def test_range() -> None:
+    v = Validator(points=[pt(id="t", cumulative=False, min=10, max=35, unit="degC")])
+    assert v.validate(rd(36.0, 0, "t")).flags == ("out_of_range",)
+    assert v.validate(rd(9.9, 1, "t")).flags == ("out_of_range",)
+    assert v.validate(rd(26.0, 2, "t")).flags == ()
+
+
+def test_backwards_keeps_baseline_until_persistent() -> None:
+    v = Validator(points=[pt()])
+    assert flags(v, [100, 101, 99.5, 102]) == [(), (), ("counter_backwards",), ()]
+    # three readings in a row below the baseline (and not near zero): the new level is adopted
+    v2 = Validator(points=[pt()])
+    got = flags(v2, [1000, 1001, 500, 501, 502, 503])
+    assert got == [(), (), ("counter_backwards",), ("counter_backwards",), ("counter_backwards",), ()]
+
+
+def test_rollover() -> None:
+    v = Validator(points=[pt(rollover=10000)])
+    assert flags(v, [9990, 9995, 3, 8]) == [(), (), ("rollover",), ()]
+
+
+def test_reset_near_zero() -> None:
+    v = Validator(points=[pt()])
+    assert flags(v, [50000, 50010, 2, 5]) == [(), (), ("counter_reset",), ()]
+    # with a rollover configured, a drop far from the wrap point is a reset, not a rollover
+    v2 = Validator(points=[pt(rollover=100000)])
+    assert flags(v2, [40000, 40010, 1]) == [(), (), ("counter_reset",)]
+
+
+def test_spike_against_median_rate() -> None:
+    v = Validator(points=[pt()])
+    got = flags(v, [100, 101, 102, 103, 104, 200, 105])
+    assert got[5] == ("spike",)
+    assert got[6] == ()  # the spike did not become the baseline
+    # a missed poll (twice the interval, twice the delta) is the same rate: no spike
+    v2 = Validator(points=[pt()])
+    ts = [0, 1, 2, 3, 5]
+    out = [v2.validate(rd(100 + t, t)).flags for t in ts]
+    assert out == [(), (), (), (), ()]
+
+
+def test_value_never_altered_and_bad_passes() -> None:
+    v = Validator(points=[pt(), pt(id="s", cumulative=False)])
+    r = rd(None, 0, quality=Quality.BAD)
+    out = v.validate(r)
+    assert out.reading is r and out.flags == ()
+    nan = v.validate(rd(float("nan"), 1, "s"))
+    assert nan.flags == ("not_finite",)
+    assert v.validate(rd(1.0, 0, "nope")).flags == ("unknown_point",)
+    assert v.validate(rd(True, 2, "s")).flags == ()
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), min_size=1, max_size=40))
+def test_flags_never_change_readings(values: list[float]) -> None:
+    v = Validator(points=[pt(rollover=1e6, min=0, max=1e6)])
+    for i, x in enumerate(values):
+        r = rd(x, i)
+        out = v.validate(r)
+        assert out.reading is r
+        assert set(out.flags) <= {"rollover", "counter_reset", "counter_backwards", "spike"}

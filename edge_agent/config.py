@@ -30,8 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from pydantic_core import ErrorDetails
 
 import policies.model as policy_model
-from drivers.base import ENERGY_ROLES, PointBase
 from drivers.bacnet.options import BacnetDevice, BacnetNetworkOptions
+from drivers.base import ENERGY_ROLES, PointBase
 from drivers.modbus.options import ModbusDevice, ModbusPoint, register_count
 from edge_agent.codes import BUILDING_TYPES, CODE_PATTERN, PROVINCE_PREFIXES, code_table, is_code
 from edge_agent.settings import MqttUplink, StatusOptions, StorageOptions

@@ -1,0 +1,408 @@
+"""The HTML form of the energy report: one self-contained file, inline CSS and SVG, no scripts.
+
+Labels are Chinese first, then English. Every figure a reader (or a test) may check carries
+``data-key="..."`` and ``data-value="<full precision>"`` next to its formatted text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from html import escape
+from typing import Any
+
+__all__ = ["render_html"]
+
+_PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
+
+_CSS = """
+body{font-family:"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:2px solid #4e79a7;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em}
+th{background:#eef2f7;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.muted{color:#777;font-size:.9em}.bad{color:#c0392b}.good{color:#27ae60}svg{display:block;margin:.5em 0}
+"""
+
+
+def _fmt(v: Any, nd: int = 1) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "是 yes" if v else "否 no"
+    if isinstance(v, int | float):
+        return f"{v:,.{nd}f}"
+    return escape(str(v))
+
+
+def _num(key: str, v: Any, nd: int = 1, pct: bool = False) -> str:
+    dv = "" if v is None else escape(repr(v))
+    text = "—" if v is None else (f"{v * 100:.{nd}f} %" if pct else _fmt(v, nd))
+    return f'<td class="n" data-key="{escape(key)}" data-value="{dv}">{text}</td>'
+
+
+def _table(head: Sequence[str], rows: Sequence[str]) -> str:
+    th = "".join(f"<th>{h}</th>" for h in head)
+    return f"<table><tr>{th}</tr>{''.join(rows)}</table>"
+
+
+def _bars_daily(daily: Sequence[Mapping[str, Any]], codes: Sequence[str], labels: Mapping[str, str]) -> str:
+    """Stacked daily bars of electricity by end use, the rest of the main meter as 'unmetered'."""
+    if not daily:
+        return '<p class="muted">无数据 No data</p>'
+    w, h, left, bottom = 1000, 260, 60, 30
+    series = [*codes, "unmetered"]
+    totals = [float(d.get("total:01000") or 0.0) for d in daily]
+    top = max(totals + [sum(float(d.get(c) or 0.0) for c in codes) for d in daily]) or 1.0
+    bw = (w - left - 10) / len(daily)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h + 40}" role="img">']
+    for i in range(5):
+        y = h - bottom - (h - bottom - 10) * i / 4
+        out.append(f'<line x1="{left}" x2="{w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+        out.append(
+            f'<text x="{left - 5}" y="{y + 4:.1f}" font-size="10" text-anchor="end">{top * i / 4:,.0f}</text>'
+        )
+    for i, d in enumerate(daily):
+        x = left + i * bw
+        y = float(h - bottom)
+        parts = {c: float(d.get(c) or 0.0) for c in codes}
+        parts["unmetered"] = max(0.0, totals[i] - sum(parts.values()))
+        for j, c in enumerate(series):
+            hh = (h - bottom - 10) * parts[c] / top
+            y -= hh
+            color = _PALETTE[j % len(_PALETTE)] if c != "unmetered" else "#bbb"
+            out.append(
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(bw - 1, 0.5):.1f}" height="{hh:.1f}" '
+                f'fill="{color}"><title>{escape(str(d["date"]))} {escape(labels.get(c, c))}: '
+                f"{parts[c]:,.1f} kWh</title></rect>"
+            )
+        if len(daily) <= 31 or str(d["date"]).endswith("-01"):
+            out.append(
+                f'<text x="{x:.1f}" y="{h - bottom + 14}" font-size="10">{escape(str(d["date"])[5:])}</text>'
+            )
+    for j, c in enumerate(series):
+        color = _PALETTE[j % len(_PALETTE)] if c != "unmetered" else "#bbb"
+        x = left + j * 190
+        out.append(f'<rect x="{x}" y="{h + 10}" width="12" height="12" fill="{color}"/>')
+        out.append(f'<text x="{x + 16}" y="{h + 21}" font-size="11">{escape(labels.get(c, c))}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _hbars(items: Sequence[tuple[str, float, float | None]], unit: str) -> str:
+    """Horizontal bars: (label, value, reference line as a fraction of the value axis or None)."""
+    if not items:
+        return ""
+    w, row = 700, 26
+    top = max([v for _, v, _ in items] + [r for _, _, r in items if r is not None]) or 1.0
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{row * len(items) + 10}" role="img">'
+    ]
+    for i, (label, v, ref) in enumerate(items):
+        y = 5 + i * row
+        bw = (w - 330) * v / top
+        color = _PALETTE[i % len(_PALETTE)]
+        if ref is not None:
+            color = "#c0392b" if v > ref else "#59a14f"
+        out.append(f'<text x="0" y="{y + 15}" font-size="12">{escape(label)}</text>')
+        out.append(f'<rect x="240" y="{y}" width="{bw:.1f}" height="{row - 8}" fill="{color}"/>')
+        out.append(f'<text x="{244 + bw:.1f}" y="{y + 14}" font-size="11">{v:,.2f} {escape(unit)}</text>')
+        if ref is not None:
+            rx = 240 + (w - 330) * ref / top
+            out.append(
+                f'<line x1="{rx:.1f}" x2="{rx:.1f}" y1="{y - 2}" y2="{y + row - 6}" '
+                'stroke="#000" stroke-width="2"/>'
+            )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    b, p, t = report["building"], report["period"], report["totals"]
+    kpi, dc, q, enf = report["kpi"], report["data_centre"], report["quality"], report["enforcement"]
+    labels = {r["code"]: f"{r['zh']} {r['en']}" for r in t["by_end_use"]}
+    labels["unmetered"] = "未分项 unmetered"
+    title = f"{escape(b.get('name') or b['building_id'])} 能耗分析报告 Energy report {escape(p['label'])}"
+    h: list[str] = [
+        '<!DOCTYPE html><html lang="zh-CN"><head><meta charset="utf-8">',
+        f"<title>{title}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{title}</h1>",
+        f'<p class="muted">建筑编码 Building id {escape(b["building_id"])}'
+        f" · 网关 Gateway {escape(b['gateway_id'])}"
+        f" · 统计期 Period {escape(p['start'])} – {escape(p['end'])} (不含 exclusive, {p['days']} 天 days)"
+        f" · 建筑面积 Floor area {_fmt(b['floor_area_m2'], 0)} m² · 用能人数 Occupants {b['occupants']}"
+        f" · 生成 Generated {escape(report['generated_at'])}</p>",
+    ]
+
+    # 1 totals
+    h.append("<h2>1 分类能耗 Totals by category</h2>")
+    rows = [
+        f"<tr><td>{escape(r['code'])} {escape(r['zh'])} {escape(r['en'])}</td><td>{escape(r['unit'])}</td>"
+        + _num(f"category.{r['code']}.total", r["total"])
+        + _num(f"category.{r['code']}.estimated", r["estimated"])
+        + _num(f"category.{r['code']}.kgce", r["kgce"])
+        + "</tr>"
+        for r in t["by_category"]
+    ]
+    rows.append(
+        '<tr><th colspan="4">合计折标煤 Total standard coal (kgce)</th>'
+        + _num("kgce.total", t["kgce"])
+        + "</tr>"
+    )
+    h.append(_table(["类别 Category", "单位 Unit", "总量 Total", "其中估算 Estimated", "折标煤 kgce"], rows))
+
+    h.append("<h2>2 分项能耗 End use (分项计量)</h2>")
+    rows = [
+        f"<tr><td>{escape(r['code'])} {escape(r['zh'])} {escape(r['en'])}</td>"
+        + _num(f"end_use.{r['code']}.total", r["total"])
+        + _num(f"end_use.{r['code']}.share", r["share"], pct=True)
+        + "</tr>"
+        for r in t["by_end_use"]
+    ]
+    rows += [
+        f"<tr><td>{escape(c)} 未分项 unmetered remainder</td>" + _num(f"unmetered.{c}", v) + "<td></td></tr>"
+        for c, v in t["unmetered"].items()
+    ]
+    h.append(_table(["分项 End use", "总量 Total", "占比 Share"], rows))
+    elec = [r for r in t["by_end_use"] if r["code"].startswith("01")]
+    h.append(_hbars([(f"{r['zh']} {r['en']}", float(r["total"] or 0), None) for r in elec], "kWh"))
+    h.append("<h3>逐日用电 Daily electricity (kWh)</h3>")
+    h.append(_bars_daily(report["daily"], [r["code"] for r in elec], labels))
+
+    # 3 last year
+    h.append(f"<h2>3 同比 Same period last year ({escape(report['last_year']['period'])})</h2>")
+    rows = [
+        f"<tr><td>{escape(r['code'])} {escape(r['zh'])} {escape(r['en'])}</td>"
+        + _num(f"yoy.{r['code']}.this_year", r["this_year"])
+        + _num(f"yoy.{r['code']}.last_year", r["last_year"])
+        + _num(f"yoy.{r['code']}.change", r["change"], pct=True)
+        + "</tr>"
+        for r in report["last_year"]["by_category"]
+    ]
+    h.append(_table(["类别 Category", "本期 This period", "去年同期 Last year", "变化 Change"], rows))
+    if all(r["last_year"] is None for r in report["last_year"]["by_category"]):
+        h.append('<p class="muted">账本中没有去年同期数据 No ledger data for last year\'s period.</p>')
+
+    # 4 KPIs
+    h.append(f"<h2>4 年度指标 KPIs against annual targets ({kpi['year']})</h2>")
+    h.append(
+        f'<p class="muted">年初至 Year to {escape(kpi["ytd_end"])} (不含 exclusive),'
+        " 有数据天数 days with data"
+        f" {kpi['days_covered']}; 预测方法 projection: {escape(kpi['projection_method'])}."
+        f" 目标来源 Targets: {escape(kpi['targets_source'] or '-')}</p>"
+    )
+    rows = []
+    for r in kpi["rows"]:
+        cls = "" if r["on_track"] is None else (' class="good"' if r["on_track"] else ' class="bad"')
+        rows.append(
+            f"<tr><td>{escape(r['zh'])} {escape(r['en'])}</td><td>{escape(r['unit'])}</td>"
+            + _num(f"kpi.{r['key']}.to_date", r["to_date"], 3)
+            + _num(f"kpi.{r['key']}.target", r["target"], 2)
+            + _num(f"kpi.{r['key']}.share_of_target", r["share_of_target"], pct=True)
+            + _num(f"kpi.{r['key']}.projection", r["projection"], 3)
+            + f"<td{cls}>{_fmt(r['on_track'])}</td></tr>"
+        )
+    h.append(
+        _table(
+            [
+                *("指标 KPI", "单位 Unit", "年累计 To date", "年度目标 Target", "已用 Used"),
+                *("全年预测 Projection", "达标 On track"),
+            ],
+            rows,
+        )
+    )
+    h.append(
+        _hbars(
+            [
+                (f"{r['zh']} {r['en']}", float(r["projection"] or 0), r["target"])
+                for r in kpi["rows"]
+                if r["target"]
+            ],
+            "(projection; line = target)",
+        )
+    )
+    rows = [
+        f"<tr><td>{escape(f['code'])} {escape(f['zh'])} {escape(f['en'])}</td><td>{escape(f['unit'])}</td>"
+        + _num(f"factor.{f['code']}", f["kgce_per_unit"], 5)
+        + f"<td>{escape(f['source'])}</td></tr>"
+        for f in kpi["factors"]
+    ]
+    h.append(_table(["能源 Energy", "单位 Unit", "折标系数 kgce/unit", "来源 Source"], rows))
+    h.append(
+        "<p>本期 This period: "
+        f"<span data-key='kpi.period_kgce' data-value='{kpi['period_kgce']!r}'>"
+        f"{_fmt(kpi['period_kgce'])}</span>"
+        f" kgce, {_fmt(kpi['period_kgce_per_m2'], 3)} kgce/m², {_fmt(kpi['period_kgce_per_person'], 2)}"
+        " kgce/person</p>"
+    )
+
+    # 5 data centre
+    h.append("<h2>5 数据中心 Data centre</h2>")
+    rows = [
+        "<tr><td>数据中心总电量 Data-centre electricity (kWh)</td>"
+        + _num("dc.total_kwh", dc["total_kwh"])
+        + "</tr>",
+        "<tr><td>IT设备电量 IT load (kWh)</td>" + _num("dc.it_kwh", dc["it_kwh"]) + "</tr>",
+        "<tr><td>电能利用效率 PUE</td>" + _num("dc.pue", dc["pue"], 3) + "</tr>",
+        "<tr><td>占总用电 Share of electricity</td>"
+        + _num("dc.share_of_electricity", dc["share_of_electricity"], pct=True)
+        + "</tr>",
+    ]
+    h.append(_table(["项目 Item", "数值 Value"], rows))
+    if dc["pue"] is None:
+        h.append(
+            '<p class="muted">未配置IT负载表 No IT-load meter (it_load: true under meters:): no PUE.</p>'
+        )
+    else:
+        tg = dc["pue_targets"]
+        h.append(
+            f'<p class="muted">参考 Reference: 全国平均 national average {tg["national_average"]},'
+            f" 新建大型 new large centres {tg['new_large']}</p>"
+        )
+        h.append(
+            _hbars([(m["month"], float(m["pue"] or 0), tg["national_average"]) for m in dc["monthly"]], "PUE")
+        )
+
+    # 6 balance and coverage
+    h.append("<h2>6 计量平衡与覆盖 Meter balance and coverage</h2>")
+    rows = [
+        f"<tr><td>{escape(r['point'])}</td><td>{escape(', '.join(r['children']))}</td>"
+        + _num(f"balance.{r['point']}.parent_total", r["parent_total"])
+        + _num(f"balance.{r['point']}.children_total", r["children_total"])
+        + _num(f"balance.{r['point']}.unmetered", r["unmetered"])
+        + _num(f"balance.{r['point']}.unmetered_share", r["unmetered_share"], pct=True)
+        + "</tr>"
+        for r in report["balance"]
+    ]
+    h.append(
+        _table(
+            [
+                "上级表 Meter",
+                "下级表 Sub-meters",
+                "上级 Parent",
+                "下级合计 Children",
+                "差额 Unmetered",
+                "占比 Share",
+            ],
+            rows,
+        )
+    )
+    rows = [
+        f"<tr><td>{escape(r['point'])} ({escape(r['code'])})</td>"
+        + _num(f"coverage.{r['point']}", r["coverage"], pct=True)
+        + "</tr>"
+        for r in report["coverage"]
+    ]
+    h.append(_table(["总表 Main meter", "分项覆盖率 End-use coverage"], rows))
+
+    # 7 enforcement
+    h.append("<h2>7 节能管控 Enforcement (audit trail)</h2>")
+    rows = [
+        f"<tr><td>{escape(z['zone'])}</td>"
+        + _num(f"enforcement.zone.{z['zone']}.summer_26", z["summer_26"], 0)
+        + _num(f"enforcement.zone.{z['zone']}.winter_20", z["winter_20"], 0)
+        + "</tr>"
+        for z in enf["setpoint_corrections"]
+    ]
+    rows.append(
+        "<tr><th>合计 Total</th>"
+        + _num("enforcement.setpoint_corrections_total", enf["setpoint_corrections_total"], 0)
+        + "<td></td></tr>"
+    )
+    h.append(
+        _table(
+            ["区域 Zone", "夏季≥26 °C 纠正 Summer corrections", "冬季≤20 °C 纠正 Winter corrections"], rows
+        )
+    )
+    rows = [
+        f"<tr><td>{escape(z['zone'])}</td>" + _num(f"enforcement.lights.{z['zone']}", z["count"], 0) + "</tr>"
+        for z in enf["lights_off"]
+    ]
+    rows.append(
+        "<tr><th>合计 Total</th>" + _num("enforcement.lights_off_total", enf["lights_off_total"], 0) + "</tr>"
+    )
+    h.append(_table(["区域 Zone", "关灯次数 Lights switched off"], rows))
+    rows = [
+        "<tr><td>篡改/对抗 Tamper findings</td>"
+        + _num("enforcement.tamper", len(enf["tamper"]), 0)
+        + "</tr>",
+        "<tr><td>写入失败 Failed writes</td>"
+        + _num("enforcement.failed_writes", enf["failed_writes"], 0)
+        + "</tr>",
+        "<tr><td>拒绝写入 Refused by the safety envelope</td>"
+        + _num("enforcement.refused", sum(enf["refused"].values()), 0)
+        + "</tr>",
+    ]
+    rows += [
+        f"<tr><td>发现 Finding: {escape(k)}</td>" + _num(f"enforcement.findings.{k}", v, 0) + "</tr>"
+        for k, v in enf["findings"].items()
+    ]
+    h.append(_table(["事项 Item", "次数 Count"], rows))
+    if enf["tamper"]:
+        h.append(
+            _table(
+                ["时间 Time", "点 Point", "区域 Zone", "原因 Reason"],
+                [
+                    f"<tr><td>{escape(x['ts'])}</td><td>{escape(x['point'])}</td><td>{escape(x['zone'])}</td>"
+                    f"<td>{escape(x['reason'])}</td></tr>"
+                    for x in enf["tamper"][:50]
+                ],
+            )
+        )
+    h.append("<h3>豁免区域 Exemptions in force</h3>")
+    h.append(
+        _table(
+            ["区域 Zone", "原因 Reason", "截止 Until"],
+            [
+                f"<tr><td data-key='exemption.{escape(e['zone'])}'>{escape(e['zone'])}</td>"
+                f"<td>{escape(e['reason'])}</td><td>{escape(e['until'] or '—')}</td></tr>"
+                for e in enf["exemptions"]
+            ],
+        )
+    )
+    if not enf["records"]:
+        h.append('<p class="muted">本期无审计记录 No audit records in the period.</p>')
+
+    # 8 quality
+    h.append("<h2>8 数据质量 Data quality</h2>")
+    ev = q["events"]
+    rows = [
+        "<tr><td>估算电量占比 Estimated share (gaps filled)</td>"
+        + _num("quality.estimated_share", q["estimated_share"], 3, pct=True)
+        + "</tr>",
+        f"<tr><td>已填补缺口 Gaps filled (≤ {q['max_gap_intervals']} intervals, linear)</td>"
+        + _num("quality.gaps_filled", q["gaps_filled"], 0)
+        + "</tr>",
+        "<tr><td>未填补缺口 Gaps left unfilled</td>"
+        + _num("quality.gaps_unfilled", q["gaps_unfilled"], 0)
+        + "</tr>",
+        f"<tr><td>异常值 Outliers ({escape(q['outlier_policy'])})</td>"
+        + _num("quality.outliers", q["outliers"], 0)
+        + "</tr>",
+        "<tr><td>剔除的异常电量 Outlier energy excluded</td>"
+        + _num("quality.outlier_energy_excluded", q["outlier_energy_excluded"], 3)
+        + "</tr>",
+    ]
+    for k in ("rollover", "counter_reset", "counter_backwards", "rebaseline", "invalid", "out_of_order"):
+        rows.append(f"<tr><td>{escape(k)}</td>" + _num(f"quality.events.{k}", ev.get(k, 0), 0) + "</tr>")
+    h.append(_table(["项目 Item", "数值 Value"], rows))
+    rows = [
+        f"<tr><td>{escape(m['point'])}</td><td>{escape(m['code'])}</td><td>{escape(m['zone'] or '')}</td>"
+        f"<td>{escape(m['unit'])}</td>"
+        + _num(f"meter.{m['point']}.total", m["total"], 2)
+        + _num(f"meter.{m['point']}.estimated", m["estimated"], 2)
+        + _num(f"meter.{m['point']}.outlier_excluded", m["outlier_excluded"], 2)
+        + _num(f"meter.{m['point']}.unallocated", m["unallocated"], 2)
+        + _num(f"meter.{m['point']}.coverage", q["slot_coverage"].get(m["point"]), 1, pct=True)
+        + "</tr>"
+        for m in report["meters"]
+    ]
+    h.append(
+        _table(
+            [
+                *("表 Meter", "编码 Code", "区域 Zone", "单位 Unit", "总量 Total", "估算 Estimated"),
+                *("剔除 Excluded", "未分配 Unallocated", "时段覆盖 Slot coverage"),
+            ],
+            rows,
+        )
+    )
+    h.append("</body></html>\n")
+    return "\n".join(h)

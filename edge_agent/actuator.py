@@ -121,6 +121,13 @@ class Actuator:
 
     # --- public -------------------------------------------------------------------------------
 
+    def reconfigure(self, *, max_writes_per_hour: int, is_exempt: Callable[[str | None], bool]) -> None:
+        """On reload: new limits and exemptions; the write history (the fight counter) is kept."""
+        if max_writes_per_hour < 1:
+            raise ValueError(f"max_writes_per_hour must be at least 1, not {max_writes_per_hour}")
+        self._max = max_writes_per_hour
+        self._is_exempt = is_exempt
+
     async def apply(
         self, intents: Sequence[WriteIntent], snapshot: Mapping[str, PointState] | None = None
     ) -> list[ActuationOutcome]:

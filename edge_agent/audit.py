@@ -35,7 +35,7 @@ import json
 import sqlite3
 import sys
 import threading
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -227,6 +227,8 @@ class AuditLog:
         self._alg = ALG_HMAC if hmac_key is not None else ALG_SHA256
         self._lock = threading.Lock()  # the connection may be shared with worker threads
         ensure_schema(conn, _DDL)
+        # Called after each durable append (the service forwards records upstream as events).
+        self.on_append: Callable[[AuditRecord], None] | None = None
 
     @property
     def keyed(self) -> bool:
@@ -295,7 +297,10 @@ class AuditLog:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
-        return AuditRecord(**fields)
+        record = AuditRecord(**fields)
+        if self.on_append is not None:
+            self.on_append(record)
+        return record
 
     def append_finding(
         self,

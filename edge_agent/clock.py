@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "FakeClock", "SystemClock"]
+__all__ = ["Clock", "FakeClock", "ScaledClock", "SystemClock"]
 
 
 class Clock(Protocol):
@@ -47,3 +47,22 @@ class FakeClock:
     def step_wall(self, seconds: float) -> None:
         """A wall-clock step (NTP sync, RTC-less boot) that monotonic time does not see."""
         self._now += timedelta(seconds=seconds)
+
+
+class ScaledClock:
+    """Time that runs `speed` times faster than real time from `start`: the demo's fast-forwarded day."""
+
+    def __init__(self, *, start: datetime, speed: float) -> None:
+        if start.tzinfo is None:
+            raise ValueError("ScaledClock needs an aware datetime")
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self._start = start.astimezone(UTC)
+        self._speed = speed
+        self._m0 = time.monotonic()
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=(time.monotonic() - self._m0) * self._speed)
+
+    def monotonic(self) -> float:
+        return (time.monotonic() - self._m0) * self._speed

@@ -11,14 +11,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from drivers.base import Driver, Reading
 from drivers.bacnet.driver import BacnetDriver
 from drivers.bacnet.network import BacnetNetwork
 from drivers.bacnet.options import BacnetDevice, BacnetNetworkOptions
+from drivers.base import Driver, Reading
 from drivers.modbus.driver import EndpointPool, ModbusTcpDriver
 from drivers.modbus.options import ModbusDevice
 from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import LoadedConfig
+from edge_agent.health import Health
 from edge_agent.logs import get_logger
 from edge_agent.snapshot import Snapshot
 
@@ -36,20 +37,24 @@ class DeviceStatus:
     last_success: datetime | None = None
     last_latency_ms: float | None = None
     last_error: str | None = None
+    last_error_at: datetime | None = None
     polls: int = 0
-    bad_readings: int = 0
+    readings_total: int = 0
+    errors_total: int = 0  # bad readings
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "device": self.device_id,
+            "id": self.device_id,
             "protocol": self.protocol,
             "points": self.points,
             "up": self.up,
             "last_success": self.last_success.isoformat() if self.last_success else None,
             "latency_ms": None if self.last_latency_ms is None else round(self.last_latency_ms, 2),
             "last_error": self.last_error,
+            "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
             "polls": self.polls,
-            "bad_readings": self.bad_readings,
+            "readings_total": self.readings_total,
+            "errors_total": self.errors_total,
         }
 
 
@@ -64,8 +69,11 @@ class _DeviceRuntime:
 class Agent:
     """Wires config, drivers and the snapshot; services (outbox, enforcement, uplink) attach as listeners."""
 
-    def __init__(self, *, config: LoadedConfig, clock: Clock | None = None) -> None:
+    def __init__(
+        self, *, config: LoadedConfig, clock: Clock | None = None, health: Health | None = None
+    ) -> None:
         self.config = config
+        self.health = health
         self.clock: Clock = clock or SystemClock()
         self.log = get_logger(gateway=config.site.gateway_id)
         self.snapshot = Snapshot((dev.id, p, config.point_zone(p.id)) for dev, p in config.points())
@@ -77,13 +85,19 @@ class Agent:
         self._stop = asyncio.Event()
         self._cycles_done: set[str] = set()
         self.started_at = time.monotonic()
+        self._tg: asyncio.TaskGroup | None = None
         for dev in config.site.devices:
-            driver = self._make_driver(dev)
-            self.devices[dev.id] = _DeviceRuntime(
-                config=dev,
-                driver=driver,
-                status=DeviceStatus(device_id=dev.id, protocol=dev.protocol, points=len(dev.points)),
-            )
+            self._add_device(dev)
+
+    def _add_device(self, dev: Any) -> None:
+        self.devices[dev.id] = _DeviceRuntime(
+            config=dev,
+            driver=self._make_driver(dev),
+            status=DeviceStatus(device_id=dev.id, protocol=dev.protocol, points=len(dev.points)),
+        )
+        if self.health is not None:
+            # A poll that keeps failing still makes progress; only a hung loop misses its deadline.
+            self.health.register(f"poll:{dev.id}", deadline_s=max(3 * dev.interval_s, 30.0))
 
     def _make_driver(self, dev: Any) -> Driver:
         if isinstance(dev, ModbusDevice):
@@ -99,6 +113,33 @@ class Agent:
             return driver
         raise ValueError(f"device {dev.id}: no driver for protocol {dev.protocol!r}")
 
+    async def reconfigure(self, config: LoadedConfig) -> dict[str, Any]:
+        """Swap to a new configuration: only devices whose options changed get a new driver (and so
+        reconnect); unchanged devices keep polling on their connection. Returns a summary."""
+        old = {d.id: d for d in self.config.site.devices}
+        new = {d.id: d for d in config.site.devices}
+        added = sorted(new.keys() - old.keys())
+        removed = sorted(old.keys() - new.keys())
+        changed = sorted(i for i in new.keys() & old.keys() if new[i] != old[i])
+        self.config = config
+        self.snapshot.reconfigure((dev.id, p, config.point_zone(p.id)) for dev, p in config.points())
+        for dev_id in removed + changed:
+            rt = self.devices.pop(dev_id)
+            if self.health is not None:
+                self.health.unregister(f"poll:{dev_id}")
+            with contextlib.suppress(Exception):
+                await rt.driver.close()
+        for dev_id in added + changed:
+            self._add_device(new[dev_id])
+            if self._tg is not None:
+                self._tg.create_task(self._poll_loop(dev_id), name=f"poll:{dev_id}")
+        return {
+            "added": added,
+            "removed": removed,
+            "changed": changed,
+            "unchanged": len(new) - len(added) - len(changed),
+        }
+
     def driver_for_point(self, point_id: str) -> Driver:
         return self.devices[self.snapshot.entry(point_id).device_id].driver
 
@@ -111,7 +152,10 @@ class Agent:
 
     async def poll_once(self, device_id: str) -> list[Reading]:
         """Read every point of one device now, update the snapshot, tell the listeners."""
-        rt = self.devices[device_id]
+        return await self._poll(self.devices[device_id])
+
+    async def _poll(self, rt: _DeviceRuntime) -> list[Reading]:
+        device_id = rt.status.device_id
         async with rt.poll_lock:
             t0 = time.perf_counter()
             readings = await rt.driver.read(rt.config.points)
@@ -138,13 +182,15 @@ class Agent:
     def _note_status(self, st: DeviceStatus, readings: Sequence[Reading], latency_ms: float) -> None:
         bad = [r for r in readings if not r.ok]
         st.polls += 1
-        st.bad_readings += len(bad)
+        st.readings_total += len(readings)
+        st.errors_total += len(bad)
         st.last_latency_ms = latency_ms
         up = len(bad) < len(readings)
         if up:
             st.last_success = readings[0].ts if readings else self.clock.now()
         if bad:
             st.last_error = f"{bad[0].point_id}: {bad[0].code} {bad[0].detail or ''}".strip()
+            st.last_error_at = bad[0].ts
         if st.up is not up:
             # Log the change of state only, not every failed poll.
             if up:
@@ -160,13 +206,15 @@ class Agent:
         interval = float(rt.config.interval_s)
         loop = asyncio.get_running_loop()
         next_at = loop.time()
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self.devices.get(device_id) is rt:  # replaced on reload: exit
             try:
-                await self.poll_once(device_id)
+                await self._poll(rt)
             except Exception as exc:  # a driver bug must not take the other devices down
                 rt.status.up = False
                 rt.status.last_error = f"internal: {type(exc).__name__}: {exc}"
                 self.log.exception("poll failed", device=device_id)
+            if self.health is not None:
+                self.health.beat(f"poll:{device_id}")
             if device_id not in self._cycles_done:
                 self._cycles_done.add(device_id)
                 if len(self._cycles_done) == len(self.devices):
@@ -178,7 +226,9 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=next_at - now)
 
-    async def run(self, *, extra_tasks: Sequence[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = ()) -> None:
+    async def run(
+        self, *, extra_tasks: Sequence[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = ()
+    ) -> None:
         """Poll until stop() (or SIGINT/SIGTERM when installed); close every driver on the way out."""
         self.log.info(
             "agent starting",
@@ -191,7 +241,10 @@ class Agent:
                 with contextlib.suppress(Exception):
                     await rt.driver.connect()  # failures show up as bad readings in the loop
             async with asyncio.TaskGroup() as tg:
-                extras: list[asyncio.Task[None]] = [tg.create_task(factory(), name=name) for name, factory in extra_tasks]
+                self._tg = tg
+                extras: list[asyncio.Task[None]] = [
+                    tg.create_task(factory(), name=name) for name, factory in extra_tasks
+                ]
                 if "bacnet" in self._pools:
                     extras.append(tg.create_task(self._cov_loop(), name="bacnet:cov"))
                 for dev_id in self.devices:

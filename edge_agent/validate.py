@@ -70,7 +70,7 @@ class Validator:
         self,
         *,
         points: Iterable[PointBase],
-        spike_factor: float = 10.0,
+        spike_factor: float = 100.0,
         spike_window: int = 8,
         spike_min_samples: int = 3,
         reset_fraction: float = 0.05,
@@ -134,8 +134,10 @@ class Validator:
     def _is_spike(self, st: _CounterState, rate: float) -> bool:
         if len(st.rates) < self.spike_min_samples:
             return False
-        median = statistics.median(st.rates)
-        return median > 0 and rate > self.spike_factor * median
+        # Against the largest recent rate, not the median: a load switching on (standby -> full AC) is
+        # an ordinary 10-50x step; a register glitch or a bogus jump is orders of magnitude beyond it.
+        peak = max(st.rates)
+        return peak > 0 and rate > self.spike_factor * peak
 
     def _accept(self, st: _CounterState, v: float, ts: datetime, rate: float | None) -> None:
         st.last, st.last_ts, st.suspects = v, ts, 0

@@ -179,6 +179,8 @@ def _equal(a: Value, b: Value) -> bool:
 class BacnetDriver:
     """One BACnet/IP device. Implements :class:`drivers.base.Driver`."""
 
+    supports_relinquish = True  # write(point, None, priority=p) releases slot p
+
     def __init__(self, *, device: BacnetDevice, network: BacnetNetwork, clock: UtcClock = utc_now) -> None:
         self.device = device
         self.device_id = device.id

@@ -61,11 +61,14 @@ def test_reset_near_zero() -> None:
     assert flags(v2, [40000, 40010, 1]) == [(), (), ("counter_reset",)]
 
 
-def test_spike_against_median_rate() -> None:
+def test_spike_against_recent_peak_rate() -> None:
     v = Validator(points=[pt()])
-    got = flags(v, [100, 101, 102, 103, 104, 200, 105])
+    got = flags(v, [100, 101, 102, 103, 104, 400, 105])
     assert got[5] == ("spike",)
     assert got[6] == ()  # the spike did not become the baseline
+    # a load switching on (standby to full AC: a 30x step that stays) is not a spike
+    v3 = Validator(points=[pt()])
+    assert flags(v3, [100, 101, 102, 103, 133, 163, 193]) == [(), (), (), (), (), (), ()]
     # a missed poll (twice the interval, twice the delta) is the same rate: no spike
     v2 = Validator(points=[pt()])
     ts = [0, 1, 2, 3, 5]

@@ -1,0 +1,175 @@
+"""`edge-agent demo`: the bundled simulator and the agent in one process, with a live table."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import tempfile
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+from drivers.base import Reading
+from edge_agent.config import LoadedConfig
+from edge_agent.snapshot import Snapshot
+
+__all__ = ["render_table", "run_demo"]
+
+_AC_ROLES = ("ac_power", "ac_mode", "setpoint", "cooling_setpoint", "heating_setpoint", "room_temperature")
+_METER_ROLES = ("energy", "water_volume", "power")
+
+
+def _fmt(r: Reading | None, states: dict[int, str] | None = None, unit: str | None = None) -> str:
+    if r is None:
+        return "…"
+    if not r.ok:
+        return f"BAD({r.code})"
+    v = r.value
+    if states is not None and isinstance(v, int | float) and int(v) in states:
+        return states[int(v)]
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    text = (f"{v:,.2f}" if abs(v) >= 100 else f"{v:.1f}") if isinstance(v, float) else str(v)
+    flag = "" if r.quality == "good" else f" ({r.quality})"
+    return f"{text} {unit}{flag}" if unit else text + flag
+
+
+def render_table(cfg: LoadedConfig, snap: Snapshot, now: datetime) -> str:
+    """Zones with their AC units and lights, then the meters; plain text that works in any terminal."""
+    tz = ZoneInfo(cfg.site.timezone)
+    lines = [
+        f"edge-agent demo · {cfg.site.name or cfg.site.gateway_id} · building {cfg.site.building_id} · "
+        f"{now.astimezone(tz):%Y-%m-%d %H:%M:%S %Z}",
+        "",
+        f"{'zone':<8} {'AC unit':<12} {'power':<6} {'mode':<6} {'setpoint':>9} {'room':>7}   lights",
+    ]
+    by_zone: dict[str | None, list[Any]] = defaultdict(list)
+    for e in snap:
+        by_zone[e.zone].append(e)
+    for zone in [z.id for z in cfg.site.zones]:
+        entries = by_zone.get(zone, [])
+        units: dict[str, dict[str, Any]] = defaultdict(dict)
+        lights = []
+        for e in entries:
+            if e.point.role in _AC_ROLES:
+                units[e.device_id][e.point.role] = e
+            elif e.point.role == "light_relay":
+                lights.append(f"{e.point.id.split('.')[-1]}={_fmt(e.reading)}")
+        light_text = " ".join(lights) or "-"
+        if not units:
+            lines.append(f"{zone:<8} {'-':<12} {'':<6} {'':<6} {'':>9} {'':>7}   {light_text}")
+        for i, (dev, roles) in enumerate(sorted(units.items())):
+
+            def cell(role: str, roles: dict[str, Any] = roles) -> str:
+                e = roles.get(role)
+                return _fmt(e.reading, e.point.states) if e else "-"
+
+            sp = roles.get("setpoint") or roles.get("cooling_setpoint") or roles.get("heating_setpoint")
+            sp_text = _fmt(sp.reading) if sp else "-"
+            lines.append(
+                f"{zone if i == 0 else '':<8} {dev:<12} {cell('ac_power'):<6} {cell('ac_mode'):<6} "
+                f"{sp_text:>9} {cell('room_temperature'):>7}   {light_text if i == 0 else ''}"
+            )
+    lines += ["", f"{'meter point':<28} {'code':<6} {'value':>20}  quality"]
+    for e in snap:
+        if e.point.role in _METER_ROLES:
+            r = e.reading
+            lines.append(
+                f"{e.point.id:<28} {e.point.energy_code or '':<6} {_fmt(r, unit=e.point.unit):>20}  "
+                f"{r.quality if r else '…'}"
+            )
+    return "\n".join(lines)
+
+
+def _recent_events(svc: Any, limit: int = 8) -> list[str]:
+    """The newest audit records, as a facilities engineer would read them."""
+    tz = ZoneInfo(svc.cfg.site.timezone)
+    rows = list(svc.audit.records())[-limit:]
+    out = []
+    for r in rows:
+        if r.kind in ("startup", "config_loaded"):
+            continue
+        when = r.time.astimezone(tz).strftime("%m-%d %H:%M")
+        if r.kind == "write":
+            text = f"WRITE   {r.subject}: {r.before} -> {r.after} ({r.rule}) {r.result}"
+        else:
+            text = f"{r.kind.upper():<7} {r.subject}: {r.reason}"
+        out.append(f"  #{r.seq:<4} {when}  {text}"[:150])
+    return out
+
+
+async def _demo(cfg: LoadedConfig, args: argparse.Namespace, out: TextIO) -> int:
+    from edge_agent.clock import ScaledClock
+    from edge_agent.explain import parse_at, retarget_modbus
+    from edge_agent.service import Service
+    from sim.runner import Simulator
+
+    start = parse_at(args.at, cfg.site.timezone) if args.at != "now" else parse_at(None, cfg.site.timezone)
+    sim = Simulator(seed=1, start=start, speed=args.speed)
+    endpoints = {(d.host, d.port) for d in cfg.site.devices if d.protocol == "modbus"}
+    host, port = sorted(endpoints)[0] if endpoints else ("127.0.0.1", 0)
+    try:
+        await sim.start(modbus_host=host, modbus_port=port)
+    except OSError as exc:
+        print(
+            f"demo: {host}:{port} is taken ({exc.strerror or exc}); using a free port instead",
+            file=sys.stderr,
+        )
+        await sim.start(modbus_host="127.0.0.1", modbus_port=0)
+    assert sim.modbus_port is not None
+    cfg = retarget_modbus(cfg, "127.0.0.1" if sim.modbus_port != port else host, sim.modbus_port)
+    state_dir = Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
+    clock = ScaledClock(start=sim.now(), speed=args.speed) if args.speed != 1 else None
+    svc = Service(cfg, state_dir=state_dir, clock=clock, enforce_tick_s=max(0.5, 10 / args.speed))
+    svc.install_signal_handlers()
+    agent = svc.agent
+    tty = out.isatty()
+
+    def frame() -> str:
+        text = render_table(cfg, agent.snapshot, agent.clock.now())
+        events = _recent_events(svc)
+        return text + "\n\naudit trail (newest last):\n" + ("\n".join(events) or "  (nothing enforced yet)")
+
+    async def show() -> None:
+        while True:
+            if tty:
+                out.write("\x1b[H\x1b[2J" + frame() + "\n\n(Ctrl-C to stop)\n")
+            else:
+                out.write(frame() + "\n\n")
+            out.flush()
+            await asyncio.sleep(args.refresh)
+
+    async def stop_after() -> None:
+        await asyncio.sleep(args.duration)
+        agent.stop()
+
+    extra: list[tuple[str, Any]] = [("demo:table", show)]
+    if args.duration:
+        extra.append(("demo:timer", stop_after))
+    try:
+        await svc.run(extra_tasks=extra)
+    finally:
+        await sim.stop()
+    out.write(frame() + "\n\n")
+    svc.close()
+    db = svc.db_path
+    out.write(
+        f"state kept in {state_dir}\n  edge-agent audit verify --db {db}\n  edge-agent audit show --db {db}\n"
+        f"  edge-agent tail --db {db}\n"
+    )
+    return 0
+
+
+def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from edge_agent.cli import _load_or_exit
+    from edge_agent.logs import configure_logging
+
+    configure_logging(level="warning")
+    cfg = _load_or_exit(args.config)
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(_demo(cfg, args, out or sys.stdout))
+    return 0

@@ -1,0 +1,372 @@
+"""`edge-agent run`: the agent with its services wired together, as systemd runs it.
+
+poll -> validate (+ clock flags) -> outbox (group commit) -> uplink
+     -> snapshot -> enforcer -> actuator -> audit -> uplink events
+Health feeds the systemd watchdog only while every loop makes progress; SIGHUP reloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from drivers.base import Reading
+from edge_agent import __version__
+from edge_agent.actuator import Actuator, supports_relinquish
+from edge_agent.audit import AuditKind, AuditLog, AuditRecord
+from edge_agent.clock import Clock, SystemClock
+from edge_agent.config import ConfigError, LoadedConfig, load_config
+from edge_agent.enforce import Enforcer, build_calendar, build_params, exemption_check
+from edge_agent.health import Health
+from edge_agent.ledger import Ledger
+from edge_agent.logs import get_logger
+from edge_agent.outbox import Outbox
+from edge_agent.runtime import Agent
+from edge_agent.sdnotify import SdNotifier, watchdog_interval
+from edge_agent.status import PrometheusServer, StatusServer
+from edge_agent.store import open_state_db
+from edge_agent.timeintegrity import ClockMonitor, ClockStep
+from edge_agent.validate import ValidatedReading, Validator
+
+__all__ = ["Service", "run_service", "state_paths"]
+
+
+def state_paths(cfg: LoadedConfig, state_dir: str | Path | None) -> tuple[Path, Path]:
+    """(database, status socket). --state-dir and systemd's RUNTIME_DIRECTORY win over site.yaml,
+    because /etc/edge-agent is read-only under the unit's ProtectSystem=strict."""
+    if state_dir is not None:
+        db = Path(state_dir) / Path(cfg.site.storage.path).name
+        sock_dir = Path(os.environ.get("RUNTIME_DIRECTORY", state_dir))
+        return db, sock_dir / "status.sock"
+    return cfg.resolve(cfg.site.storage.path), cfg.resolve(cfg.site.status.socket)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Service:
+    """Everything `edge-agent run` runs, built from one LoadedConfig; tests drive it with a fake clock."""
+
+    def __init__(
+        self,
+        cfg: LoadedConfig,
+        *,
+        state_dir: str | Path | None = None,
+        clock: Clock | None = None,
+        notifier: SdNotifier | None = None,
+        enforce_tick_s: float = 10.0,
+    ) -> None:
+        self.cfg = cfg
+        self.clock: Clock = clock or SystemClock()
+        self.log = get_logger(gateway=cfg.site.gateway_id)
+        self.db_path, self.socket_path = state_paths(cfg, state_dir)
+        self.notifier = notifier or SdNotifier()
+        self.health = Health(clock=self.clock)
+        self.agent = Agent(config=cfg, clock=self.clock, health=self.health)
+        self._audit_conn = open_state_db(self.db_path)
+        self._outbox_conn = open_state_db(self.db_path)
+        self.audit = AuditLog(conn=self._audit_conn, clock=self.clock)
+        self.outbox = Outbox(
+            conn=self._outbox_conn, options=cfg.site.storage, clock=self.clock, gateway_id=cfg.site.gateway_id
+        )
+        self.audit.on_append = self._audit_to_events
+        self._ledger_conn = open_state_db(self.db_path)
+        self.ledger = Ledger.from_config(cfg, self._ledger_conn)
+        self.validator = Validator(points=[p for _, p in cfg.points()])
+        self.monitor = ClockMonitor(clock=self.clock)
+        self._pending: list[ValidatedReading] = []
+        self._ledger_pending: list[ValidatedReading] = []
+        self._flush_wake = asyncio.Event()
+        self.readings_total = 0
+        self._points: dict[str, Any] = {}
+        self._drivers: dict[str, Any] = {}
+        self._refresh_maps()
+        self.actuator = Actuator(
+            drivers=self._drivers,
+            points=self._points,
+            audit=self.audit,
+            clock=self.clock,
+            max_writes_per_hour=cfg.policy.enforcement.max_writes_per_point_per_hour,
+            is_exempt=exemption_check(cfg, self.clock),
+            logger=get_logger(component="actuator"),
+        )
+        self.enforcer = Enforcer(
+            snapshot=self.agent.snapshot,
+            actuator=self.actuator,
+            audit=self.audit,
+            params=build_params(cfg),
+            calendar=build_calendar(cfg, self.clock.now().year),
+            clock=self.clock,
+            tick_s=enforce_tick_s,
+        )
+        self.uplink: Any = None
+        if cfg.site.uplink is not None:
+            from edge_agent.uplink import MqttUplinkService
+
+            self.uplink = MqttUplinkService(
+                options=cfg.site.uplink,
+                outbox=self.outbox,
+                gateway_id=cfg.site.gateway_id,
+                building_id=cfg.site.building_id,
+                audit_head=self.audit.head,
+                clock=self.clock,
+            )
+        self.agent.listeners.append(self._on_readings)
+        self.agent.listeners.append(self.enforcer.notify)
+        self.ready = asyncio.Event()
+        self.started = self.clock.now()
+
+    # -- wiring ----------------------------------------------------------------------------------
+
+    def _refresh_maps(self) -> None:
+        """Actuator maps are live dicts, updated in place on reload."""
+        self._points.clear()
+        self._points.update({p.id: (dev.id, p) for dev, p in self.cfg.points()})
+        self._drivers.clear()
+        self._drivers.update({dev_id: rt.driver for dev_id, rt in self.agent.devices.items()})
+
+    def _on_readings(self, device_id: str, readings: Sequence[Reading], changed: Sequence[Reading]) -> None:
+        self.readings_total += len(readings)
+        validated = []
+        for vr in self.validator.validate_many(readings):
+            extra = self.monitor.flags(vr.reading.ts)
+            validated.append(ValidatedReading(vr.reading, vr.flags + extra, vr.unit) if extra else vr)
+        self._pending.extend(validated)
+        self._ledger_pending.extend(validated)
+        self._flush_wake.set()
+
+    def _audit_to_events(self, record: AuditRecord) -> None:
+        # Every audit record also travels upstream on .../events (durably: the outbox's event table).
+        if self.uplink is not None:
+            self.outbox.append_event({"type": "audit", **record.fields()})
+
+    async def _flush_loop(self) -> None:
+        """Group commit: one durable transaction per poll burst, at most every commit_interval_s."""
+        interval = self.cfg.site.storage.commit_interval_s
+        self.health.register("outbox", deadline_s=max(30.0, 5 * interval))
+        last_limits = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_wake.wait(), timeout=interval)
+            self._flush_wake.clear()
+            await self.flush()
+            if time.monotonic() - last_limits > 30:
+                last_limits = time.monotonic()
+                await self._enforce_limits()
+            self.health.beat("outbox")
+            await asyncio.sleep(min(interval, 0.2))  # let a burst of device polls land in one commit
+
+    async def flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            await self.outbox.aappend(batch)
+        metered, self._ledger_pending = self._ledger_pending, []
+        if metered:
+            try:
+                await asyncio.to_thread(self.ledger.ingest, metered)
+            except sqlite3.Error as exc:  # the outbox still holds the readings; the ledger can be rebuilt
+                self.log.error("ledger ingest failed", error=str(exc), readings=len(metered))
+
+    async def _enforce_limits(self) -> None:
+        while (drop := await self.outbox.aenforce_limits()) is not None:
+            ev = drop.as_event()
+            self.log.warning("outbox limit reached: oldest readings dropped", **ev)
+            self.audit.append(AuditKind.DROP, subject="outbox", after=ev, reason=str(ev.get("reason", "")))
+
+    async def _on_clock_step(self, step: ClockStep) -> None:
+        ev = step.event()
+        self.log.warning("wall clock stepped", **ev)
+        self.audit.append(AuditKind.CLOCK_STEP, subject="clock", after=ev, reason="wall clock step detected")
+
+    def status_doc(self) -> dict[str, Any]:
+        st = self.outbox.stats().as_dict()
+        return {
+            "agent": {
+                "gateway_id": self.cfg.site.gateway_id,
+                "building_id": self.cfg.site.building_id,
+                "version": __version__,
+                "pid": os.getpid(),
+                "started": self.started.isoformat(),
+                "uptime_s": round((self.clock.now() - self.started).total_seconds(), 1),
+                "config": str(self.cfg.site_path),
+                "db": str(self.db_path),
+            },
+            "devices": [rt.status.as_dict() for rt in self.agent.devices.values()],
+            "backlog": st,
+            "uplink": self.uplink.status() if self.uplink is not None else {"configured": False},
+            "enforcement": self.enforcer.as_dict(),
+            "clock": self.monitor.as_dict(),
+            "health": self.health.as_dict(),
+            "readings_total": self.readings_total,
+        }
+
+    def status_line(self) -> str:
+        devs = list(self.agent.devices.values())
+        up = sum(1 for rt in devs if rt.status.up)
+        backlog = self.outbox.stats().backlog
+        last = self.enforcer.last_enforcement
+        tail = f", last enforcement {last['point']} -> {last['after']}" if last else ""
+        return f"{up}/{len(devs)} devices up, backlog {backlog}{tail}"
+
+    # -- reload ----------------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """SIGHUP: validate the files again; swap on success, keep running on the old config on error."""
+        self.notifier.reloading()
+        path = self.cfg.site_path
+        try:
+            new = load_config(path)
+        except (ConfigError, OSError) as exc:
+            text = str(exc)
+            for line in text.splitlines():
+                self.log.error("reload refused: configuration invalid", issue=line)
+            self.audit.append(
+                AuditKind.RELOAD, subject=str(path), result="refused",
+                reason=f"invalid configuration, kept the running one: {(text or str(exc)).splitlines()[0]}",
+            )  # fmt: skip
+            self.notifier.ready(self.status_line())
+            return False
+        summary = await self.agent.reconfigure(new)
+        old_policy = self.cfg.policy
+        self.cfg = new
+        self._refresh_maps()
+        self.validator = Validator(points=[p for _, p in new.points()])
+        self.actuator.reconfigure(
+            max_writes_per_hour=new.policy.enforcement.max_writes_per_point_per_hour,
+            is_exempt=exemption_check(new, self.clock),
+        )
+        self.enforcer.reconfigure(
+            params=build_params(new), calendar=build_calendar(new, self.clock.now().year)
+        )
+        policy_changed = new.policy != old_policy
+        summary["policy_changed"] = policy_changed
+        self.audit.append(
+            AuditKind.RELOAD, subject=str(path), after=summary, result="ok",
+            reason="configuration reloaded on SIGHUP",
+        )  # fmt: skip
+        if policy_changed:
+            self.audit.append(
+                AuditKind.POLICY_CHANGED, subject=str(new.policy_path),
+                after={"sha256": _digest(new.policy_path)}, reason="policy.yaml changed on reload",
+            )  # fmt: skip
+        self.log.info("configuration reloaded", **summary)
+        self.notifier.ready(self.status_line())
+        return True
+
+    # -- run -------------------------------------------------------------------------------------
+
+    async def run(self, *, extra_tasks: Sequence[tuple[str, Any]] = ()) -> int:
+        cfg = self.cfg
+        self.audit.append(
+            AuditKind.STARTUP, subject=cfg.site.gateway_id, reason=f"edge-agent {__version__} starting",
+            after={"devices": len(self.agent.devices), "points": len(self.agent.snapshot),
+                   "pid": os.getpid()},
+        )  # fmt: skip
+        self.audit.append(
+            AuditKind.CONFIG_LOADED, subject=str(cfg.site_path),
+            after={"site_sha256": _digest(cfg.site_path), "policy_sha256": _digest(cfg.policy_path)},
+            reason="configuration validated and loaded",
+        )  # fmt: skip
+        restored = self.actuator.restore_from_audit()
+        if restored:
+            self.log.info("rate-limit window restored from the audit trail", writes=restored)
+        status = StatusServer(path=self.socket_path, provider=self.status_doc)
+        await status.start()
+        prom = None
+        if cfg.site.status.prometheus_port is not None:
+            prom = PrometheusServer(port=cfg.site.status.prometheus_port, provider=self.status_doc)
+            await prom.start()
+        self.health.register("enforce", deadline_s=max(60.0, 3 * self.enforcer.tick_s))
+        self.health.register("clock", deadline_s=30.0)
+        tasks: list[tuple[str, Any]] = [
+            ("outbox:flush", self._flush_loop),
+            ("enforce", lambda: self.enforcer.run(beat=lambda: self.health.beat("enforce"))),
+            ("clock", lambda: self.monitor.run(self._on_clock_step, beat=lambda: self.health.beat("clock"))),
+            ("ready", self._announce_ready),
+        ]
+        if self.uplink is not None:
+            tasks.append(("uplink", self.uplink.run))
+        wd = watchdog_interval()
+        if wd is not None:
+            tasks.append(
+                ("watchdog", lambda: self.health.watchdog_loop(self.notifier, wd, status=self.status_line))
+            )
+        try:
+            await self.agent.run(extra_tasks=[*tasks, *extra_tasks])
+        finally:
+            self.notifier.stopping("flushing the outbox")
+            await self.flush()
+            await self._relinquish_on_exit()
+            self.audit.append(
+                AuditKind.SHUTDOWN, subject=cfg.site.gateway_id, reason="edge-agent stopped",
+                after={"readings_total": self.readings_total, "backlog": self.outbox.stats().backlog},
+            )  # fmt: skip
+            await status.close()
+            if prom is not None:
+                await prom.close()
+        return 0
+
+    def close(self) -> None:
+        for conn in (self._audit_conn, self._outbox_conn, self._ledger_conn):
+            conn.close()
+
+    async def _announce_ready(self) -> None:
+        await self.agent.first_cycle.wait()
+        self.ready.set()
+        self.notifier.ready(self.status_line())
+        self.log.info("ready", status=self.status_line())
+        while True:  # a fresh STATUS line for `systemctl status`
+            await asyncio.sleep(10)
+            self.notifier.status(self.status_line())
+
+    async def _relinquish_on_exit(self) -> None:
+        """BACnet: release the priority slots we hold, where site.yaml or policy.yaml ask for it."""
+        policy_wide = self.cfg.policy.enforcement.relinquish_on_exit
+        for dev_id, rt in self.agent.devices.items():
+            wanted = policy_wide or getattr(rt.config, "relinquish_on_shutdown", False)
+            if not wanted or not supports_relinquish(rt.driver):
+                continue
+            for p in rt.config.points:
+                if not p.writable:
+                    continue
+                try:
+                    await asyncio.wait_for(rt.driver.write(p, None), timeout=5)
+                except (Exception, asyncio.CancelledError) as exc:  # shutting down: report, never hang
+                    self.log.warning("relinquish failed", device=dev_id, point=p.id, error=str(exc))
+                    continue
+                self.audit.append(
+                    AuditKind.WRITE,
+                    subject=p.id,
+                    after=None,
+                    rule="shutdown.relinquish",
+                    reason="released our priority at shutdown",
+                    result="relinquished",
+                )
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.agent.install_signal_handlers()
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def _on_sighup(self) -> None:
+        self._reload_task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+
+
+async def run_service(
+    cfg: LoadedConfig, *, state_dir: str | Path | None = None, clock: Clock | None = None
+) -> int:
+    svc = Service(cfg, state_dir=state_dir, clock=clock)
+    svc.install_signal_handlers()
+    try:
+        return await svc.run()
+    finally:
+        svc.close()

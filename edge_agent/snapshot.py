@@ -1,0 +1,97 @@
+"""The latest reading per point, and when each point reached its current value."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from drivers.base import PointBase, Reading
+from policies.types import PointState
+
+__all__ = ["Entry", "Snapshot"]
+
+
+@dataclass(slots=True)
+class Entry:
+    device_id: str
+    point: PointBase
+    zone: str | None
+    reading: Reading | None = None
+    since: datetime | None = None  # first time the current value was seen
+    last_good: datetime | None = None
+
+
+class Snapshot:
+    def __init__(self, points: Iterable[tuple[str, PointBase, str | None]]) -> None:
+        self._entries: dict[str, Entry] = {
+            p.id: Entry(device_id=dev, point=p, zone=zone) for dev, p, zone in points
+        }
+
+    def reconfigure(self, points: Iterable[tuple[str, PointBase, str | None]]) -> None:
+        """On reload: keep what is known of unchanged points, start afresh for changed or new ones."""
+        old = self._entries
+        self._entries = {}
+        for dev, p, zone in points:
+            e = old.get(p.id)
+            if e is not None and e.device_id == dev and e.point == p and e.zone == zone:
+                self._entries[p.id] = e
+            else:
+                self._entries[p.id] = Entry(device_id=dev, point=p, zone=zone)
+
+    def __contains__(self, point_id: object) -> bool:
+        return point_id in self._entries
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entry(self, point_id: str) -> Entry:
+        return self._entries[point_id]
+
+    def reading(self, point_id: str) -> Reading | None:
+        e = self._entries.get(point_id)
+        return e.reading if e else None
+
+    def update(self, readings: Iterable[Reading]) -> list[Reading]:
+        """Store readings; return those whose value or quality changed (what enforcement reacts to)."""
+        changed: list[Reading] = []
+        for r in readings:
+            e = self._entries.get(r.point_id)
+            if e is None:
+                continue
+            prev = e.reading
+            if prev is not None and r.ts < prev.ts:
+                continue  # a poll that read before a write's read-back must not undo it
+            if prev is None or prev.value != r.value or prev.quality != r.quality:
+                e.since = r.ts
+                changed.append(r)
+            e.reading = r
+            if r.ok:
+                e.last_good = r.ts
+        return changed
+
+    def for_policy(self) -> Mapping[str, PointState]:
+        out: dict[str, PointState] = {}
+        for pid, e in self._entries.items():
+            r = e.reading
+            if r is None or e.since is None:
+                continue
+            p = e.point
+            out[pid] = PointState(
+                point_id=pid,
+                role=p.role,
+                zone=e.zone,
+                value=r.value,
+                ok=r.ok,
+                ts=r.ts,
+                since=e.since,
+                writable=p.writable,
+                min=p.min,
+                max=p.max,
+                states=p.states,
+                device_id=e.device_id,
+            )
+        return out

@@ -23,6 +23,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from tests.sitetext import example_site_without
+
 from drivers.base import Quality, Reading
 from drivers.modbus.codec import decode
 from drivers.modbus.driver import EndpointPool, ModbusTcpDriver
@@ -80,17 +82,6 @@ meters:
 targets: {kgce_per_m2: 18.0, kgce_per_person: 310, water_m3_per_person: 20, source: "test targets"}
 ledger: {max_gap_intervals: 4, outliers: exclude}
 """
-
-
-def _without_keys(text: str, keys: set[str]) -> str:
-    """The example site minus some top-level sections, so this test's own tree and targets apply."""
-    out, skipping = [], False
-    for line in text.splitlines(keepends=True):
-        if line[:1].strip() and not line.startswith("#"):
-            skipping = line.split(":", 1)[0] in keys
-        if not skipping:
-            out.append(line)
-    return "".join(out)
 
 
 @dataclass
@@ -151,9 +142,7 @@ def quarter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Quarter]:
     d = tmp_path_factory.mktemp("quarter")
     shutil.copy(ROOT / "config" / "policy.yaml", d / "policy.yaml")
     site = d / "site.yaml"
-    example = _without_keys(
-        (ROOT / "config" / "site.yaml").read_text(encoding="utf-8"), {"meters", "targets", "ledger"}
-    )
+    example = example_site_without({"meters", "targets", "ledger"})
     site.write_text(example + TREE, encoding="utf-8")
     cfg = load_config(site)
     db = d / "state.db"

@@ -14,6 +14,7 @@ from drivers.base import Quality, Reading
 from edge_agent.ledger import Ledger, LedgerError, MeterInfo, canonical_unit, parse_period
 from edge_agent.store import open_state_db
 from edge_agent.validate import ValidatedReading
+from tests.sitetext import example_site_without
 
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 7, 1, 0, 0, tzinfo=TZ)  # local midnight = 2026-06-30 16:00 UTC
@@ -212,7 +213,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def _site(tmp_path: Path, extra: str) -> Path:
     (tmp_path / "policy.yaml").write_text((ROOT / "config" / "policy.yaml").read_text(encoding="utf-8"))
     site = tmp_path / "site.yaml"
-    site.write_text((ROOT / "config" / "site.yaml").read_text(encoding="utf-8") + extra, encoding="utf-8")
+    text = example_site_without({"meters", "targets", "ledger", "coal_factors"})
+    site.write_text(text + extra, encoding="utf-8")
     return site
 
 
@@ -229,7 +231,7 @@ def test_meter_tree_errors_are_positioned(tmp_path: Path) -> None:
         "coal_factors:\n"
         '  "01A00": {kgce_per_unit: 0.3, unit: kWh, source: "x standard"}\n',
     )
-    n = len((ROOT / "config" / "site.yaml").read_text(encoding="utf-8").splitlines())
+    n = len(example_site_without({"meters", "targets", "ledger", "coal_factors"}).splitlines())
     with pytest.raises(ConfigError) as exc:
         load_config(site)
     text = [str(i) for i in exc.value.errors]

@@ -108,10 +108,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from edge_agent.status import status_main
 
     sock = args.socket
-    if sock is None and (args.state_dir or Path(args.config).exists()):
+    if sock is None and args.state_dir:
+        # The socket under --state-dir does not depend on site.yaml: do not load (or need) one.
+        from edge_agent.service import state_socket
+
+        sock = str(state_socket(args.state_dir))
+    elif sock is None and Path(args.config).exists():
         from edge_agent.service import state_paths
 
-        sock = str(state_paths(_load_or_exit(args.config), args.state_dir)[1])
+        sock = str(state_paths(_load_or_exit(args.config), None)[1])
     return status_main(sock, args.json)
 
 
@@ -364,6 +369,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--seconds", type=float, default=6.0, help="measuring time per method, in interleaved rounds"
     )
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=_cmd_bench)
+    b = bsub.add_parser(
+        "uplink",
+        help="backlog drain rate to mosquitto vs one MQTT message per reading",
+        description="Start mosquitto on a free loopback port, fill an outbox with N readings, and measure "
+        "the drain rate in batches, the bytes on disk per reading, and one message per reading as the baseline.",
+    )
+    b.add_argument("--readings", type=int, default=50_000, help="backlog size (default 50,000)")
+    b.add_argument("--baseline", type=int, default=5_000, help="readings for the per-message baseline")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=_cmd_bench)
     return parser

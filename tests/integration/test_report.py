@@ -23,8 +23,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.sitetext import example_site_without
-
 from drivers.base import Quality, Reading
 from drivers.modbus.codec import decode
 from drivers.modbus.driver import EndpointPool, ModbusTcpDriver
@@ -40,6 +38,7 @@ from sim.building import Building
 from sim.modbus_map import REGISTER_MAP
 from sim.runner import Simulator
 from sim.season import season
+from tests.sitetext import example_site_without
 
 ROOT = Path(__file__).resolve().parents[2]
 TZ = ZoneInfo("Asia/Shanghai")

@@ -375,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
         "uplink",
         help="backlog drain rate to mosquitto vs one MQTT message per reading",
         description="Start mosquitto on a free loopback port, fill an outbox with N readings, and measure "
-        "the drain rate in batches, the bytes on disk per reading, and one message per reading as the baseline.",
+        "the drain rate in batches, the bytes on disk per reading, and one message per reading (the same "
+        "uplink with batch_max 1) as the baseline.",
     )
     b.add_argument("--readings", type=int, default=50_000, help="backlog size (default 50,000)")
     b.add_argument("--baseline", type=int, default=5_000, help="readings for the per-message baseline")

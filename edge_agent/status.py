@@ -361,47 +361,21 @@ def render_metrics(doc: Mapping[str, Any]) -> str:
     m = _Metrics()
     m.add("edge_agent_up", "gauge", "1 while the agent answers", 1.0)
     devices = [d for d in (doc.get("devices") or []) if isinstance(d, Mapping) and d.get("id")]
-    for d in devices:
-        m.add(
-            "edge_agent_device_up",
-            "gauge",
-            "1 when the last poll of the device succeeded",
-            _num(d.get("up")),
-            device=d["id"],
-        )
-    for d in devices:
-        lat = _num(d.get("latency_ms"))
-        m.add(
-            "edge_agent_device_latency_seconds",
-            "gauge",
-            "Duration of the last poll cycle of the device",
-            None if lat is None else lat / 1000,
-            device=d["id"],
-        )
-    for d in devices:
-        m.add(
-            "edge_agent_device_last_success_timestamp_seconds",
-            "gauge",
-            "Unix time of the last successful poll",
-            _ts(d.get("last_success")),
-            device=d["id"],
-        )
-    for d in devices:
-        m.add(
-            "edge_agent_device_readings_total",
-            "counter",
-            "Readings taken from the device",
-            _num(d.get("readings_total")),
-            device=d["id"],
-        )
-    for d in devices:
-        m.add(
-            "edge_agent_device_errors_total",
-            "counter",
-            "Failed reads of the device",
-            _num(d.get("errors_total")),
-            device=d["id"],
-        )
+    per_device: tuple[tuple[str, str, str, Callable[[Mapping[str, Any]], float | None]], ...] = (
+        ("edge_agent_device_up", "gauge", "1 when the last poll of the device succeeded",
+         lambda d: _num(d.get("up"))),
+        ("edge_agent_device_latency_seconds", "gauge", "Duration of the last poll cycle of the device",
+         lambda d: None if (lat := _num(d.get("latency_ms"))) is None else lat / 1000),
+        ("edge_agent_device_last_success_timestamp_seconds", "gauge", "Unix time of the last successful poll",
+         lambda d: _ts(d.get("last_success"))),
+        ("edge_agent_device_readings_total", "counter", "Readings taken from the device",
+         lambda d: _num(d.get("readings_total"))),
+        ("edge_agent_device_errors_total", "counter", "Failed reads of the device",
+         lambda d: _num(d.get("errors_total"))),
+    )  # fmt: skip
+    for name, kind, help_text, value in per_device:  # metrics of one name stay together
+        for d in devices:
+            m.add(name, kind, help_text, value(d), device=d["id"])
     m.add(
         "edge_agent_readings_total", "counter", "Readings taken since start", _num(doc.get("readings_total"))
     )

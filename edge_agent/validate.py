@@ -25,7 +25,6 @@ Bad readings and non-numeric values (bool, str, None) pass through with no flag 
 from __future__ import annotations
 
 import math
-import statistics
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field

@@ -1,4 +1,4 @@
-"""Suite-wide guards: a test that leaks threads or child processes fails (pymodbus's _check_system_health habit)."""
+"""Suite-wide guard: a test that leaks threads or child processes fails (as pymodbus checks its own)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,9 @@ def _no_leaks(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     yield
     deadline = time.monotonic() + 2.0
     while True:
-        extra_threads = [t for t in set(threading.enumerate()) - threads_before if t.is_alive() and not t.daemon]
+        extra_threads = [
+            t for t in set(threading.enumerate()) - threads_before if t.is_alive() and not t.daemon
+        ]
         extra_kids = _children() - kids_before
         if not extra_threads and not extra_kids:
             return

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal, Protocol, TypeAlias
+from typing import Literal, NamedTuple, Protocol, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -46,9 +46,11 @@ class Quality(StrEnum):
     UNCERTAIN = "uncertain"  # a value, but the device flags it (BACnet fault/overridden, NaN)
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One point's value at one moment, as the device gave it (after scale and offset)."""
+class Reading(NamedTuple):
+    """One point's value at one moment, as the device gave it (after scale and offset).
+
+    A NamedTuple rather than a frozen dataclass: a poll builds thousands, and this is 3-4x cheaper.
+    """
 
     point_id: str
     value: Value

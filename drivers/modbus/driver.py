@@ -224,33 +224,8 @@ async def read_block_raw(client: AsyncModbusTcpClient, block: Block, *, device_i
     return await client.read_discrete_inputs(block.start, count=block.count, device_id=device_id)
 
 
-def _reading_factory() -> Callable[[str, Value, datetime], Reading]:
-    """A GOOD Reading maker about twice as fast as the frozen dataclass's __init__ (the poll hot path).
-
-    It sets the slots directly; if Reading's fields ever change, it falls back to the constructor.
-    """
-    good = Quality.GOOD
-    if getattr(Reading, "__slots__", None) != ("point_id", "value", "ts", "quality", "code", "detail"):
-        return lambda pid, value, ts: Reading(pid, value, ts, good)
-    new = object.__new__
-    d = Reading.__dict__
-    s_pid, s_val, s_ts = d["point_id"].__set__, d["value"].__set__, d["ts"].__set__
-    s_q, s_code, s_detail = d["quality"].__set__, d["code"].__set__, d["detail"].__set__
-
-    def make(pid: str, value: Value, ts: datetime) -> Reading:
-        r: Reading = new(Reading)
-        s_pid(r, pid)
-        s_val(r, value)
-        s_ts(r, ts)
-        s_q(r, good)
-        s_code(r, None)
-        s_detail(r, None)
-        return r
-
-    return make
-
-
-_good_reading = _reading_factory()
+def _good_reading(pid: str, value: Value, ts: datetime, _good: Quality = Quality.GOOD) -> Reading:
+    return Reading(pid, value, ts, _good)
 
 
 class _PlanState:

@@ -167,7 +167,22 @@ _K_BE, _K_LE, _K_BIT, _K_FALLBACK = 0, 1, 2, 3
 _DECODE_ERRORS = (struct.error, ValueError, IndexError, ArithmeticError)
 
 
-def block_decoder(start: int, count: int, points: Sequence[ModbusPoint]) -> BlockDecoder:
+def _whole_block_struct(jobs: Sequence[tuple[Any, ...]], count: int) -> struct.Struct | None:
+    """One Struct covering every point of the block, when all are big-endian numbers without scale,
+    in address order and not overlapping; None otherwise."""
+    fmt, pos = ">", 0
+    for kind, byte_off, _b, fn, _scale, _offset, identity, _is_float, _pid in jobs:
+        if kind != _K_BE or not identity or byte_off < pos:
+            return None
+        code = fn.__self__.format.lstrip(">")
+        fmt += "x" * (byte_off - pos) + code
+        pos = byte_off + struct.calcsize(">" + code)
+    return struct.Struct(fmt) if pos <= 2 * count else None
+
+
+def block_decoder(
+    start: int, count: int, points: Sequence[ModbusPoint], *, _whole: bool = True
+) -> BlockDecoder:
     """A decoder of a whole read reply: registers (bits) from ``start`` in, one value per point out.
 
     The hot path of a poll. The reply is packed to bytes once per byte order, and each numeric point is
@@ -194,6 +209,27 @@ def block_decoder(start: int, count: int, points: Sequence[ModbusPoint]) -> Bloc
             jobs.append((_K_FALLBACK, off, off + n, decoder_for(p), 1.0, 0.0, True, is_float, p.id))
     pack_be = struct.Struct(f">{count}H").pack
     pack_le = struct.Struct(f"<{count}H").pack  # '<H' swaps the bytes of each register
+    whole = _whole_block_struct(jobs, count) if _whole else None
+    if whole is not None:
+        # The common case (plain big-endian numbers, no scale): one unpack for the whole reply.
+        unpack_all = whole.unpack_from
+        has_float = any(j[7] for j in jobs)
+        fallback: BlockDecoder | None = None
+
+        def run_whole(data: Sequence[int]) -> tuple[list[Value | CodecError], bool]:
+            nonlocal fallback
+            try:
+                values: list[Value | CodecError] = list(unpack_all(pack_be(*data[:count])))
+            except _DECODE_ERRORS:
+                values = []
+            if values and (not has_float or math.isfinite(sum(values) * 0.0)):  # type: ignore[arg-type]
+                return values, True
+            # A short reply, a NaN or an infinity: the point-by-point path says which and why.
+            if fallback is None:
+                fallback = block_decoder(start, count, points, _whole=False)
+            return fallback(data)
+
+        return run_whole
 
     def run(data: Sequence[int]) -> tuple[list[Value | CodecError], bool]:
         out: list[Value | CodecError] = []

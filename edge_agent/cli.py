@@ -95,6 +95,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return bench.main(args)
 
 
+def _cmd_bench_bacnet(args: argparse.Namespace) -> int:
+    from edge_agent.bench_bacnet import bench_bacnet_main
+
+    return bench_bacnet_main(args)
+
+
+def _cmd_bench_enforce(args: argparse.Namespace) -> int:
+    from edge_agent.bench_enforce import bench_enforce_main
+
+    return bench_enforce_main(args)
+
+
 def _db_path(args: argparse.Namespace) -> Path:
     """--db wins; else the state database site.yaml names (or the one under --state-dir)."""
     if getattr(args, "db", None):
@@ -371,6 +383,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=_cmd_bench)
+    b = bsub.add_parser(
+        "bacnet",
+        help="ReadPropertyMultiple vs one ReadProperty per point vs bare bacpypes3, and COV latency",
+        description="Start the BACnet simulator in a child process and read its objects three ways: the "
+        "agent's RPM batches, one ReadProperty per point, and a bare bacpypes3 RPM loop; then measure COV "
+        "latency (change at the simulator to value in the agent).",
+    )
+    from edge_agent.bench_bacnet import add_arguments as add_bacnet_arguments
+
+    add_bacnet_arguments(b)
+    b.set_defaults(func=_cmd_bench_bacnet)
+    b = bsub.add_parser(
+        "enforce",
+        help="time from a violating setpoint change at the simulator to the corrected value read back",
+        description="Make at least 200 violations (22 °C in cool on a July working day) at the simulator and "
+        "time each until the agent has written 26 °C and read it back.",
+    )
+    from edge_agent.bench_enforce import add_arguments as add_enforce_arguments
+
+    add_enforce_arguments(b)
+    b.set_defaults(func=_cmd_bench_enforce)
     b = bsub.add_parser(
         "uplink",
         help="backlog drain rate to mosquitto vs one MQTT message per reading",

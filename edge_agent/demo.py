@@ -23,6 +23,24 @@ _AC_ROLES = ("ac_power", "ac_mode", "setpoint", "cooling_setpoint", "heating_set
 _METER_ROLES = ("energy", "water_volume", "power")
 
 
+def _bacnet_plan(cfg: LoadedConfig) -> tuple[str, int, str] | None:
+    """(first device host, device port, agent local address) for the simulator's BACnet front end, or None
+    when the site has no BACnet device. The simulator puts its devices at consecutive hosts from the first."""
+    from drivers.bacnet.options import BacnetNetworkOptions, parse_address
+
+    addrs = sorted(
+        (parse_address(d.address) for d in cfg.site.devices if d.protocol == "bacnet"),
+        key=lambda a: tuple(int(x) for x in a[0].split(".")),
+    )
+    if not addrs:
+        return None
+    ports = {a[2] for a in addrs}
+    if len(ports) != 1:
+        raise ValueError(f"the demo's BACnet devices must share one UDP port, site.yaml has {sorted(ports)}")
+    local = (cfg.site.bacnet or BacnetNetworkOptions()).local_address
+    return addrs[0][0], ports.pop(), local
+
+
 def _fmt(r: Reading | None, states: dict[int, str] | None = None, unit: str | None = None) -> str:
     if r is None:
         return "…"
@@ -112,14 +130,28 @@ async def _demo(cfg: LoadedConfig, args: argparse.Namespace, out: TextIO) -> int
     sim = Simulator(seed=1, start=start, speed=args.speed)
     endpoints = {(d.host, d.port) for d in cfg.site.devices if d.protocol == "modbus"}
     host, port = sorted(endpoints)[0] if endpoints else ("127.0.0.1", 0)
+    bacnet = _bacnet_plan(cfg)
+    if bacnet is not None:
+        # BACnet ports are fixed by the site (devices and the agent must agree): fail clearly, no fallback.
+        from drivers.bacnet.network import LocalAddressError, check_local_address
+
+        try:
+            check_local_address(bacnet[2])
+        except LocalAddressError as exc:
+            print(f"demo: {exc}; stop the other process or change bacnet.local_address", file=sys.stderr)
+            return 1
+    sim_bacnet = {"bacnet": True, "bacnet_host_base": bacnet[0], "bacnet_port": bacnet[1]} if bacnet else {}
     try:
-        await sim.start(modbus_host=host, modbus_port=port)
+        await sim.start(modbus_host=host, modbus_port=port, **sim_bacnet)  # type: ignore[arg-type]
     except OSError as exc:
+        if "BACnet" in str(exc):
+            print(f"demo: {exc}; another simulator or BACnet stack holds it: stop it first", file=sys.stderr)
+            return 1
         print(
             f"demo: {host}:{port} is taken ({exc.strerror or exc}); using a free port instead",
             file=sys.stderr,
         )
-        await sim.start(modbus_host="127.0.0.1", modbus_port=0)
+        await sim.start(modbus_host="127.0.0.1", modbus_port=0, **sim_bacnet)  # type: ignore[arg-type]
     assert sim.modbus_port is not None
     cfg = retarget_modbus(cfg, "127.0.0.1" if sim.modbus_port != port else host, sim.modbus_port)
     state_dir = Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))

@@ -1,4 +1,6 @@
-"""`edge-agent policy explain`: a dry run of policy.yaml against the devices' current values. Writes nothing."""
+"""`edge-agent policy explain`: a dry run of policy.yaml against the devices' current values.
+
+Writes nothing. With ``--sim`` the bundled simulator (Modbus TCP and BACnet/IP) is started in-process."""
 
 from __future__ import annotations
 
@@ -17,7 +19,16 @@ from edge_agent.enforce import build_calendar, build_params
 from edge_agent.runtime import Agent
 from policies.evaluate import explain
 
-__all__ = ["explain_main", "parse_at", "retarget_modbus"]
+__all__ = [
+    "explain_main",
+    "free_udp_port",
+    "parse_at",
+    "retarget_bacnet",
+    "retarget_modbus",
+    "retarget_to_sim",
+    "uses_bacnet",
+]
+_LOOPBACK_HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
 
 
 def parse_at(text: str | None, tz: str) -> datetime:
@@ -34,6 +45,59 @@ def retarget_modbus(cfg: LoadedConfig, host: str, port: int) -> LoadedConfig:
         for d in cfg.site.devices
     ]
     return dataclasses.replace(cfg, site=cfg.site.model_copy(update={"devices": devices}))
+
+
+def retarget_bacnet(cfg: LoadedConfig, *, local_address: str, device_port: int) -> LoadedConfig:
+    """The same site with every BACnet device moved to ``device_port`` (host kept: the simulator's
+    devices sit at 127.0.0.2-.5) and the gateway's own port bound at ``local_address``."""
+    from drivers.bacnet.options import BacnetNetworkOptions, parse_address
+
+    devices = []
+    for d in cfg.site.devices:
+        if d.protocol == "bacnet":
+            ip, _prefix, _port = parse_address(d.address)
+            d = d.model_copy(update={"address": f"{ip}:{device_port}"})
+        devices.append(d)
+    net = (cfg.site.bacnet or BacnetNetworkOptions()).model_copy(update={"local_address": local_address})
+    return dataclasses.replace(cfg, site=cfg.site.model_copy(update={"devices": devices, "bacnet": net}))
+
+
+def free_udp_port(hosts: tuple[str, ...] = _LOOPBACK_HOSTS) -> int:
+    """A UDP port free on every loopback host the simulator and the agent use (BACnet needs one port on
+    all of them, so port 0 does not do)."""
+    import random
+    import socket
+
+    for _ in range(200):
+        port = random.randint(20000, 60000)
+        socks: list[socket.socket] = []
+        try:
+            for h in hosts:
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind((h, port))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return port
+    raise OSError("no free UDP port found on 127.0.0.1-5")
+
+
+def uses_bacnet(cfg: LoadedConfig) -> bool:
+    return any(d.protocol == "bacnet" for d in cfg.site.devices)
+
+
+def retarget_to_sim(cfg: LoadedConfig, sim: Any, *, local_port: int | None = None) -> LoadedConfig:
+    """Point the site at a started simulator: Modbus at its endpoint, BACnet at its device port with the
+    agent bound on 127.0.0.1 (``local_port``, default: a free one)."""
+    assert sim.modbus_port is not None
+    out = retarget_modbus(cfg, sim.modbus_host or "127.0.0.1", sim.modbus_port)
+    if sim.bacnet is not None and uses_bacnet(cfg):
+        port = local_port if local_port is not None else free_udp_port(("127.0.0.1",))
+        out = retarget_bacnet(out, local_address=f"127.0.0.1:{port}", device_port=sim.bacnet.port)
+    return out
 
 
 async def _read_all(cfg: LoadedConfig, at: datetime) -> Agent:
@@ -56,10 +120,16 @@ async def _snapshot(cfg: LoadedConfig, at: datetime, use_sim: bool) -> Agent:
     from sim.runner import Simulator
 
     sim = Simulator(seed=1, start=at, speed=0.0)
-    await sim.start(modbus_host="127.0.0.1", modbus_port=0)
+    bacnet = uses_bacnet(cfg)
+    # BACnet needs one fixed UDP port on 127.0.0.2-.5; pick a free one so a running demo does not collide.
+    await sim.start(
+        modbus_host="127.0.0.1",
+        modbus_port=0,
+        bacnet=bacnet,
+        bacnet_port=free_udp_port() if bacnet else 47808,
+    )
     try:
-        assert sim.modbus_port is not None
-        return await _read_all(retarget_modbus(cfg, "127.0.0.1", sim.modbus_port), at)
+        return await _read_all(retarget_to_sim(cfg, sim), at)
     finally:
         await sim.stop()
 

@@ -104,7 +104,9 @@ class SimAVCmd(_SimMixin, Commandable, AnalogValueObject):
 
 
 class SimMSVCmd(_SimMixin, Commandable, MultiStateValueObject):
-    pass
+    # bacpypes3 0.0.110 gives multi-state objects COVIncrementCriteria, which needs a covIncrement they do
+    # not have (SubscribeCOV fails with AttributeError); ASHRAE 135 13.1 uses the generic criteria here.
+    _cov_criteria = GenericCriteria
 
 
 class SimBVCmd(_SimMixin, Commandable, BinaryValueObject):

@@ -1,4 +1,9 @@
-"""The running simulator: building model + Modbus TCP front end + type-test and bench units, one endpoint.
+"""The running simulator: building model + Modbus TCP front end + type-test and bench units, one endpoint,
+and (optionally) the BACnet/IP front end (sim/bacnet_server.py) over the same building.
+
+The BACnet devices sit at consecutive loopback addresses from ``bacnet_host_base`` (127.0.0.2: FC-1F,
+.3 FC-2F, .4 FC-3F, .5 METERS), all on ``bacnet_port``. bacpypes3 treats a 127.x destination on its own
+port as itself, so a BACnet client on loopback must bind another port (the example site uses 47809).
 
 Sim time runs as ``start + speed * elapsed`` (speed 1 = real time; speed 0 = frozen, for tests that step
 the model themselves with :meth:`Simulator.step_to`). An asyncio task steps the model every 0.2 s.
@@ -10,8 +15,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import socket
+import sys
 import time
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sim.bench import BENCH_FIRST_UNIT, build_bench_unit, refresh_bench_unit
 from sim.building import Building, ScriptEvent
@@ -19,7 +27,10 @@ from sim.modbus_map import BuildingModbus
 from sim.modbus_server import ModbusServer, UnitBank
 from sim.typebank import TYPE_TEST_UNIT, build_type_unit
 
-__all__ = ["STEP_INTERVAL_S", "Simulator", "add_arguments", "main", "run_from_args"]
+if TYPE_CHECKING:  # bacpypes3 takes half a second to import: only when BACnet is served
+    from sim.bacnet_server import BacnetSimulator
+
+__all__ = ["STEP_INTERVAL_S", "BacnetPortBusy", "Simulator", "add_arguments", "main", "run_from_args"]
 
 log = logging.getLogger("sim")
 
@@ -66,6 +77,7 @@ class Simulator:
         self._task: asyncio.Task[None] | None = None
         self.modbus_host: str | None = None
         self.modbus_port: int | None = None
+        self.bacnet: BacnetSimulator | None = None
 
     def now(self) -> datetime:
         """Sim time: start + speed x real time elapsed since start()."""
@@ -81,15 +93,57 @@ class Simulator:
         """Advance the model to ``now`` and refresh every register (tests call this with speed=0)."""
         self.building.advance_to(now)
         self.modbus.refresh()
+        if self.bacnet is not None:
+            self.bacnet.refresh()
         t = now.timestamp()
         for bank in self.bench:
             refresh_bench_unit(bank, points=self.bench_points, t=t)
 
-    async def start(self, *, modbus_host: str = "127.0.0.1", modbus_port: int = 15020) -> None:
+    @property
+    def bacnet_port(self) -> int | None:
+        return self.bacnet.port if self.bacnet is not None else None
+
+    def bacnet_address(self, device: str) -> str:
+        """``IP:port`` of a BACnet device by name (FC-1F, FC-2F, FC-3F, METERS)."""
+        if self.bacnet is None:
+            raise RuntimeError("the BACnet front end is not running (start(bacnet=True))")
+        return self.bacnet.address_of(device)
+
+    async def start(
+        self,
+        *,
+        modbus_host: str = "127.0.0.1",
+        modbus_port: int = 15020,
+        bacnet: bool = False,
+        bacnet_host_base: str = "127.0.0.2",
+        bacnet_port: int = 47808,
+        bacnet_refresh_s: float = 1.0,
+    ) -> None:
+        """Listen on Modbus TCP and, with ``bacnet=True``, bind the BACnet/IP devices.
+
+        Raises OSError naming the address when a port is taken (nothing is left listening then)."""
         if self._task is not None:
             raise RuntimeError("simulator already started")
         await self.server.start(host=modbus_host, port=modbus_port)
         self.modbus_host, self.modbus_port = self.server.host, self.server.port
+        if bacnet:
+            if not 1 <= bacnet_port <= 65535:
+                await self.server.stop()
+                raise ValueError(f"bacnet_port {bacnet_port} outside 1-65535 (BACnet needs a fixed port)")
+            from sim.bacnet_server import BacnetSimulator
+
+            front = BacnetSimulator(
+                self.building,
+                address=f"{bacnet_host_base}/24:{bacnet_port}",
+                refresh_s=bacnet_refresh_s,
+            )
+            try:
+                _check_udp_free([d.address for d in front.devices], bacnet_port)
+                await front.start()
+            except BaseException:
+                await self.server.stop()
+                raise
+            self.bacnet = front
         self._t0 = time.monotonic()
         self._task = asyncio.create_task(self._run(), name="sim:step")
 
@@ -99,6 +153,9 @@ class Simulator:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        front, self.bacnet = self.bacnet, None
+        if front is not None:
+            await front.stop()
         await self.server.stop()
         self.modbus.close()
 
@@ -118,6 +175,8 @@ class Simulator:
             if now > self.building.now:
                 self.building.advance_to(now)
                 self.modbus.refresh()
+                if self.bacnet is not None:
+                    self.bacnet.refresh()
             if self.bench and time.monotonic() - last_bench >= _BENCH_REFRESH_S:
                 last_bench = time.monotonic()
                 t = now.timestamp()
@@ -151,6 +210,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--bench-points", type=int, default=40, metavar="M", help="float32 values per bench unit"
     )
     parser.add_argument(
+        "--no-bacnet",
+        dest="bacnet",
+        action="store_false",
+        help="Modbus TCP only (default: also serve BACnet/IP devices at 127.0.0.2-.5)",
+    )
+    parser.add_argument(
+        "--bacnet-port",
+        type=int,
+        default=47808,
+        metavar="PORT",
+        help="UDP port of the BACnet/IP devices (default 47808; a client on loopback must bind another)",
+    )
+    parser.add_argument(
+        "--bacnet-host",
+        default="127.0.0.2",
+        metavar="IP",
+        help="address of the first BACnet device; the others follow (default 127.0.0.2: .2-.5)",
+    )
+    parser.add_argument(
         "--no-script",
         dest="script",
         action="store_false",
@@ -180,7 +258,14 @@ async def run_from_args(args: argparse.Namespace) -> None:
         bench_points=args.bench_points if args.bench_units else 0,
         script=args.script,
     )
-    await sim.start(modbus_host=args.host, modbus_port=args.port)
+    use_bacnet = getattr(args, "bacnet", False)
+    await sim.start(
+        modbus_host=args.host,
+        modbus_port=args.port,
+        bacnet=use_bacnet,
+        bacnet_host_base=getattr(args, "bacnet_host", "127.0.0.2"),
+        bacnet_port=getattr(args, "bacnet_port", 47808),
+    )
     try:
         units = sim.units
         plain = [u for u in units if u < BENCH_FIRST_UNIT]
@@ -201,6 +286,14 @@ async def run_from_args(args: argparse.Namespace) -> None:
             "on" if args.script else "off",
         )
         log.info("type-test block on unit %s", TYPE_TEST_UNIT)
+        if sim.bacnet is not None:
+            log.info(
+                "bacnet simulator: %s; objects: sim/MANUAL.md, BACnet objects",
+                ", ".join(
+                    f"device {d.instance} {d.name} at {d.address}:{sim.bacnet.port}"
+                    for d in sim.bacnet.devices
+                ),
+            )
         await asyncio.Event().wait()  # until cancelled
     finally:
         await sim.stop()
@@ -218,9 +311,35 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     except OSError as exc:
-        print(f"sim: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        print(f"sim: {_describe_bind_error(args, exc)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _describe_bind_error(args: argparse.Namespace, exc: OSError) -> str:
+    if isinstance(exc, BacnetPortBusy) or "BACnet" in str(exc):
+        return f"{exc} (use --bacnet-port, or --no-bacnet)"
+    return f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+
+
+class BacnetPortBusy(OSError):
+    """A BACnet device address:port is already bound by another process."""
+
+
+def _check_udp_free(hosts: list[str], port: int) -> None:
+    """Probe each device's UDP address without SO_REUSEPORT: bacpypes3 binds with it, so a second
+    simulator (or an agent) on the same port would otherwise share the port silently."""
+    for host in hosts:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise BacnetPortBusy(
+                exc.errno or 0,
+                f"cannot bind BACnet simulator device to {host}:{port}: {exc.strerror or exc}",
+            ) from exc
+        finally:
+            probe.close()
 
 
 async def _run_until_signal(args: argparse.Namespace) -> None:

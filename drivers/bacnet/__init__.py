@@ -1,15 +1,6 @@
-"""BACnet/IP driver on bacpypes3: options, the shared network port, the per-device driver, discovery."""
+"""BACnet/IP driver on bacpypes3: options (options.py), the shared network port (network.py), the
+per-device driver (driver.py), discovery (discover.py).
 
-from drivers.bacnet.driver import BacnetDriver, BacnetStats
-from drivers.bacnet.network import BacnetNetwork, LocalAddressError
-from drivers.bacnet.options import BacnetDevice, BacnetNetworkOptions, BacnetPoint
-
-__all__ = [
-    "BacnetDevice",
-    "BacnetDriver",
-    "BacnetNetwork",
-    "BacnetNetworkOptions",
-    "BacnetPoint",
-    "BacnetStats",
-    "LocalAddressError",
-]
+Import the submodules directly: options.py must stay free of bacpypes3, which takes half a second to
+import, so `edge-agent check` stays quick on a gateway.
+"""

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 
-from drivers.bacnet import BacnetDevice
 from drivers.bacnet.discover import discover, render_devices_yaml
+from drivers.bacnet.options import BacnetDevice
 from sim.bacnet_server import BacnetSimulator
 from sim.building import Building
 from tests.drivers.test_bacnet_driver import free_udp_port

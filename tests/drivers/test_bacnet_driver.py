@@ -10,14 +10,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from drivers.bacnet import (
-    BacnetDevice,
-    BacnetDriver,
-    BacnetNetwork,
-    BacnetNetworkOptions,
-    BacnetPoint,
-    LocalAddressError,
-)
+from drivers.bacnet.driver import BacnetDriver
+from drivers.bacnet.network import BacnetNetwork, LocalAddressError
+from drivers.bacnet.options import BacnetDevice, BacnetNetworkOptions, BacnetPoint
 from drivers.base import Quality, Reading
 from sim.bacnet_server import BacnetSimulator
 from sim.building import Building, Mode

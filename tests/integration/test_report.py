@@ -139,9 +139,11 @@ async def _day_one_over_tcp(cfg: LoadedConfig, validator: Validator, ledger: Led
 @pytest.fixture(scope="module")
 def quarter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Quarter]:
     d = tmp_path_factory.mktemp("quarter")
-    shutil.copy(ROOT / "config" / "policy.yaml", d / "policy.yaml")
+    # The all-Modbus variant of the example site: day one is polled over Modbus TCP below.
+    fixtures = ROOT / "tests" / "fixtures" / "config"
+    shutil.copy(fixtures / "modbus_policy.yaml", d / "modbus_policy.yaml")
     site = d / "site.yaml"
-    example = example_site_without({"meters", "targets", "ledger"})
+    example = example_site_without({"meters", "targets", "ledger"}, fixtures / "modbus_site.yaml")
     site.write_text(example + TREE, encoding="utf-8")
     cfg = load_config(site)
     db = d / "state.db"

@@ -165,9 +165,14 @@ def test_register_map_has_no_overlaps() -> None:
 async def test_run_from_args_starts_and_stops(caplog: pytest.LogCaptureFixture) -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
+    from tests.drivers.test_bacnet_driver import free_udp_port
+
+    # `sim` serves BACnet too by default, on a fixed UDP port: pick a free one so parallel runs never collide
     args = parser.parse_args(
-        ["--port", "0", "--speed", "60", "--start", "2026-07-15T08:00:00+08:00", "--seed", "3"]
-    )
+        ["--port", "0", "--speed", "60", "--start", "2026-07-15T08:00:00+08:00", "--seed", "3",
+         "--bacnet-port", str(free_udp_port())]
+    )  # fmt: skip
+    assert args.bacnet is True
     assert args.start == datetime(2026, 7, 15, 8, 0, tzinfo=TZ)
     with caplog.at_level("INFO", logger="sim"):
         task = asyncio.create_task(run_from_args(args))

@@ -1,4 +1,7 @@
-"""config/site.yaml describes the simulator as its manual does (checked against the simulator's own map)."""
+"""config/site.yaml describes the simulator as its manual does (checked against the simulator's own map).
+
+The example site is mixed (meters and sensors on Modbus, AC units and lights on BACnet); the all-Modbus
+variant in tests/fixtures/config/modbus_site.yaml is checked the same way."""
 
 from __future__ import annotations
 
@@ -6,17 +9,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from sim.bacnet_server import BacnetSimulator
 from sim.building import Building
-from sim.modbus_map import AC_UNITS, METER_UNITS, REGISTER_MAP, Reg
+from sim.modbus_map import AC_UNITS, LIGHTING_UNIT, METER_UNITS, REGISTER_MAP, Reg
 
-SITE = Path(__file__).resolve().parents[2] / "config" / "site.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+SITE = ROOT / "config" / "site.yaml"
+MODBUS_SITE = ROOT / "tests" / "fixtures" / "config" / "modbus_site.yaml"
+SITES = pytest.mark.parametrize("path", [SITE, MODBUS_SITE], ids=["mixed", "all-modbus"])
 _WIDTH = {"int16": 1, "uint16": 1, "bit": 1, "int32": 2, "uint32": 2, "float32": 2, "float64": 4, "bool": 1}
 
 
-def _site() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(SITE.read_text(encoding="utf-8"))
+def _site(path: Path = SITE) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
     return data
 
 
@@ -27,11 +35,14 @@ def _reg(unit: int, table: str, address: int) -> Reg:
     raise AssertionError(f"site.yaml reads unit {unit} {table} {address}, which the manual does not list")
 
 
-def test_every_point_matches_the_register_map() -> None:
-    site = _site()
+@SITES
+def test_every_point_matches_the_register_map(path: Path) -> None:
+    site = _site(path)
     building = Building(seed=0, start=datetime(2026, 7, 15, 6, tzinfo=UTC), script=False)
     units = set()
     for dev in site["devices"]:
+        if dev["protocol"] == "bacnet":
+            continue  # test_bacnet_points_match_the_simulator_objects
         assert dev["protocol"] == "modbus" and dev["host"] == "127.0.0.1" and dev["port"] == 15020
         unit = dev["unit_id"]
         units.add(unit)
@@ -62,14 +73,58 @@ def test_every_point_matches_the_register_map() -> None:
             if p.get("role") == "light_relay":
                 light = next(li for li in building.lights.values() if f"relay {li.id} " in reg.meaning + " ")
                 assert p["zone"] == light.zone, where
-    # every device of the building is configured; the type-test and bench units are not
-    assert units == {r.unit for r in REGISTER_MAP}
+    # every device of the building is configured (AC units and lights over BACnet on the mixed site);
+    # the type-test and bench units are not
+    if any(d["protocol"] == "bacnet" for d in site["devices"]):
+        assert units == {r.unit for r in REGISTER_MAP} - set(AC_UNITS) - {LIGHTING_UNIT}
+    else:
+        assert units == {r.unit for r in REGISTER_MAP}
     ids = [p["id"] for d in site["devices"] for p in d["points"]]
     assert len(ids) == len(set(ids))
 
 
-def test_roles_cover_what_the_policies_need() -> None:
-    site = _site()
+async def test_bacnet_points_match_the_simulator_objects() -> None:
+    """Each BACnet point names an object the simulator's floor controller has, for the unit or light the
+    point id says, with the same writability; every AC unit and light of the building is configured."""
+    site = _site(SITE)
+    assert site["bacnet"]["local_address"] == "127.0.0.1:47809"  # not the devices' port: loopback rule
+    building = Building(seed=0, start=datetime(2026, 7, 15, 6, tzinfo=UTC), script=False)
+    front = BacnetSimulator(building)  # not started: only its object table is used
+    by_instance = {d.instance: d for d in front.devices}
+    seen_units: set[str] = set()
+    seen_lights: set[str] = set()
+    for dev in (d for d in site["devices"] if d["protocol"] == "bacnet"):
+        sim_dev = by_instance[dev["device_instance"]]
+        assert dev["address"] == front.address_of(sim_dev.name), dev["id"]
+        objects = {(str(o.objectIdentifier[0]), int(o.objectIdentifier[1])): o for o in sim_dev.objects}
+        for p in dev["points"]:
+            obj = objects.get((p["object_type"], p["instance"]))
+            assert obj is not None, f"{p['id']}: {sim_dev.name} has no {p['object_type']} {p['instance']}"
+            item = p["id"].split(".")[0]
+            assert str(obj.objectName).startswith(item + " "), (p["id"], str(obj.objectName))
+            writable = obj._sim_apply is not None and not obj._sim_readonly
+            assert bool(p.get("writable")) == writable, p["id"]
+            zone = p.get("zone", dev.get("zone"))
+            if item in building.ac_units:
+                seen_units.add(item)
+                assert zone == building.ac_units[item].zone, p["id"]
+            else:
+                seen_lights.add(item)
+                assert zone == building.lights[item].zone, p["id"]
+            if p.get("role") == "ac_mode":
+                assert {v: k for k, v in p["states"].items()} == {
+                    str(t): i for i, t in enumerate(obj.stateText, start=1)
+                }, p["id"]
+            if p.get("role") == "setpoint":
+                assert (p["min"], p["max"]) == (16, 32) and p.get("cov") is True, p["id"]
+            if p.get("role") in ("ac_mode", "ac_power"):
+                assert p.get("cov") is True, p["id"]  # enforcement reacts to COV, not the next poll
+    assert seen_units == set(building.ac_units) and seen_lights == set(building.lights)
+
+
+@SITES
+def test_roles_cover_what_the_policies_need(path: Path) -> None:
+    site = _site(path)
     roles: dict[str, set[str]] = {}
     for dev in site["devices"]:
         for p in dev["points"]:

@@ -36,16 +36,21 @@ from edge_agent.store import open_state_db
 from edge_agent.timeintegrity import ClockMonitor, ClockStep
 from edge_agent.validate import ValidatedReading, Validator
 
-__all__ = ["Service", "run_service", "state_paths"]
+__all__ = ["Service", "run_service", "state_paths", "state_socket"]
+
+
+def state_socket(state_dir: str | Path) -> Path:
+    """The status socket of an agent run with --state-dir: systemd's RUNTIME_DIRECTORY (its first
+    entry) wins, else the state dir. site.yaml plays no part, so `status --state-dir` needs none."""
+    runtime_dir = os.environ.get("RUNTIME_DIRECTORY")
+    return Path(runtime_dir.split(":")[0] if runtime_dir else state_dir) / "status.sock"
 
 
 def state_paths(cfg: LoadedConfig, state_dir: str | Path | None) -> tuple[Path, Path]:
     """(database, status socket). --state-dir and systemd's RUNTIME_DIRECTORY win over site.yaml,
     because /etc/edge-agent is read-only under the unit's ProtectSystem=strict."""
     if state_dir is not None:
-        db = Path(state_dir) / Path(cfg.site.storage.path).name
-        sock_dir = Path(os.environ.get("RUNTIME_DIRECTORY", state_dir))
-        return db, sock_dir / "status.sock"
+        return Path(state_dir) / Path(cfg.site.storage.path).name, state_socket(state_dir)
     return cfg.resolve(cfg.site.storage.path), cfg.resolve(cfg.site.status.socket)
 
 

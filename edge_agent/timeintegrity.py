@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import os
 import subprocess
 import sys
 from collections import deque
@@ -65,9 +66,19 @@ class SyncSource(Protocol):
 # --- sources ---------------------------------------------------------------------------------
 
 
+_SYSTEMD_NOTIFY_ENV = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"})
+
+
 class _Runner(Protocol):
     def __call__(
-        self, args: list[str], *, capture_output: bool, text: bool, timeout: float, check: bool
+        self,
+        args: list[str],
+        *,
+        capture_output: bool,
+        text: bool,
+        timeout: float,
+        check: bool,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]: ...
 
 
@@ -85,6 +96,8 @@ def timedatectl_sync(*, timeout_s: float = 2.0, runner: _Runner | None = None) -
             text=True,
             timeout=timeout_s,
             check=False,
+            # Not our systemd notify socket: timedatectl would report its own errors into it.
+            env={k: v for k, v in os.environ.items() if k not in _SYSTEMD_NOTIFY_ENV},
         )
     except (OSError, subprocess.SubprocessError):  # not installed, timed out, not permitted
         return None

@@ -1,0 +1,208 @@
+"""The `edge-agent` command line: check, schema, --help everywhere, tail, policy explain, demo.
+
+Most verbs run in-process through `edge_agent.cli.main` (a child Python costs over a second here);
+the console script itself is exercised by `edge-agent --help` and the demo, as child processes.
+Our own small site (tests/fixtures/service/) is used wherever config/site.yaml is not the point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+from edge_agent.cli import build_parser, main
+from edge_agent.config import load_config
+from edge_agent.service import Service
+from tests.integration.test_service import FIXTURES, ROOT, edge_agent_cmd, running_sim, wait_until, write_site
+
+Cli = Callable[..., tuple[int, str, str]]
+EXPLAIN = ("policy", "explain", "--sim", "-c")
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Iterator[Cli]:
+    """main(argv) in-process: (exit code, stdout, stderr). Restores the logging set-up main() changes."""
+    saved = structlog.get_config()
+    levels = {n: logging.getLogger(n).level for n in ("pymodbus", "bacpypes3", "aiomqtt")}
+
+    def call(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            rc = main(list(argv))
+        except SystemExit as exc:  # argparse: --help, usage errors
+            rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        got = capsys.readouterr()
+        return rc, got.out, got.err
+
+    yield call
+    structlog.configure(**saved)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def _line_col(path: Path, needle: str, *, occurrence: int = 1, at: str | None = None) -> tuple[int, int]:
+    """1-based line of the n-th line containing `needle`, and the column of `at` (default: needle) in it."""
+    seen = 0
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if needle in line:
+            seen += 1
+            if seen == occurrence:
+                return i, line.index(at or needle) + 1
+    raise AssertionError(f"{needle!r} #{occurrence} not in {path}")
+
+
+# -- check ---------------------------------------------------------------------------------------
+
+
+def test_check_example_site_is_valid(cli: Cli) -> None:
+    rc, out, err = cli("check", str(ROOT / "config" / "site.yaml"))
+    assert rc == 0, out + err
+    assert "OK" in out
+
+
+def test_check_names_every_error_with_file_line_col(cli: Cli) -> None:
+    site = FIXTURES / "three_errors_site.yaml"
+    rc, out, err = cli("check", str(site))
+    assert rc == 2
+    text = out + err
+    key_line, key_col = _line_col(site, "interval_sec:")
+    addr_line, addr_col = _line_col(site, "address: 70000")
+    dup_line, dup_col = _line_col(site, "{id: f2.ls.power", occurrence=2, at="id:")
+    expected = [
+        (f"{site}:{key_line}:{key_col}: devices[0].interval_sec:", "unknown key"),
+        (f"{site}:{addr_line}:{addr_col}: devices[0].points[1].address:", "70000"),
+        (f"{site}:{dup_line}:{dup_col}: devices[1].points[1].id:", "duplicate point id 'f2.ls.power'"),
+    ]
+    for where, what in expected:
+        hits = [ln for ln in text.splitlines() if ln.startswith(where)]
+        assert hits and what in hits[0], f"missing {where} ... {what} in:\n{text}"
+    assert "3 error(s)" in text
+
+
+# -- schema and help -----------------------------------------------------------------------------
+
+
+def test_schema_prints_the_committed_json_schema(cli: Cli) -> None:
+    rc, out, err = cli("schema")
+    assert rc == 0, err
+    committed = json.loads((ROOT / "config" / "schema.json").read_text(encoding="utf-8"))
+    assert json.loads(out) == committed
+
+
+def _command_paths(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[str, ...]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name)
+                yield from _command_paths(sub, (*prefix, name))
+
+
+def test_help_of_every_subcommand_exits_0(cli: Cli) -> None:
+    paths = list(_command_paths(build_parser()))
+    assert {("run",), ("status",), ("tail",), ("audit", "verify"), ("policy", "explain")} <= set(paths)
+    for path in paths:
+        rc, out, err = cli(*path, "--help")
+        assert rc == 0, f"{' '.join(path)} --help: {err}"
+        assert out.startswith("usage: edge-agent " + " ".join(path)), out[:200]
+
+
+def test_console_script_help_exits_0(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*edge_agent_cmd(), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    for verb in ("run", "check", "status", "tail", "audit", "demo", "policy"):
+        assert verb in proc.stdout
+
+
+# -- tail on the database of a short run -----------------------------------------------------------
+
+
+async def test_tail_shows_readings_of_a_short_run(tmp_path: Path, cli: Cli) -> None:
+    async with running_sim() as sim:
+        assert sim.modbus_port is not None
+        cfg = load_config(write_site(tmp_path / "etc", sim_port=sim.modbus_port))
+        svc = Service(cfg, state_dir=tmp_path / "state")
+        run = asyncio.create_task(svc.run(), name="service")
+        try:
+            await wait_until(lambda: svc.outbox.stats().newest_seq >= 20, 10, "20 stored readings")
+        finally:
+            svc.agent.stop()
+            await asyncio.wait_for(run, 10)
+            newest = svc.outbox.stats().newest_seq  # after the final flush
+            svc.close()
+    db = svc.db_path
+    point_ids = {p.id for _, p in cfg.points()}
+
+    rc, out, err = cli("tail", "--db", str(db), "-n", "6", "--json")
+    assert rc == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["seq"] for r in rows] == list(range(newest - 5, newest + 1))
+    assert all(r["point"] in point_ids and r["quality"] == "good" for r in rows), rows
+    assert all(isinstance(r["value"], int | float) for r in rows), rows
+
+    rc, out, err = cli("tail", "--db", str(db), "-n", "6")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 6
+    for line, row in zip(lines, rows, strict=True):
+        assert line.split()[0] == str(row["seq"]) and row["point"] in line and "good" in line
+
+    rc, _, err = cli("tail", "--db", str(tmp_path / "nope.db"))
+    assert rc == 2 and "no state database" in err
+
+
+# -- policy explain --------------------------------------------------------------------------------
+
+
+def test_policy_explain_sim_decides_write_for_the_22c_unit(cli: Cli) -> None:
+    # sim/MANUAL.md 6: at 14:00 on working days in summer an occupant sets f2-ac1 to cool at 22 °C.
+    site = FIXTURES / "site.yaml"
+    rc, out, err = cli(*EXPLAIN, str(site), "--at", "2026-07-15T14:05", "--zone", "f2", "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["source"] == "simulator" and doc["day"]["working"] is True
+    assert doc["unreadable_points"] == []
+    (hit,) = [x for x in doc["explanations"] if x["point"] == "f2-ac1.setpoint"]
+    assert hit["decision"] == "write" and hit["rule"] == "hvac.summer_min_cooling"
+    assert hit["why"]["value"] == pytest.approx(22.0) and hit["why"]["limit_c"] == pytest.approx(26.0)
+    assert all(x["zone"] == "f2" for x in doc["explanations"])
+
+    # Before the occupant's change the unit sits at the limit: nothing to write.
+    rc, out, err = cli(*EXPLAIN, str(site), "--at", "2026-07-15T11:00", "--zone", "f2", "--json")
+    assert rc == 0, err
+    before = [x for x in json.loads(out)["explanations"] if x["point"] == "f2-ac1.setpoint"]
+    assert before and all(x["decision"] != "write" for x in before), before
+
+
+# -- demo ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_demo_runs_and_prints_the_table(tmp_path: Path) -> None:
+    # Uses config/site.yaml (another engineer is converting its AC units and lights to BACnet): a failure
+    # here may come from that work in progress; the demo's BACnet port is fixed by that file.
+    proc = subprocess.run(
+        [*edge_agent_cmd(), "demo", "--duration", "8", "--state-dir", str(tmp_path / "state")],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "edge-agent demo" in out
+    assert re.search(r"^zone\s+AC unit\s+power\s+mode\s+setpoint\s+room\s+lights$", out, re.M), out[-3000:]
+    assert re.search(r"^meter point\s+code\s+value\s+quality$", out, re.M)
+    assert "audit trail (newest last):" in out
+    # 2026-07-15 14:00 (sim/MANUAL.md 6): f2-ac1 is set to 22 °C; the agent writes it back to 26.
+    assert re.search(r"WRITE\s+\S+: 22\.0 -> 26\.0 \(hvac\.summer_min_cooling\) ok", out), out[-3000:]
+    assert f"edge-agent audit verify --db {tmp_path / 'state'}" in out

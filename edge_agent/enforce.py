@@ -105,8 +105,11 @@ class Enforcer:
 
     async def run(self, *, beat: Any = None) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as the
+            # event is set, and this loop would then outlive the shutdown.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.tick_s)
+                async with asyncio.timeout(self.tick_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.cycle()

@@ -223,8 +223,9 @@ class Agent:
             now = loop.time()
             if next_at < now:  # overran: skip missed slots rather than bursting to catch up
                 next_at = now + interval - ((now - next_at) % interval)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=next_at - now)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see Enforcer.run
+                async with asyncio.timeout(next_at - now):
+                    await self._stop.wait()
 
     async def run(
         self, *, extra_tasks: Sequence[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = ()
@@ -260,10 +261,22 @@ class Agent:
             await self.close()
             self.log.info("agent stopped")
 
-    async def close(self) -> None:
-        for rt in self.devices.values():
+    async def close(self, *, timeout_s: float = 5.0) -> None:
+        """Close every driver at once (BACnet unsubscribes its COV, may relinquish), bounded in time so
+        a device that stopped answering cannot hold up a stop that systemd is waiting for."""
+
+        async def close_one(rt: _DeviceRuntime) -> None:
             with contextlib.suppress(Exception):
                 await rt.driver.close()
+
+        tasks = [asyncio.ensure_future(close_one(rt)) for rt in self.devices.values()]
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending)
+                self.log.warning("drivers did not close in time", pending=len(pending), timeout_s=timeout_s)
         for pool in self._pools.values():
             with contextlib.suppress(Exception):
                 await pool.close()

@@ -160,8 +160,9 @@ class Service:
         self.health.register("outbox", deadline_s=max(30.0, 5 * interval))
         last_limits = 0.0
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_wake.wait(), timeout=interval)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see Enforcer.run
+                async with asyncio.timeout(interval):
+                    await self._flush_wake.wait()
             self._flush_wake.clear()
             await self.flush()
             if time.monotonic() - last_limits > 30:

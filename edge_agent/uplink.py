@@ -336,8 +336,9 @@ class MqttUplinkService:
                     self.published_batches += 1
                     self.published_readings += n
                     continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=self.idle_poll_s)
+                with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel on 3.11
+                    async with asyncio.timeout(self.idle_poll_s):
+                        await wake.wait()
         finally:
             for _, _, t in inflight:
                 t.cancel()
@@ -371,5 +372,6 @@ class MqttUplinkService:
             if rows:
                 await self.outbox.aack_events(after)
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=self.idle_poll_s)
+            with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel on 3.11
+                async with asyncio.timeout(self.idle_poll_s):
+                    await wake.wait()

@@ -559,10 +559,11 @@ class BacnetDriver:
                     for p in self._by_objid[key]:
                         self._cov_values.pop(p.id, None)
             self._cov_wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as the
+            # event is set, and close() would then wait on this task for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._cov_wake.wait(), min(renew_s, _COV_RETRY_S) if failed else renew_s
-                )
+                async with asyncio.timeout(min(renew_s, _COV_RETRY_S) if failed else renew_s):
+                    await self._cov_wake.wait()
 
     async def _unsubscribe_all(self) -> None:
         for key, spid in list(self._spids.items()):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ from edge_agent.snapshot import Snapshot
 from policies.calendar import Calendar
 from policies.evaluate import evaluate
 from policies.params import PolicyParams, ZoneFacts
-from policies.types import Decision, Finding
+from policies.types import Finding, PointState, WriteIntent
 
 __all__ = ["ENFORCED_ROLES", "Enforcer", "build_calendar", "build_params", "exemption_check"]
 
@@ -86,6 +86,7 @@ class Enforcer:
         self.tick_s = tick_s
         self.log = get_logger(component="enforce")
         self._wake = asyncio.Event()
+        self._writing: set[str] = set()  # points with a write in flight
         self._active: dict[tuple[str, str, str], str] = {}  # (kind, subject, rule) -> reason
         self.counts: Counter[str] = Counter()
         self.last_enforcement: dict[str, Any] | None = None
@@ -104,33 +105,60 @@ class Enforcer:
                 return
 
     async def run(self, *, beat: Any = None) -> None:
-        while True:
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as the
-            # event is set, and this loop would then outlive the shutdown.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.tick_s):
-                    await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self.cycle()
-            except Exception:
-                self.log.exception("enforcement cycle failed")
-            if beat is not None:
-                beat()
-
-    def decide(self, now: datetime | None = None) -> Decision:
-        return evaluate(self.snapshot.for_policy(), now or self.clock.now(), self.calendar, self.params)
+        """Evaluate on every wake-up or tick; writes run as tasks of their own, so one device's
+        read-back delay never holds up a correction on another."""
+        writing: set[asyncio.Task[list[ActuationOutcome]]] = set()
+        try:
+            while True:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as
+                # the event is set, and this loop would then outlive the shutdown.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.tick_s):
+                        await self._wake.wait()
+                self._wake.clear()
+                try:
+                    intents, snap, now = self._evaluate()
+                except Exception:
+                    self.log.exception("enforcement cycle failed")
+                    continue
+                if intents:
+                    t = asyncio.create_task(self._apply(intents, snap, now), name="enforce:write")
+                    writing.add(t)
+                    t.add_done_callback(writing.discard)
+                if beat is not None:
+                    beat()
+        finally:
+            for t in writing:
+                t.cancel()
+            await asyncio.gather(*writing, return_exceptions=True)
 
     async def cycle(self) -> list[ActuationOutcome]:
+        """One evaluation and its writes, awaited (tests and tools drive the loop this way)."""
+        intents, snap, now = self._evaluate()
+        return await self._apply(intents, snap, now) if intents else []
+
+    def _evaluate(self) -> tuple[list[WriteIntent], Mapping[str, PointState], datetime]:
         now = self.clock.now()
         snap = self.snapshot.for_policy()
         decision = evaluate(snap, now, self.calendar, self.params)
         self.cycles += 1
         self.last_cycle = now
         self._record_findings(decision.findings)
-        if not decision.intents:
+        # A point whose write is still waiting for its read-back is not written again meanwhile.
+        intents = [i for i in decision.intents if i.point_id not in self._writing]
+        self._writing.update(i.point_id for i in intents)
+        return intents, snap, now
+
+    async def _apply(
+        self, intents: list[WriteIntent], snap: Mapping[str, PointState], now: datetime
+    ) -> list[ActuationOutcome]:
+        try:
+            outcomes = await self.actuator.apply(intents, snap)
+        except Exception:
+            self.log.exception("enforcement writes failed")
             return []
-        outcomes = await self.actuator.apply(decision.intents, snap)
+        finally:
+            self._writing.difference_update(i.point_id for i in intents)
         for o in outcomes:
             self.counts[o.status] += 1
             if o.ok or o.status == "readback_mismatch":

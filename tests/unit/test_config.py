@@ -344,9 +344,8 @@ def test_schemas_and_writer(tmp_path: Path) -> None:
 
 
 def test_point_model_lookup_follows_device_union() -> None:
-    from edge_agent.config import _device_point_models
-
     from drivers.bacnet.options import BacnetPoint
+    from edge_agent.config import _device_point_models
 
     assert _device_point_models() == {"modbus": ModbusPoint, "bacnet": BacnetPoint}
 

@@ -78,6 +78,9 @@ async def running(coro_fn: Callable[[], Any], name: str) -> AsyncIterator[asynci
         yield task
     finally:
         task.cancel()
+        # Bounded: a task that ignores its cancellation fails the test by name instead of hanging it.
+        done, _ = await asyncio.wait({task}, timeout=10)
+        assert done, f"task {name!r} did not stop within 10 s of being cancelled: {task.get_stack()}"
         with contextlib.suppress(asyncio.CancelledError):
             await task
 

@@ -194,7 +194,19 @@ class Service:
         self.audit.append(AuditKind.CLOCK_STEP, subject="clock", after=ev, reason="wall clock step detected")
 
     def status_doc(self) -> dict[str, Any]:
-        st = self.outbox.stats().as_dict()
+        stats = self.outbox.stats()
+        oldest = stats.oldest_ts
+        backlog = {
+            "readings": stats.backlog,
+            "oldest": oldest.isoformat() if oldest else None,
+            "age_s": round((self.clock.now() - oldest).total_seconds(), 1) if oldest else None,
+            "bytes": stats.bytes_on_disk,
+            **stats.as_dict(),
+        }
+        uplink: dict[str, Any] = {"configured": False}
+        if self.uplink is not None:
+            uplink = self.uplink.status()
+            uplink["published_total"] = uplink.get("published_readings")
         return {
             "agent": {
                 "gateway_id": self.cfg.site.gateway_id,
@@ -207,8 +219,8 @@ class Service:
                 "db": str(self.db_path),
             },
             "devices": [rt.status.as_dict() for rt in self.agent.devices.values()],
-            "backlog": st,
-            "uplink": self.uplink.status() if self.uplink is not None else {"configured": False},
+            "backlog": backlog,
+            "uplink": uplink,
             "enforcement": self.enforcer.as_dict(),
             "clock": self.monitor.as_dict(),
             "health": self.health.as_dict(),

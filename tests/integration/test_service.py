@@ -287,6 +287,9 @@ async def test_notify_watchdog_status_reload_and_stop(tmp_path: Path) -> None:
                 "main-meter": True, "f2-ls-meter": True, "f2-ac-meter": True, "f2-ac1": True,
             }  # fmt: skip
             assert doc["health"]["stalled"] == [] and doc["health"]["watchdog_pings"] >= 1
+            # the backlog under the keys the human view and the Prometheus page read (no broker configured)
+            assert doc["backlog"]["readings"] > 0 and doc["backlog"]["age_s"] >= 0
+            assert doc["uplink"] == {"configured": False}
 
             # SIGHUP with a good change (one device's interval): RELOADING=1, then READY=1, audited.
             db = state / "edge-agent.db"

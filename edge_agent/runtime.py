@@ -84,7 +84,6 @@ class Agent:
         self.first_cycle = asyncio.Event()
         self._stop = asyncio.Event()
         self._cycles_done: set[str] = set()
-        self.started_at = time.monotonic()
         self._tg: asyncio.TaskGroup | None = None
         for dev in config.site.devices:
             self._add_device(dev)
@@ -140,15 +139,9 @@ class Agent:
             "unchanged": len(new) - len(added) - len(changed),
         }
 
-    def driver_for_point(self, point_id: str) -> Driver:
-        return self.devices[self.snapshot.entry(point_id).device_id].driver
-
     def stop(self) -> None:
         self._stop.set()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
 
     async def poll_once(self, device_id: str) -> list[Reading]:
         """Read every point of one device now, update the snapshot, tell the listeners."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -100,6 +100,7 @@ class Actuator:
         clock: Clock,
         max_writes_per_hour: int,
         is_exempt: Callable[[str | None], bool] = lambda zone: False,
+        exempt_roles: Collection[str] | None = None,
         logger: Any = None,
         write_priority: int | None = None,
     ) -> None:
@@ -111,6 +112,9 @@ class Actuator:
         self._clock = clock
         self._max = max_writes_per_hour
         self._is_exempt = is_exempt
+        # Roles an exemption covers (None: every role). Policy exemptions are HVAC-only: an exempt
+        # server room's lights are still swept.
+        self._exempt_roles = None if exempt_roles is None else frozenset(exempt_roles)
         self._log = logger if logger is not None else structlog.get_logger("edge_agent.actuator")
         self._priority = write_priority  # BACnet priority (None: the driver's default); Modbus ignores it
         self._writes: dict[str, deque[float]] = defaultdict(deque)  # monotonic times of writes per point
@@ -220,7 +224,8 @@ class Actuator:
         # Exempt if any zone the point is known by is exempt (site.yaml, the intent, the snapshot).
         known = sorted({z for z in (intent.zone, point.zone, state.zone if state else None) if z is not None})
         candidates: list[str | None] = [*known] if known else [None]
-        for zone in candidates:
+        covered = self._exempt_roles is None or point.role in self._exempt_roles
+        for zone in candidates if covered else ():
             if self._is_exempt(zone):
                 return _Refusal("exempt_zone", f"zone {zone} of {pid} is exempt from enforcement")
         return _check_value(pid, point, intent.value)

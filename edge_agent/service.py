@@ -35,6 +35,7 @@ from edge_agent.status import PrometheusServer, StatusServer
 from edge_agent.store import open_state_db
 from edge_agent.timeintegrity import ClockMonitor, ClockStep
 from edge_agent.validate import ValidatedReading, Validator
+from policies.hvac import HVAC_ROLES  # what a policy exemption covers: not lighting
 
 __all__ = ["Service", "run_service", "state_paths", "state_socket"]
 
@@ -102,6 +103,7 @@ class Service:
             clock=self.clock,
             max_writes_per_hour=cfg.policy.enforcement.max_writes_per_point_per_hour,
             is_exempt=exemption_check(cfg, self.clock),
+            exempt_roles=HVAC_ROLES,
             logger=get_logger(component="actuator"),
         )
         self.enforcer = Enforcer(

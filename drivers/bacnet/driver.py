@@ -241,7 +241,9 @@ class BacnetDriver:
                     "timeout", f"no answer from {self.device.address} in {self.device.timeout_s} s"
                 ) from None
             except ErrorRejectAbortNack as exc:  # BaseException in bacpypes3
-                raise _Failure(error_code(exc), f"{kind}: {exc!r}") from None
+                code = error_code(exc)
+                # The code says it all; bacpypes3's repr of a PDU is an object address, not a reason.
+                raise _Failure(code, f"{kind} to {self.device.address}: {code.split(':', 1)[1]}") from None
             except (OSError, ValueError, TypeError, RuntimeError) as exc:
                 raise _Failure("bacnet:request-failed", f"{kind}: {exc}") from exc
 

@@ -462,3 +462,22 @@ def _check_envelope(rig: Rig, batch: list[tuple[str, Value, str | None]]) -> Non
         if o.reached_device:
             assert o.audit_seq is not None
     rig.close()
+
+
+async def test_exemption_limited_to_roles_leaves_other_writes_alone(rig: Rig) -> None:
+    """Policy exemptions are HVAC-only: an exempt zone's lights are still switched, its AC is not."""
+    lab_light = PointBase(id="light-lab.relay", role="light_relay", zone="lab", writable=True)
+    rig.points[lab_light.id] = ("ac-a", lab_light)
+    act = Actuator(
+        drivers={"ac-a": rig.a, "ac-b": rig.b, "mb-1": rig.m},
+        points=rig.points,
+        audit=rig.audit,
+        clock=rig.clock,
+        max_writes_per_hour=4,
+        is_exempt=lambda zone: zone == "lab",
+        exempt_roles={"setpoint", "cooling_setpoint", "heating_setpoint", "ac_mode", "ac_power"},
+    )
+    light, ac = await act.apply([intent(lab_light.id, False), intent(LAB.id, 26.0)])
+    assert light.ok and rig.a.values[lab_light.id] is False
+    assert ac.status == "refused" and ac.code == "exempt_zone"
+    assert LAB.id not in [c[0] for c in rig.a.calls]

@@ -405,6 +405,10 @@ class Ledger:
         self._gaps: list[tuple[str, float, float, int, float, int]] = []
         self._dirty: set[str] = set()
 
+    def baselines(self) -> dict[str, tuple[float, datetime]]:
+        """The last booked counter value and its time, per meter (persisted across restarts)."""
+        return {pid: (st.value, datetime.fromtimestamp(st.ts, UTC)) for pid, st in self._state.items()}
+
     @classmethod
     def from_config(cls, cfg: LoadedConfig, conn: sqlite3.Connection) -> Ledger:
         opts: LedgerOptions = cfg.site.ledger

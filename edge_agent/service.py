@@ -87,7 +87,7 @@ class Service:
         self.audit.on_append = self._audit_to_events
         self._ledger_conn = open_state_db(self.db_path)
         self.ledger = Ledger.from_config(cfg, self._ledger_conn)
-        self.validator = Validator(points=[p for _, p in cfg.points()])
+        self.validator = self._make_validator(cfg)
         self.monitor = ClockMonitor(clock=self.clock)
         self._pending: list[ValidatedReading] = []
         self._ledger_pending: list[ValidatedReading] = []
@@ -133,6 +133,14 @@ class Service:
         self.started = self.clock.now()
 
     # -- wiring ----------------------------------------------------------------------------------
+
+    def _make_validator(self, cfg: LoadedConfig) -> Validator:
+        """Counters resume from the ledger's persisted baselines, so a meter that went backwards while
+        the agent was stopped (or across a reload) is flagged on its first reading."""
+        validator = Validator(points=[p for _, p in cfg.points()])
+        for pid, (value, ts) in self.ledger.baselines().items():
+            validator.seed(pid, value, ts)
+        return validator
 
     def _refresh_maps(self) -> None:
         """Actuator maps are live dicts, updated in place on reload."""
@@ -259,7 +267,7 @@ class Service:
         old_policy = self.cfg.policy
         self.cfg = new
         self._refresh_maps()
-        self.validator = Validator(points=[p for _, p in new.points()])
+        self.validator = self._make_validator(new)
         self.actuator.reconfigure(
             max_writes_per_hour=new.policy.enforcement.max_writes_per_point_per_hour,
             is_exempt=exemption_check(new, self.clock),

@@ -85,6 +85,14 @@ class Validator:
         self.rebaseline_after = rebaseline_after
         self._state: dict[str, _CounterState] = {}
 
+    def seed(self, point_id: str, value: float, ts: datetime) -> None:
+        """Start a counter from a baseline kept elsewhere (the ledger's, after a restart or reload), so
+        the first reading is checked against the last one before the stop."""
+        point = self._points.get(point_id)
+        if point is not None and point.cumulative and point_id not in self._state:
+            rates: deque[float] = deque(maxlen=self.spike_window)
+            self._state[point_id] = _CounterState(last=value, last_ts=ts, rates=rates)
+
     def validate_many(self, readings: Sequence[Reading]) -> list[ValidatedReading]:
         return [self.validate(r) for r in readings]
 

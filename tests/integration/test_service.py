@@ -21,7 +21,7 @@ import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -471,3 +471,21 @@ async def test_watchdog_withheld_while_a_poll_loop_hangs(
         svc.close()
     assert run.result() == 0
     assert notifier.calls[-1][0] == "stopping"
+
+
+async def test_counter_baseline_survives_a_restart(tmp_path: Path) -> None:
+    """A meter that went backwards while the agent was stopped is flagged on its first reading after."""
+    from edge_agent.validate import ValidatedReading
+
+    cfg = load_config(write_site(tmp_path / "cfg", sim_port=1))
+    t0 = datetime(2026, 7, 15, 6, 0, tzinfo=UTC)
+    first = Service(cfg, state_dir=tmp_path / "state")
+    first.ledger.ingest([ValidatedReading(Reading("main.energy", 1000.0, t0, Quality.GOOD))])
+    first.close()
+
+    second = Service(cfg, state_dir=tmp_path / "state")  # a new process on the same state database
+    try:
+        later = Reading("main.energy", 990.0, t0 + timedelta(minutes=5), Quality.GOOD)
+        assert second.validator.validate(later).flags == ("counter_backwards",)
+    finally:
+        second.close()

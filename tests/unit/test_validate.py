@@ -95,3 +95,13 @@ def test_flags_never_change_readings(values: list[float]) -> None:
         out = v.validate(r)
         assert out.reading is r
         assert set(out.flags) <= {"rollover", "counter_reset", "counter_backwards", "spike"}
+
+
+def test_seeded_baseline_checks_the_first_reading_after_a_restart() -> None:
+    fresh = Validator(points=[pt()])
+    assert fresh.validate(rd(90.0, 10)).flags == ()  # no baseline: nothing to compare with
+    seeded = Validator(points=[pt(), pt(id="s", cumulative=False)])
+    seeded.seed("m1", 100.0, T0)
+    seeded.seed("s", 5.0, T0)  # not a counter: ignored
+    assert seeded.validate(rd(90.0, 10)).flags == ("counter_backwards",)
+    assert seeded.validate(rd(3.0, 11, "s")).flags == ()

@@ -266,9 +266,16 @@ class BacnetDriver:
         pts = [self._bacnet_point(p) for p in points]
         out: dict[int, Reading] = {}
         to_poll: list[int] = []
+        now = self.clock()
         for i, p in enumerate(pts):
             cached = self._cov_values.get(p.id)
-            if cached is not None and (p.object_type, p.instance) in self._spids:
+            # A notification newer than one poll interval stands in for a read. Older ones do not: a
+            # device that restarted and forgot our subscription goes quiet, and must not go stale.
+            if (
+                cached is not None
+                and (p.object_type, p.instance) in self._spids
+                and (now - cached.ts).total_seconds() < self.device.interval_s
+            ):
                 out[i] = cached
                 self.stats.cov_served += 1
             else:

@@ -6,7 +6,7 @@ import asyncio
 import random
 import socket
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -218,6 +218,12 @@ async def test_cov_update_arrives_without_a_poll(rig: Rig) -> None:
     readings = await d.read(pts)
     assert readings[0].value is want and d.stats.cov_served == 1
     assert d.stats.rpm_requests == rpm_before + 1
+    # a notification older than one poll interval is not trusted: the point is polled again (a device
+    # that restarted and forgot the subscription goes quiet and must not go stale)
+    d.clock = lambda: readings[0].ts + timedelta(seconds=d.device.interval_s + 1)
+    again = await d.read(pts)
+    assert again[0].value is want and d.stats.cov_served == 1
+    assert d.stats.rpm_requests == rpm_before + 2
 
 
 async def test_recovers_after_simulator_restart(rig: Rig) -> None:

@@ -400,10 +400,19 @@ class BuildingModbus:
             for reg in regs:
                 bank.map(reg.table, reg.address, reg.raw(building), writable=reg.set is not None)
             self.banks[unit] = bank
-        self._unsubscribe = building.subscribe(self._on_change)
+        self._building = building
+        self._unsubscribe: Callable[[], None] | None = None
+        self.open()
+
+    def open(self) -> None:
+        """Follow the model's changes (again, after close(): a simulator can be stopped and restarted)."""
+        if self._unsubscribe is None:
+            self._unsubscribe = self._building.subscribe(self._on_change)
 
     def close(self) -> None:
-        self._unsubscribe()
+        unsubscribe, self._unsubscribe = self._unsubscribe, None
+        if unsubscribe is not None:
+            unsubscribe()
 
     def refresh(self, units: list[int] | None = None) -> None:
         """Copy the model's state into the registers (after a step, or a change)."""

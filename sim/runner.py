@@ -122,6 +122,7 @@ class Simulator:
         """Listen on Modbus TCP and, with ``bacnet=True``, bind the BACnet/IP devices.
 
         Raises OSError naming the address when a port is taken (nothing is left listening then)."""
+        self.modbus.open()
         if self._task is not None:
             raise RuntimeError("simulator already started")
         await self.server.start(host=modbus_host, port=modbus_port)

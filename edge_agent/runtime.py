@@ -130,6 +130,8 @@ class Agent:
                 await rt.driver.close()
         for dev_id in added + changed:
             self._add_device(new[dev_id])
+            with contextlib.suppress(Exception):  # failures show up as bad readings in the loop
+                await self.devices[dev_id].driver.connect()  # BACnet: network + COV subscriptions
             if self._tg is not None:
                 self._tg.create_task(self._poll_loop(dev_id), name=f"poll:{dev_id}")
         return {
@@ -239,8 +241,8 @@ class Agent:
                 extras: list[asyncio.Task[None]] = [
                     tg.create_task(factory(), name=name) for name, factory in extra_tasks
                 ]
-                if "bacnet" in self._pools:
-                    extras.append(tg.create_task(self._cov_loop(), name="bacnet:cov"))
+                # Always: a reload may add the site's first BACnet device.
+                extras.append(tg.create_task(self._cov_loop(), name="bacnet:cov"))
                 for dev_id in self.devices:
                     tg.create_task(self._poll_loop(dev_id), name=f"poll:{dev_id}")
 

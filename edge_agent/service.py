@@ -263,6 +263,22 @@ class Service:
             )  # fmt: skip
             self.notifier.ready(self.status_line())
             return False
+        summary = await self.apply_config(new)
+        self.audit.append(
+            AuditKind.RELOAD, subject=str(path), after=summary, result="ok",
+            reason="configuration reloaded on SIGHUP",
+        )  # fmt: skip
+        if summary["policy_changed"]:
+            self.audit.append(
+                AuditKind.POLICY_CHANGED, subject=str(new.policy_path),
+                after={"sha256": _digest(new.policy_path)}, reason="policy.yaml changed on reload",
+            )  # fmt: skip
+        self.log.info("configuration reloaded", **summary)
+        self.notifier.ready(self.status_line())
+        return True
+
+    async def apply_config(self, new: LoadedConfig) -> dict[str, Any]:
+        """Swap to a validated configuration; only changed devices reconnect. Returns what changed."""
         summary = await self.agent.reconfigure(new)
         old_policy = self.cfg.policy
         self.cfg = new
@@ -275,20 +291,8 @@ class Service:
         self.enforcer.reconfigure(
             params=build_params(new), calendar=build_calendar(new, self.clock.now().year)
         )
-        policy_changed = new.policy != old_policy
-        summary["policy_changed"] = policy_changed
-        self.audit.append(
-            AuditKind.RELOAD, subject=str(path), after=summary, result="ok",
-            reason="configuration reloaded on SIGHUP",
-        )  # fmt: skip
-        if policy_changed:
-            self.audit.append(
-                AuditKind.POLICY_CHANGED, subject=str(new.policy_path),
-                after={"sha256": _digest(new.policy_path)}, reason="policy.yaml changed on reload",
-            )  # fmt: skip
-        self.log.info("configuration reloaded", **summary)
-        self.notifier.ready(self.status_line())
-        return True
+        summary["policy_changed"] = new.policy != old_policy
+        return summary
 
     # -- run -------------------------------------------------------------------------------------
 

@@ -194,3 +194,21 @@ async def test_occupant_setpoint_is_corrected_over_bacnet_by_cov(rig: Rig) -> No
     )
     assert rig.svc.agent.snapshot.reading(f"{uid}.setpoint").value == 26.0  # type: ignore[union-attr]
     assert verify(rig.svc._audit_conn).ok
+
+
+async def test_cov_still_drives_enforcement_after_a_reload_changes_the_device(rig: Rig) -> None:
+    """A reload that changes a BACnet device gives it a new driver: it must subscribe again."""
+    uid = "f2-ac2"
+    site = rig.cfg.site
+    devices = [d.model_copy(update={"timeout_s": 4.0}) if d.id == uid else d for d in site.devices]
+    summary = await rig.svc.apply_config(
+        dataclasses.replace(rig.cfg, site=rig.cfg.site.model_copy(update={"devices": devices}))
+    )
+    assert summary["changed"] == [uid]
+    driver = rig.svc.agent.devices[uid].driver
+    await wait_for(lambda: bool(driver._spids), 3.0)  # type: ignore[attr-defined]
+
+    ac = rig.building.ac_units[uid]
+    rig.building.set_setpoint(uid, 22.0, source="occupant")
+    took = await wait_for(lambda: ac.setpoint == 26.0, 2.0)  # poll interval is 30 s: only COV can do it
+    assert took < 2.0

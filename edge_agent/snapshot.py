@@ -19,6 +19,7 @@ class Entry:
     zone: str | None
     reading: Reading | None = None
     since: datetime | None = None  # first time the current value was seen
+    since_known: bool = False  # True once the value changed under our eyes (since = the change)
     last_good: datetime | None = None
 
 
@@ -67,6 +68,8 @@ class Snapshot:
                 continue  # a poll that read before a write's read-back must not undo it
             if prev is None or prev.value != r.value or prev.quality != r.quality:
                 e.since = r.ts
+                # Only a change between two good readings tells when it happened.
+                e.since_known = prev is not None and prev.ok and r.ok and prev.value != r.value
                 changed.append(r)
             e.reading = r
             if r.ok:
@@ -93,5 +96,6 @@ class Snapshot:
                 max=p.max,
                 states=p.states,
                 device_id=e.device_id,
+                since_known=e.since_known,
             )
         return out

@@ -235,7 +235,8 @@ def _switch_off_rules(
             assert st.stretch_start is not None
             since = on_point.since if on_point is not None else None
             keep_until = None
-            if since is not None and ah.override_min and since >= st.stretch_start:
+            known = on_point is not None and on_point.since_known
+            if since is not None and known and ah.override_min and since >= st.stretch_start:
                 keep_until = since + timedelta(minutes=ah.override_min)
             if keep_until is not None and ctx.now < keep_until:
                 local_until = keep_until.astimezone(ctx.tz)

@@ -155,7 +155,7 @@ def _light(
                     point=p.point_id,
                     why=why,
                 )
-            elif p.since >= day_start and ctx.now < p.since + override:
+            elif p.since_known and p.since >= day_start and ctx.now < p.since + override:
                 out.line(
                     zone,
                     "lighting",
@@ -192,8 +192,10 @@ def _light(
             )
         else:
             assert sched.stretch_start is not None
-            manual = p.since >= sched.stretch_start
-            due = p.since + override if manual else p.since
+            manual = p.since_known and p.since >= sched.stretch_start
+            # On since before this stretch began, or unknown (first seen): the next sweep takes it.
+            on_since = p.since if p.since_known else sched.stretch_start
+            due = p.since + override if manual else on_since
             why["last_sweep"] = None if sweep is None else sweep.isoformat()
             if sweep is not None and sweep >= due:
                 demands.append(
@@ -222,7 +224,8 @@ def _light(
                     "lighting.after_hours_sweep",
                     "skip",
                     f"{head}, {p.point_id} on, {sched.describe()}: "
-                    f"no sweep since it came on at {_hm(p.since, ctx)}",
+                    f"no sweep since it {'came on' if p.since_known else 'was first seen on'} at "
+                    f"{_hm(p.since, ctx)}",
                     point=p.point_id,
                     why=why,
                 )
@@ -326,7 +329,7 @@ def _daylight(
             point=p.point_id,
             why=why,
         )
-    elif ctx.now < p.since + override:
+    elif p.since_known and ctx.now < p.since + override:
         out.line(
             zone,
             "lighting",

@@ -26,6 +26,9 @@ class PointState:
     max: float | None = None
     states: Mapping[int, str] | None = None  # raw -> label for enumerations (ac_mode: off/cool/heat/fan/auto)
     device_id: str | None = None
+    # False while the point still holds the value it had when the agent first saw it (after a start or
+    # reload): `since` is then only "first seen", not when it changed, so it must not count as a switch-on.
+    since_known: bool = True
 
 
 Snapshot = Mapping[str, PointState]  # point id -> state

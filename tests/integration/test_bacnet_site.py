@@ -127,6 +127,10 @@ async def wait_for(cond: Any, timeout: float) -> float:
 async def test_every_point_reads_good_and_equals_the_model(rig: Rig) -> None:
     protocols = {d.protocol for d in rig.cfg.site.devices}
     assert protocols == {"modbus", "bacnet"}
+    # Startup corrections also switch the 1F lights off (daylight): once they are in, read every device
+    # again so the meters reflect the model after them.
+    await wait_for(lambda: _writes(rig.svc, "f1-l1") and _writes(rig.svc, "f1-l2"), 5.0)
+    await asyncio.gather(*(rig.svc.agent.poll_once(d) for d in rig.svc.agent.devices))
     checked = 0
     for dev in rig.cfg.site.devices:
         for p in dev.points:

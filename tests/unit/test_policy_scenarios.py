@@ -46,6 +46,7 @@ def pt(
     states: Mapping[int, str] | None = None,
     lo: float | None = None,
     hi: float | None = None,
+    since_known: bool = True,
 ) -> PointState:
     return PointState(
         point_id=pid,
@@ -60,6 +61,7 @@ def pt(
         max=hi,
         states=states,
         device_id=device,
+        since_known=since_known,
     )
 
 
@@ -472,3 +474,15 @@ def test_explain_is_json_ready() -> None:
     assert sp["why"]["day_kind"] == "working" and sp["why"]["limit_c"] == 26.0
     light = next(x for x in data if x["point"] == "f2.l1")
     assert light["why"]["schedule"] == "inside working period 13:30-18:00"
+
+
+def test_light_first_seen_on_after_hours_is_not_taken_for_a_manual_switch_on() -> None:
+    """After a restart the agent only knows when it first saw a light on: no override window for it."""
+    first_seen = at(2026, 7, 15, 21, 0)
+    known = snap(pt("f2.l1", "light_relay", "f2", True, since=first_seen))
+    unknown = snap(pt("f2.l1", "light_relay", "f2", True, since=first_seen, since_known=False))
+    d, _, _ = run(known, at(2026, 7, 15, 21, 5))
+    assert d.intents == ()  # switched on by hand at 21:00: respected for the override window
+    d, _, _ = run(unknown, at(2026, 7, 15, 21, 5))
+    assert intents_by_point(d) == {"f2.l1": False}  # found on at the 21:00 sweep
+    assert not any("by hand" in e for e in d.explanations)

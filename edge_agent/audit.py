@@ -599,7 +599,7 @@ def _diagnose(
 # --- CLI helpers (the lead wires `edge-agent audit verify|show` to these) -------------------------------
 
 
-class _UsageError(Exception):
+class _UsageError(ValueError):
     pass
 
 

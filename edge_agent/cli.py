@@ -30,7 +30,29 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 def _cmd_check(args: argparse.Namespace) -> int:
     from edge_agent.config import check_main
 
-    return check_main(args.site or args.config)
+    path = args.site or args.config
+    if not args.json:
+        return check_main(path)
+    import dataclasses
+    import json
+
+    from edge_agent.config import ConfigError, load_config
+
+    doc: dict[str, Any]
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        doc = {"ok": False, "issues": [dataclasses.asdict(i) for i in exc.issues]}
+    except OSError as exc:
+        doc = {"ok": False, "issues": [{"file": path, "line": 0, "col": 0, "path": "",
+                                        "message": exc.strerror or str(exc), "severity": "error"}]}
+    else:
+        doc = {
+            "ok": True, "devices": len(cfg.site.devices), "points": sum(1 for _ in cfg.points()),
+            "zones": len(cfg.site.zones), "issues": [dataclasses.asdict(i) for i in cfg.warnings],
+        }  # fmt: skip
+    print(json.dumps(doc, ensure_ascii=False))
+    return 0 if doc["ok"] else 2
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -142,9 +164,14 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from edge_agent.audit import show_main, verify_main
 
     db = _db_path(args)
+    key_file = args.key_file
+    if key_file is None and not args.db and Path(args.config).exists():
+        cfg = _load_or_exit(args.config)  # the key site.yaml names signs the chain
+        if cfg.site.storage.audit_key_file:
+            key_file = str(cfg.resolve(cfg.site.storage.audit_key_file))
     if args.audit == "verify":
-        return verify_main(db, args.key_file, as_json=args.json)
-    return show_main(db, args.since, args.json, args.key_file)
+        return verify_main(db, key_file, as_json=args.json)
+    return show_main(db, args.since, args.json, key_file)
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
@@ -206,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config(p)
     p.add_argument("site", nargs="?", help="site.yaml (same as -c)")
+    p.add_argument("--json", action="store_true", help="one JSON object: ok, counts and every issue")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser(
@@ -236,9 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "sim",
-        help="run the bundled building simulator (Modbus TCP) until Ctrl-C",
-        description="Run the bundled simulator of a small office building: meters, AC units "
-        "and lighting relays on one Modbus TCP endpoint. See sim/MANUAL.md for the register map.",
+        help="run the bundled building simulator (Modbus TCP + BACnet/IP) until Ctrl-C",
+        description="Run the bundled simulator of a small office building: meters, AC units and lighting "
+        "relays on one Modbus TCP endpoint, and AC units and lighting as BACnet/IP devices on 127.0.0.2-5 "
+        "(--no-bacnet to leave them out). sim/MANUAL.md is the register and object map.",
     )
     from sim.runner import add_arguments
 

@@ -21,7 +21,7 @@ from typing import Any
 from drivers.base import Reading
 from edge_agent import __version__
 from edge_agent.actuator import Actuator, supports_relinquish
-from edge_agent.audit import AuditKind, AuditLog, AuditRecord
+from edge_agent.audit import AuditKind, AuditLog, AuditRecord, load_key
 from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import ConfigError, LoadedConfig, load_config
 from edge_agent.enforce import Enforcer, build_calendar, build_params, exemption_check
@@ -80,7 +80,12 @@ class Service:
         self.agent = Agent(config=cfg, clock=self.clock, health=self.health)
         self._audit_conn = open_state_db(self.db_path)
         self._outbox_conn = open_state_db(self.db_path)
-        self.audit = AuditLog(conn=self._audit_conn, clock=self.clock)
+        key_file = cfg.site.storage.audit_key_file
+        self.audit = AuditLog(
+            conn=self._audit_conn,
+            clock=self.clock,
+            hmac_key=load_key(cfg.resolve(key_file)) if key_file else None,
+        )
         self.outbox = Outbox(
             conn=self._outbox_conn, options=cfg.site.storage, clock=self.clock, gateway_id=cfg.site.gateway_id
         )
@@ -396,7 +401,11 @@ class Service:
 async def run_service(
     cfg: LoadedConfig, *, state_dir: str | Path | None = None, clock: Clock | None = None
 ) -> int:
-    svc = Service(cfg, state_dir=state_dir, clock=clock)
+    try:
+        svc = Service(cfg, state_dir=state_dir, clock=clock)
+    except (ValueError, OSError) as exc:  # unreadable key file, state directory not writable, ...
+        get_logger().error("cannot start", error=str(exc))
+        return 2
     svc.install_signal_handlers()
     try:
         return await svc.run()

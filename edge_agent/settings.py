@@ -33,6 +33,11 @@ class StorageOptions(_Strict):
     retain_acked: int = Field(
         default=10_000, ge=0, description="Acknowledged readings kept for `edge-agent tail` before deletion"
     )
+    audit_key_file: str | None = Field(
+        default=None,
+        description="File holding an HMAC key (16+ bytes) that signs the audit chain; without it someone "
+        "who can edit the database can rebuild the chain. Readable by the service only",
+    )
 
 
 class MqttTls(_Strict):

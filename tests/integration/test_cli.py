@@ -86,6 +86,14 @@ def test_check_names_every_error_with_file_line_col(cli: Cli) -> None:
         hits = [ln for ln in text.splitlines() if ln.startswith(where)]
         assert hits and what in hits[0], f"missing {where} ... {what} in:\n{text}"
     assert "3 error(s)" in text
+    rc, out, _ = cli("check", "--json", str(site))
+    assert rc == 2
+    issues = json.loads(out)["issues"]
+    assert [(i["line"], i["col"], i["path"]) for i in issues] == [
+        (key_line, key_col, "devices[0].interval_sec"),
+        (addr_line, addr_col, "devices[0].points[1].address"),
+        (dup_line, dup_col, "devices[1].points[1].id"),
+    ]
 
 
 # -- schema and help -----------------------------------------------------------------------------

@@ -489,3 +489,33 @@ async def test_counter_baseline_survives_a_restart(tmp_path: Path) -> None:
         assert second.validator.validate(later).flags == ("counter_backwards",)
     finally:
         second.close()
+
+
+async def test_audit_key_file_signs_the_chain(tmp_path: Path) -> None:
+    """storage.audit_key_file: records are HMAC-signed; verify needs the key and finds it via site.yaml."""
+    from edge_agent.audit import AuditKind, verify_main
+
+    key = tmp_path / "cfg" / "audit.key"
+    key.parent.mkdir(parents=True)
+    key.write_text("0123456789abcdef0123456789abcdef\n")
+    site = write_site(
+        tmp_path / "cfg",
+        sim_port=1,
+        edit=lambda t: t.replace(
+            "storage: {path: state/edge-agent.db, commit_interval_s: 0.2}",
+            "storage: {path: state/edge-agent.db, commit_interval_s: 0.2, audit_key_file: audit.key}",
+        ),
+    )
+    svc = Service(load_config(site), state_dir=tmp_path / "state")
+    try:
+        rec = svc.audit.append(AuditKind.STARTUP, subject="gw", reason="test")
+        assert rec.alg == "hmac-sha256"
+    finally:
+        svc.close()
+    db = tmp_path / "state" / "edge-agent.db"
+    assert verify_main(db, None) == 2  # keyed chain, no key: a usage error, not "tampered"
+    assert verify_main(db, key) == 0
+    rc, _out, err = await run_cli(
+        "audit", "verify", "-c", str(site), "--state-dir", str(tmp_path / "state"), cwd=tmp_path
+    )
+    assert rc == 0, err  # the CLI takes the key file site.yaml names

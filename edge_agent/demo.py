@@ -189,9 +189,11 @@ async def _demo(cfg: LoadedConfig, args: argparse.Namespace, out: TextIO) -> int
     out.write(frame() + "\n\n")
     svc.close()
     db = svc.db_path
+    month = f"{agent.clock.now().astimezone(ZoneInfo(cfg.site.timezone)):%Y-%m}"
     out.write(
         f"state kept in {state_dir}\n  edge-agent audit verify --db {db}\n  edge-agent audit show --db {db}\n"
         f"  edge-agent tail --db {db}\n"
+        f"  edge-agent report --period {month} --db {db} --out reports/\n"
     )
     return 0
 

@@ -199,8 +199,7 @@ def test_policy_explain_sim_decides_write_for_the_22c_unit(cli: Cli) -> None:
 
 @pytest.mark.slow
 def test_demo_runs_and_prints_the_table(tmp_path: Path) -> None:
-    # Uses config/site.yaml (another engineer is converting its AC units and lights to BACnet): a failure
-    # here may come from that work in progress; the demo's BACnet port is fixed by that file.
+    # Uses config/site.yaml, whose BACnet ports are fixed: it fails if another demo or sim holds them.
     proc = subprocess.run(
         [*edge_agent_cmd(), "demo", "--duration", "8", "--state-dir", str(tmp_path / "state")],
         cwd=ROOT, capture_output=True, text=True, timeout=90,
@@ -214,3 +213,14 @@ def test_demo_runs_and_prints_the_table(tmp_path: Path) -> None:
     # 2026-07-15 14:00 (sim/MANUAL.md 6): f2-ac1 is set to 22 °C; the agent writes it back to 26.
     assert re.search(r"WRITE\s+\S+: 22\.0 -> 26\.0 \(hvac\.summer_min_cooling\) ok", out), out[-3000:]
     assert f"edge-agent audit verify --db {tmp_path / 'state'}" in out
+    # and the month's report from that run carries the correction in its enforcement section
+    db = tmp_path / "state" / "edge-agent.db"
+    assert f"edge-agent report --period 2026-07 --db {db}" in out
+    rep = subprocess.run(
+        [*edge_agent_cmd(), "report", "--period", "2026-07", "--db", str(db), "--format", "json",
+         "--out", str(tmp_path / "rep")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    doc = json.loads(next((tmp_path / "rep").glob("*.json")).read_text())
+    assert doc["enforcement"]["setpoint_corrections_total"] >= 1

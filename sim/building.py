@@ -579,11 +579,14 @@ class Building:
             ac.room_temp = target + (ac.room_temp - target) * math.exp(-dt / tau)
         self.outdoor_temp = outdoor_temperature(t1, seed=self.seed, tz=self.tz)
 
-    def step(self, dt_s: float, now: datetime | None = None) -> None:
+    def step(self, dt_s: float, now: datetime | None = None, *, max_substep_s: float = MAX_SUBSTEP_S) -> None:
         """Advance the model by ``dt_s`` seconds, ending at ``now`` (default: previous time + dt_s).
 
-        Firing script events due in the interval at their own times, and sub-stepping at most 60 s.
+        Firing script events due in the interval at their own times, and sub-stepping at most
+        ``max_substep_s`` (60 s; a season replay may take coarser steps).
         """
+        if max_substep_s <= 0:
+            raise ValueError(f"max_substep_s {max_substep_s} must be positive")
         if dt_s < 0:
             raise ValueError(f"dt_s {dt_s} is negative")
         end = now if now is not None else self.now + timedelta(seconds=dt_s)
@@ -593,7 +596,7 @@ class Building:
         events = self._events_between(max(t, self.now), end)
         for when, ev in [*events, (end, None)]:
             while t < when:
-                sub = min(MAX_SUBSTEP_S, (when - t).total_seconds())
+                sub = min(max_substep_s, (when - t).total_seconds())
                 self._integrate(t, sub)
                 t = min(when, t + timedelta(seconds=sub))
             self.now = when
@@ -604,9 +607,9 @@ class Building:
         self.now = end
         self._update_powers(end)
 
-    def advance_to(self, now: datetime) -> None:
+    def advance_to(self, now: datetime, *, max_substep_s: float = MAX_SUBSTEP_S) -> None:
         """Step from the model's current time to ``now``."""
-        self.step(max(0.0, (now - self.now).total_seconds()), now)
+        self.step(max(0.0, (now - self.now).total_seconds()), now, max_substep_s=max_substep_s)
 
     # ---- convenience for front ends and tests -----------------------------------------------------------
 

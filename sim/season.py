@@ -31,23 +31,8 @@ def fast_advance(b: Building, to: datetime, *, substep_s: float = DEFAULT_SUBSTE
     """Step ``b`` from its current time to ``to`` like ``Building.advance_to``, sub-steps <= substep_s."""
     if to.tzinfo is None:
         raise ValueError("to must be an aware datetime")
-    if substep_s <= 0:
-        raise ValueError(f"substep_s {substep_s} must be positive")
-    t = b.now
-    if to <= t:
-        return
-    for when, ev in [*b._events_between(t, to), (to, None)]:
-        while t < when:
-            sub = min(substep_s, (when - t).total_seconds())
-            b._integrate(t, sub)
-            t = min(when, t + timedelta(seconds=sub))
-        b.now = when
-        if ev is not None:
-            b.fired.append((when, ev.name))
-            for action in ev.actions:
-                b._apply(action, f"script:{ev.name}")
-    b.now = to
-    b._update_powers(to)
+    if to > b.now:
+        b.advance_to(to, max_substep_s=substep_s)
 
 
 def season(

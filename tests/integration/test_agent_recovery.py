@@ -7,9 +7,9 @@ import dataclasses
 from pathlib import Path
 
 from drivers.base import Quality
-from edge_agent.config import LoadedConfig, load_config
-from edge_agent.explain import retarget_modbus
-from edge_agent.runtime import Agent
+from edge_agent.cli.policy import retarget_modbus
+from edge_agent.config.load import LoadedConfig, load_config
+from edge_agent.service.agent import Agent
 from sim.runner import Simulator
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 """The `edge-agent` command line: check, schema, --help everywhere, tail, policy explain, demo.
 
-Most verbs run in-process through `edge_agent.cli.main` (a child Python costs over a second here);
+Most verbs run in-process through `edge_agent.cli.app` (a child Python costs over a second here);
 the console script itself is exercised by `edge-agent --help` and the demo, as child processes.
 Our own small site (tests/fixtures/service/) is used wherever config/site.yaml is not the point.
 """
@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import structlog
 
-from edge_agent.cli import build_parser, main
-from edge_agent.config import load_config
-from edge_agent.service import Service
+from edge_agent.cli.app import build_parser, main
+from edge_agent.config.load import load_config
+from edge_agent.service.service import Service
 from tests.integration.test_service import FIXTURES, ROOT, edge_agent_cmd, running_sim, wait_until, write_site
 
 Cli = Callable[..., tuple[int, str, str]]

@@ -130,7 +130,8 @@ def test_venv_holds_exactly_the_lock(installed: Installed) -> None:
         [
             str(py),
             "-c",
-            "import edge_agent.status, edge_agent.sdnotify, edge_agent.health, drivers, policies, sim",
+            "import edge_agent.ops.status, edge_agent.ops.sdnotify, edge_agent.ops.health,"
+            " drivers, policies, sim",
         ],
         capture_output=True,
         text=True,

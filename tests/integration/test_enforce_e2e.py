@@ -15,12 +15,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge_agent.actuator import ActuationOutcome
-from edge_agent.audit import AuditKind, verify
-from edge_agent.clock import FakeClock
-from edge_agent.config import load_config
-from edge_agent.explain import retarget_modbus
-from edge_agent.service import Service
+from edge_agent.cli.policy import retarget_modbus
+from edge_agent.config.load import load_config
+from edge_agent.core.clock import FakeClock
+from edge_agent.enforce.actuator import ActuationOutcome
+from edge_agent.service.service import Service
+from edge_agent.store.audit import AuditKind, verify
 from sim.modbus_map import AC_UNITS
 from sim.runner import Simulator
 

@@ -29,9 +29,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from drivers.base import PointBase, Quality, Reading, Value, WriteResult
-from edge_agent.config import load_config
-from edge_agent.service import Service
-from edge_agent.status import query_status
+from edge_agent.config.load import load_config
+from edge_agent.ops.status import query_status
+from edge_agent.service.service import Service
 from sim.runner import Simulator
 
 __all__ = [
@@ -475,7 +475,7 @@ async def test_watchdog_withheld_while_a_poll_loop_hangs(
 
 async def test_counter_baseline_survives_a_restart(tmp_path: Path) -> None:
     """A meter that went backwards while the agent was stopped is flagged on its first reading after."""
-    from edge_agent.validate import ValidatedReading
+    from edge_agent.core.validate import ValidatedReading
 
     cfg = load_config(write_site(tmp_path / "cfg", sim_port=1))
     t0 = datetime(2026, 7, 15, 6, 0, tzinfo=UTC)
@@ -493,7 +493,7 @@ async def test_counter_baseline_survives_a_restart(tmp_path: Path) -> None:
 
 async def test_audit_key_file_signs_the_chain(tmp_path: Path) -> None:
     """storage.audit_key_file: records are HMAC-signed; verify needs the key and finds it via site.yaml."""
-    from edge_agent.audit import AuditKind, verify_main
+    from edge_agent.store.audit import AuditKind, verify_main
 
     key = tmp_path / "cfg" / "audit.key"
     key.parent.mkdir(parents=True)

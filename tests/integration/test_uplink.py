@@ -15,12 +15,12 @@ import aiomqtt
 import pytest
 
 from drivers.base import Quality, Reading
-from edge_agent.clock import SystemClock
-from edge_agent.outbox import Outbox
-from edge_agent.settings import MqttTls, MqttUplink, StorageOptions
-from edge_agent.store import open_state_db
-from edge_agent.uplink import MqttUplinkService
-from edge_agent.validate import ValidatedReading
+from edge_agent.config.settings import MqttTls, MqttUplink, StorageOptions
+from edge_agent.core.clock import SystemClock
+from edge_agent.core.validate import ValidatedReading
+from edge_agent.store.db import open_state_db
+from edge_agent.store.outbox import Outbox
+from edge_agent.uplink.mqtt import MqttUplinkService
 from tests.integration.conftest import Broker
 
 PREFIX = "t"
@@ -289,7 +289,7 @@ async def test_storage_limit_drop_event_published(broker: Broker, tmp_path: Path
 
 @pytest.mark.parametrize("bad", ["nocolon", ""])
 def test_credentials_file_format(tmp_path: Path, bad: str) -> None:
-    from edge_agent.uplink import UplinkConfigError, read_credentials
+    from edge_agent.uplink.mqtt import UplinkConfigError, read_credentials
 
     f = tmp_path / "cred"
     f.write_text("user:pa:ss\n")

@@ -15,12 +15,12 @@ import sys
 from datetime import UTC, datetime
 
 from drivers.base import Quality, Reading
-from edge_agent.clock import SystemClock
-from edge_agent.outbox import Outbox
-from edge_agent.settings import MqttUplink, StorageOptions
-from edge_agent.store import open_state_db
-from edge_agent.uplink import MqttUplinkService
-from edge_agent.validate import ValidatedReading
+from edge_agent.config.settings import MqttUplink, StorageOptions
+from edge_agent.core.clock import SystemClock
+from edge_agent.core.validate import ValidatedReading
+from edge_agent.store.db import open_state_db
+from edge_agent.store.outbox import Outbox
+from edge_agent.uplink.mqtt import MqttUplinkService
 
 
 async def main(argv: list[str]) -> None:

@@ -16,10 +16,10 @@ from structlog.testing import capture_logs
 
 from drivers.base import Driver, PointBase, Reading, TransientError, Value, WriteResult
 from drivers.modbus.options import ModbusPoint
-from edge_agent.actuator import ActuationOutcome, Actuator
-from edge_agent.audit import AuditLog, AuditRecord, verify
-from edge_agent.clock import FakeClock
-from edge_agent.store import open_state_db
+from edge_agent.core.clock import FakeClock
+from edge_agent.enforce.actuator import ActuationOutcome, Actuator
+from edge_agent.store.audit import AuditLog, AuditRecord, verify
+from edge_agent.store.db import open_state_db
 from policies.types import PointState, WriteIntent
 
 START = datetime(2026, 7, 15, 6, 0, 0, tzinfo=UTC)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.audit import (
+from edge_agent.core.clock import FakeClock
+from edge_agent.store.audit import (
     GENESIS_HASH,
     AuditKind,
     AuditLog,
@@ -24,8 +25,7 @@ from edge_agent.audit import (
     verify,
     verify_main,
 )
-from edge_agent.clock import FakeClock
-from edge_agent.store import open_state_db
+from edge_agent.store.db import open_state_db
 
 START = datetime(2026, 7, 15, 6, 0, 0, tzinfo=UTC)
 KEY = b"0123456789abcdef-test-key"

@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.modbus.options import ModbusDevice, ModbusPoint
-from edge_agent import codes
-from edge_agent.config import (
+from edge_agent.config import codes
+from edge_agent.config.load import (
     ConfigError,
     ConfigIssue,
     LoadedConfig,
@@ -26,7 +26,7 @@ from edge_agent.config import (
     site_json_schema,
     write_schema_files,
 )
-from edge_agent.yamlmarks import Mark, YamlSyntaxError, format_path, parse_path, parse_yaml
+from edge_agent.config.yamlmarks import Mark, YamlSyntaxError, format_path, parse_path, parse_yaml
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "config"
 
@@ -345,7 +345,7 @@ def test_schemas_and_writer(tmp_path: Path) -> None:
 
 def test_point_model_lookup_follows_device_union() -> None:
     from drivers.bacnet.options import BacnetPoint
-    from edge_agent.config import _device_point_models
+    from edge_agent.config.load import _device_point_models
 
     assert _device_point_models() == {"modbus": ModbusPoint, "bacnet": BacnetPoint}
 
@@ -381,7 +381,7 @@ def test_error_mapping_through_a_two_protocol_union() -> None:
     from pydantic import BaseModel, ConfigDict, Field
 
     from drivers.base import PointBase
-    from edge_agent.config import _Collector, _validate
+    from edge_agent.config.load import _Collector, _validate
 
     class FakePoint(PointBase):
         channel: int = Field(ge=0, le=7)

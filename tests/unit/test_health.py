@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from edge_agent.clock import FakeClock
-from edge_agent.health import Health, UnknownLoopError
-from edge_agent.sdnotify import SdNotifier
+from edge_agent.core.clock import FakeClock
+from edge_agent.ops.health import Health, UnknownLoopError
+from edge_agent.ops.sdnotify import SdNotifier
 
 T0 = datetime(2025, 7, 1, 8, 0, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from edge_agent.kpi import DEFAULT_COAL_FACTORS, annual_kpis, coal_table, covered_days, pue, to_kgce
+from edge_agent.report.kpi import DEFAULT_COAL_FACTORS, annual_kpis, coal_table, covered_days, pue, to_kgce
 
 
 @dataclass(frozen=True)

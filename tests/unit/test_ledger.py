@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from drivers.base import Quality, Reading
-from edge_agent.ledger import Ledger, LedgerError, MeterInfo, canonical_unit, parse_period
-from edge_agent.store import open_state_db
-from edge_agent.validate import ValidatedReading
+from edge_agent.core.validate import ValidatedReading
+from edge_agent.store.db import open_state_db
+from edge_agent.store.ledger import Ledger, LedgerError, MeterInfo, canonical_unit, parse_period
 from tests.sitetext import example_site_without
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -219,7 +219,7 @@ def _site(tmp_path: Path, extra: str) -> Path:
 
 
 def test_meter_tree_errors_are_positioned(tmp_path: Path) -> None:
-    from edge_agent.config import ConfigError, load_config
+    from edge_agent.config.load import ConfigError, load_config
 
     site = _site(
         tmp_path,
@@ -242,8 +242,8 @@ def test_meter_tree_errors_are_positioned(tmp_path: Path) -> None:
 
 
 def test_meters_from_config_places_unlisted_meters(tmp_path: Path) -> None:
-    from edge_agent.config import load_config
-    from edge_agent.ledger import meters_from_config
+    from edge_agent.config.load import load_config
+    from edge_agent.store.ledger import meters_from_config
 
     cfg = load_config(
         _site(

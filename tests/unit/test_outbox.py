@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from drivers.base import Quality, Reading
-from edge_agent.clock import FakeClock
-from edge_agent.outbox import Outbox
-from edge_agent.settings import StorageOptions
-from edge_agent.store import open_state_db
-from edge_agent.validate import ValidatedReading
+from edge_agent.config.settings import StorageOptions
+from edge_agent.core.clock import FakeClock
+from edge_agent.core.validate import ValidatedReading
+from edge_agent.store.db import open_state_db
+from edge_agent.store.outbox import Outbox
 
 T0 = datetime(2025, 7, 1, 8, 0, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from edge_agent.sdnotify import SdNotifier, watchdog_interval
+from edge_agent.ops.sdnotify import SdNotifier, watchdog_interval
 
 
 @pytest.fixture

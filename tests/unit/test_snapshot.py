@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from drivers.base import PointBase, Quality, Reading
-from edge_agent.snapshot import Snapshot
+from edge_agent.core.snapshot import Snapshot
 
 T0 = datetime(2026, 7, 15, 13, 0, tzinfo=UTC)
 LIGHT = PointBase(id="l1", role="light_relay", zone="f1", writable=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from edge_agent.status import (
+from edge_agent.ops.status import (
     AgentNotRunningError,
     PrometheusServer,
     StatusServer,

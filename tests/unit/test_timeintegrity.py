@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from edge_agent.clock import FakeClock
-from edge_agent.timeintegrity import (
+from edge_agent.core.clock import FakeClock
+from edge_agent.core.timeintegrity import (
     CLOCK_STEP,
     CLOCK_UNSYNCED,
     ClockMonitor,

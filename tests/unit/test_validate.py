@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.base import PointBase, Quality, Reading
-from edge_agent.validate import Validator
+from edge_agent.core.validate import Validator
 
 T0 = datetime(2025, 7, 1, tzinfo=UTC)
 

@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 __all__ = ["add_arguments", "bench_enforce", "bench_enforce_main"]
 
-_ROOT = Path(__file__).resolve().parents[1]
+_ROOT = Path(__file__).resolve().parents[2]
 SITES = {
     "bacnet": _ROOT / "config" / "site.yaml",
     "modbus": _ROOT / "tests" / "fixtures" / "config" / "modbus_site.yaml",
@@ -58,11 +58,11 @@ def _pct(xs: list[float], q: float) -> float:
 async def bench_enforce(
     *, protocol: str, violations: int, config: Path | None, progress: Callable[[str], None]
 ) -> dict[str, Any]:
-    from edge_agent.clock import ScaledClock
-    from edge_agent.config import load_config
-    from edge_agent.explain import free_udp_port, retarget_to_sim
-    from edge_agent.logs import configure_logging
-    from edge_agent.service import Service
+    from edge_agent.cli.policy import free_udp_port, retarget_to_sim
+    from edge_agent.config.load import load_config
+    from edge_agent.core.clock import ScaledClock
+    from edge_agent.core.logs import configure_logging
+    from edge_agent.service.service import Service
     from sim.runner import Simulator
 
     configure_logging(level="error")

@@ -86,8 +86,8 @@ async def _throughput(seconds: float, progress: Any) -> dict[str, Any]:
     from drivers.bacnet.driver import BacnetDriver
     from drivers.bacnet.network import BacnetNetwork
     from drivers.bacnet.options import BacnetNetworkOptions
-    from edge_agent.bench import _interleaved
-    from edge_agent.explain import free_udp_port
+    from edge_agent.cli.policy import free_udp_port
+    from edge_agent.devtools.bench_modbus import _interleaved
 
     sim_port, local_port = free_udp_port(), free_udp_port(("127.0.0.1",))
     cmd = [sys.executable, "-m", "sim", "--port", "0", "--bacnet-port", str(sim_port), "--no-script"]
@@ -151,7 +151,7 @@ async def _cov_latency(changes: int, progress: Any) -> dict[str, float]:
     from drivers.bacnet.driver import BacnetDriver
     from drivers.bacnet.network import BacnetNetwork
     from drivers.bacnet.options import BacnetDevice, BacnetNetworkOptions, BacnetPoint
-    from edge_agent.explain import free_udp_port
+    from edge_agent.cli.policy import free_udp_port
     from sim.runner import Simulator
 
     sim = Simulator(seed=1, start=datetime(2026, 7, 15, 6, tzinfo=UTC), speed=0.0, script=False)
@@ -203,7 +203,7 @@ async def bench_bacnet(*, seconds: float, changes: int, progress: Any) -> dict[s
 
 
 def bench_bacnet_main(args: argparse.Namespace) -> int:
-    from edge_agent.logs import configure_logging
+    from edge_agent.core.logs import configure_logging
 
     configure_logging(level="error")
 

@@ -14,8 +14,8 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from drivers.base import Reading
-from edge_agent.config import LoadedConfig
-from edge_agent.snapshot import Snapshot
+from edge_agent.config.load import LoadedConfig
+from edge_agent.core.snapshot import Snapshot
 
 __all__ = ["render_table", "run_demo"]
 
@@ -121,9 +121,9 @@ def _recent_events(svc: Any, limit: int = 8) -> list[str]:
 
 
 async def _demo(cfg: LoadedConfig, args: argparse.Namespace, out: TextIO) -> int:
-    from edge_agent.clock import ScaledClock
-    from edge_agent.explain import parse_at, retarget_modbus
-    from edge_agent.service import Service
+    from edge_agent.cli.policy import parse_at, retarget_modbus
+    from edge_agent.core.clock import ScaledClock
+    from edge_agent.service.service import Service
     from sim.runner import Simulator
 
     start = parse_at(args.at, cfg.site.timezone) if args.at != "now" else parse_at(None, cfg.site.timezone)
@@ -199,8 +199,8 @@ async def _demo(cfg: LoadedConfig, args: argparse.Namespace, out: TextIO) -> int
 
 
 def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from edge_agent.cli import _load_or_exit
-    from edge_agent.logs import configure_logging
+    from edge_agent.cli.app import _load_or_exit
+    from edge_agent.core.logs import configure_logging
 
     configure_logging(level="warning")
     cfg = _load_or_exit(args.config)

@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge_agent.audit import AuditKind, AuditLog, AuditRecord
-from edge_agent.clock import SystemClock
-from edge_agent.codes import code_table
-from edge_agent.config import ConfigError, LoadedConfig, load_config
-from edge_agent.kpi import (
+from edge_agent.config.codes import code_table
+from edge_agent.config.load import ConfigError, LoadedConfig, load_config
+from edge_agent.core.clock import SystemClock
+from edge_agent.report.kpi import (
     PUE_TARGETS,
     annual_kpis,
     coal_table,
@@ -40,8 +39,9 @@ from edge_agent.kpi import (
     pue,
     to_kgce,
 )
-from edge_agent.ledger import Ledger, MeterTotals, Period, parse_period
-from edge_agent.store import open_state_db
+from edge_agent.store.audit import AuditKind, AuditLog, AuditRecord
+from edge_agent.store.db import open_state_db
+from edge_agent.store.ledger import Ledger, MeterTotals, Period, parse_period
 
 __all__ = [
     "FORMATS",
@@ -522,7 +522,7 @@ def write_reports(
         elif fmt == "csv":
             text = render_csv(report, ledger, cfg)
         else:
-            from edge_agent.report_html import render_html
+            from edge_agent.report.html import render_html
 
             text = render_html(report)
         path.write_text(text, encoding="utf-8")
@@ -531,7 +531,7 @@ def write_reports(
 
 
 def render_html(report: Mapping[str, Any]) -> str:
-    from edge_agent.report_html import render_html as _render
+    from edge_agent.report.html import render_html as _render
 
     return _render(report)
 
@@ -617,7 +617,7 @@ def simulate_into(
     from drivers.base import Quality, Reading
     from drivers.modbus.codec import decode
     from drivers.modbus.options import ModbusDevice, ModbusPoint
-    from edge_agent.validate import Validator
+    from edge_agent.core.validate import Validator
     from sim.modbus_map import REGISTER_MAP
     from sim.season import season
 

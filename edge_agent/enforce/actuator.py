@@ -35,8 +35,8 @@ from typing import Any, Literal
 import structlog
 
 from drivers.base import Driver, DriverError, PointBase, Value, WriteResult
-from edge_agent.audit import AuditKind, AuditLog
-from edge_agent.clock import Clock
+from edge_agent.core.clock import Clock
+from edge_agent.store.audit import AuditKind, AuditLog
 from policies.types import PointState, WriteIntent
 
 __all__ = [

@@ -16,8 +16,8 @@ from typing import Any, NoReturn
 
 import structlog
 
-from edge_agent.clock import Clock
-from edge_agent.sdnotify import Notifier
+from edge_agent.core.clock import Clock
+from edge_agent.ops.sdnotify import Notifier
 
 __all__ = ["Health", "LoopHealth", "UnknownLoopError"]
 

@@ -43,11 +43,11 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from drivers.base import PointBase, Quality, Reading
-from edge_agent.codes import category
-from edge_agent.store import ensure_schema
+from edge_agent.config.codes import category
+from edge_agent.store.db import ensure_schema
 
 if TYPE_CHECKING:
-    from edge_agent.config import LedgerOptions, LoadedConfig
+    from edge_agent.config.load import LedgerOptions, LoadedConfig
 
 __all__ = [
     "INTERVAL_S",

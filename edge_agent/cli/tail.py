@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from edge_agent.outbox import _COLS, Row, _decode
-from edge_agent.store import open_state_db
+from edge_agent.store.db import open_state_db
+from edge_agent.store.outbox import _COLS, Row, _decode
 
 __all__ = ["tail_main"]
 

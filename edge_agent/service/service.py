@@ -20,21 +20,21 @@ from typing import Any
 
 from drivers.base import Reading
 from edge_agent import __version__
-from edge_agent.actuator import Actuator, supports_relinquish
-from edge_agent.audit import AuditKind, AuditLog, AuditRecord, load_key
-from edge_agent.clock import Clock, SystemClock
-from edge_agent.config import ConfigError, LoadedConfig, load_config
-from edge_agent.enforce import Enforcer, build_calendar, build_params, exemption_check
-from edge_agent.health import Health
-from edge_agent.ledger import Ledger
-from edge_agent.logs import get_logger
-from edge_agent.outbox import Outbox
-from edge_agent.runtime import Agent
-from edge_agent.sdnotify import SdNotifier, watchdog_interval
-from edge_agent.status import PrometheusServer, StatusServer
-from edge_agent.store import open_state_db
-from edge_agent.timeintegrity import ClockMonitor, ClockStep
-from edge_agent.validate import ValidatedReading, Validator
+from edge_agent.config.load import ConfigError, LoadedConfig, load_config
+from edge_agent.core.clock import Clock, SystemClock
+from edge_agent.core.logs import get_logger
+from edge_agent.core.timeintegrity import ClockMonitor, ClockStep
+from edge_agent.core.validate import ValidatedReading, Validator
+from edge_agent.enforce.actuator import Actuator, supports_relinquish
+from edge_agent.enforce.loop import Enforcer, build_calendar, build_params, exemption_check
+from edge_agent.ops.health import Health
+from edge_agent.ops.sdnotify import SdNotifier, watchdog_interval
+from edge_agent.ops.status import PrometheusServer, StatusServer
+from edge_agent.service.agent import Agent
+from edge_agent.store.audit import AuditKind, AuditLog, AuditRecord, load_key
+from edge_agent.store.db import open_state_db
+from edge_agent.store.ledger import Ledger
+from edge_agent.store.outbox import Outbox
 from policies.hvac import HVAC_ROLES  # what a policy exemption covers: not lighting
 
 __all__ = ["Service", "run_service", "state_paths", "state_socket"]
@@ -122,7 +122,7 @@ class Service:
         )
         self.uplink: Any = None
         if cfg.site.uplink is not None:
-            from edge_agent.uplink import MqttUplinkService
+            from edge_agent.uplink.mqtt import MqttUplinkService
 
             self.uplink = MqttUplinkService(
                 options=cfg.site.uplink,

@@ -33,9 +33,9 @@ import policies.model as policy_model
 from drivers.bacnet.options import BacnetDevice, BacnetNetworkOptions
 from drivers.base import ENERGY_ROLES, PointBase
 from drivers.modbus.options import ModbusDevice, ModbusPoint, register_count
-from edge_agent.codes import BUILDING_TYPES, CODE_PATTERN, PROVINCE_PREFIXES, code_table, is_code
-from edge_agent.settings import MqttUplink, StatusOptions, StorageOptions
-from edge_agent.yamlmarks import YamlDoc, YamlPath, YamlSyntaxError, format_path, load_yaml, parse_path
+from edge_agent.config.codes import BUILDING_TYPES, CODE_PATTERN, PROVINCE_PREFIXES, code_table, is_code
+from edge_agent.config.settings import MqttUplink, StatusOptions, StorageOptions
+from edge_agent.config.yamlmarks import YamlDoc, YamlPath, YamlSyntaxError, format_path, load_yaml, parse_path
 from policies.model import Policy
 
 __all__ = [

@@ -36,10 +36,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from drivers.base import Value
-from edge_agent.clock import Clock
-from edge_agent.settings import StorageOptions
-from edge_agent.store import ensure_schema
-from edge_agent.validate import ValidatedReading
+from edge_agent.config.settings import StorageOptions
+from edge_agent.core.clock import Clock
+from edge_agent.core.validate import ValidatedReading
+from edge_agent.store.db import ensure_schema
 
 __all__ = ["DDL", "DropEvent", "EventRow", "Outbox", "OutboxStats", "Row", "format_ts"]
 

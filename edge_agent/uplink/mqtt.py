@@ -27,9 +27,9 @@ from typing import Any
 
 import aiomqtt
 
-from edge_agent.clock import Clock
-from edge_agent.outbox import Outbox, Row, format_ts
-from edge_agent.settings import MqttUplink
+from edge_agent.config.settings import MqttUplink
+from edge_agent.core.clock import Clock
+from edge_agent.store.outbox import Outbox, Row, format_ts
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from edge_agent.clock import Clock
+from edge_agent.core.clock import Clock
 
 __all__ = [
     "CLOCK_STEP",

@@ -42,8 +42,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO, TypeAlias
 
-from edge_agent.clock import Clock
-from edge_agent.store import ensure_schema, open_state_db
+from edge_agent.core.clock import Clock
+from edge_agent.store.db import ensure_schema, open_state_db
 
 __all__ = [
     "ALG_HMAC",

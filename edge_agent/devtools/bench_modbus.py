@@ -229,7 +229,7 @@ def main(args: argparse.Namespace) -> int:
             _print_table(res)
         return 0
     if args.bench == "uplink":
-        from edge_agent.bench_uplink import bench_uplink
+        from edge_agent.devtools.bench_uplink import bench_uplink
 
         progress(
             f"draining {args.readings:,} readings to mosquitto, then {args.baseline:,} one per message ..."

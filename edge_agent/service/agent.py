@@ -17,11 +17,11 @@ from drivers.bacnet.options import BacnetDevice, BacnetNetworkOptions
 from drivers.base import Driver, Reading
 from drivers.modbus.driver import EndpointPool, ModbusTcpDriver
 from drivers.modbus.options import ModbusDevice
-from edge_agent.clock import Clock, SystemClock
-from edge_agent.config import LoadedConfig
-from edge_agent.health import Health
-from edge_agent.logs import get_logger
-from edge_agent.snapshot import Snapshot
+from edge_agent.config.load import LoadedConfig
+from edge_agent.core.clock import Clock, SystemClock
+from edge_agent.core.logs import get_logger
+from edge_agent.core.snapshot import Snapshot
+from edge_agent.ops.health import Health
 
 __all__ = ["Agent", "DeviceStatus", "ReadingsListener"]
 

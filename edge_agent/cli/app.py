@@ -28,7 +28,7 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from edge_agent.config import check_main
+    from edge_agent.config.load import check_main
 
     path = args.site or args.config
     if not args.json:
@@ -36,7 +36,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from edge_agent.config import ConfigError, load_config
+    from edge_agent.config.load import ConfigError, load_config
 
     doc: dict[str, Any]
     try:
@@ -58,7 +58,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_schema(args: argparse.Namespace) -> int:
     import json
 
-    from edge_agent.config import policy_json_schema, site_json_schema, write_schema_files
+    from edge_agent.config.load import policy_json_schema, site_json_schema, write_schema_files
 
     if args.write:
         for path in write_schema_files(Path(args.write)):
@@ -70,7 +70,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _load_or_exit(path: str) -> Any:
-    from edge_agent.config import ConfigError, load_config
+    from edge_agent.config.load import ConfigError, load_config
 
     try:
         cfg = load_config(path)
@@ -87,8 +87,8 @@ def _load_or_exit(path: str) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from edge_agent.logs import configure_logging
-    from edge_agent.service import run_service
+    from edge_agent.core.logs import configure_logging
+    from edge_agent.service.service import run_service
 
     configure_logging(level=args.log_level, json=True if args.json_logs else None)
     cfg = _load_or_exit(args.config)
@@ -106,25 +106,25 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from edge_agent.demo import run_demo
+    from edge_agent.devtools.demo import run_demo
 
     return run_demo(args)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from edge_agent import bench
+    from edge_agent.devtools import bench_modbus as bench
 
     return bench.main(args)
 
 
 def _cmd_bench_bacnet(args: argparse.Namespace) -> int:
-    from edge_agent.bench_bacnet import bench_bacnet_main
+    from edge_agent.devtools.bench_bacnet import bench_bacnet_main
 
     return bench_bacnet_main(args)
 
 
 def _cmd_bench_enforce(args: argparse.Namespace) -> int:
-    from edge_agent.bench_enforce import bench_enforce_main
+    from edge_agent.devtools.bench_enforce import bench_enforce_main
 
     return bench_enforce_main(args)
 
@@ -133,35 +133,35 @@ def _db_path(args: argparse.Namespace) -> Path:
     """--db wins; else the state database site.yaml names (or the one under --state-dir)."""
     if getattr(args, "db", None):
         return Path(args.db)
-    from edge_agent.service import state_paths
+    from edge_agent.service.service import state_paths
 
     return state_paths(_load_or_exit(args.config), getattr(args, "state_dir", None))[0]
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from edge_agent.status import status_main
+    from edge_agent.ops.status import status_main
 
     sock = args.socket
     if sock is None and args.state_dir:
         # The socket under --state-dir does not depend on site.yaml: do not load (or need) one.
-        from edge_agent.service import state_socket
+        from edge_agent.service.service import state_socket
 
         sock = str(state_socket(args.state_dir))
     elif sock is None and Path(args.config).exists():
-        from edge_agent.service import state_paths
+        from edge_agent.service.service import state_paths
 
         sock = str(state_paths(_load_or_exit(args.config), None)[1])
     return status_main(sock, args.json)
 
 
 def _cmd_tail(args: argparse.Namespace) -> int:
-    from edge_agent.tail import tail_main
+    from edge_agent.cli.tail import tail_main
 
     return tail_main(_db_path(args), lines=args.lines, follow=args.follow, as_json=args.json)
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from edge_agent.audit import show_main, verify_main
+    from edge_agent.store.audit import show_main, verify_main
 
     db = _db_path(args)
     key_file = args.key_file
@@ -175,7 +175,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from edge_agent.explain import explain_main
+    from edge_agent.cli.policy import explain_main
 
     return explain_main(_load_or_exit(args.config), args)
 
@@ -208,7 +208,7 @@ def _cmd_discover(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from edge_agent.report import report_main
+    from edge_agent.report.build import report_main
 
     return report_main(args)
 
@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         "enforcement summary and data quality.",
     )
     _add_config(p)
-    from edge_agent.report import add_report_arguments
+    from edge_agent.report.build import add_report_arguments
 
     add_report_arguments(p)
     p.set_defaults(func=_cmd_report)
@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
         "agent's RPM batches, one ReadProperty per point, and a bare bacpypes3 RPM loop; then measure COV "
         "latency (change at the simulator to value in the agent).",
     )
-    from edge_agent.bench_bacnet import add_arguments as add_bacnet_arguments
+    from edge_agent.devtools.bench_bacnet import add_arguments as add_bacnet_arguments
 
     add_bacnet_arguments(b)
     b.set_defaults(func=_cmd_bench_bacnet)
@@ -429,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Make at least 200 violations (22 °C in cool on a July working day) at the simulator and "
         "time each until the agent has written 26 °C and read it back.",
     )
-    from edge_agent.bench_enforce import add_arguments as add_enforce_arguments
+    from edge_agent.devtools.bench_enforce import add_arguments as add_enforce_arguments
 
     add_enforce_arguments(b)
     b.set_defaults(func=_cmd_bench_enforce)
@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command not in ("run", "demo"):  # those two set up logging themselves
-        from edge_agent.logs import configure_logging
+        from edge_agent.core.logs import configure_logging
 
         configure_logging(level="warning")
     try:

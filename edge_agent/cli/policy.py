@@ -13,10 +13,10 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge_agent.clock import FakeClock
-from edge_agent.config import LoadedConfig
-from edge_agent.enforce import build_calendar, build_params
-from edge_agent.runtime import Agent
+from edge_agent.config.load import LoadedConfig
+from edge_agent.core.clock import FakeClock
+from edge_agent.enforce.loop import build_calendar, build_params
+from edge_agent.service.agent import Agent
 from policies.evaluate import explain
 
 __all__ = [

@@ -14,12 +14,12 @@ from datetime import datetime
 from typing import Any
 
 from drivers.base import Quality, Reading
-from edge_agent.actuator import ActuationOutcome, Actuator
-from edge_agent.audit import AuditLog
-from edge_agent.clock import Clock
-from edge_agent.config import LoadedConfig
-from edge_agent.logs import get_logger
-from edge_agent.snapshot import Snapshot
+from edge_agent.config.load import LoadedConfig
+from edge_agent.core.clock import Clock
+from edge_agent.core.logs import get_logger
+from edge_agent.core.snapshot import Snapshot
+from edge_agent.enforce.actuator import ActuationOutcome, Actuator
+from edge_agent.store.audit import AuditLog
 from policies.calendar import Calendar
 from policies.evaluate import evaluate
 from policies.params import PolicyParams, ZoneFacts

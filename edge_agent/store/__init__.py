@@ -1,0 +1,2 @@
+"""The state database: outbox (where a reading gets its sequence number), audit chain and its verification,
+energy ledger."""

@@ -1,0 +1,1 @@
+"""Upstream delivery from the outbox: MQTT today."""

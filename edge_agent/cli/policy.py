@@ -6,132 +6,53 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import sys
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from edge_agent.cli.common import add_config, load_or_exit
 from edge_agent.config.load import LoadedConfig
-from edge_agent.core.clock import FakeClock
+from edge_agent.core.clock import FakeClock, parse_at
 from edge_agent.enforce.loop import build_calendar, build_params
-from edge_agent.service.agent import Agent
+from edge_agent.service.agent import Agent, read_once
 from policies.evaluate import explain
 
-__all__ = [
-    "explain_main",
-    "free_udp_port",
-    "parse_at",
-    "retarget_bacnet",
-    "retarget_modbus",
-    "retarget_to_sim",
-    "uses_bacnet",
-]
-_LOOPBACK_HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
+__all__ = ["explain_main", "register"]
 
 
-def parse_at(text: str | None, tz: str) -> datetime:
-    if not text:
-        return datetime.now(ZoneInfo(tz))
-    at = datetime.fromisoformat(text)
-    return at if at.tzinfo else at.replace(tzinfo=ZoneInfo(tz))
-
-
-def retarget_modbus(cfg: LoadedConfig, host: str, port: int) -> LoadedConfig:
-    """The same site with every Modbus device pointed at one endpoint (the in-process simulator)."""
-    devices = [
-        d.model_copy(update={"host": host, "port": port}) if d.protocol == "modbus" else d
-        for d in cfg.site.devices
-    ]
-    return dataclasses.replace(cfg, site=cfg.site.model_copy(update={"devices": devices}))
-
-
-def retarget_bacnet(cfg: LoadedConfig, *, local_address: str, device_port: int) -> LoadedConfig:
-    """The same site with every BACnet device moved to ``device_port`` (host kept: the simulator's
-    devices sit at 127.0.0.2-.5) and the gateway's own port bound at ``local_address``."""
-    from drivers.bacnet.options import BacnetNetworkOptions, parse_address
-
-    devices = []
-    for d in cfg.site.devices:
-        if d.protocol == "bacnet":
-            ip, _prefix, _port = parse_address(d.address)
-            d = d.model_copy(update={"address": f"{ip}:{device_port}"})
-        devices.append(d)
-    net = (cfg.site.bacnet or BacnetNetworkOptions()).model_copy(update={"local_address": local_address})
-    return dataclasses.replace(cfg, site=cfg.site.model_copy(update={"devices": devices, "bacnet": net}))
-
-
-def free_udp_port(hosts: tuple[str, ...] = _LOOPBACK_HOSTS) -> int:
-    """A UDP port free on every loopback host the simulator and the agent use (BACnet needs one port on
-    all of them, so port 0 does not do)."""
-    import random
-    import socket
-
-    for _ in range(200):
-        port = random.randint(20000, 60000)
-        socks: list[socket.socket] = []
-        try:
-            for h in hosts:
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind((h, port))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return port
-    raise OSError("no free UDP port found on 127.0.0.1-5")
-
-
-def uses_bacnet(cfg: LoadedConfig) -> bool:
-    return any(d.protocol == "bacnet" for d in cfg.site.devices)
-
-
-def retarget_to_sim(cfg: LoadedConfig, sim: Any, *, local_port: int | None = None) -> LoadedConfig:
-    """Point the site at a started simulator: Modbus at its endpoint, BACnet at its device port with the
-    agent bound on 127.0.0.1 (``local_port``, default: a free one)."""
-    assert sim.modbus_port is not None
-    out = retarget_modbus(cfg, sim.modbus_host or "127.0.0.1", sim.modbus_port)
-    if sim.bacnet is not None and uses_bacnet(cfg):
-        port = local_port if local_port is not None else free_udp_port(("127.0.0.1",))
-        out = retarget_bacnet(out, local_address=f"127.0.0.1:{port}", device_port=sim.bacnet.port)
-    return out
-
-
-async def _read_all(cfg: LoadedConfig, at: datetime) -> Agent:
-    agent = Agent(config=cfg, clock=FakeClock(at))
-    try:
-        for rt in agent.devices.values():
-            try:
-                await rt.driver.connect()
-            except Exception:  # shows as bad readings below
-                pass
-        await asyncio.gather(*(agent.poll_once(dev_id) for dev_id in agent.devices))
-    finally:
-        await agent.close()
-    return agent
+def register(sub: Any) -> None:
+    p = sub.add_parser("policy", help="policy tools: explain what the policy decides and why")
+    psub = p.add_subparsers(dest="policy_cmd", metavar="ACTION", required=True)
+    e = psub.add_parser(
+        "explain",
+        help="dry run: what policy.yaml decides for each zone and rule, and why",
+        description="Read every device once (or the bundled simulator with --sim), evaluate "
+        "the policy at --at, and print per zone and rule what it would do and why: season, "
+        "holiday or make-up working day, schedule window, exemption, rate limit. Writes nothing.",
+    )
+    add_config(e)
+    e.add_argument(
+        "--at", metavar="TIME", help="ISO time to evaluate at (default: now); site timezone if none"
+    )
+    e.add_argument("--zone", help="only this zone")
+    e.add_argument(
+        "--sim",
+        action="store_true",
+        help="read from the bundled simulator started in-process at --at, not the real devices",
+    )
+    e.add_argument("--json", action="store_true", help="JSON output")
+    e.set_defaults(func=lambda args: explain_main(load_or_exit(args.config), args))
 
 
 async def _snapshot(cfg: LoadedConfig, at: datetime, use_sim: bool) -> Agent:
     if not use_sim:
-        return await _read_all(cfg, at)
-    from sim.runner import Simulator
+        return await read_once(cfg, FakeClock(at))
+    from edge_agent.devtools.simwire import simulated_site
 
-    sim = Simulator(seed=1, start=at, speed=0.0)
-    bacnet = uses_bacnet(cfg)
-    # BACnet needs one fixed UDP port on 127.0.0.2-.5; pick a free one so a running demo does not collide.
-    await sim.start(
-        modbus_host="127.0.0.1",
-        modbus_port=0,
-        bacnet=bacnet,
-        bacnet_port=free_udp_port() if bacnet else 47808,
-    )
-    try:
-        return await _read_all(retarget_to_sim(cfg, sim), at)
-    finally:
-        await sim.stop()
+    async with simulated_site(cfg, at) as sim_cfg:
+        return await read_once(sim_cfg, FakeClock(at))
 
 
 def explain_main(cfg: LoadedConfig, args: argparse.Namespace) -> int:

@@ -7,19 +7,31 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+from edge_agent.cli.common import add_config, db_path
 from edge_agent.store.db import open_state_db
-from edge_agent.store.outbox import _COLS, Row, _decode
+from edge_agent.store.outbox import Row, readings_after
 
-__all__ = ["tail_main"]
+__all__ = ["register", "tail_main"]
 
 
-def _rows_after(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[Row]:
-    rows = conn.execute(
-        f"SELECT {_COLS} FROM outbox_readings WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
-    ).fetchall()
-    return [_decode(t) for t in rows]
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "tail",
+        help="show the newest readings in the outbox (works with no broker configured)",
+        description="Print the newest stored readings (seq, time, point, value, quality, flags) "
+        "from the state database; --follow keeps printing new ones.",
+    )
+    add_config(p)
+    p.add_argument("--db", help="state database (default: storage.path from site.yaml)")
+    p.add_argument("--state-dir", metavar="DIR", help="the --state-dir the agent runs with")
+    p.add_argument("-n", "--lines", type=int, default=20, help="how many readings to show first (default 20)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new readings until Ctrl-C")
+    p.add_argument("--json", action="store_true", help="JSON lines (the uplink payload's reading objects)")
+    p.set_defaults(
+        func=lambda args: tail_main(db_path(args), lines=args.lines, follow=args.follow, as_json=args.json)
+    )
 
 
 def _print(rows: list[Row], as_json: bool, out: TextIO) -> None:
@@ -49,12 +61,12 @@ def tail_main(db: str | Path, *, lines: int, follow: bool, as_json: bool, out: T
         except sqlite3.OperationalError as exc:
             print(f"{path}: not an edge-agent state database ({exc})", file=sys.stderr)
             return 2
-        rows = _rows_after(conn, max(0, last - lines), lines)
+        rows = readings_after(conn, max(0, last - lines), lines)
         _print(rows, as_json, out)
         last = rows[-1].seq if rows else last
         while follow:
             time.sleep(0.5)
-            rows = _rows_after(conn, last, 1000)
+            rows = readings_after(conn, last, 1000)
             if rows:
                 _print(rows, as_json, out)
                 last = rows[-1].seq

@@ -17,13 +17,12 @@ import difflib
 import json
 import os
 import re
-import sys
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
@@ -52,7 +51,6 @@ __all__ = [
     "Site",
     "Targets",
     "Zone",
-    "check_main",
     "load_config",
     "policy_json_schema",
     "render_schema",
@@ -920,30 +918,3 @@ def write_schema_files(config_dir: Path) -> list[Path]:
         path.write_text(render_schema(schema), encoding="utf-8")
         written.append(path)
     return written
-
-
-# --------------------------------------------------------------------------------------------- check
-
-
-def check_main(path: str | Path, *, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
-    """`edge-agent check`: issues to stderr, a one-line summary to stdout; 0 valid, 2 invalid."""
-    out = out if out is not None else sys.stdout
-    err = err if err is not None else sys.stderr
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        for issue in exc.issues:
-            print(issue, file=err)
-        n_err, n_warn = len(exc.errors), len(exc.issues) - len(exc.errors)
-        print(f"{path}: INVALID, {n_err} error(s), {n_warn} warning(s)", file=err)
-        return 2
-    for issue in cfg.warnings:
-        print(issue, file=err)
-    n_points = sum(1 for _ in cfg.points())
-    warn = f", {len(cfg.warnings)} warning(s)" if cfg.warnings else ""
-    print(
-        f"{path}: OK, {len(cfg.site.devices)} device(s), {n_points} point(s), {len(cfg.site.zones)} zone(s), "
-        f"policy {os.path.normpath(Path(path).parent / cfg.site.policy)}{warn}",
-        file=out,
-    )
-    return 0

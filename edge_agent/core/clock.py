@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
-__all__ = ["Clock", "FakeClock", "ScaledClock", "SystemClock"]
+__all__ = ["Clock", "FakeClock", "ScaledClock", "SystemClock", "parse_at"]
 
 
 class Clock(Protocol):
@@ -66,3 +67,11 @@ class ScaledClock:
 
     def monotonic(self) -> float:
         return (time.monotonic() - self._m0) * self._speed
+
+
+def parse_at(text: str | None, tz: str) -> datetime:
+    """An ISO time from the command line (naive: site time ``tz``); None or empty: now."""
+    if not text:
+        return datetime.now(ZoneInfo(tz))
+    at = datetime.fromisoformat(text)
+    return at if at.tzinfo else at.replace(tzinfo=ZoneInfo(tz))

@@ -13,10 +13,8 @@ the runtime queues straight into the snapshot), p50/p95 over ``--changes`` chang
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import json
 import statistics
 import subprocess
 import sys
@@ -24,13 +22,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["add_arguments", "bench_bacnet", "bench_bacnet_main"]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seconds", type=float, default=6.0, help="measuring time per method, interleaved")
-    parser.add_argument("--changes", type=int, default=100, help="COV changes timed (default 100)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+__all__ = ["bench_bacnet"]
 
 
 def _devices(port: int) -> list[Any]:
@@ -86,8 +78,8 @@ async def _throughput(seconds: float, progress: Any) -> dict[str, Any]:
     from drivers.bacnet.driver import BacnetDriver
     from drivers.bacnet.network import BacnetNetwork
     from drivers.bacnet.options import BacnetNetworkOptions
-    from edge_agent.cli.policy import free_udp_port
-    from edge_agent.devtools.bench_modbus import _interleaved
+    from edge_agent.devtools.measure import interleaved
+    from edge_agent.devtools.simwire import free_udp_port
 
     sim_port, local_port = free_udp_port(), free_udp_port(("127.0.0.1",))
     cmd = [sys.executable, "-m", "sim", "--port", "0", "--bacnet-port", str(sim_port), "--no-script"]
@@ -129,7 +121,7 @@ async def _throughput(seconds: float, progress: Any) -> dict[str, Any]:
 
             return sum(await asyncio.gather(*(one(*b) for b in batches)))
 
-        measured = await _interleaved(
+        measured = await interleaved(
             {"rpm": planned, "per_point": per_point, "ceiling": ceiling}, seconds * 3, 6, progress
         )
         res: dict[str, Any] = dict(measured)
@@ -151,7 +143,7 @@ async def _cov_latency(changes: int, progress: Any) -> dict[str, float]:
     from drivers.bacnet.driver import BacnetDriver
     from drivers.bacnet.network import BacnetNetwork
     from drivers.bacnet.options import BacnetDevice, BacnetNetworkOptions, BacnetPoint
-    from edge_agent.cli.policy import free_udp_port
+    from edge_agent.devtools.simwire import free_udp_port
     from sim.runner import Simulator
 
     sim = Simulator(seed=1, start=datetime(2026, 7, 15, 6, tzinfo=UTC), speed=0.0, script=False)
@@ -200,37 +192,3 @@ async def bench_bacnet(*, seconds: float, changes: int, progress: Any) -> dict[s
     res = await _throughput(seconds, progress)
     res["cov_latency_ms"] = await _cov_latency(changes, progress)
     return res
-
-
-def bench_bacnet_main(args: argparse.Namespace) -> int:
-    from edge_agent.core.logs import configure_logging
-
-    configure_logging(level="error")
-
-    def progress(msg: str) -> None:
-        if not args.json:
-            print(msg, file=sys.stderr, flush=True)
-
-    res = asyncio.run(bench_bacnet(seconds=args.seconds, changes=args.changes, progress=progress))
-    if args.json:
-        out = {
-            k: {m: res[k][m] for m in ("points_per_s", "cpu_s_per_1k_points")}
-            for k in ("rpm", "per_point", "ceiling")
-        }
-        print(json.dumps({**out, "cov_latency_ms": res["cov_latency_ms"]}))
-        return 0
-    print(f"\nBACnet/IP on loopback, {res['points']} objects on 4 devices (simulator in a child process)")
-    print(f"{'method':<40} {'points/s':>10} {'CPU s / 1k points':>18}")
-    for key, label in (
-        ("rpm", "(a) edge-agent RPM batches"),
-        ("per_point", "(b) one ReadProperty per property"),
-        ("ceiling", "(c) bare bacpypes3 RPM, same objects"),
-    ):
-        r = res[key]
-        print(f"{label:<40} {r['points_per_s']:>10,.0f} {r['cpu_s_per_1k_points']:>18.4f}")
-    cov = res["cov_latency_ms"]
-    print(
-        f"bad readings during (a): {res['rpm']['bad_readings']}; COV latency (model change -> driver, "
-        f"in-process simulator): p50 {cov['p50']} ms, p95 {cov['p95']} ms"
-    )
-    return 0

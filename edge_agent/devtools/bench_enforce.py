@@ -13,15 +13,12 @@ not of this bench. Targets: Modbus p95 <= poll interval + 250 ms; BACnet (COV-dr
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-__all__ = ["add_arguments", "bench_enforce", "bench_enforce_main"]
+__all__ = ["BENCH_WRITE_LIMIT", "SITES", "bench_enforce"]
 
 _ROOT = Path(__file__).resolve().parents[2]
 SITES = {
@@ -38,16 +35,7 @@ SITES = {
     "modbus": _ROOT / "tests" / "fixtures" / "config" / "modbus_site.yaml",
 }
 _START = datetime(2026, 7, 15, 14, 0, 30, tzinfo=ZoneInfo("Asia/Shanghai"))
-_BENCH_WRITE_LIMIT = 1_000_000
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--protocol", choices=["modbus", "bacnet"], default="bacnet")
-    parser.add_argument("--violations", type=int, default=200, metavar="N", help="violations (default 200)")
-    parser.add_argument(
-        "--config", type=Path, default=None, help="site.yaml (default: the example site for --protocol)"
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+BENCH_WRITE_LIMIT = 1_000_000
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -58,10 +46,10 @@ def _pct(xs: list[float], q: float) -> float:
 async def bench_enforce(
     *, protocol: str, violations: int, config: Path | None, progress: Callable[[str], None]
 ) -> dict[str, Any]:
-    from edge_agent.cli.policy import free_udp_port, retarget_to_sim
     from edge_agent.config.load import load_config
     from edge_agent.core.clock import ScaledClock
     from edge_agent.core.logs import configure_logging
+    from edge_agent.devtools.simwire import free_udp_port, retarget_to_sim
     from edge_agent.service.service import Service
     from sim.runner import Simulator
 
@@ -71,7 +59,7 @@ async def bench_enforce(
     if {d.protocol for d in ac_devices} != {protocol}:
         raise SystemExit(f"bench enforce: the AC units of {cfg.site_path} are not all on {protocol}")
     enforcement = cfg.policy.enforcement.model_copy(
-        update={"max_writes_per_point_per_hour": _BENCH_WRITE_LIMIT}
+        update={"max_writes_per_point_per_hour": BENCH_WRITE_LIMIT}
     )
     cfg = dataclasses.replace(cfg, policy=cfg.policy.model_copy(update={"enforcement": enforcement}))
     # The model holds still (speed 0) so only the bench's violations change setpoints.
@@ -145,7 +133,7 @@ async def bench_enforce(
             "p95": round(_pct(latencies, 0.95), 1),
             "max": round(max(latencies), 1),
         },
-        "write_limit_per_point_per_hour": _BENCH_WRITE_LIMIT,
+        "write_limit_per_point_per_hour": BENCH_WRITE_LIMIT,
         "simulator": "in-process",
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 2),
@@ -166,32 +154,3 @@ class _WriteCounter:
             self.ok[record.subject] = self.ok.get(record.subject, 0) + 1
         if self._chained is not None:
             self._chained(record)
-
-
-def bench_enforce_main(args: argparse.Namespace) -> int:
-    def progress(msg: str) -> None:
-        if not args.json:
-            print(msg, file=sys.stderr, flush=True)
-
-    if args.violations < 1:
-        print("--violations must be at least 1", file=sys.stderr)
-        return 2
-    res = asyncio.run(
-        bench_enforce(
-            protocol=args.protocol, violations=args.violations, config=args.config, progress=progress
-        )
-    )
-    if args.json:
-        print(json.dumps({k: res[k] for k in ("protocol", "poll_interval_s", "violations", "latency_ms")}))
-        return 0
-    target = 500.0 if res["protocol"] == "bacnet" else res["poll_interval_s"] * 1000 + 250
-    lat = res["latency_ms"]
-    print(
-        f"\nenforcement latency, {res['protocol']}: {res['violations']} violations "
-        f"({res['failed']} not corrected within 30 s), AC poll interval {res['poll_interval_s']} s\n"
-        f"  p50 {lat['p50']} ms   p95 {lat['p95']} ms   max {lat['max']} ms   "
-        f"(target p95 <= {target:.0f} ms: {'met' if lat['p95'] <= target else 'MISSED'})\n"
-        f"  simulator in-process; policy copy with max_writes_per_point_per_hour={_BENCH_WRITE_LIMIT}; "
-        f"wall {res['wall_s']} s, CPU {res['cpu_s']} s, load average {res['load_avg_1m']}"
-    )
-    return 0

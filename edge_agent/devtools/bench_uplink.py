@@ -25,6 +25,7 @@ from drivers.base import Quality, Reading
 from edge_agent.config.settings import MqttUplink, StorageOptions
 from edge_agent.core.clock import SystemClock
 from edge_agent.core.validate import ValidatedReading
+from edge_agent.devtools.simwire import free_tcp_port
 from edge_agent.store.db import open_state_db
 from edge_agent.store.outbox import Outbox
 from edge_agent.uplink.mqtt import MqttUplinkService
@@ -45,15 +46,9 @@ def _mosquitto() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _broker(workdir: Path) -> Iterator[int]:
-    port = _free_port()
+    port = free_tcp_port()
     conf = workdir / "mosquitto.conf"
     lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false", "log_dest none"]
     if os.geteuid() == 0:

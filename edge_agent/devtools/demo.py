@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
-import sys
 import tempfile
 from collections import defaultdict
 from datetime import datetime
@@ -120,14 +117,25 @@ def _recent_events(svc: Any, limit: int = 8) -> list[str]:
     return out
 
 
-async def _demo(cfg: LoadedConfig, args: argparse.Namespace, out: TextIO) -> int:
-    from edge_agent.cli.policy import parse_at, retarget_modbus
-    from edge_agent.core.clock import ScaledClock
+async def run_demo(
+    cfg: LoadedConfig,
+    *,
+    at: str,
+    speed: float,
+    state_dir: str | None,
+    refresh: float,
+    duration: float | None,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """The simulator and the agent until Ctrl-C or ``duration`` seconds; the live table goes to ``out``."""
+    from edge_agent.core.clock import ScaledClock, parse_at
+    from edge_agent.devtools.simwire import retarget_modbus
     from edge_agent.service.service import Service
     from sim.runner import Simulator
 
-    start = parse_at(args.at, cfg.site.timezone) if args.at != "now" else parse_at(None, cfg.site.timezone)
-    sim = Simulator(seed=1, start=start, speed=args.speed)
+    start = parse_at(at if at != "now" else None, cfg.site.timezone)
+    sim = Simulator(seed=1, start=start, speed=speed)
     endpoints = {(d.host, d.port) for d in cfg.site.devices if d.protocol == "modbus"}
     host, port = sorted(endpoints)[0] if endpoints else ("127.0.0.1", 0)
     bacnet = _bacnet_plan(cfg)
@@ -138,25 +146,25 @@ async def _demo(cfg: LoadedConfig, args: argparse.Namespace, out: TextIO) -> int
         try:
             check_local_address(bacnet[2])
         except LocalAddressError as exc:
-            print(f"demo: {exc}; stop the other process or change bacnet.local_address", file=sys.stderr)
+            print(f"demo: {exc}; stop the other process or change bacnet.local_address", file=err)
             return 1
     sim_bacnet = {"bacnet": True, "bacnet_host_base": bacnet[0], "bacnet_port": bacnet[1]} if bacnet else {}
     try:
         await sim.start(modbus_host=host, modbus_port=port, **sim_bacnet)  # type: ignore[arg-type]
     except OSError as exc:
         if "BACnet" in str(exc):
-            print(f"demo: {exc}; another simulator or BACnet stack holds it: stop it first", file=sys.stderr)
+            print(f"demo: {exc}; another simulator or BACnet stack holds it: stop it first", file=err)
             return 1
         print(
             f"demo: {host}:{port} is taken ({exc.strerror or exc}); using a free port instead",
-            file=sys.stderr,
+            file=err,
         )
         await sim.start(modbus_host="127.0.0.1", modbus_port=0, **sim_bacnet)  # type: ignore[arg-type]
     assert sim.modbus_port is not None
     cfg = retarget_modbus(cfg, "127.0.0.1" if sim.modbus_port != port else host, sim.modbus_port)
-    state_dir = Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
-    clock = ScaledClock(start=sim.now(), speed=args.speed) if args.speed != 1 else None
-    svc = Service(cfg, state_dir=state_dir, clock=clock, enforce_tick_s=max(0.5, 10 / args.speed))
+    state = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
+    clock = ScaledClock(start=sim.now(), speed=speed) if speed != 1 else None
+    svc = Service(cfg, state_dir=state, clock=clock, enforce_tick_s=max(0.5, 10 / speed))
     svc.install_signal_handlers()
     agent = svc.agent
     tty = out.isatty()
@@ -173,15 +181,15 @@ async def _demo(cfg: LoadedConfig, args: argparse.Namespace, out: TextIO) -> int
             else:
                 out.write(frame() + "\n\n")
             out.flush()
-            await asyncio.sleep(args.refresh)
+            await asyncio.sleep(refresh)
 
-    async def stop_after() -> None:
-        await asyncio.sleep(args.duration)
+    async def stop_after(seconds: float) -> None:
+        await asyncio.sleep(seconds)
         agent.stop()
 
     extra: list[tuple[str, Any]] = [("demo:table", show)]
-    if args.duration:
-        extra.append(("demo:timer", stop_after))
+    if duration:
+        extra.append(("demo:timer", lambda: stop_after(duration)))
     try:
         await svc.run(extra_tasks=extra)
     finally:
@@ -191,19 +199,8 @@ async def _demo(cfg: LoadedConfig, args: argparse.Namespace, out: TextIO) -> int
     db = svc.db_path
     month = f"{agent.clock.now().astimezone(ZoneInfo(cfg.site.timezone)):%Y-%m}"
     out.write(
-        f"state kept in {state_dir}\n  edge-agent audit verify --db {db}\n  edge-agent audit show --db {db}\n"
+        f"state kept in {state}\n  edge-agent audit verify --db {db}\n  edge-agent audit show --db {db}\n"
         f"  edge-agent tail --db {db}\n"
         f"  edge-agent report --period {month} --db {db} --out reports/\n"
     )
-    return 0
-
-
-def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from edge_agent.cli.app import _load_or_exit
-    from edge_agent.core.logs import configure_logging
-
-    configure_logging(level="warning")
-    cfg = _load_or_exit(args.config)
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(_demo(cfg, args, out or sys.stdout))
     return 0

@@ -30,10 +30,9 @@ import math
 import os
 import socket
 import stat
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import structlog
 
@@ -44,10 +43,8 @@ __all__ = [
     "StatusServer",
     "StatusSocketInUseError",
     "default_status_socket",
-    "format_status",
     "query_status",
     "render_metrics",
-    "status_main",
 ]
 
 _log = structlog.get_logger("edge_agent.status")
@@ -202,112 +199,6 @@ async def query_status(path: str | Path, *, timeout_s: float = 5.0) -> dict[str,
     if not isinstance(doc, dict):
         raise AgentNotRunningError(p, "the answer is not a JSON object")
     return doc
-
-
-# --- the human view --------------------------------------------------------------------------
-
-
-def _s(value: Any) -> str:
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.1f}"
-    return str(value)
-
-
-def _age(seconds: Any) -> str:
-    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
-        return "-"
-    s = float(seconds)
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    if s < 172800:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} d"
-
-
-def _table(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-
-
-def format_status(doc: Mapping[str, Any]) -> str:
-    """The terminal view of a status document; tolerant of missing parts."""
-    out: list[str] = []
-    if "error" in doc:
-        out.append(f"agent error: {doc['error']}")
-    agent = doc.get("agent") or {}
-    out.append(
-        f"edge-agent {_s(agent.get('version'))}  gateway {_s(agent.get('gateway_id'))}  "
-        f"pid {_s(agent.get('pid'))}  up {_age(agent.get('uptime_s'))}"
-    )
-    devices = doc.get("devices") or []
-    out.append(f"devices ({len(devices)}):")
-    if devices:
-        rows = [["DEVICE", "UP", "LAST SUCCESS", "LATENCY", "LAST ERROR"]]
-        for d in devices:
-            lat = d.get("latency_ms")
-            err = d.get("last_error")
-            if err and d.get("last_error_at"):
-                err = f"{err} ({d['last_error_at']})"
-            rows.append(
-                [
-                    _s(d.get("id")),
-                    _s(d.get("up")),
-                    _s(d.get("last_success")),
-                    f"{lat:.0f} ms" if isinstance(lat, int | float) else "-",
-                    _s(err),
-                ]
-            )
-        out.extend(_table(rows))
-    backlog = doc.get("backlog") or {}
-    out.append(
-        f"backlog: {_s(backlog.get('readings'))} readings, oldest {_s(backlog.get('oldest'))} "
-        f"(age {_age(backlog.get('age_s'))})"
-    )
-    uplink = doc.get("uplink")
-    if uplink:
-        out.append(
-            f"uplink: connected {_s(uplink.get('connected'))}, "
-            f"last publish {_s(uplink.get('last_publish'))}, published {_s(uplink.get('published_total'))}"
-        )
-    enforcement = doc.get("enforcement") or {}
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(enforcement.items())) or "-"
-    out.append(f"enforcement: {counts}")
-    clock = doc.get("clock") or {}
-    clock_line = f"clock: {_s(clock.get('sync'))}, steps {_s(clock.get('steps_total'))}"
-    last_step = clock.get("last_step")
-    if isinstance(last_step, Mapping):
-        clock_line += f" (last {last_step.get('step_s')} s at {last_step.get('wall_after')})"
-    out.append(clock_line)
-    health = doc.get("health") or {}
-    stalled = health.get("stalled") or []
-    out.append(f"loops: {'stalled: ' + ', '.join(stalled) if stalled else 'all making progress'}")
-    return "\n".join(out)
-
-
-def status_main(
-    path: str | Path | None, as_json: bool, *, out: TextIO | None = None, err: TextIO | None = None
-) -> int:
-    """`edge-agent status [--json]`: 0 with the document printed, 1 when no agent answers."""
-    stdout = sys.stdout if out is None else out
-    stderr = sys.stderr if err is None else err
-    p = default_status_socket() if path is None else Path(path)
-    try:
-        doc = asyncio.run(query_status(p))
-    except AgentNotRunningError as exc:
-        print(f"edge-agent status: {exc}", file=stderr)
-        print("  is the service running?  systemctl status edge-agent", file=stderr)
-        return 1
-    if as_json:
-        stdout.write(json.dumps(doc, ensure_ascii=False, sort_keys=True) + "\n")
-    else:
-        stdout.write(format_status(doc) + "\n")
-    return 0
 
 
 # --- Prometheus ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from edge_agent.core.logs import get_logger
 from edge_agent.core.snapshot import Snapshot
 from edge_agent.ops.health import Health
 
-__all__ = ["Agent", "DeviceStatus", "ReadingsListener"]
+__all__ = ["Agent", "DeviceStatus", "ReadingsListener", "read_once"]
 
 ReadingsListener = Callable[[str, Sequence[Reading], Sequence[Reading]], Awaitable[None] | None]
 
@@ -284,3 +284,19 @@ class Agent:
     def _on_signal(self, sig: signal.Signals) -> None:
         self.log.info("signal received, stopping", signal=sig.name)
         self.stop()
+
+
+async def read_once(config: LoadedConfig, clock: Clock) -> Agent:
+    """Connect, read every device once and close: the snapshot a dry run (`policy explain`) evaluates.
+    An unreachable device shows as bad readings in the returned agent's snapshot."""
+    agent = Agent(config=config, clock=clock)
+    try:
+        for rt in agent.devices.values():
+            try:
+                await rt.driver.connect()
+            except Exception:  # shows as bad readings below
+                pass
+        await asyncio.gather(*(agent.poll_once(dev_id) for dev_id in agent.devices))
+    finally:
+        await agent.close()
+    return agent

@@ -33,14 +33,13 @@ import hashlib
 import hmac
 import json
 import sqlite3
-import sys
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TextIO, TypeAlias
+from typing import Any, TypeAlias
 
 from edge_agent.core.clock import Clock
 from edge_agent.store.db import ensure_schema, open_state_db
@@ -49,18 +48,20 @@ __all__ = [
     "ALG_HMAC",
     "ALG_SHA256",
     "GENESIS_HASH",
+    "AuditInputError",
     "AuditKind",
     "AuditLog",
     "AuditRecord",
     "JsonValue",
     "VerifyResult",
     "canonical_bytes",
+    "dump_json",
     "format_ts",
     "load_key",
-    "parse_since",
-    "show_main",
+    "open_existing",
+    "records_since",
+    "short_ts",
     "verify",
-    "verify_main",
 ]
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
@@ -121,18 +122,20 @@ def format_ts(dt: datetime) -> str:
     return u.strftime("%Y-%m-%dT%H:%M:%S") + f".{u.microsecond // 1000:03d}Z"
 
 
-def _short_ts(ts: str) -> str:
+def short_ts(ts: str) -> str:
+    """A stored time without its milliseconds when they are zero, for people."""
     return ts[:-5] + "Z" if ts.endswith(".000Z") else ts
 
 
-def _dump(value: Any) -> str:
+def dump_json(value: Any) -> str:
+    """Canonical JSON: sorted keys, no spaces. What a record's hash covers, and what `audit show` prints."""
     # allow_nan stays on: a NaN reading is data, and Python's json reads its own NaN back.
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def canonical_bytes(fields: Mapping[str, Any]) -> bytes:
     """The exact bytes a record's hash covers: every field except ``hash``."""
-    return _dump({k: v for k, v in fields.items() if k != "hash"}).encode("utf-8")
+    return dump_json({k: v for k, v in fields.items() if k != "hash"}).encode("utf-8")
 
 
 def _digest(canonical: bytes, alg: str, key: bytes | None) -> str:
@@ -181,7 +184,7 @@ class AuditRecord:
     def label(self) -> str:
         """``record 17 (write ac-f2-01.setpoint at 2026-07-15T06:00:02Z)``"""
         what = f"{self.kind} {self.subject}" if self.subject else self.kind
-        return f"record {self.seq} ({what} at {_short_ts(self.ts)})"
+        return f"record {self.seq} ({what} at {short_ts(self.ts)})"
 
 
 def _loads_or_text(text: str) -> JsonValue:
@@ -247,7 +250,7 @@ class AuditLog:
     ) -> AuditRecord:
         """Append one record durably and return it. Raises ValueError for an unknown kind."""
         kind = AuditKind(kind)
-        before_json, after_json = _dump(before), _dump(after)  # fail before taking the lock
+        before_json, after_json = dump_json(before), dump_json(after)  # fail before taking the lock
         with self._lock:
             if self._conn.in_transaction:
                 raise RuntimeError(
@@ -367,6 +370,13 @@ def _iter_records(
         last = rows[-1][0]
 
 
+def records_since(conn: sqlite3.Connection, since: datetime | None) -> Iterator[AuditRecord]:
+    """Records in seq order from any connection (a read-only one too); none when there is no audit table."""
+    if not _table_exists(conn, "audit"):
+        return iter(())
+    return _iter_records(conn, threading.Lock(), since, None)
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
     ok: bool
@@ -384,7 +394,7 @@ def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
 def _label_row(row: tuple[Any, ...]) -> str:
     seq, ts, kind, subject = row[0], str(row[1]), row[2], row[3]
     what = f"{kind} {subject}" if subject else str(kind)
-    return f"record {seq} ({what} at {_short_ts(ts)})"
+    return f"record {seq} ({what} at {short_ts(ts)})"
 
 
 def _seq_with_hash(conn: sqlite3.Connection, hash_: str) -> int | None:
@@ -599,8 +609,8 @@ def _diagnose(
 # --- CLI helpers (the lead wires `edge-agent audit verify|show` to these) -------------------------------
 
 
-class _UsageError(ValueError):
-    pass
+class AuditInputError(ValueError):
+    """A key file or state database that cannot be used: the caller's input, not a broken chain."""
 
 
 def load_key(path: str | Path) -> bytes:
@@ -608,138 +618,21 @@ def load_key(path: str | Path) -> bytes:
     try:
         key = Path(path).read_bytes().strip()
     except OSError as e:
-        raise _UsageError(f"cannot read audit key file {path}: {e.strerror or e}") from e
+        raise AuditInputError(f"cannot read audit key file {path}: {e.strerror or e}") from e
     if len(key) < _MIN_KEY_BYTES:
-        raise _UsageError(
+        raise AuditInputError(
             f"audit key file {path} holds {len(key)} bytes; at least {_MIN_KEY_BYTES} are needed"
         )
     return key
 
 
-def _open_existing(db_path: str | Path) -> sqlite3.Connection:
+def open_existing(db_path: str | Path) -> sqlite3.Connection:
     p = Path(db_path)
     if not p.is_file():
-        raise _UsageError(f"no state database at {p}")
+        raise AuditInputError(f"no state database at {p}")
     try:
         conn = open_state_db(p, readonly=True)
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as e:
-        raise _UsageError(f"cannot read state database {p}: {e}") from e
+        raise AuditInputError(f"cannot read state database {p}: {e}") from e
     return conn
-
-
-def verify_main(
-    db_path: str | Path,
-    key_file: str | Path | None = None,
-    *,
-    as_json: bool = False,
-    out: TextIO | None = None,
-) -> int:
-    """`edge-agent audit verify`: 0 intact, 1 tampered or broken, 2 missing/unreadable DB or key."""
-    out = out or sys.stdout
-    try:
-        key = load_key(key_file) if key_file is not None else None
-        conn = _open_existing(db_path)
-    except _UsageError as e:
-        print(f"audit verify: {e}", file=sys.stderr)
-        return 2
-    try:
-        res = verify(conn, key)
-    except sqlite3.Error as e:
-        print(f"audit verify: cannot read state database {db_path}: {e}", file=sys.stderr)
-        return 2
-    finally:
-        conn.close()
-    if as_json:
-        print(
-            _dump(
-                {
-                    "ok": res.ok,
-                    "count": res.count,
-                    "first_bad_seq": res.first_bad_seq,
-                    "message": res.message,
-                    "needs_key": res.needs_key,
-                }
-            ),
-            file=out,
-        )
-    else:
-        print(res.message if res.ok else f"audit chain BROKEN: {res.message}", file=out)
-    if res.needs_key:
-        return 2
-    return 0 if res.ok else 1
-
-
-def parse_since(text: str, *, now: datetime | None = None) -> datetime:
-    """``2026-07-15T06:00:00Z``, ``2026-07-15`` (naive times taken as UTC) or ``90m``/``2h``/``7d`` ago."""
-    t = text.strip()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if t and t[-1] in units and t[:-1].replace(".", "", 1).isdigit():
-        return (now or datetime.now(UTC)) - timedelta(seconds=float(t[:-1]) * units[t[-1]])
-    try:
-        dt = datetime.fromisoformat(t)
-    except ValueError as e:
-        raise _UsageError(
-            f"--since {text!r}: expected an ISO time like 2026-07-15T06:00:00Z, or 90m/2h/7d"
-        ) from e
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
-
-
-def _cell(value: JsonValue) -> str:
-    return "-" if value is None else value if isinstance(value, str) else _dump(value)
-
-
-def show_main(
-    db_path: str | Path,
-    since: str | None,
-    as_json: bool,
-    key_file: str | Path | None = None,
-    *,
-    out: TextIO | None = None,
-) -> int:
-    """`edge-agent audit show`: the records (a table on a terminal, JSON lines with --json or when piped),
-    then the chain's verification. 0 shown and intact, 1 shown but the chain is broken, 2 bad input."""
-    out = out or sys.stdout
-    try:
-        start = parse_since(since) if since else None
-        key = load_key(key_file) if key_file is not None else None
-        conn = _open_existing(db_path)
-    except _UsageError as e:
-        print(f"audit show: {e}", file=sys.stderr)
-        return 2
-    json_lines = as_json or not out.isatty()
-    try:
-        if not _table_exists(conn, "audit"):
-            recs: Iterator[AuditRecord] = iter(())
-        else:
-            recs = _iter_records(conn, threading.Lock(), start, None)
-        if json_lines:
-            for r in recs:
-                print(_dump(r.fields()), file=out)
-        else:
-            print(
-                f"{'seq':>6}  {'time (UTC)':<20}  {'kind':<14}  {'subject':<24}  {'before → after':<20}  "
-                f"{'result':<18}  {'rule':<28}  reason",
-                file=out,
-            )
-            for r in recs:
-                change = (
-                    f"{_cell(r.before)} → {_cell(r.after)}" if (r.before, r.after) != (None, None) else ""
-                )
-                print(
-                    f"{r.seq:>6}  {_short_ts(r.ts):<20}  {r.kind:<14}  {r.subject:<24}  {change:<20}  "
-                    f"{r.result:<18}  {r.rule:<28}  {r.reason}",
-                    file=out,
-                )
-        res = verify(conn, key)
-    except sqlite3.Error as e:
-        print(f"audit show: cannot read state database {db_path}: {e}", file=sys.stderr)
-        return 2
-    finally:
-        conn.close()
-    if res.needs_key:
-        status = f"audit chain not verified: {res.message}"
-    else:
-        status = res.message if res.ok else f"audit chain BROKEN: {res.message}"
-    print(status, file=sys.stderr if json_lines else out)
-    return 0 if res.ok or res.needs_key else 1

@@ -41,7 +41,7 @@ from edge_agent.core.clock import Clock
 from edge_agent.core.validate import ValidatedReading
 from edge_agent.store.db import ensure_schema
 
-__all__ = ["DDL", "DropEvent", "EventRow", "Outbox", "OutboxStats", "Row", "format_ts"]
+__all__ = ["DDL", "DropEvent", "EventRow", "Outbox", "OutboxStats", "Row", "format_ts", "readings_after"]
 
 DDL = """
 CREATE TABLE IF NOT EXISTS outbox_readings (
@@ -195,6 +195,14 @@ def _decode(t: tuple[Any, ...]) -> Row:
 
 
 _COLS = "seq, point, ts_us, value, vjson, unit, quality, code, flags"
+
+
+def readings_after(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[Row]:
+    """Stored readings with seq > after_seq, in seq order, from any connection (a read-only one too)."""
+    rows = conn.execute(
+        f"SELECT {_COLS} FROM outbox_readings WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+    ).fetchall()
+    return [_decode(t) for t in rows]
 
 
 class Outbox:
@@ -361,10 +369,7 @@ class Outbox:
     def pending(self, after_seq: int, limit: int) -> list[Row]:
         """Stored readings with seq > after_seq, in seq order. Start from ``acked_seq()`` for unsent ones."""
         with self._lock:
-            rows = self._conn.execute(
-                f"SELECT {_COLS} FROM outbox_readings WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
-            ).fetchall()
-        return [_decode(t) for t in rows]
+            return readings_after(self._conn, after_seq, limit)
 
     def recent(self, limit: int) -> list[Row]:
         """The newest ``limit`` stored readings (sent or not), oldest first: for ``edge-agent tail``."""

@@ -7,8 +7,8 @@ import dataclasses
 from pathlib import Path
 
 from drivers.base import Quality
-from edge_agent.cli.policy import retarget_modbus
 from edge_agent.config.load import LoadedConfig, load_config
+from edge_agent.devtools.simwire import retarget_modbus
 from edge_agent.service.agent import Agent
 from sim.runner import Simulator
 

@@ -22,9 +22,9 @@ import pytest
 from drivers.bacnet.options import BacnetDevice
 from drivers.base import Quality
 from drivers.modbus.options import ModbusDevice
-from edge_agent.cli.policy import free_udp_port, retarget_to_sim
 from edge_agent.config.load import LoadedConfig, load_config
 from edge_agent.core.clock import FakeClock
+from edge_agent.devtools.simwire import free_udp_port, retarget_to_sim
 from edge_agent.service.service import Service
 from edge_agent.store.audit import AuditKind, verify
 from sim.building import Building

@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge_agent.cli.policy import retarget_modbus
 from edge_agent.config.load import load_config
 from edge_agent.core.clock import FakeClock
+from edge_agent.devtools.simwire import retarget_modbus
 from edge_agent.enforce.actuator import ActuationOutcome
 from edge_agent.service.service import Service
 from edge_agent.store.audit import AuditKind, verify

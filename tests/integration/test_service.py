@@ -493,7 +493,8 @@ async def test_counter_baseline_survives_a_restart(tmp_path: Path) -> None:
 
 async def test_audit_key_file_signs_the_chain(tmp_path: Path) -> None:
     """storage.audit_key_file: records are HMAC-signed; verify needs the key and finds it via site.yaml."""
-    from edge_agent.store.audit import AuditKind, verify_main
+    from edge_agent.cli.audit import verify_main
+    from edge_agent.store.audit import AuditKind
 
     key = tmp_path / "cfg" / "audit.key"
     key.parent.mkdir(parents=True)

@@ -21,8 +21,8 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from edge_agent.cli.audit import verify_main
 from edge_agent.ops.status import query_status
-from edge_agent.store.audit import verify_main
 from tests.integration.conftest import Broker
 from tests.integration.test_service import (
     AgentProcess,

@@ -15,15 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.cli.audit import parse_since, show_main, verify_main
 from edge_agent.core.clock import FakeClock
 from edge_agent.store.audit import (
     GENESIS_HASH,
     AuditKind,
     AuditLog,
-    parse_since,
-    show_main,
     verify,
-    verify_main,
 )
 from edge_agent.store.db import open_state_db
 

@@ -15,12 +15,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.modbus.options import ModbusDevice, ModbusPoint
+from edge_agent.cli.check import check_main
 from edge_agent.config import codes
 from edge_agent.config.load import (
     ConfigError,
     ConfigIssue,
     LoadedConfig,
-    check_main,
     load_config,
     policy_json_schema,
     site_json_schema,

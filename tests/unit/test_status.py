@@ -16,16 +16,15 @@ from typing import Any
 
 import pytest
 
+from edge_agent.cli.status import format_status, status_main
 from edge_agent.ops.status import (
     AgentNotRunningError,
     PrometheusServer,
     StatusServer,
     StatusSocketInUseError,
     default_status_socket,
-    format_status,
     query_status,
     render_metrics,
-    status_main,
 )
 
 DOC: dict[str, Any] = {

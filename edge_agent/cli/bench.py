@@ -1,0 +1,206 @@
+"""`edge-agent bench modbus|bacnet|enforce|uplink`: figures beside a baseline measured in the same run.
+
+The measuring lives in edge_agent/devtools; this module parses the options and prints the figures.
+Tests never time anything."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "bench", help="benchmarks that print figures beside a baseline measured in the same run"
+    )
+    bsub = p.add_subparsers(dest="bench", metavar="WHAT", required=True)
+    b = bsub.add_parser(
+        "modbus",
+        help="planned reads vs one request per point vs a bare pymodbus loop",
+        description="Start the simulator in a child process with N devices x M float32 points "
+        "and poll it three ways: the agent's planned reads, one request per point (how "
+        "ThingsBoard's gateway reads) and a bare pymodbus loop over the same planned blocks.",
+    )
+    b.add_argument("--devices", type=int, default=50)
+    b.add_argument("--points", type=int, default=40)
+    b.add_argument(
+        "--seconds", type=float, default=6.0, help="measuring time per method, in interleaved rounds"
+    )
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=_modbus_or_uplink)
+    b = bsub.add_parser(
+        "bacnet",
+        help="ReadPropertyMultiple vs one ReadProperty per point vs bare bacpypes3, and COV latency",
+        description="Start the BACnet simulator in a child process and read its objects three ways: the "
+        "agent's RPM batches, one ReadProperty per point, and a bare bacpypes3 RPM loop; then measure COV "
+        "latency (change at the simulator to value in the agent).",
+    )
+    _bacnet_arguments(b)
+    b.set_defaults(func=_bacnet)
+    b = bsub.add_parser(
+        "enforce",
+        help="time from a violating setpoint change at the simulator to the corrected value read back",
+        description="Make at least 200 violations (22 °C in cool on a July working day) at the simulator and "
+        "time each until the agent has written 26 °C and read it back.",
+    )
+    _enforce_arguments(b)
+    b.set_defaults(func=_enforce)
+    b = bsub.add_parser(
+        "uplink",
+        help="backlog drain rate to mosquitto vs one MQTT message per reading",
+        description="Start mosquitto on a free loopback port, fill an outbox with N readings, and measure "
+        "the drain rate in batches, the bytes on disk per reading, and one message per reading (the same "
+        "uplink with batch_max 1) as the baseline.",
+    )
+    b.add_argument("--readings", type=int, default=50_000, help="backlog size (default 50,000)")
+    b.add_argument("--baseline", type=int, default=5_000, help="readings for the per-message baseline")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=_modbus_or_uplink)
+
+
+def _bacnet_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seconds", type=float, default=6.0, help="measuring time per method, interleaved")
+    parser.add_argument("--changes", type=int, default=100, help="COV changes timed (default 100)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _enforce_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--protocol", choices=["modbus", "bacnet"], default="bacnet")
+    parser.add_argument("--violations", type=int, default=200, metavar="N", help="violations (default 200)")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="site.yaml (default: the example site for --protocol)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _print_table(res: dict[str, Any]) -> None:
+    print(
+        f"\nModbus TCP on loopback, {res['devices']} devices x {res['points']} float32 points "
+        f"(requests per cycle: planned {res['requests_per_cycle']['planned']}, "
+        f"per point {res['requests_per_cycle']['per_point']})"
+    )
+    print(f"{'method':<34} {'points/s':>12} {'CPU s / 1k points':>18}")
+    for key, label in (
+        ("planned", "(a) edge-agent planned reads"),
+        ("per_point", "(b) one request per point"),
+        ("ceiling", "(c) bare pymodbus, same blocks"),
+    ):
+        r = res[key]
+        print(f"{label:<34} {r['points_per_s']:>12,.0f} {r['cpu_s_per_1k_points']:>18.4f}")
+    print(
+        f"planned / per-point: {res['planned_vs_per_point']}x; planned / ceiling: "
+        f"{res['planned_vs_ceiling'] * 100:.0f} %; bad readings during (a): {res['planned']['bad_readings']}"
+    )
+
+
+def _modbus_or_uplink(args: argparse.Namespace) -> int:
+    def progress(msg: str) -> None:
+        if not args.json:
+            print(msg, file=sys.stderr, flush=True)
+
+    if args.bench == "modbus":
+        from edge_agent.devtools.bench_modbus import bench_modbus
+
+        res = asyncio.run(
+            bench_modbus(devices=args.devices, points=args.points, seconds=args.seconds, progress=progress)
+        )
+        if args.json:
+            out = {k: res[k] for k in ("devices", "points")}
+            for k in ("planned", "per_point", "ceiling"):
+                out[k] = {m: res[k][m] for m in ("points_per_s", "cpu_s_per_1k_points")}
+            print(json.dumps(out))
+        else:
+            _print_table(res)
+        return 0
+    if args.bench == "uplink":
+        from edge_agent.devtools.bench_uplink import bench_uplink
+
+        progress(
+            f"draining {args.readings:,} readings to mosquitto, then {args.baseline:,} one per message ..."
+        )
+        res = asyncio.run(bench_uplink(n=args.readings, baseline_n=args.baseline))
+        keys = ("drain_readings_per_s", "bytes_per_reading", "per_message_readings_per_s")
+        if args.json:
+            print(json.dumps({k: res[k] for k in keys}))
+        else:
+            print(
+                f"drain in batches: {res['drain_readings_per_s']:,.0f} readings/s; one message per reading: "
+                f"{res['per_message_readings_per_s']:,.0f} readings/s; {res['bytes_per_reading']} bytes on "
+                "disk per reading"
+            )
+        return 0
+    print(f"unknown benchmark {args.bench!r}", file=sys.stderr)
+    return 2
+
+
+def _bacnet(args: argparse.Namespace) -> int:
+    from edge_agent.core.logs import configure_logging
+
+    configure_logging(level="error")
+
+    def progress(msg: str) -> None:
+        if not args.json:
+            print(msg, file=sys.stderr, flush=True)
+
+    from edge_agent.devtools.bench_bacnet import bench_bacnet
+
+    res = asyncio.run(bench_bacnet(seconds=args.seconds, changes=args.changes, progress=progress))
+    if args.json:
+        out = {
+            k: {m: res[k][m] for m in ("points_per_s", "cpu_s_per_1k_points")}
+            for k in ("rpm", "per_point", "ceiling")
+        }
+        print(json.dumps({**out, "cov_latency_ms": res["cov_latency_ms"]}))
+        return 0
+    print(f"\nBACnet/IP on loopback, {res['points']} objects on 4 devices (simulator in a child process)")
+    print(f"{'method':<40} {'points/s':>10} {'CPU s / 1k points':>18}")
+    for key, label in (
+        ("rpm", "(a) edge-agent RPM batches"),
+        ("per_point", "(b) one ReadProperty per property"),
+        ("ceiling", "(c) bare bacpypes3 RPM, same objects"),
+    ):
+        r = res[key]
+        print(f"{label:<40} {r['points_per_s']:>10,.0f} {r['cpu_s_per_1k_points']:>18.4f}")
+    cov = res["cov_latency_ms"]
+    print(
+        f"bad readings during (a): {res['rpm']['bad_readings']}; COV latency (model change -> driver, "
+        f"in-process simulator): p50 {cov['p50']} ms, p95 {cov['p95']} ms"
+    )
+    return 0
+
+
+def _enforce(args: argparse.Namespace) -> int:
+    def progress(msg: str) -> None:
+        if not args.json:
+            print(msg, file=sys.stderr, flush=True)
+
+    if args.violations < 1:
+        print("--violations must be at least 1", file=sys.stderr)
+        return 2
+    from edge_agent.devtools.bench_enforce import BENCH_WRITE_LIMIT, bench_enforce
+
+    res = asyncio.run(
+        bench_enforce(
+            protocol=args.protocol, violations=args.violations, config=args.config, progress=progress
+        )
+    )
+    if args.json:
+        print(json.dumps({k: res[k] for k in ("protocol", "poll_interval_s", "violations", "latency_ms")}))
+        return 0
+    target = 500.0 if res["protocol"] == "bacnet" else res["poll_interval_s"] * 1000 + 250
+    lat = res["latency_ms"]
+    print(
+        f"\nenforcement latency, {res['protocol']}: {res['violations']} violations "
+        f"({res['failed']} not corrected within 30 s), AC poll interval {res['poll_interval_s']} s\n"
+        f"  p50 {lat['p50']} ms   p95 {lat['p95']} ms   max {lat['max']} ms   "
+        f"(target p95 <= {target:.0f} ms: {'met' if lat['p95'] <= target else 'MISSED'})\n"
+        f"  simulator in-process; policy copy with max_writes_per_point_per_hour={BENCH_WRITE_LIMIT}; "
+        f"wall {res['wall_s']} s, CPU {res['cpu_s']} s, load average {res['load_avg_1m']}"
+    )
+    return 0

@@ -1,0 +1,101 @@
+"""`edge-agent check` and `edge-agent schema`: validate site.yaml and policy.yaml; print the JSON Schemas."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from edge_agent.cli.common import add_config
+
+__all__ = ["check_main", "register"]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "check",
+        help="validate site.yaml and its policy.yaml (exit 0 valid, 2 invalid)",
+        description="Validate site.yaml and the policy.yaml it names. Every problem is "
+        "printed as FILE:LINE:COL: yaml.path: message, all of them in one run.",
+    )
+    add_config(p)
+    p.add_argument("site", nargs="?", help="site.yaml (same as -c)")
+    p.add_argument("--json", action="store_true", help="one JSON object: ok, counts and every issue")
+    p.set_defaults(func=_check)
+
+    p = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of site.yaml (or policy.yaml)",
+        description="Print the JSON Schema editors use for completion and checks.",
+    )
+    p.add_argument("--policy", action="store_true", help="the policy.yaml schema instead of site.yaml's")
+    p.add_argument("--write", metavar="DIR", help="write schema.json and policy.schema.json into DIR")
+    p.set_defaults(func=_schema)
+
+
+def check_main(path: str | Path, *, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+    """`edge-agent check`: issues to stderr, a one-line summary to stdout; 0 valid, 2 invalid."""
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    from edge_agent.config.load import ConfigError, load_config
+
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=err)
+        n_err, n_warn = len(exc.errors), len(exc.issues) - len(exc.errors)
+        print(f"{path}: INVALID, {n_err} error(s), {n_warn} warning(s)", file=err)
+        return 2
+    for issue in cfg.warnings:
+        print(issue, file=err)
+    n_points = sum(1 for _ in cfg.points())
+    warn = f", {len(cfg.warnings)} warning(s)" if cfg.warnings else ""
+    print(
+        f"{path}: OK, {len(cfg.site.devices)} device(s), {n_points} point(s), {len(cfg.site.zones)} zone(s), "
+        f"policy {os.path.normpath(Path(path).parent / cfg.site.policy)}{warn}",
+        file=out,
+    )
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    path = args.site or args.config
+    if not args.json:
+        return check_main(path)
+    import dataclasses
+    import json
+
+    from edge_agent.config.load import ConfigError, load_config
+
+    doc: dict[str, Any]
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        doc = {"ok": False, "issues": [dataclasses.asdict(i) for i in exc.issues]}
+    except OSError as exc:
+        doc = {"ok": False, "issues": [{"file": path, "line": 0, "col": 0, "path": "",
+                                        "message": exc.strerror or str(exc), "severity": "error"}]}
+    else:
+        doc = {
+            "ok": True, "devices": len(cfg.site.devices), "points": sum(1 for _ in cfg.points()),
+            "zones": len(cfg.site.zones), "issues": [dataclasses.asdict(i) for i in cfg.warnings],
+        }  # fmt: skip
+    print(json.dumps(doc, ensure_ascii=False))
+    return 0 if doc["ok"] else 2
+
+
+def _schema(args: argparse.Namespace) -> int:
+    import json
+
+    from edge_agent.config.load import policy_json_schema, site_json_schema, write_schema_files
+
+    if args.write:
+        for path in write_schema_files(Path(args.write)):
+            print(f"wrote {path}")
+        return 0
+    schema = policy_json_schema() if args.policy else site_json_schema()
+    print(json.dumps(schema, indent=2, ensure_ascii=False))
+    return 0

@@ -155,8 +155,3 @@ async def bench_uplink(*, n: int = 50_000, baseline_n: int = 5_000, batch_max: i
         "per_message_readings_per_s": round(baseline_n / single_s, 1),
     }
 
-
-if __name__ == "__main__":
-    import json
-
-    print(json.dumps(asyncio.run(bench_uplink())))

@@ -146,19 +146,16 @@ async def run_demo(
         try:
             check_local_address(bacnet[2])
         except LocalAddressError as exc:
-            print(f"demo: {exc}; stop the other process or change bacnet.local_address", file=err)
+            err.write(f"demo: {exc}; stop the other process or change bacnet.local_address\n")
             return 1
     sim_bacnet = {"bacnet": True, "bacnet_host_base": bacnet[0], "bacnet_port": bacnet[1]} if bacnet else {}
     try:
         await sim.start(modbus_host=host, modbus_port=port, **sim_bacnet)  # type: ignore[arg-type]
     except OSError as exc:
         if "BACnet" in str(exc):
-            print(f"demo: {exc}; another simulator or BACnet stack holds it: stop it first", file=err)
+            err.write(f"demo: {exc}; another simulator or BACnet stack holds it: stop it first\n")
             return 1
-        print(
-            f"demo: {host}:{port} is taken ({exc.strerror or exc}); using a free port instead",
-            file=err,
-        )
+        err.write(f"demo: {host}:{port} is taken ({exc.strerror or exc}); using a free port instead\n")
         await sim.start(modbus_host="127.0.0.1", modbus_port=0, **sim_bacnet)  # type: ignore[arg-type]
     assert sim.modbus_port is not None
     cfg = retarget_modbus(cfg, "127.0.0.1" if sim.modbus_port != port else host, sim.modbus_port)

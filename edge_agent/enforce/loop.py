@@ -105,10 +105,10 @@ class Enforcer:
                 return
 
     async def run(self, *, beat: Any = None) -> None:
-        """Evaluate on every wake-up or tick; writes run as tasks of their own, so one device's
-        read-back delay never holds up a correction on another."""
-        writing: set[asyncio.Task[list[ActuationOutcome]]] = set()
-        try:
+        """Evaluate on every wake-up or tick. Writes run as tasks of this loop's own TaskGroup, so one
+        device's read-back delay never holds up a correction on another, and a write task that fails
+        in a way _apply does not expect fails the loop (and the service) instead of vanishing."""
+        async with asyncio.TaskGroup() as writes:
             while True:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as
                 # the event is set, and this loop would then outlive the shutdown.
@@ -118,19 +118,14 @@ class Enforcer:
                 self._wake.clear()
                 try:
                     intents, snap, now = self._evaluate()
-                except Exception:
-                    self.log.exception("enforcement cycle failed")
+                except Exception:  # a policy bug: logged each cycle, and polling and the uplink go on
+                    self.log.exception("enforcement_cycle_failed")
                     continue
                 if intents:
-                    t = asyncio.create_task(self._apply(intents, snap, now), name="enforce:write")
-                    writing.add(t)
-                    t.add_done_callback(writing.discard)
+                    names = ",".join(sorted({i.point_id for i in intents}))
+                    writes.create_task(self._apply(intents, snap, now), name=f"enforce:write:{names}"[:120])
                 if beat is not None:
                     beat()
-        finally:
-            for t in writing:
-                t.cancel()
-            await asyncio.gather(*writing, return_exceptions=True)
 
     async def cycle(self) -> list[ActuationOutcome]:
         """One evaluation and its writes, awaited (tests and tools drive the loop this way)."""

@@ -135,6 +135,7 @@ class Service:
         self.agent.listeners.append(self._on_readings)
         self.agent.listeners.append(self.enforcer.notify)
         self.ready = asyncio.Event()
+        self._reload_requested = asyncio.Event()
         self.started = self.clock.now()
 
     # -- wiring ----------------------------------------------------------------------------------
@@ -282,6 +283,21 @@ class Service:
         self.notifier.ready(self.status_line())
         return True
 
+    async def _reload_loop(self) -> None:
+        """Reloads run here, one at a time, inside the service's TaskGroup: SIGHUP only asks for one."""
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested.clear()
+            try:
+                await self.reload()
+            except (sqlite3.Error, OSError) as exc:  # the audit write of the reload itself failed
+                self.log.error("reload_failed", error=f"{type(exc).__name__}: {exc}")
+                self.notifier.ready(self.status_line())
+
+    def request_reload(self) -> None:
+        """What SIGHUP does: ask the reload loop for a reload (several signals in a row make one)."""
+        self._reload_requested.set()
+
     async def apply_config(self, new: LoadedConfig) -> dict[str, Any]:
         """Swap to a validated configuration; only changed devices reconnect. Returns what changed."""
         summary = await self.agent.reconfigure(new)
@@ -329,6 +345,7 @@ class Service:
             ("enforce", lambda: self.enforcer.run(beat=lambda: self.health.beat("enforce"))),
             ("clock", lambda: self.monitor.run(self._on_clock_step, beat=lambda: self.health.beat("clock"))),
             ("ready", self._announce_ready),
+            ("reload", self._reload_loop),
         ]
         if self.uplink is not None:
             tasks.append(("uplink", self.uplink.run))
@@ -392,10 +409,7 @@ class Service:
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         self.agent.install_signal_handlers()
-        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-
-    def _on_sighup(self) -> None:
-        self._reload_task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
 
 
 async def run_service(

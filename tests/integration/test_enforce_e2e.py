@@ -8,12 +8,15 @@ instead of waiting for the loops. The register the device holds is read from the
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from structlog.testing import capture_logs
 
 from edge_agent.config.load import load_config
 from edge_agent.core.clock import FakeClock
@@ -147,3 +150,60 @@ async def test_rate_limit_trips_on_an_occupant_who_keeps_changing_it(rig: Rig) -
     assert len(tamper) == 1  # audited once, not on every held-back write
     assert len(rig.writes("f2-ac1.setpoint")) == limit
     assert verify(rig.svc._audit_conn).ok
+
+
+class _FailingActuator:
+    """Stands in for the actuator (the loop's own interface): every batch of writes raises ``exc``."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+        self.calls = 0
+        self.called_twice = asyncio.Event()
+
+    async def apply(self, intents: object, snap: object) -> list[ActuationOutcome]:
+        self.calls += 1
+        if self.calls >= 2:
+            self.called_twice.set()
+        raise self.exc
+
+
+class _StackError(BaseException):
+    """The shape of bacpypes3's ErrorRejectAbortNack: a BaseException, which `except Exception` misses."""
+
+
+async def _at_the_occupants_22(rig: Rig) -> None:
+    t = START + timedelta(seconds=60)  # 14:00: the occupant's 22 °C on f2-ac1, not yet corrected
+    rig.sim.step_to(t)
+    rig.clock.advance((t - rig.clock.now()).total_seconds())
+    await rig.poll()
+
+
+async def test_a_write_task_that_dies_unexpectedly_fails_the_enforcement_loop(rig: Rig) -> None:
+    await _at_the_occupants_22(rig)
+    enforcer = rig.svc.enforcer
+    enforcer.actuator = _FailingActuator(_StackError("escaped the driver"))  # type: ignore[assignment]
+    enforcer.tick_s = 0.01
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with asyncio.timeout(10):
+            await enforcer.run()
+    assert info.group_contains(_StackError)
+
+
+async def test_a_failed_batch_of_writes_is_logged_and_the_loop_goes_on(rig: Rig) -> None:
+    await _at_the_occupants_22(rig)
+    enforcer = rig.svc.enforcer
+    failing = _FailingActuator(RuntimeError("driver bug"))
+    enforcer.actuator = failing  # type: ignore[assignment]
+    enforcer.tick_s = 0.01
+    with capture_logs() as logs:
+        task = asyncio.create_task(enforcer.run(), name="test:enforce")
+        try:
+            async with asyncio.timeout(10):
+                await failing.called_twice.wait()  # the point is free again after the failure: tried again
+            assert not task.done()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert len(errors) >= 2 and all(e.get("exc_info") for e in errors)  # logged with the traceback

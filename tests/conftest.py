@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
+
+from edge_agent.core.logs import LIBRARY_FLOORS
 
 
 def _children() -> set[int]:
@@ -52,3 +57,22 @@ def _no_leaks(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     if extra_kids:
         msg.append(f"leaked child processes: {sorted(extra_kids)}")
     pytest.fail("; ".join(msg))
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """A test that calls configure_logging (main(), the demo, a bench) must not leave its handler, bound to
+    a captured stream that closes with the test, on the root logger for the tests after it."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    floors = {name: logging.getLogger(name).level for name in LIBRARY_FLOORS}
+    yield
+    structlog.configure(**saved)
+    for h in list(root.handlers):
+        if h not in handlers and type(h).__module__ == "edge_agent.core.logs":
+            root.removeHandler(h)
+    root.setLevel(level)
+    for name, lvl in floors.items():
+        logging.getLogger(name).setLevel(lvl)
+    logging.captureWarnings(False)

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from bacpypes3.apdu import AbortPDU, ErrorPDU, ErrorRejectAbortNack, RejectPDU, SubscribeCOVRequest
 from bacpypes3.basetypes import ErrorType, PriorityArray
 from bacpypes3.constructeddata import AnyAtomic
@@ -58,7 +58,7 @@ from drivers.base import (
 
 __all__ = ["BacnetDriver", "BacnetStats", "error_code"]
 
-log = logging.getLogger(__name__)
+_log = structlog.get_logger("drivers.bacnet")
 
 _IN_FLIGHT = 4  # requests in flight per device (STACK.md: 5-20 in flight doubles throughput)
 _COV_RETRY_S = 30.0  # a failed subscription is retried this often (reads poll meanwhile)
@@ -186,7 +186,9 @@ class BacnetDriver:
         self.device_id = device.id
         self.network = network
         self.clock = clock
-        self.address = Address(device.address if ":" in device.address else f"{device.address}:47808")
+        endpoint = device.address if ":" in device.address else f"{device.address}:47808"
+        self.address = Address(endpoint)
+        self._log = _log.bind(device=device.id, endpoint=endpoint)
         self.on_cov: Callable[[list[Reading]], None] | None = None
         self.stats = BacnetStats()
         self.rpm_supported = device.use_rpm  # turns False, for good, when the device rejects RPM
@@ -197,6 +199,7 @@ class BacnetDriver:
         for p in self._cov_points:
             self._by_objid.setdefault((p.object_type, p.instance), []).append(p)
         self._spids: dict[tuple[str, int], int] = {}  # healthy subscriptions
+        self._cov_failing: set[tuple[str, int]] = set()  # objects whose subscription fails (logged once)
         self._cov_values: dict[str, Reading] = {}  # point id -> last COV reading (healthy subscriptions only)
         self._cov_flags: dict[tuple[str, int], Any] = {}
         self._cov_task: asyncio.Task[None] | None = None
@@ -223,10 +226,7 @@ class BacnetDriver:
                     for prio in sorted(prios):
                         result = await self.write(by_id[pid], None, priority=prio)
                         if not result.ok:
-                            log.warning(
-                                "relinquish at shutdown failed",
-                                extra={"device": self.device_id, "point": pid, "code": result.code},
-                            )
+                            self._log.warning("relinquish_failed", point=pid, priority=prio, code=result.code)
 
     # ---- requests (every bacpypes3 failure is caught here, at the edge) ----
 
@@ -327,12 +327,8 @@ class BacnetDriver:
             if f.code in ("bacnet:reject:unrecognized-service", "bacnet:services:service-request-denied") or (
                 f.code.startswith("bacnet:abort:") and f.code.split(":")[-1] in _FALLBACK_ABORTS
             ):
-                if self.rpm_supported:
-                    log.warning(
-                        "device lacks ReadPropertyMultiple (%s); reading one property at a time",
-                        f.code,
-                        extra={"device": self.device_id},
-                    )
+                if self.rpm_supported:  # once: the fallback is for good
+                    self._log.warning("rpm_unsupported", code=f.code, fallback="read-property")
                 self.rpm_supported = False
                 return list(await asyncio.gather(*(self._read_one(p) for p in batch)))
             if f.code == "timeout" or f.code.startswith("bacnet:abort:") or f.code == "bacnet:request-failed":
@@ -544,12 +540,15 @@ class BacnetDriver:
             await self._request(self.network.app.request(req), "subscribe-cov")
         except _Failure as f:
             self.network.unregister_cov(spid)
-            log.warning(
-                "COV subscription failed (%s); polling instead",
-                f.code,
-                extra={"device": self.device_id, "object": f"{key[0]},{key[1]}"},
-            )
+            if key not in self._cov_failing:  # the failure starts; cov_subscribe_recovered ends it
+                self._cov_failing.add(key)
+                self._log.warning(
+                    "cov_subscribe_failed", object=f"{key[0]},{key[1]}", code=f.code, fallback="polling"
+                )
             return False
+        if key in self._cov_failing:
+            self._cov_failing.discard(key)
+            self._log.info("cov_subscribe_recovered", object=f"{key[0]},{key[1]}")
         old = self._spids.get(key)
         if old is not None and old != spid:
             self.network.unregister_cov(old)

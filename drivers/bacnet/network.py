@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import socket
 from collections.abc import Callable
 from typing import Any
 
+import structlog
 from bacpypes3.apdu import (
     ConfirmedCOVNotificationRequest,
     SimpleAckPDU,
@@ -32,7 +32,7 @@ from drivers.base import UtcClock, utc_now
 
 __all__ = ["BacnetNetwork", "CovHandler", "LocalAddressError", "check_local_address"]
 
-log = logging.getLogger(__name__)
+_log = structlog.get_logger("drivers.bacnet")
 
 # handler(monitored object identifier, list of bacpypes3 PropertyValue)
 CovHandler = Callable[[Any, list[Any]], None]
@@ -152,7 +152,7 @@ class BacnetNetwork:
                     code="bacnet:bind-failed",
                 ) from exc
             self._app = app
-            log.info("bacnet network bound", extra={"address": opts.local_address})
+            _log.info("bacnet_network_bound", address=opts.local_address)
 
     async def close(self) -> None:
         async with self._lock:
@@ -183,5 +183,5 @@ class BacnetNetwork:
         try:
             handler(objid, values)
         except Exception:  # a handler bug must not turn into an error reply to the device
-            log.exception("COV handler failed", extra={"spid": spid})
+            _log.exception("cov_handler_failed", spid=spid, object=str(objid))
         return True

@@ -137,7 +137,7 @@ class Endpoint:
             self.last_error = None
             if not self._up:
                 self._up = True
-                self._pool.log.info("modbus endpoint connected", endpoint=f"{self.host}:{self.port}")
+                self._pool.log.info("endpoint_connected", endpoint=f"{self.host}:{self.port}")
             return
         self.mark_failed(error)
         raise _Unreachable(f"{self.host}:{self.port} {error}")
@@ -153,7 +153,7 @@ class Endpoint:
         self.last_error = error
         if self._up:
             self._up = False
-            self._pool.log.warning("modbus endpoint lost", endpoint=f"{self.host}:{self.port}", error=error)
+            self._pool.log.warning("endpoint_disconnected", endpoint=f"{self.host}:{self.port}", error=error)
 
     def close(self) -> None:
         if self.client is not None:
@@ -268,7 +268,9 @@ class ModbusTcpDriver:
         self.device_id = device.id
         self._pool = pool
         self._clock = clock
-        self._log = (logger if logger is not None else _log).bind(device=device.id)
+        self._log = (logger if logger is not None else _log).bind(
+            device=device.id, endpoint=f"{device.host}:{device.port}"
+        )
         self._planner = planner
         self._retry_bad_every = retry_bad_every
         self._unit = device.unit_id
@@ -466,9 +468,9 @@ class ModbusTcpDriver:
         if code == self._down:
             return
         if code is None:
-            self._log.info("modbus device back", was=self._down)
+            self._log.info("device_recovered", was=self._down)
         else:
-            self._log.warning("modbus device down", code=code, detail=detail)
+            self._log.warning("device_failed", code=code, detail=detail)
         self._down = code
 
     # ---- writing --------------------------------------------------------------------------------------

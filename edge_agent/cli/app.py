@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "sets_up_logging", False):  # run and demo set up logging themselves
+    # run and demo set up logging themselves; sim's startup lines (stdlib, INFO) are its only output
+    if not getattr(args, "sets_up_logging", False):
         from edge_agent.core.logs import configure_logging
 
         configure_logging(level="warning")

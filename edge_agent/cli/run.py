@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from edge_agent.cli.common import add_config, load_or_exit
+from edge_agent.cli.common import add_config
 
 __all__ = ["register"]
 
@@ -31,9 +31,30 @@ def register(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edge_agent.core.logs import configure_logging
+    from edge_agent.config.load import ConfigError, load_config
+    from edge_agent.core.logs import configure_logging, get_logger
     from edge_agent.service.service import run_service
 
     configure_logging(level=args.log_level, json=True if args.json_logs else None)
-    cfg = load_or_exit(args.config)
-    return asyncio.run(run_service(cfg, state_dir=args.state_dir))
+    # From here on everything the service says is a log record (one JSON object per line under
+    # --json-logs or journald): configuration issues and a crash too, not bare lines on stderr.
+    log = get_logger("edge_agent.cli", config=args.config)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            (log.error if issue.severity == "error" else log.warning)("config_issue", issue=str(issue))
+        log.error("config_invalid", hint=f"run `edge-agent check -c {args.config}`")
+        return 2
+    except OSError as exc:
+        log.error("config_unreadable", error=exc.strerror or str(exc))
+        return 2
+    for w in cfg.warnings:
+        log.warning("config_issue", issue=str(w))
+    try:
+        return asyncio.run(run_service(cfg, state_dir=args.state_dir))
+    except KeyboardInterrupt:
+        raise
+    except Exception:
+        log.exception("agent_crashed")
+        return 1

@@ -20,7 +20,7 @@ def register(sub: Any) -> None:
     from sim.runner import add_arguments
 
     add_arguments(p)
-    p.set_defaults(func=_sim)
+    p.set_defaults(func=_sim, sets_up_logging=True)
 
 
 def _sim(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import shutil
 import socket
@@ -110,7 +109,6 @@ async def _drain(port: int, db: Path, n: int, batch_max: int) -> tuple[float, in
         )
         await asyncio.to_thread(_fill, outbox, n)
         size = outbox.stats().bytes_on_disk
-        quiet = logging.getLogger("edge_agent.bench_uplink")
         svc = MqttUplinkService(
             options=MqttUplink(host="127.0.0.1", port=port, batch_max=batch_max, backoff_initial_s=0.05),
             outbox=outbox,
@@ -118,7 +116,6 @@ async def _drain(port: int, db: Path, n: int, batch_max: int) -> tuple[float, in
             building_id="B0000",
             audit_head=lambda: (1, "0" * 64),
             clock=SystemClock(),
-            logger=quiet,
             idle_poll_s=0.05,
         )
         start = time.perf_counter()

@@ -186,7 +186,7 @@ class Actuator:
             try:
                 age = (now_wall - rec.time).total_seconds()
             except ValueError:  # a damaged time stamp: verify() reports it; do not crash the startup
-                self._log.warning("actuator.restore_bad_ts", seq=rec.seq, ts=rec.ts)
+                self._log.warning("rate_window_bad_ts", seq=rec.seq, ts=rec.ts)
                 continue
             if age < -RATE_WINDOW_S:
                 continue
@@ -199,7 +199,9 @@ class Actuator:
         self._tamper_at = tamper
         self._rate_suppressed = defaultdict(int)
         restored = sum(len(v) for v in writes.values())
-        self._log.info("actuator.restored", writes=restored, points=len(writes), tamper_open=sorted(tamper))
+        self._log.info(
+            "rate_window_restored", writes=restored, points=len(writes), tamper_open=sorted(tamper)
+        )
         return restored
 
     def writes_in_window(self, point_id: str) -> int:
@@ -277,7 +279,7 @@ class Actuator:
             self._tamper_at[pid] = now
             finding_seq = rec.seq
             self._log.warning(
-                "actuator.rate_limited", point=pid, writes=len(dq), limit=self._max, rule=intent.rule
+                "write_rate_limited", point=pid, writes=len(dq), limit=self._max, rule=intent.rule
             )
         else:
             self._rate_suppressed[pid] += 1
@@ -329,7 +331,7 @@ class Actuator:
                 reason=f"{intent.reason} (requested {_show(value, intent)}; {detail})",
                 result=code,
             )
-            log.warning("actuator.write_failed", code=code, detail=detail, rule=intent.rule)
+            log.warning("write_failed", code=code, detail=detail, rule=intent.rule)
             return ActuationOutcome(intent, "error", code, detail, audit_seq=rec.seq)
 
         if wr.ok:
@@ -343,7 +345,7 @@ class Actuator:
                 reason=intent.reason,
                 result=result,
             )
-            log.info("actuator.write", value=value, readback=wr.readback, rule=intent.rule, result=result)
+            log.info("write_applied", value=value, readback=wr.readback, rule=intent.rule, result=result)
             return ActuationOutcome(intent, "ok", None, wr.detail or "", wr.readback, audit_seq=rec.seq)
 
         masked = not intent.relinquish and wr.readback is not None and wr.code in (None, "readback_mismatch")
@@ -359,7 +361,7 @@ class Actuator:
             result=result,
         )
         if not masked:
-            log.warning("actuator.write_failed", code=result, detail=wr.detail, rule=intent.rule)
+            log.warning("write_failed", code=result, detail=wr.detail, rule=intent.rule)
             return ActuationOutcome(intent, "error", result, wr.detail or "", wr.readback, audit_seq=rec.seq)
         reason = (
             f"wrote {value!r} to {pid}, read back {wr.readback!r}: something else holds the point "
@@ -368,7 +370,7 @@ class Actuator:
         finding = self._audit.append_finding(
             "masked_write", subject=pid, rule=intent.rule, reason=reason, before=value, after=wr.readback
         )
-        log.warning("actuator.masked_write", value=value, readback=wr.readback, rule=intent.rule)
+        log.warning("write_masked", value=value, readback=wr.readback, rule=intent.rule)
         return ActuationOutcome(
             intent, "readback_mismatch", "readback_mismatch", reason, wr.readback, rec.seq, finding.seq
         )
@@ -404,7 +406,7 @@ class Actuator:
         )
         self._refused_at[key] = (now, 0)
         self._log.warning(
-            "actuator.refused", point=pid, code=refusal.code, reason=refusal.reason, rule=intent.rule
+            "write_refused", point=pid, code=refusal.code, reason=refusal.reason, rule=intent.rule
         )
         return ActuationOutcome(intent, "refused", refusal.code, refusal.reason, audit_seq=rec.seq)
 

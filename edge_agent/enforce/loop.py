@@ -84,7 +84,7 @@ class Enforcer:
         self.calendar = calendar
         self.clock = clock
         self.tick_s = tick_s
-        self.log = get_logger(component="enforce")
+        self.log = get_logger("edge_agent.enforce")
         self._wake = asyncio.Event()
         self._writing: set[str] = set()  # points with a write in flight
         self._active: dict[tuple[str, str, str], str] = {}  # (kind, subject, rule) -> reason
@@ -119,7 +119,7 @@ class Enforcer:
                 try:
                     intents, snap, now = self._evaluate()
                 except Exception:  # a policy bug: logged each cycle, and polling and the uplink go on
-                    self.log.exception("enforcement_cycle_failed")
+                    self.log.exception("enforce_cycle_failed")
                     continue
                 if intents:
                     names = ",".join(sorted({i.point_id for i in intents}))
@@ -150,7 +150,7 @@ class Enforcer:
         try:
             outcomes = await self.actuator.apply(intents, snap)
         except Exception:
-            self.log.exception("enforcement writes failed")
+            self.log.exception("enforce_writes_failed")
             return []
         finally:
             self._writing.difference_update(i.point_id for i in intents)
@@ -170,8 +170,6 @@ class Enforcer:
                     "enforced", point=o.intent.point_id, before=before, after=o.readback,
                     rule=o.intent.rule, result=o.status, reason=o.intent.reason,
                 )  # fmt: skip
-            elif o.status in ("refused", "rate_limited") and o.audit_seq is not None:
-                self.log.warning("write refused", point=o.intent.point_id, code=o.code, detail=o.detail)
         return outcomes
 
     def _record_findings(self, findings: Sequence[Finding]) -> None:

@@ -75,7 +75,7 @@ class Agent:
         self.config = config
         self.health = health
         self.clock: Clock = clock or SystemClock()
-        self.log = get_logger(gateway=config.site.gateway_id)
+        self.log = get_logger("edge_agent.agent", gateway=config.site.gateway_id)
         self.snapshot = Snapshot((dev.id, p, config.point_zone(p.id)) for dev, p in config.points())
         self._pools: dict[str, Any] = {}
         self.devices: dict[str, _DeviceRuntime] = {}
@@ -172,7 +172,7 @@ class Agent:
             try:
                 await self._deliver(device_id, readings)
             except Exception:
-                self.log.exception("COV delivery failed", device=device_id)
+                self.log.exception("cov_delivery_failed", device=device_id)
 
     def _note_status(self, st: DeviceStatus, readings: Sequence[Reading], latency_ms: float) -> None:
         bad = [r for r in readings if not r.ok]
@@ -189,12 +189,12 @@ class Agent:
         if st.up is not up:
             # Log the change of state only, not every failed poll.
             if up:
-                self.log.info("device up", device=st.device_id, latency_ms=round(latency_ms, 1))
+                self.log.info("device_up", device=st.device_id, latency_ms=round(latency_ms, 1))
             else:
-                self.log.warning("device down", device=st.device_id, error=st.last_error)
+                self.log.warning("device_down", device=st.device_id, error=st.last_error)
             st.up = up
         elif up and bad and st.polls % 100 == 1:
-            self.log.warning("device has bad points", device=st.device_id, bad=len(bad), error=st.last_error)
+            self.log.warning("device_points_bad", device=st.device_id, bad=len(bad), error=st.last_error)
 
     async def _poll_loop(self, device_id: str) -> None:
         rt = self.devices[device_id]
@@ -207,7 +207,7 @@ class Agent:
             except Exception as exc:  # a driver bug must not take the other devices down
                 rt.status.up = False
                 rt.status.last_error = f"internal: {type(exc).__name__}: {exc}"
-                self.log.exception("poll failed", device=device_id)
+                self.log.exception("poll_failed", device=device_id)
             if self.health is not None:
                 self.health.beat(f"poll:{device_id}")
             if device_id not in self._cycles_done:
@@ -227,7 +227,7 @@ class Agent:
     ) -> None:
         """Poll until stop() (or SIGINT/SIGTERM when installed); close every driver on the way out."""
         self.log.info(
-            "agent starting",
+            "agent_starting",
             devices=len(self.devices),
             points=len(self.snapshot),
             site=str(self.config.site_path),
@@ -254,7 +254,7 @@ class Agent:
                 tg.create_task(cancel_extras_on_stop(), name="stopper")
         finally:
             await self.close()
-            self.log.info("agent stopped")
+            self.log.info("agent_stopped")
 
     async def close(self, *, timeout_s: float = 5.0) -> None:
         """Close every driver at once (BACnet unsubscribes its COV, may relinquish), bounded in time so
@@ -271,7 +271,7 @@ class Agent:
                 t.cancel()
             if pending:
                 await asyncio.wait(pending)
-                self.log.warning("drivers did not close in time", pending=len(pending), timeout_s=timeout_s)
+                self.log.warning("driver_close_timeout", pending=len(pending), timeout_s=timeout_s)
         for pool in self._pools.values():
             with contextlib.suppress(Exception):
                 await pool.close()
@@ -282,7 +282,7 @@ class Agent:
             loop.add_signal_handler(sig, self._on_signal, sig)
 
     def _on_signal(self, sig: signal.Signals) -> None:
-        self.log.info("signal received, stopping", signal=sig.name)
+        self.log.info("signal_received", signal=sig.name, action="stop")
         self.stop()
 
 

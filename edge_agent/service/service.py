@@ -73,7 +73,7 @@ class Service:
     ) -> None:
         self.cfg = cfg
         self.clock: Clock = clock or SystemClock()
-        self.log = get_logger(gateway=cfg.site.gateway_id)
+        self.log = get_logger("edge_agent.service", gateway=cfg.site.gateway_id)
         self.db_path, self.socket_path = state_paths(cfg, state_dir)
         self.notifier = notifier or SdNotifier()
         self.health = Health(clock=self.clock)
@@ -96,6 +96,7 @@ class Service:
         self.monitor = ClockMonitor(clock=self.clock)
         self._pending: list[ValidatedReading] = []
         self._ledger_pending: list[ValidatedReading] = []
+        self._ledger_failing = False
         self._flush_wake = asyncio.Event()
         self.readings_total = 0
         self._points: dict[str, Any] = {}
@@ -109,7 +110,7 @@ class Service:
             max_writes_per_hour=cfg.policy.enforcement.max_writes_per_point_per_hour,
             is_exempt=exemption_check(cfg, self.clock),
             exempt_roles=HVAC_ROLES,
-            logger=get_logger(component="actuator"),
+            logger=get_logger("edge_agent.actuator", gateway=cfg.site.gateway_id),
         )
         self.enforcer = Enforcer(
             snapshot=self.agent.snapshot,
@@ -131,6 +132,7 @@ class Service:
                 building_id=cfg.site.building_id,
                 audit_head=self.audit.head,
                 clock=self.clock,
+                logger=get_logger("edge_agent.uplink", gateway=cfg.site.gateway_id),
             )
         self.agent.listeners.append(self._on_readings)
         self.agent.listeners.append(self.enforcer.notify)
@@ -196,17 +198,21 @@ class Service:
             try:
                 await asyncio.to_thread(self.ledger.ingest, metered)
             except sqlite3.Error as exc:  # the outbox still holds the readings; the ledger can be rebuilt
-                self.log.error("ledger ingest failed", error=str(exc), readings=len(metered))
+                if not self._ledger_failing:  # logged when the failure starts and when it ends
+                    self.log.error("ledger_ingest_failed", error=str(exc), readings=len(metered))
+                self._ledger_failing = True
+            else:
+                if self._ledger_failing:
+                    self.log.info("ledger_ingest_recovered", readings=len(metered))
+                self._ledger_failing = False
 
     async def _enforce_limits(self) -> None:
         while (drop := await self.outbox.aenforce_limits()) is not None:
             ev = drop.as_event()
-            self.log.warning("outbox limit reached: oldest readings dropped", **ev)
             self.audit.append(AuditKind.DROP, subject="outbox", after=ev, reason=str(ev.get("reason", "")))
 
     async def _on_clock_step(self, step: ClockStep) -> None:
         ev = step.event()
-        self.log.warning("wall clock stepped", **ev)
         self.audit.append(AuditKind.CLOCK_STEP, subject="clock", after=ev, reason="wall clock step detected")
 
     def status_doc(self) -> dict[str, Any]:
@@ -262,7 +268,7 @@ class Service:
         except (ConfigError, OSError) as exc:
             text = str(exc)
             for line in text.splitlines():
-                self.log.error("reload refused: configuration invalid", issue=line)
+                self.log.error("reload_refused", issue=line)
             self.audit.append(
                 AuditKind.RELOAD, subject=str(path), result="refused",
                 reason=f"invalid configuration, kept the running one: {(text or str(exc)).splitlines()[0]}",
@@ -279,7 +285,7 @@ class Service:
                 AuditKind.POLICY_CHANGED, subject=str(new.policy_path),
                 after={"sha256": _digest(new.policy_path)}, reason="policy.yaml changed on reload",
             )  # fmt: skip
-        self.log.info("configuration reloaded", **summary)
+        self.log.info("config_reloaded", **summary)
         self.notifier.ready(self.status_line())
         return True
 
@@ -329,9 +335,7 @@ class Service:
             after={"site_sha256": _digest(cfg.site_path), "policy_sha256": _digest(cfg.policy_path)},
             reason="configuration validated and loaded",
         )  # fmt: skip
-        restored = self.actuator.restore_from_audit()
-        if restored:
-            self.log.info("rate-limit window restored from the audit trail", writes=restored)
+        self.actuator.restore_from_audit()  # logs rate_window_restored
         status = StatusServer(path=self.socket_path, provider=self.status_doc)
         await status.start()
         prom = None
@@ -395,7 +399,7 @@ class Service:
                 try:
                     await asyncio.wait_for(rt.driver.write(p, None), timeout=5)
                 except (Exception, asyncio.CancelledError) as exc:  # shutting down: report, never hang
-                    self.log.warning("relinquish failed", device=dev_id, point=p.id, error=str(exc))
+                    self.log.warning("relinquish_failed", device=dev_id, point=p.id, error=str(exc))
                     continue
                 self.audit.append(
                     AuditKind.WRITE,
@@ -418,7 +422,7 @@ async def run_service(
     try:
         svc = Service(cfg, state_dir=state_dir, clock=clock)
     except (ValueError, OSError) as exc:  # unreadable key file, state directory not writable, ...
-        get_logger().error("cannot start", error=str(exc))
+        get_logger("edge_agent.service").error("start_failed", error=str(exc))
         return 2
     svc.install_signal_handlers()
     try:

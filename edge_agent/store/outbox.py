@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import math
 import sqlite3
 import threading
@@ -34,6 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+
+import structlog
 
 from drivers.base import Value
 from edge_agent.config.settings import StorageOptions
@@ -68,7 +69,7 @@ CREATE TABLE IF NOT EXISTS outbox_cursor (
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _T = TypeVar("_T")
-_log = logging.getLogger("edge_agent.outbox")
+_log = structlog.get_logger("edge_agent.outbox")
 
 
 def _to_us(ts: datetime) -> int:
@@ -169,6 +170,10 @@ class DropEvent:
         }
 
 
+def _drop_fields(ev: DropEvent) -> dict[str, Any]:
+    return {k: v for k, v in ev.as_event().items() if k not in ("kind", "at")}
+
+
 def _encode(vr: ValidatedReading) -> tuple[Any, ...]:
     r = vr.reading
     v = r.value
@@ -223,6 +228,7 @@ class Outbox:
         self._pending_drops: deque[DropEvent] = deque()
         self._dropped_total = 0
         self._storage_error: str | None = None
+        self._limits_failing = False  # log the start and the end of a run of failures, not each one
         self._listeners: list[Callable[[], None]] = []
         with self._lock:
             ensure_schema(conn, DDL)
@@ -245,7 +251,7 @@ class Outbox:
             try:
                 cb()
             except Exception:  # a listener's bug must not fail the poll loop's append
-                _log.exception("outbox listener failed")
+                _log.exception("outbox_listener_failed", listener=getattr(cb, "__qualname__", repr(cb)))
 
     # -- writing -------------------------------------------------------------------------------------
     def append(self, readings: Sequence[ValidatedReading]) -> tuple[int, int] | None:
@@ -262,8 +268,11 @@ class Outbox:
             except sqlite3.OperationalError as exc:
                 self._hold(batch, exc)
                 return None
+            recovered = len(self._held)
             self._held.clear()
             self._storage_error = None
+        if recovered:
+            _log.info("outbox_write_recovered", written=last - first + 1, held=recovered)
         self._notify()
         return first, last
 
@@ -294,10 +303,8 @@ class Outbox:
     def _hold(self, batch: list[ValidatedReading], exc: sqlite3.OperationalError) -> None:
         code = getattr(exc, "sqlite_errorname", None) or "sqlite_error"
         self._storage_error = f"{code}: {exc}"
-        if not self._held:
-            _log.error(
-                "outbox write failed, holding %d readings in memory: %s", len(batch), self._storage_error
-            )
+        if not self._held:  # the failure starts; outbox_write_recovered ends it
+            _log.error("outbox_write_failed", error=self._storage_error, held=len(batch))
         self._held = deque(batch)
         over = len(self._held) - self.options.memory_buffer_max
         if over > 0:
@@ -313,7 +320,7 @@ class Outbox:
                 ts_last=format_ts(_to_us(ts[-1])),
                 at=self.clock.now().isoformat(),
             )
-            _log.error("outbox memory buffer full: dropped %d readings", over)
+            _log.error("readings_dropped", **_drop_fields(ev))
             self._pending_drops.append(ev)
 
     # -- events (writes, findings, audit records, drops): their own seq space -----------------------
@@ -443,8 +450,14 @@ class Outbox:
                 ev = self._enforce()
             except sqlite3.OperationalError as exc:
                 self._storage_error = f"{getattr(exc, 'sqlite_errorname', 'sqlite_error')}: {exc}"
-                _log.error("outbox limit enforcement failed: %s", self._storage_error)
+                if not self._limits_failing:
+                    _log.error("outbox_limits_failed", error=self._storage_error)
+                self._limits_failing = True
                 ev = None
+            else:
+                if self._limits_failing:
+                    _log.info("outbox_limits_recovered")
+                self._limits_failing = False
             if ev is not None:
                 self._dropped_total += ev.count
                 self._pending_drops.append(ev)
@@ -507,9 +520,7 @@ class Outbox:
             ts_last=format_ts(max(s[1] for s in spans)),
             at=now.isoformat(),
         )
-        _log.warning(
-            "outbox limit %s: dropped %d unsent readings seq %d..%d", ev.reason, ev.count, head, drop_upto
-        )
+        _log.warning("readings_dropped", **_drop_fields(ev))
         return ev
 
     def _span(self, lo: int, hi: int) -> tuple[int, int]:

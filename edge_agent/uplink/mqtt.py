@@ -9,6 +9,10 @@
 - Events (writes, findings, audit records, drops) go through their own outbox table and seq space to
   ``.../events``; ``.../status`` is a retained JSON ``online``/``offline`` with a Last Will ``offline``.
 - Reconnect with capped, full-jitter exponential backoff, in ``run`` only.
+- Logs state changes (structlog, ``broker=`` bound): ``uplink_connected`` (with ``reconnect``, and
+  ``outage_s`` and ``failed_attempts`` after an outage), ``uplink_disconnected`` once when a session
+  ends, ``uplink_connect_failed`` once per distinct reason while connecting keeps failing, and
+  ``uplink_closed`` at shutdown; the retries themselves are debug lines.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ import logging
 import random
 import sqlite3
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import structlog
 
 from edge_agent.config.settings import MqttUplink
 from edge_agent.core.clock import Clock
@@ -97,12 +103,17 @@ def encode_batch(
 
 
 class _PendingWarningFilter(logging.Filter):
-    """aiomqtt warns once >threshold publishes are pending; our window is intentional, so say it at debug."""
+    """aiomqtt warns once >threshold publishes are pending; our window is intentional, so say it at debug
+    (and drop it unless the logger is open to debug: the handler may let any level through)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if "pending publish calls" in record.getMessage():
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         return True
+
+
+_MAX_REASONS_LOGGED = 5  # distinct connect-failure reasons logged per outage; the rest are debug lines
 
 
 class MqttUplinkService:
@@ -125,7 +136,11 @@ class MqttUplinkService:
         self.audit_head = audit_head
         self.clock = clock
         self.idle_poll_s = idle_poll_s
-        self._log: Any = logger if logger is not None else logging.getLogger("edge_agent.uplink")
+        self.broker = f"{options.host}:{options.port}"
+        base_log = logger if logger is not None else structlog.get_logger("edge_agent.uplink")
+        self._log: Any = base_log.bind(broker=self.broker)
+        # aiomqtt (and paho under it) need a stdlib logger; core.logs routes it through structlog's
+        # formatter, so its lines come out in the same format as ours.
         self._mqtt_logger = logging.getLogger("edge_agent.uplink.aiomqtt")
         if not any(isinstance(f, _PendingWarningFilter) for f in self._mqtt_logger.filters):
             self._mqtt_logger.addFilter(_PendingWarningFilter())
@@ -171,32 +186,51 @@ class MqttUplinkService:
 
         self.outbox.add_listener(on_append)
         attempt = 0
+        # One outage (or a first connect that keeps failing) is logged once when it starts and once
+        # when it ends, not at every retry (STYLE.md #10).
+        down_since: float | None = None  # monotonic start of the current outage
+        failed = 0  # connect attempts that failed in it
+        reasons: set[str] = set()  # connect-failure reasons logged during this outage
         try:
             while True:
+                was_connected = False
                 try:
                     client = self._make_client()
                     async with client:
-                        self.connected, attempt = True, 0
+                        self.connected = was_connected = True
                         self.connects += 1
-                        self._info("uplink connected", host=self.options.host, port=self.options.port)
+                        self._connected(failed, down_since)
+                        attempt, failed, down_since = 0, 0, None
+                        reasons.clear()
                         await self._session(client)
                 except* (aiomqtt.MqttError, OSError, UplinkConfigError, sqlite3.OperationalError) as group:
                     exc = _first_leaf(group)
                     self.last_error = f"{type(exc).__name__}: {exc}"
                 finally:
-                    if self.connected:
-                        self._info("uplink disconnected", error=self.last_error)
                     self.connected = False
-                me = asyncio.current_task()
+                    me = asyncio.current_task()
+                    if was_connected and me is not None and me.cancelling():
+                        self._log.info("uplink_closed")  # shutting down: not an outage
+                    elif was_connected:
+                        down_since = time.monotonic()
+                        self._log.warning("uplink_disconnected", error=self.last_error)
                 if me is not None and me.cancelling():
                     # aiomqtt's __aexit__ may turn our cancellation into an MqttError (its disconnect
                     # wait times out): the cancellation must still win, or shutdown would hang here.
                     raise asyncio.CancelledError
+                if not was_connected:
+                    failed += 1
+                    if down_since is None:
+                        down_since = time.monotonic()
+                    reason = self.last_error or "unknown"
+                    if reason not in reasons and len(reasons) < _MAX_REASONS_LOGGED:
+                        reasons.add(reason)
+                        self._log.warning("uplink_connect_failed", error=reason, attempt=failed)
                 delay = backoff_delay(
                     attempt, initial=self.options.backoff_initial_s, cap=self.options.backoff_max_s
                 )
                 attempt += 1
-                self._info("uplink reconnecting", delay_s=round(delay, 3), error=self.last_error)
+                self._log.debug("uplink_retry", delay_s=round(delay, 3), error=self.last_error)
                 await asyncio.sleep(delay)
         finally:
             self.outbox.remove_listener(on_append)
@@ -212,12 +246,12 @@ class MqttUplinkService:
             self.last_error = f"audit_head: {type(exc).__name__}: {exc}"
             return None
 
-    def _info(self, event: str, **kw: Any) -> None:
-        log = self._log
-        if isinstance(log, logging.Logger):
-            log.info("%s %s", event, kw)
-        else:
-            log.info(event, **kw)
+    def _connected(self, failed: int, down_since: float | None) -> None:
+        """The end of an outage (or of a first connect that failed) carries how long and how many tries."""
+        extra: dict[str, Any] = {}
+        if down_since is not None:
+            extra = {"outage_s": round(time.monotonic() - down_since, 1), "failed_attempts": failed}
+        self._log.info("uplink_connected", reconnect=self.connects > 1, **extra)
 
     def _status_payload(self, state: str) -> bytes:
         body = {

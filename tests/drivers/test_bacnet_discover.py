@@ -109,8 +109,9 @@ def test_broadcast_discovery_between_namespaces() -> None:
             cwd=os.getcwd(),
         )
         assert sim_proc.stdout is not None and sim_proc.stdout.readline().strip() == "ready"
-        code = (
+        code = (  # logging set up as `edge-agent discover` does: log lines on stderr, the YAML on stdout
             "import asyncio; from drivers.bacnet.discover import discover, render_devices_yaml;"
+            "from edge_agent.core.logs import configure_logging; configure_logging(level='warning');"
             "print(render_devices_yaml(asyncio.run(discover('*', '10.77.0.1/24:47808', 2.0))))"
         )
         out = subprocess.run(

@@ -283,7 +283,7 @@ async def test_reads_recover_after_the_server_restarts(
             await drv.close()
             await pool.close()
     events = [e["event"] for e in logs if e.get("device") == "dev"]
-    assert events == ["modbus device down", "modbus device back"]  # state changes only, not every poll
+    assert events == ["device_failed", "device_recovered"]  # state changes only, not every poll
 
 
 # --- writing --------------------------------------------------------------------------------------------

@@ -324,11 +324,7 @@ async def test_notify_watchdog_status_reload_and_stop(tmp_path: Path) -> None:
             refused = [r for r in audit_rows(db) if r["kind"] == "reload"][-1]
             assert refused["result"] == "refused"
             assert f"{site}:{bad_line}:5" in refused["reason"] and "intervall_s" in refused["reason"]
-            issues = [
-                e.get("issue", "")
-                for e in agent.log_lines()
-                if e.get("event", "").startswith("reload refused")
-            ]
+            issues = [e.get("issue", "") for e in agent.log_lines() if e.get("event") == "reload_refused"]
             assert any(f"{site}:{bad_line}:5" in i and "intervall_s" in i for i in issues), issues
             # Still alive, still polling every device and still feeding the watchdog.
             after_bad = len(listener.messages)

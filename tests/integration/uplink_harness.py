@@ -3,7 +3,7 @@
     python -m tests.integration.uplink_harness --db PATH --port N [--batch 20] [--interval 0.01]
 
 Prints one JSON line per committed batch: {"first": seq, "last": seq} (after the commit, so a line
-printed means the batch is durable). Runs until killed.
+printed means the batch is durable). Logs go to stderr, as the agent's do. Runs until killed.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from drivers.base import Quality, Reading
 from edge_agent.config.settings import MqttUplink, StorageOptions
 from edge_agent.core.clock import SystemClock
+from edge_agent.core.logs import configure_logging
 from edge_agent.core.validate import ValidatedReading
 from edge_agent.store.db import open_state_db
 from edge_agent.store.outbox import Outbox
@@ -33,6 +34,7 @@ async def main(argv: list[str]) -> None:
     ap.add_argument("--building", default="110108B0001")
     ap.add_argument("--gateway", default="gw-test")
     args = ap.parse_args(argv)
+    configure_logging(json=True)  # stderr: stdout carries the seq ranges
     clock = SystemClock()
     conn = open_state_db(args.db)
     outbox = Outbox(conn=conn, options=StorageOptions(), clock=clock, gateway_id=args.gateway)

@@ -227,7 +227,7 @@ async def test_envelope_refusals_are_audited_and_never_reach_a_driver(
     assert rec.kind == "refused" and rec.result == code and rec.subject == the_intent.point_id
     assert rec.rule == RULE and out.audit_seq == rec.seq
     assert "policy wanted: 夏季不低于26°C" in rec.reason
-    assert [e["code"] for e in logs if e["event"] == "actuator.refused"] == [code]
+    assert [e["code"] for e in logs if e["event"] == "write_refused"] == [code]
 
 
 async def test_out_of_range_is_refused_not_clamped(rig: Rig) -> None:

@@ -7,6 +7,7 @@ pydantic models of its own device and point options (``drivers/<protocol>/option
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,10 +17,13 @@ from typing import Literal, NamedTuple, Protocol, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "BACNET_ERROR_CLASSES",
     "ENERGY_ROLES",
     "MODE_LABELS",
+    "DeviceRejectedError",
     "Driver",
     "DriverError",
+    "FailureCode",
     "PermanentError",
     "PointBase",
     "Quality",
@@ -29,6 +33,9 @@ __all__ = [
     "UtcClock",
     "Value",
     "WriteResult",
+    "bacnet_error",
+    "is_failure_code",
+    "modbus_exception",
     "utc_now",
 ]
 
@@ -46,6 +53,115 @@ class Quality(StrEnum):
     UNCERTAIN = "uncertain"  # a value, but the device flags it (BACnet fault/overridden, NaN)
 
 
+class FailureCode(StrEnum):
+    """The one failure vocabulary: every code a driver or the actuator produces, one spelling each.
+
+    Codes travel upstream unchanged (reading ``code``, audit ``result``, uplink events), so a value here
+    never changes meaning. Besides these members, two parameterised forms name a device's own reply:
+    :func:`modbus_exception` (``modbus:<n>``) and :func:`bacnet_error` (``bacnet:<class>:<code>``).
+    ``docs/uplink-schema.md`` lists the same codes; a test keeps the two equal.
+    """
+
+    # Reaching the device (transient: worth retrying)
+    TIMEOUT = "timeout"  # no reply within the device's timeout
+    UNREACHABLE = "unreachable"  # connection refused or lost, or the endpoint is in reconnect backoff
+    # Understanding the reply
+    PROTOCOL = "protocol"  # a reply that cannot be matched or parsed, or of the wrong shape
+    REQUEST_FAILED = "request_failed"  # the local stack could not build or send the request (socket error)
+    DECODE = "decode"  # the reply's data does not form a value of the point's type
+    NO_VALUE = "no_value"  # the reply holds no value for the point
+    # A value the device flags (quality ``uncertain``)
+    NAN = "nan"  # the device reports NaN; or NaN cannot be written to an integer point
+    INF = "inf"  # the device reports +/- infinity
+    FAULT = "fault"  # BACnet status-flags: fault
+    OUT_OF_SERVICE = "out_of_service"  # BACnet status-flags: out-of-service
+    OVERRIDDEN = "overridden"  # BACnet status-flags: overridden (a local override holds the value)
+    # Configuration
+    CONFIG = "config"  # the point or request does not fit this driver as configured
+    # Writes (driver)
+    NOT_WRITABLE = "not_writable"  # not writable in site.yaml, or the register/object takes no writes
+    TYPE = "type"  # the value is the wrong kind for the point (a string for a number, 2 for a binary)
+    RANGE = "range"  # the value does not fit the point's data type
+    SCALE = "scale"  # the point's scale is 0: no raw value gives the requested one
+    READBACK_MISMATCH = "readback_mismatch"  # written; the read-back differs
+    MASKED = "masked"  # BACnet: written, a higher priority holds another value (see holding_priority)
+    RELINQUISH_FAILED = "relinquish_failed"  # BACnet: our priority slot still holds a value
+    WRITE_FAILED = "write_failed"  # the driver reported a failed write without a code
+    # Refusals by the actuator's safety envelope (nothing was sent)
+    UNKNOWN_POINT = "unknown_point"  # not a point of site.yaml
+    NO_DRIVER = "no_driver"  # the point's device has no driver
+    EXEMPT_ZONE = "exempt_zone"  # the point's zone is exempt from enforcement
+    RELINQUISH_UNSUPPORTED = "relinquish_unsupported"  # relinquish asked of a driver without priorities
+    NOT_BOOLEAN = "not_boolean"  # an on/off point asked for something else
+    NOT_A_NUMBER = "not_a_number"  # a numeric point asked for a non-number
+    NOT_FINITE = "not_finite"  # NaN or infinity asked for
+    UNKNOWN_STATE = "unknown_state"  # an enumerated point asked for a raw value not in its `states`
+    NO_BOUNDS = "no_bounds"  # a numeric point without both min and max is never written
+    BELOW_MIN = "below_min"  # below the point's min (never clamped)
+    ABOVE_MAX = "above_max"  # above the point's max (never clamped)
+    RATE_LIMITED = "rate_limited"  # the point's writes per hour are used up
+    # Other outcomes of a write attempt
+    INTERNAL_ERROR = "internal_error"  # the driver raised something other than a DriverError (a bug)
+    CANCELLED = "cancelled"  # shutdown cancelled the write before its read-back: it may have landed
+    # The BACnet/IP local address (at startup; no device involved)
+    ADDRESS_NOT_LOCAL = "address_not_local"  # the address is not one of this host's
+    PORT_IN_USE = "port_in_use"  # another process holds the UDP port
+    BIND_FAILED = "bind_failed"  # any other bind failure
+
+
+# ASHRAE 135 Error Class names (proprietary classes are numbers), and Reject/Abort as pseudo-classes.
+BACNET_ERROR_CLASSES: frozenset[str] = frozenset(
+    {"device", "object", "property", "resources", "security", "services", "vt", "communication"}
+)
+_BACNET_CLASS = "|".join(sorted(BACNET_ERROR_CLASSES | {"reject", "abort"})) + r"|[0-9]+"
+_MODBUS_RE = re.compile(r"modbus:([1-9][0-9]{0,2})")
+_BACNET_RE = re.compile(rf"bacnet:(?:{_BACNET_CLASS}):[a-z0-9]+(?:-[a-z0-9]+)*")
+_CODES: frozenset[str] = frozenset(FailureCode)
+
+
+def modbus_exception(n: int) -> str:
+    """``modbus:<n>`` for a Modbus exception reply with exception code ``n`` (1-255), e.g. ``modbus:2``."""
+    if isinstance(n, bool) or not 1 <= n <= 255:
+        raise ValueError(f"Modbus exception code {n!r} is not in 1..255")
+    return f"modbus:{int(n)}"
+
+
+def _bacnet_name(text: object) -> str:
+    """A BACnet enumeration name as the standard's tools spell it: lower-case words joined by ``-``.
+
+    bacpypes3 already gives ``unknown-object``; camelCase (``unknownObject``), spaces and underscores are
+    folded into the same form, so one error always has one spelling. None gives "" (not a name)."""
+    if text is None:
+        return ""
+    s = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", str(text))
+    return re.sub(r"[^a-z0-9]+", "-", s.lower()).strip("-")
+
+
+def bacnet_error(error_class: object, error_code: object) -> str:
+    """``bacnet:<class>:<code>`` for a BACnet Error reply, e.g. ``bacnet:object:unknown-object``.
+
+    Reject and Abort replies use ``reject`` and ``abort`` as the class and their reason as the code
+    (``bacnet:reject:unrecognized-service``). Names are the BACnet enumeration names in bacpypes3's
+    spelling (kebab-case), which is how the standard's tools and device manuals show them; proprietary
+    values are numbers. Raises ValueError for a class that is none of these."""
+    code = f"bacnet:{_bacnet_name(error_class)}:{_bacnet_name(error_code)}"
+    if _BACNET_RE.fullmatch(code) is None:
+        raise ValueError(f"{error_class!r}:{error_code!r} is not a BACnet error class and code")
+    return code
+
+
+def is_failure_code(code: object) -> bool:
+    """Whether ``code`` belongs to the vocabulary: a :class:`FailureCode` or one of the two device forms."""
+    if not isinstance(code, str):
+        return False
+    if code in _CODES:
+        return True
+    m = _MODBUS_RE.fullmatch(code)
+    if m is not None:
+        return int(m.group(1)) <= 255
+    return _BACNET_RE.fullmatch(code) is not None
+
+
 class Reading(NamedTuple):
     """One point's value at one moment, as the device gave it (after scale and offset).
 
@@ -56,7 +172,7 @@ class Reading(NamedTuple):
     value: Value
     ts: datetime  # UTC, from the injected clock
     quality: Quality
-    code: str | None = None  # machine-readable failure: "modbus:2", "timeout", "unreachable", ...
+    code: str | None = None  # bad/uncertain: a FailureCode, ``modbus:<n>`` or ``bacnet:<class>:<code>``
     detail: str | None = None  # human-readable reason
 
     @property
@@ -66,7 +182,10 @@ class Reading(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    """A write and its read-back. ``ok`` only when the device reports the value we wrote."""
+    """A write and its read-back. ``ok`` only when the device reports the value we wrote.
+
+    ``code`` (when not ok) is a code of the vocabulary (checked here). ``holding_priority`` is the BACnet
+    priority that holds the point when a write is ``masked``; None otherwise."""
 
     point_id: str
     requested: Value
@@ -74,12 +193,19 @@ class WriteResult:
     ok: bool
     code: str | None = None
     detail: str | None = None
+    holding_priority: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.code is not None and not is_failure_code(self.code):
+            raise ValueError(f"write result code {self.code!r} is not in the failure vocabulary")
 
 
 class DriverError(Exception):
-    """Base of every driver failure; carries the device, the point and a machine-readable code."""
+    """Base of every driver failure; carries the device, the point and a code of the vocabulary."""
 
     def __init__(self, message: str, *, device: str, point: str | None = None, code: str) -> None:
+        if not is_failure_code(code):
+            raise ValueError(f"driver error code {code!r} is not in the failure vocabulary")
         super().__init__(message)
         self.device = device
         self.point = point
@@ -87,11 +213,15 @@ class DriverError(Exception):
 
 
 class TransientError(DriverError):
-    """Worth retrying: timeout, connection refused or reset."""
+    """Worth retrying: timeout, connection refused or reset (``timeout``, ``unreachable``)."""
 
 
 class PermanentError(DriverError):
-    """Retrying will not help: illegal address, unknown object, value out of the device's range."""
+    """Retrying will not help: an answer that holds no value, a request the stack cannot make."""
+
+
+class DeviceRejectedError(PermanentError):
+    """The device answered with an error reply: ``modbus:<n>`` or ``bacnet:<class>:<code>``."""
 
 
 # Roles let policies name points by meaning and zone, never by register.

@@ -17,9 +17,10 @@ from bacpypes3.apdu import ErrorRejectAbortNack
 from bacpypes3.pdu import Address
 from bacpypes3.primitivedata import ObjectIdentifier
 
-from drivers.bacnet.driver import _Failure, _kebab, error_code
+from drivers.bacnet.errors import kebab, request_error
 from drivers.bacnet.network import BacnetNetwork
 from drivers.bacnet.options import COMMANDABLE_TYPES, OBJECT_TYPES, BacnetNetworkOptions
+from drivers.base import DriverError, FailureCode
 
 __all__ = ["DiscoveredDevice", "DiscoveredObject", "discover", "render_devices_yaml"]
 
@@ -73,17 +74,15 @@ async def _rp(
 ) -> Any:
     try:
         return await asyncio.wait_for(net.app.read_property(addr, objid, prop, index), timeout)
-    except TimeoutError:
-        raise _Failure("timeout", f"{objid} {prop}: no answer") from None
-    except ErrorRejectAbortNack as exc:
-        raise _Failure(error_code(exc), f"{objid} {prop}: {exc!r}") from None
+    except (TimeoutError, ErrorRejectAbortNack) as exc:
+        raise request_error(exc, device=str(addr), what=f"{objid} {prop}", timeout_s=timeout) from None
 
 
 async def _object_list(net: BacnetNetwork, addr: Address, dev: Any, timeout: float) -> list[Any]:
     try:
         return list(await _rp(net, addr, dev, "object-list", timeout))
-    except _Failure as f:
-        if f.code == "timeout":
+    except DriverError as f:
+        if f.code == FailureCode.TIMEOUT:
             raise
     # A device that cannot segment the whole list answers it element by element.
     n = int(await _rp(net, addr, dev, "object-list", timeout, 0))
@@ -91,23 +90,23 @@ async def _object_list(net: BacnetNetwork, addr: Address, dev: Any, timeout: flo
 
 
 async def _describe(net: BacnetNetwork, addr: Address, objid: Any, timeout: float) -> DiscoveredObject | None:
-    otype = _kebab(objid[0])
+    otype = kebab(objid[0])
     if otype not in OBJECT_TYPES:
         return None
     obj = DiscoveredObject(otype, int(objid[1]))
     try:
         obj.name = str(await _rp(net, addr, objid, "object-name", timeout))
-    except _Failure:
+    except DriverError:
         pass
     if otype.startswith(("analog-", "accumulator")):
         try:
-            obj.units = _kebab(await _rp(net, addr, objid, "units", timeout))
-        except _Failure:
+            obj.units = kebab(await _rp(net, addr, objid, "units", timeout))
+        except DriverError:
             pass
     if otype.startswith("multi-state-"):
         try:
             obj.states = [str(s) for s in await _rp(net, addr, objid, "state-text", timeout)]
-        except _Failure:
+        except DriverError:
             pass
     if otype in COMMANDABLE_TYPES:
         obj.commandable = True
@@ -115,7 +114,7 @@ async def _describe(net: BacnetNetwork, addr: Address, objid: Any, timeout: floa
         try:
             await _rp(net, addr, objid, "priority-array", timeout)
             obj.commandable = True
-        except _Failure:
+        except DriverError:
             obj.commandable = False
     return obj
 
@@ -149,13 +148,13 @@ async def discover(target: str, local: str, timeout: float = 3.0) -> list[Discov
                 for objid in await _object_list(net, source, dev_id, timeout):
                     try:
                         described = await _describe(net, source, ObjectIdentifier(objid), timeout)
-                    except _Failure as f:
+                    except DriverError as f:
                         found.errors.append(f"{objid}: {f.code}")
                         continue
                     if described is not None:
                         found.objects.append(described)
-            except _Failure as f:
-                found.errors.append(f"{f.detail} ({f.code})")
+            except DriverError as f:
+                found.errors.append(f"{f} ({f.code})")
             devices.append(found)
         return sorted(devices, key=lambda d: d.device_instance)
     finally:

@@ -3,8 +3,9 @@
 Reads: ReadPropertyMultiple in batches of ``max_rpm_properties`` property references (present-value and
 status-flags together), falling back to one ReadProperty per point when the device rejects RPM or cannot
 segment the answer; the fallback is remembered for the device. Status flags turn a value ``uncertain``
-(fault > out-of-service > overridden). Failures are ``bad`` readings with ``bacnet:<class>:<code>``,
-``bacnet:reject:<reason>``, ``bacnet:abort:<reason>`` or ``timeout``.
+(fault > out-of-service > overridden). Failures are ``bad`` readings with a code of the failure vocabulary
+(:class:`drivers.base.FailureCode`): the device's ``bacnet:<class>:<code>`` (``reject`` and ``abort`` as
+the class for Reject/Abort replies), ``timeout``, ``decode``, ``no_value``, ``protocol``, ...
 
 COV: points marked ``cov`` are subscribed at connect and renewed at half their lifetime. While a point's
 subscription is healthy and has delivered a value, ``read`` answers it from that value (timestamped when it
@@ -12,7 +13,9 @@ arrived) without traffic, and every notification is also pushed to ``on_cov``; a
 or any timeout on the device, puts its points back on polling until a re-subscription succeeds.
 
 Writes: WriteProperty at the point's priority (else the device's), wait ``readback_delay_s``, read
-present-value and priority-array back. ``None`` relinquishes (Null at that priority).
+present-value and priority-array back. ``None`` relinquishes (Null at that priority). A value held by a
+higher priority is ``masked`` (``WriteResult.holding_priority`` says which); another read-back value is
+``readback_mismatch``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from bacpypes3.apdu import AbortPDU, ErrorPDU, ErrorRejectAbortNack, RejectPDU, SubscribeCOVRequest
+from bacpypes3.apdu import ErrorRejectAbortNack, SubscribeCOVRequest
 from bacpypes3.basetypes import ErrorType, PriorityArray
 from bacpypes3.constructeddata import AnyAtomic
 from bacpypes3.pdu import Address
@@ -42,27 +45,40 @@ from bacpypes3.primitivedata import (
 )
 from bacpypes3.vendor import get_vendor_info
 
+from drivers.bacnet.errors import kebab, request_error
 from drivers.bacnet.network import BacnetNetwork
 from drivers.bacnet.options import BacnetDevice, BacnetPoint
 from drivers.base import (
+    DriverError,
+    FailureCode,
     PermanentError,
     PointBase,
     Quality,
     Reading,
-    TransientError,
     UtcClock,
     Value,
     WriteResult,
+    bacnet_error,
     utc_now,
 )
 
-__all__ = ["BacnetDriver", "BacnetStats", "error_code"]
+__all__ = ["BacnetDriver", "BacnetStats"]
 
 _log = structlog.get_logger("drivers.bacnet")
 
 _IN_FLIGHT = 4  # requests in flight per device (STACK.md: 5-20 in flight doubles throughput)
 _COV_RETRY_S = 30.0  # a failed subscription is retried this often (reads poll meanwhile)
-_FALLBACK_ABORTS = {"segmentation-not-supported", "buffer-overflow", "apdu-too-long"}
+# Answers to ReadPropertyMultiple that mean "read one property at a time instead".
+_RPM_UNSUPPORTED = frozenset(
+    {
+        bacnet_error("reject", "unrecognized-service"),
+        bacnet_error("services", "service-request-denied"),
+        *(
+            bacnet_error("abort", r)
+            for r in ("segmentation-not-supported", "buffer-overflow", "apdu-too-long")
+        ),
+    }
+)
 
 
 @dataclass
@@ -78,26 +94,9 @@ class BacnetStats:
     timeouts: int = 0
 
 
-def _kebab(text: Any) -> str:
-    s = str(text)
-    out = "".join("-" + c.lower() if c.isupper() else c for c in s)
-    return out.lstrip("-")
-
-
-def error_code(exc: BaseException) -> str:
-    """``bacnet:<class>:<code>`` for an Error, ``bacnet:reject:<reason>``, ``bacnet:abort:<reason>``."""
-    if isinstance(exc, ErrorPDU):
-        cls, code = getattr(exc, "errorClass", "unknown"), getattr(exc, "errorCode", "unknown")
-        return f"bacnet:{_kebab(cls)}:{_kebab(code)}"
-    if isinstance(exc, RejectPDU):
-        return f"bacnet:reject:{_kebab(exc.apduAbortRejectReason)}"
-    if isinstance(exc, AbortPDU):
-        return f"bacnet:abort:{_kebab(exc.apduAbortRejectReason)}"
-    return f"bacnet:error:{type(exc).__name__}"
-
-
-class _Failure(Exception):
-    """A request that produced no value; ``code`` is what the bad reading carries."""
+class _CodecFailure(ValueError):
+    """A value that does not convert either way (pure, no device known); the driver turns it into a bad
+    reading, a failed WriteResult or a PermanentError with the same code."""
 
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)
@@ -112,13 +111,15 @@ def _objid(point: BacnetPoint) -> ObjectIdentifier:
 def _convert(raw: Any) -> Value:
     """A decoded bacpypes3 value -> a plain value: binary active -> True, multi-state/unsigned -> int."""
     if isinstance(raw, str) and raw.startswith("-no "):  # bacpypes3 reports some failures as strings
-        raise _Failure("bacnet:decode:" + raw.strip("-").replace(" ", "-"), raw)
+        raise _CodecFailure(FailureCode.DECODE, raw)
     if raw is None:
-        raise _Failure("bacnet:decode:invalid-response", "no value in the reply")
-    if isinstance(raw, ErrorType):
-        raise _Failure(
-            f"bacnet:{_kebab(raw.errorClass)}:{_kebab(raw.errorCode)}", f"{raw.errorClass}: {raw.errorCode}"
-        )
+        raise _CodecFailure(FailureCode.NO_VALUE, "no value in the reply")
+    if isinstance(raw, ErrorType):  # the device's error for this one property
+        try:
+            code = bacnet_error(raw.errorClass, raw.errorCode)
+        except ValueError:
+            code = FailureCode.PROTOCOL
+        raise _CodecFailure(code, f"{raw.errorClass}: {raw.errorCode}")
     if isinstance(raw, Null):
         return None
     if isinstance(raw, AnyAtomic):
@@ -138,7 +139,14 @@ def _convert(raw: Any) -> Value:
         return str(raw)
     if isinstance(raw, bool):
         return raw
-    raise _Failure("bacnet:decode:unsupported-datatype", f"cannot map {type(raw).__name__} to a value")
+    raise _CodecFailure(FailureCode.DECODE, f"cannot map {type(raw).__name__} to a value")
+
+
+_FLAG_CODES = (
+    ("fault", FailureCode.FAULT),
+    ("out-of-service", FailureCode.OUT_OF_SERVICE),
+    ("overridden", FailureCode.OVERRIDDEN),
+)
 
 
 def _flags_quality(flags: Any) -> tuple[Quality, str | None, str | None]:
@@ -148,9 +156,9 @@ def _flags_quality(flags: Any) -> tuple[Quality, str | None, str | None]:
     bits = [int(b) for b in list(flags)[:4]] + [0] * (4 - min(4, len(list(flags))))
     names = [n for n, b in zip(("in-alarm", "fault", "overridden", "out-of-service"), bits, strict=True) if b]
     detail = "status-flags: " + ", ".join(names) if names else None
-    for name in ("fault", "out-of-service", "overridden"):
+    for name, code in _FLAG_CODES:
         if name in names:
-            return Quality.UNCERTAIN, f"bacnet:{name}", detail
+            return Quality.UNCERTAIN, code, detail
     return Quality.GOOD, None, detail
 
 
@@ -161,11 +169,14 @@ def _first_active(pa: Any) -> int | None:
     return None
 
 
-def _slot_value(pa: Any, priority: int) -> Value:
+def _slot_empty(pa: Any, priority: int) -> bool:
     slot = pa[priority - 1]
     if getattr(slot, "null", None) is not None:
-        return None
-    return _convert(getattr(slot, slot._choice))
+        return True
+    try:
+        return _convert(getattr(slot, slot._choice)) is None
+    except _CodecFailure:
+        return False  # something we cannot read sits in the slot: not relinquished
 
 
 def _equal(a: Value, b: Value) -> bool:
@@ -231,21 +242,22 @@ class BacnetDriver:
     # ---- requests (every bacpypes3 failure is caught here, at the edge) ----
 
     async def _request(self, coro: Any, kind: str) -> Any:
+        """Await one bacpypes3 request; every failure leaves as a DriverError (see errors.request_error)."""
+        what = f"{kind} to {self.device.address}"
         async with self._sem:
             try:
                 return await asyncio.wait_for(coro, self.device.timeout_s)
-            except TimeoutError:
+            except TimeoutError as exc:
                 self.stats.timeouts += 1
                 self._cov_suspect()
-                raise _Failure(
-                    "timeout", f"no answer from {self.device.address} in {self.device.timeout_s} s"
-                ) from None
+                raise self._error(exc, what) from None
             except ErrorRejectAbortNack as exc:  # BaseException in bacpypes3
-                code = error_code(exc)
-                # The code says it all; bacpypes3's repr of a PDU is an object address, not a reason.
-                raise _Failure(code, f"{kind} to {self.device.address}: {code.split(':', 1)[1]}") from None
+                raise self._error(exc, what) from None
             except (OSError, ValueError, TypeError, RuntimeError) as exc:
-                raise _Failure("bacnet:request-failed", f"{kind}: {exc}") from exc
+                raise self._error(exc, what) from exc
+
+    def _error(self, exc: BaseException, what: str) -> DriverError:
+        return request_error(exc, device=self.device_id, what=what, timeout_s=self.device.timeout_s)
 
     async def _rp(self, objid: ObjectIdentifier, prop: str) -> Any:
         self.stats.rp_requests += 1
@@ -257,7 +269,11 @@ class BacnetDriver:
             self.network.app.read_property_multiple(self.address, specs), "read-property-multiple"
         )
         if not isinstance(result, list):
-            raise _Failure("bacnet:decode:invalid-response", f"read-property-multiple answered {result!r}")
+            raise PermanentError(
+                f"read-property-multiple answered {result!r}",
+                device=self.device_id,
+                code=FailureCode.PROTOCOL,
+            )
         return result
 
     # ---- reads ----
@@ -319,34 +335,32 @@ class BacnetDriver:
         specs: list[Any] = []
         for p in batch:
             specs += [_objid(p), self._props(p)]
+        if not self.rpm_supported:  # another batch found out meanwhile
+            return list(await asyncio.gather(*(self._read_one(p) for p in batch)))
         try:
-            if not self.rpm_supported:  # another batch found out meanwhile
-                raise _Failure("bacnet:reject:unrecognized-service", "RPM not supported")
             results = await self._rpm(specs)
-        except _Failure as f:
-            if f.code in ("bacnet:reject:unrecognized-service", "bacnet:services:service-request-denied") or (
-                f.code.startswith("bacnet:abort:") and f.code.split(":")[-1] in _FALLBACK_ABORTS
-            ):
+        except DriverError as f:
+            if f.code in _RPM_UNSUPPORTED:
                 if self.rpm_supported:  # once: the fallback is for good
                     self._log.warning("rpm_unsupported", code=f.code, fallback="read-property")
                 self.rpm_supported = False
                 return list(await asyncio.gather(*(self._read_one(p) for p in batch)))
-            if f.code == "timeout" or f.code.startswith("bacnet:abort:") or f.code == "bacnet:request-failed":
-                return [self._bad(p, f.code, f.detail) for p in batch]
+            if f.code in (FailureCode.TIMEOUT, FailureCode.REQUEST_FAILED) or f.code.startswith(
+                "bacnet:abort:"
+            ):
+                return [self._bad(p, f.code, str(f)) for p in batch]
             # A whole-request error (some devices answer RPM with one Error when any object is unknown):
             # ask point by point so each gets its own answer.
             return list(await asyncio.gather(*(self._read_one(p) for p in batch)))
         ts = self.clock()
         values: dict[tuple[str, int, str], Any] = {}
         for objid, prop, _index, value in results:
-            values[(_kebab(objid[0]), int(objid[1]), _kebab(prop))] = value
+            values[(kebab(objid[0]), int(objid[1]), kebab(prop))] = value
         out = []
         for p in batch:
             key = (p.object_type, p.instance)
             if (*key, p.property) not in values:
-                out.append(
-                    self._bad(p, "bacnet:decode:missing-result", "property missing from the RPM answer", ts)
-                )
+                out.append(self._bad(p, FailureCode.NO_VALUE, "property missing from the RPM answer", ts))
                 continue
             out.append(self._reading(p, values[(*key, p.property)], values.get((*key, "status-flags")), ts))
         return out
@@ -354,19 +368,19 @@ class BacnetDriver:
     async def _read_one(self, p: BacnetPoint) -> Reading:
         try:
             raw = await self._rp(_objid(p), p.property)
-        except _Failure as f:
-            return self._bad(p, f.code, f.detail)
+        except DriverError as f:
+            return self._bad(p, f.code, str(f))
         flags = None
         if p.property == "present-value":
             # Status flags are optional on some objects; their absence leaves the value good.
-            with contextlib.suppress(_Failure):
+            with contextlib.suppress(DriverError):
                 flags = await self._rp(_objid(p), "status-flags")
         return self._reading(p, raw, flags, self.clock())
 
     def _reading(self, p: BacnetPoint, raw: Any, flags: Any, ts: Any) -> Reading:
         try:
             value = _convert(raw)
-        except _Failure as f:
+        except _CodecFailure as f:
             return self._bad(p, f.code, f.detail, ts)
         quality, code, detail = (
             _flags_quality(flags) if not isinstance(flags, ErrorType) else (Quality.GOOD, None, None)
@@ -385,24 +399,24 @@ class BacnetDriver:
         prio = priority or p.priority or self.device.write_priority
         if not p.writable:
             return WriteResult(
-                p.id, value, None, False, "not-writable", f"{p.id} is not writable in site.yaml"
+                p.id, value, None, False, FailureCode.NOT_WRITABLE, f"{p.id} is not writable in site.yaml"
             )
         if not 1 <= prio <= 16:
-            return WriteResult(
-                p.id, value, None, False, "bacnet:bad-priority", f"priority {prio} outside 1-16"
-            )
+            return WriteResult(p.id, value, None, False, FailureCode.CONFIG, f"priority {prio} outside 1-16")
         try:
             encoded = self._encode(p, value)
-        except (TypeError, ValueError) as exc:
-            return WriteResult(p.id, value, None, False, "bacnet:bad-value", str(exc))
+        except _CodecFailure as f:
+            return WriteResult(p.id, value, None, False, f.code, f.detail)
+        except (TypeError, ValueError) as exc:  # bacpypes3 refused the value (e.g. too large)
+            return WriteResult(p.id, value, None, False, FailureCode.RANGE, str(exc))
         self.stats.wp_requests += 1
         try:
             await self._request(
                 self.network.app.write_property(self.address, _objid(p), p.property, encoded, priority=prio),
                 "write-property",
             )
-        except _Failure as f:
-            return WriteResult(p.id, value, None, False, f.code, f.detail)
+        except DriverError as f:
+            return WriteResult(p.id, value, None, False, f.code, str(f))
         if value is None:
             self._written.get(p.id, set()).discard(prio)
         else:
@@ -412,17 +426,19 @@ class BacnetDriver:
         try:
             readback_raw, pa = await self._read_back(p)
             readback = _convert(readback_raw)
-        except _Failure as f:
+        except DriverError as f:
+            return WriteResult(p.id, value, None, False, f.code, f"written, read-back failed: {f}")
+        except _CodecFailure as f:
             return WriteResult(p.id, value, None, False, f.code, f"written, read-back failed: {f.detail}")
         active = _first_active(pa) if pa is not None else None
         if value is None:
-            ok = pa is None or _slot_value(pa, prio) is None
+            ok = pa is None or _slot_empty(pa, prio)
             return WriteResult(
                 p.id,
                 None,
                 readback,
                 ok,
-                None if ok else "bacnet:relinquish-failed",
+                None if ok else FailureCode.RELINQUISH_FAILED,
                 f"relinquished priority {prio}; active priority {active}",
             )
         if _equal(readback, value):
@@ -435,15 +451,16 @@ class BacnetDriver:
                 value,
                 readback,
                 False,
-                f"masked:priority-{active}",
+                FailureCode.MASKED,
                 f"priority {active} holds {readback!r} above our {prio}",
+                holding_priority=active,
             )
         return WriteResult(
             p.id,
             value,
             readback,
             False,
-            "readback-mismatch",
+            FailureCode.READBACK_MISMATCH,
             f"wrote {value!r} at priority {prio}, device reports {readback!r}",
         )
 
@@ -453,24 +470,21 @@ class BacnetDriver:
         if p.object_type.startswith("binary-"):
             if isinstance(value, str):
                 if value not in ("active", "inactive"):
-                    raise ValueError(f"binary value {value!r} is not active/inactive")
+                    raise _CodecFailure(FailureCode.TYPE, f"binary value {value!r} is not active/inactive")
                 return value
             if value not in (0, 1, True, False):
-                raise ValueError(f"binary value {value!r} is not 0/1/true/false")
+                raise _CodecFailure(FailureCode.TYPE, f"binary value {value!r} is not 0/1/true/false")
             return "active" if value else "inactive"
         if p.object_type.startswith("multi-state-"):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or value != int(value)
-                or value < 1
-            ):
-                raise ValueError(f"multi-state value {value!r} is not an integer >= 1")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise _CodecFailure(FailureCode.TYPE, f"multi-state value {value!r} is not an integer >= 1")
+            if not math.isfinite(value) or value != int(value) or value < 1:
+                raise _CodecFailure(FailureCode.RANGE, f"multi-state value {value!r} is not an integer >= 1")
             return Unsigned(int(value))
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"analog value {value!r} is not a number")
+            raise _CodecFailure(FailureCode.TYPE, f"analog value {value!r} is not a number")
         if math.isnan(float(value)):
-            raise ValueError("NaN is not written")
+            raise _CodecFailure(FailureCode.NAN, "NaN is not written")
         return Real(float(value))
 
     async def _read_back(self, p: BacnetPoint) -> tuple[Any, Any]:
@@ -479,36 +493,33 @@ class BacnetDriver:
         if self.rpm_supported:
             try:
                 results = await self._rpm([objid, [p.property, "priority-array"]])
-            except _Failure as f:
-                if f.code == "timeout":
+            except DriverError as f:
+                if f.code == FailureCode.TIMEOUT:
                     raise
             else:
-                got = {_kebab(prop): v for _o, prop, _i, v in results}
+                got = {kebab(prop): v for _o, prop, _i, v in results}
                 pa = got.get("priority-array")
                 return got.get(p.property), pa if isinstance(pa, list) else None
         pv = await self._rp(objid, p.property)
         try:
             pa = await self._rp(objid, "priority-array")
-        except _Failure:
+        except DriverError:
             pa = None
         return pv, pa if isinstance(pa, list) else None
 
     async def active_priority(self, point: PointBase) -> int | None:
         """Which priority holds the present value (first non-null slot), None when all are relinquished.
 
-        Raises TransientError on timeout, PermanentError when the device has no priority-array for it."""
+        Raises TransientError on timeout, PermanentError (DeviceRejectedError when the device said so)
+        when it has no priority-array for it."""
         p = self._bacnet_point(point)
         try:
             pa = await self._rp(_objid(p), "priority-array")
-        except _Failure as f:
-            cls = TransientError if f.code == "timeout" else PermanentError
-            raise cls(f.detail, device=self.device_id, point=p.id, code=f.code) from None
+        except DriverError as f:
+            raise type(f)(str(f), device=self.device_id, point=p.id, code=f.code) from None
         if not isinstance(pa, list | PriorityArray):
             raise PermanentError(
-                f"priority-array read gave {pa!r}",
-                device=self.device_id,
-                point=p.id,
-                code="bacnet:decode:invalid-response",
+                f"priority-array read gave {pa!r}", device=self.device_id, point=p.id, code=FailureCode.DECODE
             )
         return _first_active(pa)
 
@@ -538,7 +549,7 @@ class BacnetDriver:
         self.stats.subscribe_requests += 1
         try:
             await self._request(self.network.app.request(req), "subscribe-cov")
-        except _Failure as f:
+        except DriverError as f:
             self.network.unregister_cov(spid)
             if key not in self._cov_failing:  # the failure starts; cov_subscribe_recovered ends it
                 self._cov_failing.add(key)
@@ -580,7 +591,7 @@ class BacnetDriver:
                 monitoredObjectIdentifier=ObjectIdentifier(f"{key[0]},{key[1]}"),
                 destination=self.address,
             )
-            with contextlib.suppress(_Failure):
+            with contextlib.suppress(DriverError):
                 await self._request(self.network.app.request(req), "unsubscribe-cov")
             self.network.unregister_cov(spid)
         self._spids.clear()
@@ -595,9 +606,9 @@ class BacnetDriver:
             prop = pv.propertyIdentifier
             ptype = cls.get_property_type(prop) if cls else None
             try:
-                decoded[_kebab(prop)] = pv.value.cast_out(ptype) if ptype else None
+                decoded[kebab(prop)] = pv.value.cast_out(ptype) if ptype else None
             except Exception as exc:  # a malformed notification is a bad reading, not a crash
-                decoded[_kebab(prop)] = f"-no decode: {exc}-"
+                decoded[kebab(prop)] = f"-no decode: {exc}-"
         if "status-flags" in decoded:
             self._cov_flags[key] = decoded["status-flags"]
         readings = []

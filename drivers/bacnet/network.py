@@ -28,7 +28,7 @@ from bacpypes3.local.device import DeviceObject
 from bacpypes3.local.networkport import NetworkPortObject
 
 from drivers.bacnet.options import BacnetNetworkOptions, parse_address
-from drivers.base import UtcClock, utc_now
+from drivers.base import FailureCode, UtcClock, utc_now
 
 __all__ = ["BacnetNetwork", "CovHandler", "LocalAddressError", "check_local_address"]
 
@@ -40,9 +40,11 @@ _BIND_TIMEOUT_S = 5.0
 
 
 class LocalAddressError(OSError):
-    """The gateway's BACnet/IP address cannot be bound: not an address of this host, or the port is taken."""
+    """The gateway's BACnet/IP address cannot be bound: not an address of this host, or the port is taken.
 
-    def __init__(self, message: str, *, address: str, code: str) -> None:
+    ``code``: ``address_not_local``, ``port_in_use`` or ``bind_failed``."""
+
+    def __init__(self, message: str, *, address: str, code: FailureCode) -> None:
         super().__init__(message)
         self.address = address
         self.code = code
@@ -63,17 +65,19 @@ def check_local_address(address: str) -> None:
                 f"BACnet local address {address}: {ip} is not an address of this host "
                 "(set bacnet.local_address to one of this gateway's IPs, or 0.0.0.0)",
                 address=address,
-                code="bacnet:local-address-not-on-host",
+                code=FailureCode.ADDRESS_NOT_LOCAL,
             ) from exc
         if exc.errno == errno.EADDRINUSE:
             raise LocalAddressError(
                 f"BACnet local address {address}: UDP port {port} is already in use by another process "
                 "(another BACnet stack or agent?)",
                 address=address,
-                code="bacnet:local-port-in-use",
+                code=FailureCode.PORT_IN_USE,
             ) from exc
         raise LocalAddressError(
-            f"BACnet local address {address}: cannot bind: {exc}", address=address, code="bacnet:bind-failed"
+            f"BACnet local address {address}: cannot bind: {exc}",
+            address=address,
+            code=FailureCode.BIND_FAILED,
         ) from exc
     finally:
         probe.close()
@@ -149,7 +153,7 @@ class BacnetNetwork:
                 raise LocalAddressError(
                     f"BACnet local address {opts.local_address}: bind timed out ({_BIND_TIMEOUT_S} s)",
                     address=opts.local_address,
-                    code="bacnet:bind-failed",
+                    code=FailureCode.BIND_FAILED,
                 ) from exc
             self._app = app
             _log.info("bacnet_network_bound", address=opts.local_address)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from drivers.base import Value
+from drivers.base import FailureCode, Value
 from drivers.modbus.options import ModbusPoint, register_count
 
 __all__ = [
@@ -64,20 +64,20 @@ _WIDTH = {
 class CodecError(ValueError):
     """A value that cannot be decoded or encoded; permanent (retrying gives the same answer).
 
-    ``code``: "decode" (registers do not form a value), "range" (outside the type's range), "nan" (NaN
-    into an integer type), "type" (wrong kind of value), "scale" (scale 0 cannot be inverted).
+    ``code``: ``decode`` (registers do not form a value), ``range`` (outside the type's range), ``nan``
+    (NaN into an integer type), ``type`` (wrong kind of value), ``scale`` (scale 0 cannot be inverted).
     """
 
-    def __init__(self, message: str, *, point: str, code: str) -> None:
+    def __init__(self, message: str, *, point: str, code: FailureCode) -> None:
         super().__init__(message)
         self.point = point
         self.code = code
 
 
-def non_finite_code(value: Value) -> str | None:
-    """ "nan" or "inf" for a float that is not finite, else None (the driver marks it uncertain)."""
+def non_finite_code(value: Value) -> FailureCode | None:
+    """``nan`` or ``inf`` for a float that is not finite, else None (the driver marks it uncertain)."""
     if type(value) is float and not math.isfinite(value):
-        return "nan" if math.isnan(value) else "inf"
+        return FailureCode.NAN if math.isnan(value) else FailureCode.INF
     return None
 
 
@@ -153,13 +153,13 @@ def decode(registers: Sequence[int], point: ModbusPoint) -> Value:
     n = register_count(point)
     if len(registers) != n:
         raise CodecError(
-            f"{point.type} needs {n} registers, got {len(registers)}", point=point.id, code="decode"
+            f"{point.type} needs {n} registers, got {len(registers)}", point=point.id, code=FailureCode.DECODE
         )
     try:
         return decoder_for(point)(registers)
     except (struct.error, UnicodeDecodeError, IndexError, OverflowError) as exc:
         raise CodecError(
-            f"cannot decode {list(registers)} as {point.type}: {exc}", point=point.id, code="decode"
+            f"cannot decode {list(registers)} as {point.type}: {exc}", point=point.id, code=FailureCode.DECODE
         ) from exc
 
 
@@ -244,7 +244,7 @@ def block_decoder(
                     buf_le = pack_le(*regs)
             except _DECODE_ERRORS as exc:
                 err = f"reply of {len(data)} registers does not decode: {exc}"
-                return [CodecError(err, point=j[8], code="decode") for j in jobs], False
+                return [CodecError(err, point=j[8], code=FailureCode.DECODE) for j in jobs], False
         clean = True
         acc = 0.0  # stays 0.0 while every float is finite (inf*0 and nan*0 are nan): one check per block
         for kind, a, b, fn, scale, offset, identity, is_float, pid in jobs:
@@ -265,7 +265,7 @@ def block_decoder(
                 append(v)
             except _DECODE_ERRORS as exc:
                 clean = False
-                append(CodecError(f"cannot decode point {pid}: {exc}", point=pid, code="decode"))
+                append(CodecError(f"cannot decode point {pid}: {exc}", point=pid, code=FailureCode.DECODE))
         return out, clean and acc == 0.0
 
     return run
@@ -275,7 +275,9 @@ def _raw_number(value: Value, point: ModbusPoint) -> float | int:
     """Invert scale and offset. Integers pass through exactly when scale is 1 and offset 0."""
     if isinstance(value, str) or value is None:
         raise CodecError(
-            f"{point.type} point {point.id} needs a number, got {value!r}", point=point.id, code="type"
+            f"{point.type} point {point.id} needs a number, got {value!r}",
+            point=point.id,
+            code=FailureCode.TYPE,
         )
     identity = point.scale == 1.0 and point.offset == 0.0
     if identity and isinstance(value, int):
@@ -283,7 +285,7 @@ def _raw_number(value: Value, point: ModbusPoint) -> float | int:
     f = float(value)
     if point.scale == 0.0:
         raise CodecError(
-            f"point {point.id} has scale 0: a value cannot be written", point=point.id, code="scale"
+            f"point {point.id} has scale 0: a value cannot be written", point=point.id, code=FailureCode.SCALE
         )
     return f if identity else (f - point.offset) / point.scale
 
@@ -303,7 +305,9 @@ def encode(value: Value, point: ModbusPoint, *, current: int = 0) -> list[int]:
             on = bool(value)
         else:
             raise CodecError(
-                f"{t} point {point.id} takes true/false or 0/1, got {value!r}", point=point.id, code="type"
+                f"{t} point {point.id} takes true/false or 0/1, got {value!r}",
+                point=point.id,
+                code=FailureCode.TYPE,
             )
         if t == "bool":
             return [int(on)]
@@ -315,15 +319,17 @@ def encode(value: Value, point: ModbusPoint, *, current: int = 0) -> list[int]:
     if t == "string":
         if not isinstance(value, str):
             raise CodecError(
-                f"string point {point.id} needs a str, got {value!r}", point=point.id, code="type"
+                f"string point {point.id} needs a str, got {value!r}", point=point.id, code=FailureCode.TYPE
             )
         n = point.length or 1
         try:
             data = value.encode("ascii")
         except UnicodeEncodeError as exc:
-            raise CodecError(f"{value!r} is not ASCII", point=point.id, code="type") from exc
+            raise CodecError(f"{value!r} is not ASCII", point=point.id, code=FailureCode.TYPE) from exc
         if len(data) > 2 * n:
-            raise CodecError(f"{value!r} is longer than {2 * n} characters", point=point.id, code="range")
+            raise CodecError(
+                f"{value!r} is longer than {2 * n} characters", point=point.id, code=FailureCode.RANGE
+            )
         data = data.ljust(2 * n, b"\x00")
         return list(struct.unpack(f"{'>' if point.byte_order == 'big' else '<'}{n}H", data))
 
@@ -331,10 +337,14 @@ def encode(value: Value, point: ModbusPoint, *, current: int = 0) -> list[int]:
     if t in _RANGE:
         if isinstance(raw, float):
             if math.isnan(raw):
-                raise CodecError(f"NaN cannot be written to {t} point {point.id}", point=point.id, code="nan")
+                raise CodecError(
+                    f"NaN cannot be written to {t} point {point.id}", point=point.id, code=FailureCode.NAN
+                )
             if math.isinf(raw):
                 raise CodecError(
-                    f"{value} cannot be written to {t} point {point.id}", point=point.id, code="range"
+                    f"{value} cannot be written to {t} point {point.id}",
+                    point=point.id,
+                    code=FailureCode.RANGE,
                 )
             raw = round(raw)
         lo, hi = _RANGE[t]
@@ -342,13 +352,13 @@ def encode(value: Value, point: ModbusPoint, *, current: int = 0) -> list[int]:
             raise CodecError(
                 f"{value} (raw {raw}) is outside {t} range {lo}..{hi} for point {point.id}",
                 point=point.id,
-                code="range",
+                code=FailureCode.RANGE,
             )
     try:
         data = struct.pack(_FMT[t], raw)
     except (OverflowError, struct.error) as exc:  # a float too large for float32
         raise CodecError(
-            f"{value} does not fit {t} point {point.id}: {exc}", point=point.id, code="range"
+            f"{value} does not fit {t} point {point.id}: {exc}", point=point.id, code=FailureCode.RANGE
         ) from exc
     width = _WIDTH[t]
     regs = list(struct.unpack(f"{'>' if point.byte_order == 'big' else '<'}{width}H", data))

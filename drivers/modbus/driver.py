@@ -7,9 +7,10 @@ Shape:
   waits on a live one. Reconnects happen here only, with capped, jittered backoff; while an endpoint is
   in backoff a read answers ``unreachable`` at once instead of waiting.
 - :class:`ModbusTcpDriver` reads a device's points with the fewest requests (:mod:`.planner`), decodes
-  with precompiled decoders (:mod:`.codec`) and turns every failure into ``bad`` readings with a code:
-  ``modbus:<n>`` (exception reply), ``timeout``, ``unreachable``, ``decode``, ``protocol`` (a reply
-  pymodbus could not match or parse), ``config`` (a point this driver cannot read).
+  with precompiled decoders (:mod:`.codec`) and turns every failure into ``bad`` readings with a code of
+  the failure vocabulary (:class:`drivers.base.FailureCode`): ``modbus:<n>`` (exception reply),
+  ``timeout``, ``unreachable``, ``decode``, ``protocol`` (a reply pymodbus could not match or parse),
+  ``config`` (a point this driver cannot read).
 - Timeouts are ours (``asyncio.timeout`` with the device's ``timeout_s``); pymodbus runs with
   ``retries=0`` and no auto-reconnect: retries and reconnects belong to one place, this module.
 """
@@ -29,7 +30,17 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.pdu import ModbusPDU
 
-from drivers.base import PointBase, Quality, Reading, UtcClock, Value, WriteResult, utc_now
+from drivers.base import (
+    FailureCode,
+    PointBase,
+    Quality,
+    Reading,
+    UtcClock,
+    Value,
+    WriteResult,
+    modbus_exception,
+    utc_now,
+)
 from drivers.modbus.codec import BlockDecoder, CodecError, block_decoder, encode
 from drivers.modbus.options import ModbusDevice, ModbusPoint, register_count
 from drivers.modbus.planner import (
@@ -224,6 +235,12 @@ async def read_block_raw(client: AsyncModbusTcpClient, block: Block, *, device_i
     return await client.read_discrete_inputs(block.start, count=block.count, device_id=device_id)
 
 
+def _exception_code(rr: ModbusPDU) -> tuple[int, str]:
+    """An exception reply's number and its code (``modbus:<n>``; ``protocol`` if it carries none)."""
+    n = int(getattr(rr, "exception_code", 0))
+    return n, modbus_exception(n) if 1 <= n <= 255 else FailureCode.PROTOCOL
+
+
 def _good_reading(pid: str, value: Value, ts: datetime, _good: Quality = Quality.GOOD) -> Reading:
     return Reading(pid, value, ts, _good)
 
@@ -288,7 +305,7 @@ class ModbusTcpDriver:
             try:
                 await ep.ensure_connected(self._timeout)
             except _Unreachable as exc:
-                self._state_change("unreachable", str(exc))
+                self._state_change(FailureCode.UNREACHABLE, str(exc))
 
     async def close(self) -> None:
         """Give the endpoint back; the pool closes it when no device uses it any more."""
@@ -320,7 +337,7 @@ class ModbusTcpDriver:
                 continue
             seen.add(p.id)
             if not isinstance(p, ModbusPoint):
-                rejected[p.id] = ("config", f"{type(p).__name__} is not a Modbus point")
+                rejected[p.id] = (FailureCode.CONFIG, f"{type(p).__name__} is not a Modbus point")
                 continue
             limit = (
                 min(dev.max_bits, PROTOCOL_MAX_BITS)
@@ -328,7 +345,10 @@ class ModbusTcpDriver:
                 else min(dev.max_registers, PROTOCOL_MAX_REGISTERS)
             )
             if register_count(p) > limit:
-                rejected[p.id] = ("config", f"{register_count(p)} registers exceed the device's max {limit}")
+                rejected[p.id] = (
+                    FailureCode.CONFIG,
+                    f"{register_count(p)} registers exceed the device's max {limit}",
+                )
                 continue
             usable.append(p)
         unreadable: set[tuple[str, int]] = set()
@@ -368,13 +388,13 @@ class ModbusTcpDriver:
             try:
                 await ep.ensure_connected(self._timeout)
             except _Unreachable as exc:
-                failed = ("unreachable", str(exc))
+                failed = (FailureCode.UNREACHABLE, str(exc))
             for block in list(plan.blocks):
                 if failed is not None:
                     self._fill(out, block, Quality.BAD, failed[0], failed[1])
                 elif not plan.due(block):
                     self._fill(
-                        out, block, Quality.BAD, "modbus:2",
+                        out, block, Quality.BAD, modbus_exception(2),
                         f"illegal data address (remembered; retried every {plan.retry_every} polls)",
                     )  # fmt: skip
                 else:
@@ -408,18 +428,18 @@ class ModbusTcpDriver:
             rr = await self._request(ep, block)
         except TimeoutError:
             detail = f"no reply within {self._timeout} s ({block.table} {block.start}+{block.count})"
-            self._fill(out, block, Quality.BAD, "timeout", detail)
-            return ("timeout", f"skipped after a timeout in this poll: {detail}"), False
+            self._fill(out, block, Quality.BAD, FailureCode.TIMEOUT, detail)
+            return (FailureCode.TIMEOUT, f"skipped after a timeout in this poll: {detail}"), False
         except (ConnectionException, OSError) as exc:
             ep.mark_failed(f"connection lost: {exc}")
-            self._fill(out, block, Quality.BAD, "unreachable", f"{ep.host}:{ep.port} {exc}")
-            return ("unreachable", f"{ep.host}:{ep.port} connection lost: {exc}"), False
+            self._fill(out, block, Quality.BAD, FailureCode.UNREACHABLE, f"{ep.host}:{ep.port} {exc}")
+            return (FailureCode.UNREACHABLE, f"{ep.host}:{ep.port} connection lost: {exc}"), False
         except ModbusException as exc:
-            self._fill(out, block, Quality.BAD, "protocol", str(exc))
+            self._fill(out, block, Quality.BAD, FailureCode.PROTOCOL, str(exc))
             return None, False
 
         if rr.isError():
-            n = int(getattr(rr, "exception_code", 0))
+            n, code = _exception_code(rr)
             detail = f"{EXCEPTION_NAMES.get(n, 'exception')} ({block.table} {block.start}+{block.count})"
             if n == 2:
                 parts = st.plan.on_illegal_address(block)
@@ -434,9 +454,9 @@ class ModbusTcpDriver:
                                 self._fill(out, rest, Quality.BAD, failed[0], failed[1])
                             return failed, any_good
                     return None, any_good
-            self._fill(out, block, Quality.BAD, f"modbus:{n}", detail)
+            self._fill(out, block, Quality.BAD, code, detail)
             if n in _DEVICE_DOWN_EXCEPTIONS:
-                return (f"modbus:{n}", f"skipped after {detail} in this poll"), False
+                return (code, f"skipped after {detail} in this poll"), False
             return None, False
 
         if st.plan.is_bad(block):
@@ -444,7 +464,9 @@ class ModbusTcpDriver:
         data: Sequence[int] = rr.bits if block.table in ("coil", "discrete") else rr.registers
         ts = self._clock()
         if len(data) < block.count:
-            self._fill(out, block, Quality.BAD, "decode", f"short reply: {len(data)} of {block.count}")
+            self._fill(
+                out, block, Quality.BAD, FailureCode.DECODE, f"short reply: {len(data)} of {block.count}"
+            )
             return None, False
         decode, pids = st.decoder_of(block)
         values, clean = decode(data)
@@ -455,9 +477,9 @@ class ModbusTcpDriver:
             return None, True
         for pid, value in zip(pids, values, strict=True):
             if isinstance(value, CodecError):
-                out[pid] = Reading(pid, None, ts, Quality.BAD, "decode", str(value))
+                out[pid] = Reading(pid, None, ts, Quality.BAD, value.code, str(value))
             elif isinstance(value, float) and not math.isfinite(value):
-                code = "nan" if math.isnan(value) else "inf"
+                code = FailureCode.NAN if math.isnan(value) else FailureCode.INF
                 out[pid] = Reading(pid, value, ts, Quality.UNCERTAIN, code, f"device reports {value}")
             else:
                 out[pid] = make(pid, value, ts)
@@ -483,11 +505,11 @@ class ModbusTcpDriver:
         """
         if not isinstance(point, ModbusPoint):
             return WriteResult(
-                point.id, value, None, False, "config", f"{type(point).__name__} is not Modbus"
+                point.id, value, None, False, FailureCode.CONFIG, f"{type(point).__name__} is not Modbus"
             )
         if not point.writable or point.table not in ("holding", "coil"):
             return WriteResult(
-                point.id, value, None, False, "not_writable",
+                point.id, value, None, False, FailureCode.NOT_WRITABLE,
                 f"point {point.id} ({point.table} {point.address}) is not writable",
             )  # fmt: skip
         try:
@@ -517,16 +539,16 @@ class ModbusTcpDriver:
                     else:
                         wr = await client.write_registers(point.address, regs, device_id=self._unit)
             except _Unreachable as exc:
-                return WriteResult(point.id, value, None, False, "unreachable", str(exc))
+                return WriteResult(point.id, value, None, False, FailureCode.UNREACHABLE, str(exc))
             except TimeoutError:
                 return WriteResult(
-                    point.id, value, None, False, "timeout", f"no reply within {self._timeout} s"
+                    point.id, value, None, False, FailureCode.TIMEOUT, f"no reply within {self._timeout} s"
                 )
             except (ConnectionException, OSError) as exc:
                 ep.mark_failed(f"connection lost: {exc}")
-                return WriteResult(point.id, value, None, False, "unreachable", str(exc))
+                return WriteResult(point.id, value, None, False, FailureCode.UNREACHABLE, str(exc))
             except ModbusException as exc:
-                return WriteResult(point.id, value, None, False, "protocol", str(exc))
+                return WriteResult(point.id, value, None, False, FailureCode.PROTOCOL, str(exc))
             if wr.isError():
                 return self._write_failed(point, value, wr, "write")
 
@@ -541,7 +563,7 @@ class ModbusTcpDriver:
         if _same(point, value, reading.value):
             return WriteResult(point.id, value, reading.value, True)
         return WriteResult(
-            point.id, value, reading.value, False, "readback_mismatch",
+            point.id, value, reading.value, False, FailureCode.READBACK_MISMATCH,
             f"wrote {value!r}, device reports {reading.value!r}",
         )  # fmt: skip
 
@@ -555,15 +577,15 @@ class ModbusTcpDriver:
             try:
                 await ep.ensure_connected(self._timeout)
             except _Unreachable as exc:
-                return Reading(point.id, None, self._clock(), Quality.BAD, "unreachable", str(exc))
+                return Reading(point.id, None, self._clock(), Quality.BAD, FailureCode.UNREACHABLE, str(exc))
             await self._read_block(ep, st, block, out)
         return out[point.id]
 
     @staticmethod
     def _write_failed(point: ModbusPoint, value: Value, rr: ModbusPDU, what: str) -> WriteResult:
-        n = int(getattr(rr, "exception_code", 0))
+        n, code = _exception_code(rr)
         return WriteResult(
-            point.id, value, None, False, f"modbus:{n}", f"{what}: {EXCEPTION_NAMES.get(n, 'exception')}"
+            point.id, value, None, False, code, f"{what}: {EXCEPTION_NAMES.get(n, 'exception')}"
         )
 
 

@@ -14,9 +14,11 @@ the checks here run last and have no switch to turn them off:
 
 Every accepted write is read back by the driver; the audit ``write`` record holds the snapshot value
 before, the read-back after, the rule, the reason and the result (``ok``, ``readback_mismatch`` or
-the driver's error code). A read-back that differs is also a ``masked_write`` finding. A driver
-exception never escapes; an audit-store failure does (as an ExceptionGroup from the task group):
-the actuator does not keep writing when it can no longer record what it writes.
+the driver's error code). A read-back that differs (``readback_mismatch`` from any driver) is also a
+``masked_write`` finding. Refusals, driver codes and results share one vocabulary,
+:class:`drivers.base.FailureCode`. A driver exception never escapes; an audit-store failure does (as
+an ExceptionGroup from the task group): the actuator does not keep writing when it can no longer
+record what it writes.
 
 Rate-limit state lives in memory and is rebuilt from the audit trail by ``restore_from_audit()``
 at startup, so a restart does not reset the count.
@@ -34,7 +36,7 @@ from typing import Any, Literal
 
 import structlog
 
-from drivers.base import Driver, DriverError, PointBase, Value, WriteResult
+from drivers.base import Driver, DriverError, FailureCode, PointBase, Value, WriteResult
 from edge_agent.core.clock import Clock
 from edge_agent.store.audit import AuditKind, AuditLog
 from policies.types import PointState, WriteIntent
@@ -69,7 +71,7 @@ class ActuationOutcome:
 
     intent: WriteIntent
     status: OutcomeStatus
-    code: str | None = None  # refusal or error code: "above_max", "not_writable", "modbus:2", "rate_limited"
+    code: str | None = None  # a FailureCode (above_max, not_writable, rate_limited, ...) or modbus:2, ...
     detail: str = ""
     readback: Value = None
     audit_seq: int | None = None  # the write/refused record; None when not re-audited (repeat, rate limit)
@@ -86,7 +88,7 @@ class ActuationOutcome:
 
 @dataclass(slots=True)
 class _Refusal:
-    code: str
+    code: FailureCode
     reason: str
 
 
@@ -147,13 +149,15 @@ class Actuator:
             entry = self._points.get(intent.point_id)
             if entry is None:
                 outcomes[i] = self._refuse(
-                    intent, snap, _Refusal("unknown_point", f"{intent.point_id} is not a point in site.yaml")
+                    intent,
+                    snap,
+                    _Refusal(FailureCode.UNKNOWN_POINT, f"{intent.point_id} is not a point in site.yaml"),
                 )
             elif entry[0] not in self._drivers:
                 outcomes[i] = self._refuse(
                     intent,
                     snap,
-                    _Refusal("no_driver", f"device {entry[0]} of {intent.point_id} has no driver"),
+                    _Refusal(FailureCode.NO_DRIVER, f"device {entry[0]} of {intent.point_id} has no driver"),
                 )
             else:
                 by_device.setdefault(entry[0], []).append(i)
@@ -219,7 +223,7 @@ class Actuator:
     ) -> _Refusal | None:
         pid = intent.point_id
         if not point.writable:
-            return _Refusal("not_writable", f"{pid} is not writable in site.yaml")
+            return _Refusal(FailureCode.NOT_WRITABLE, f"{pid} is not writable in site.yaml")
         if intent.relinquish:
             return None  # releasing our own command imposes nothing: no zone or value checks
         state = snap.get(pid)
@@ -229,7 +233,7 @@ class Actuator:
         covered = self._exempt_roles is None or point.role in self._exempt_roles
         for zone in candidates if covered else ():
             if self._is_exempt(zone):
-                return _Refusal("exempt_zone", f"zone {zone} of {pid} is exempt from enforcement")
+                return _Refusal(FailureCode.EXEMPT_ZONE, f"zone {zone} of {pid} is exempt from enforcement")
         return _check_value(pid, point, intent.value)
 
     # --- one intent ---------------------------------------------------------------------------
@@ -241,7 +245,7 @@ class Actuator:
         async with self._locks[pid]:
             refusal = self._check(intent, point, snap)
             if refusal is None and intent.relinquish and not supports_relinquish(driver):
-                refusal = _Refusal("relinquish_unsupported", "relinquish is a BACnet concept")
+                refusal = _Refusal(FailureCode.RELINQUISH_UNSUPPORTED, "relinquish is a BACnet concept")
             if refusal is not None:
                 return self._refuse(intent, snap, refusal)
             limited = self._rate_limit(intent, snap)
@@ -283,7 +287,9 @@ class Actuator:
             )
         else:
             self._rate_suppressed[pid] += 1
-        return ActuationOutcome(intent, "rate_limited", "rate_limited", detail, finding_seq=finding_seq)
+        return ActuationOutcome(
+            intent, "rate_limited", FailureCode.RATE_LIMITED, detail, finding_seq=finding_seq
+        )
 
     async def _write(
         self,
@@ -297,12 +303,13 @@ class Actuator:
         pid = intent.point_id
         log = self._log.bind(device=device_id, point=pid)
         wr: WriteResult | None = None
+        code: str
         try:
             wr = await driver.write(point, value, priority=self._priority)
         except DriverError as e:
             code, detail = e.code, str(e)
         except Exception as e:
-            code, detail = f"error:{type(e).__name__}", str(e) or type(e).__name__
+            code, detail = FailureCode.INTERNAL_ERROR, _describe(e)
         except BaseException as e:
             # bacpypes3's ErrorRejectAbortNack derives from BaseException: a driver error all the same.
             if isinstance(e, KeyboardInterrupt | SystemExit | GeneratorExit):
@@ -316,10 +323,10 @@ class Actuator:
                     before=_before(snap, pid),
                     rule=intent.rule,
                     reason=f"{intent.reason} (requested {_show(value, intent)}; cancelled before read-back)",
-                    result="cancelled",
+                    result=FailureCode.CANCELLED,
                 )
                 raise
-            code, detail = f"error:{type(e).__name__}", str(e) or type(e).__name__
+            code, detail = FailureCode.INTERNAL_ERROR, _describe(e)
 
         if wr is None:
             rec = self._audit.append(
@@ -348,8 +355,14 @@ class Actuator:
             log.info("write_applied", value=value, readback=wr.readback, rule=intent.rule, result=result)
             return ActuationOutcome(intent, "ok", None, wr.detail or "", wr.readback, audit_seq=rec.seq)
 
-        masked = not intent.relinquish and wr.readback is not None and wr.code in (None, "readback_mismatch")
-        result = "readback_mismatch" if masked else (wr.code or "write_failed")
+        # Not the value we wrote, and no other failure: something else holds the point. (A BACnet
+        # ``masked`` write, a higher priority holding it, stays an error here for now.)
+        masked = (
+            not intent.relinquish
+            and wr.readback is not None
+            and wr.code in (None, FailureCode.READBACK_MISMATCH)
+        )
+        result = FailureCode.READBACK_MISMATCH if masked else (wr.code or FailureCode.WRITE_FAILED)
         rec = self._audit.append(
             AuditKind.WRITE,
             subject=pid,
@@ -372,7 +385,13 @@ class Actuator:
         )
         log.warning("write_masked", value=value, readback=wr.readback, rule=intent.rule)
         return ActuationOutcome(
-            intent, "readback_mismatch", "readback_mismatch", reason, wr.readback, rec.seq, finding.seq
+            intent,
+            "readback_mismatch",
+            FailureCode.READBACK_MISMATCH,
+            reason,
+            wr.readback,
+            rec.seq,
+            finding.seq,
         )
 
     def _refuse(
@@ -432,23 +451,25 @@ def _check_value(pid: str, point: PointBase, value: object) -> _Refusal | None:
     if kind == "bool":
         if isinstance(value, bool) or (type(value) is int and value in (0, 1)):
             return None
-        return _Refusal("not_boolean", f"{value!r} is not on/off (true/false, 1/0) for {pid}")
+        return _Refusal(FailureCode.NOT_BOOLEAN, f"{value!r} is not on/off (true/false, 1/0) for {pid}")
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return _Refusal("not_a_number", f"{value!r} is not a number for {pid}")
+        return _Refusal(FailureCode.NOT_A_NUMBER, f"{value!r} is not a number for {pid}")
     if not math.isfinite(value):
-        return _Refusal("not_finite", f"{value!r} is not a finite value for {pid}")
+        return _Refusal(FailureCode.NOT_FINITE, f"{value!r} is not a finite value for {pid}")
     if kind == "enum":
         assert point.states is not None
         if value != int(value) or int(value) not in point.states:
             known = ", ".join(f"{k}={v}" for k, v in sorted(point.states.items()))
-            return _Refusal("unknown_state", f"{value!r} is not a state of {pid} ({known})")
+            return _Refusal(FailureCode.UNKNOWN_STATE, f"{value!r} is not a state of {pid} ({known})")
         return None
     if point.min is None or point.max is None:
-        return _Refusal("no_bounds", f"{pid} has no min/max in site.yaml; numeric writes need both bounds")
+        return _Refusal(
+            FailureCode.NO_BOUNDS, f"{pid} has no min/max in site.yaml; numeric writes need both bounds"
+        )
     if value < point.min:
-        return _Refusal("below_min", f"{value!r} is below min {point.min} of {pid}; not clamped")
+        return _Refusal(FailureCode.BELOW_MIN, f"{value!r} is below min {point.min} of {pid}; not clamped")
     if value > point.max:
-        return _Refusal("above_max", f"{value!r} is above max {point.max} of {pid}; not clamped")
+        return _Refusal(FailureCode.ABOVE_MAX, f"{value!r} is above max {point.max} of {pid}; not clamped")
     return None
 
 
@@ -457,6 +478,12 @@ def _normalise(point: PointBase, value: float | int | bool) -> Value:
     if _value_kind(point) == "enum" and isinstance(value, float):
         return int(value)
     return value
+
+
+def _describe(exc: BaseException) -> str:
+    """An unexpected exception as the detail of ``internal_error``: its type, then its message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _before(snap: Mapping[str, PointState], pid: str) -> Value:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 
-from drivers.modbus.driver import EndpointPool
+from drivers.bacnet.driver import BacnetDriver
+from drivers.base import PointBase, Reading, is_failure_code
+from drivers.modbus.driver import EndpointPool, ModbusTcpDriver
 from sim.modbus_server import ModbusServer
 from sim.typebank import build_type_unit
 
@@ -73,3 +76,19 @@ async def _no_leaked_tasks(request: pytest.FixtureRequest) -> AsyncIterator[None
         await asyncio.sleep(0)
     leaked = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task() and not t.done()]
     assert not leaked, f"leaked tasks: {[t.get_name() for t in leaked]}"
+
+
+@pytest.fixture(autouse=True)
+def _codes_in_vocabulary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every reading a driver returns against the simulators carries a code of the failure vocabulary
+    (WriteResult and DriverError check their own codes when built)."""
+    for cls in (ModbusTcpDriver, BacnetDriver):
+        original = cls.read
+
+        async def read(self: Any, points: Sequence[PointBase], _original: Any = original) -> list[Reading]:
+            readings: list[Reading] = await _original(self, points)
+            bad = [r for r in readings if r.code is not None and not is_failure_code(r.code)]
+            assert not bad, f"codes outside the vocabulary: {bad}"
+            return readings
+
+        monkeypatch.setattr(cls, "read", read)

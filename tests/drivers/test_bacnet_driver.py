@@ -169,7 +169,8 @@ async def test_write_at_priority_priority_array_and_relinquish(rig: Rig) -> None
     assert await d.active_priority(sp) == 8
     # a lower priority is masked by ours
     masked = await d.write(sp, 24.0, priority=12)
-    assert not masked.ok and masked.code == "masked:priority-8" and masked.readback == 26.5
+    assert not masked.ok and masked.code == "masked" and masked.readback == 26.5
+    assert masked.holding_priority == 8 and "priority 8" in (masked.detail or "")
     # relinquish 8: the value at 12 takes over
     rel = await d.write(sp, None)
     assert rel.ok and rel.readback == 24.0
@@ -190,7 +191,19 @@ async def test_write_at_priority_priority_array_and_relinquish(rig: Rig) -> None
 async def test_read_only_points_refuse_writes(rig: Rig) -> None:
     d = await rig.driver()
     result = await d.write(d.device.points[3], 20.0)  # writable: false in the config
-    assert not result.ok and result.code == "not-writable"
+    assert not result.ok and result.code == "not_writable"
+
+
+async def test_values_an_object_cannot_take_are_refused_before_sending(rig: Rig) -> None:
+    d = await rig.driver()
+    sp, mode, power = d.device.points[:3]
+    assert (await d.write(power, "on")).code == "type"
+    assert (await d.write(power, 2)).code == "type"
+    assert (await d.write(mode, 2.5)).code == "range"
+    assert (await d.write(mode, "cool")).code == "type"
+    assert (await d.write(sp, float("nan"))).code == "nan"
+    assert (await d.write(sp, 26.0, priority=17)).code == "config"
+    assert d.stats.wp_requests == 0
 
 
 async def test_cov_update_arrives_without_a_poll(rig: Rig) -> None:
@@ -241,7 +254,7 @@ async def test_local_address_not_on_this_host_is_a_clear_error() -> None:
     net = BacnetNetwork(options=BacnetNetworkOptions(local_address="192.0.2.77:47808"))
     with pytest.raises(LocalAddressError) as info:
         await net.start()
-    assert info.value.code == "bacnet:local-address-not-on-host"
+    assert info.value.code == "address_not_local"
     assert not net.started
 
 
@@ -250,4 +263,4 @@ async def test_local_port_in_use_is_a_clear_error(rig: Rig) -> None:
     other = BacnetNetwork(options=rig.net.options)
     with pytest.raises(LocalAddressError) as info:
         await other.start()
-    assert info.value.code == "bacnet:local-port-in-use"
+    assert info.value.code == "port_in_use"

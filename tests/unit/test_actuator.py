@@ -8,13 +8,23 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from drivers.base import Driver, PointBase, Reading, TransientError, Value, WriteResult
+from drivers.base import (
+    Driver,
+    FailureCode,
+    PointBase,
+    Reading,
+    TransientError,
+    Value,
+    WriteResult,
+    is_failure_code,
+)
 from drivers.modbus.options import ModbusPoint
 from edge_agent.core.clock import FakeClock
 from edge_agent.enforce.actuator import ActuationOutcome, Actuator
@@ -30,7 +40,8 @@ class FakeDriver:
     """Implements drivers.base.Driver over an in-memory device.
 
     ``hold[point] = v`` makes the device keep ``v`` whatever is written (a higher BACnet priority,
-    a clamp); ``fail[point] = exc`` makes the write raise; ``gate`` makes writes wait for an event.
+    a clamp); ``fail[point] = exc`` makes the write raise; ``result[point] = wr`` makes the write return
+    ``wr`` as it is; ``gate`` makes writes wait for an event.
     """
 
     def __init__(self, device_id: str, *, supports_relinquish: bool = False) -> None:
@@ -39,6 +50,7 @@ class FakeDriver:
         self.values: dict[str, Value] = {}
         self.hold: dict[str, Value] = {}
         self.fail: dict[str, BaseException] = {}
+        self.result: dict[str, WriteResult] = {}
         self.calls: list[tuple[str, Value, int | None]] = []
         self.gate: asyncio.Barrier | None = None
         self.in_flight: dict[str, int] = {}
@@ -59,6 +71,8 @@ class FakeDriver:
         self.started.set()
         if point.id in self.fail:
             raise self.fail[point.id]
+        if point.id in self.result:
+            return self.result[point.id]
         self.in_flight[point.id] = self.in_flight.get(point.id, 0) + 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight[point.id])
         try:
@@ -73,7 +87,7 @@ class FakeDriver:
                 self.values[point.id] = self.hold.get(point.id, value)
             rb = self.values[point.id]
             ok = value is None or rb == value
-            return WriteResult(point.id, value, rb, ok, None if ok else "readback_mismatch")
+            return WriteResult(point.id, value, rb, ok, None if ok else FailureCode.READBACK_MISMATCH)
         finally:
             self.in_flight[point.id] -= 1
 
@@ -139,6 +153,20 @@ class Rig:
     def close(self) -> None:
         assert verify(self.conn).ok  # whatever happened, the chain is intact
         self.conn.close()
+
+
+@pytest.fixture(autouse=True)
+def _outcome_codes_in_vocabulary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every outcome's code, in every test here, is a code of the failure vocabulary."""
+    original = Actuator.apply
+
+    async def apply(self: Actuator, *args: Any, **kwargs: Any) -> list[ActuationOutcome]:
+        outcomes = await original(self, *args, **kwargs)
+        bad = [o for o in outcomes if o.code is not None and not is_failure_code(o.code)]
+        assert not bad, f"codes outside the vocabulary: {bad}"
+        return outcomes
+
+    monkeypatch.setattr(Actuator, "apply", apply)
 
 
 @pytest.fixture
@@ -362,17 +390,47 @@ async def test_masked_write_becomes_a_finding(rig: Rig) -> None:
     assert out.audit_seq == write.seq and out.finding_seq == finding.seq
 
 
+async def test_masked_write_is_an_error_with_the_holding_priority_audited(rig: Rig) -> None:
+    # BACnet: a higher priority holds another value. Stays an error (no finding) for now; the audit
+    # record keeps the driver's detail, which names the priority.
+    rig.a.result[SETPOINT.id] = WriteResult(
+        SETPOINT.id,
+        26.0,
+        24.0,
+        False,
+        FailureCode.MASKED,
+        "priority 6 holds 24.0 above our 8",
+        holding_priority=6,
+    )
+    [out] = await rig.actuator.apply([intent(value=26.0)], snap(24.0))
+    assert (out.status, out.code, out.readback, out.finding_seq) == ("error", "masked", 24.0, None)
+    [write] = rig.records()
+    assert (write.kind, write.result, write.after) == ("write", "masked", 24.0)
+    assert "priority 6 holds 24.0" in write.reason
+
+
+async def test_readback_mismatch_is_recognised_by_its_one_spelling(rig: Rig) -> None:
+    # What the BACnet driver now reports when no higher priority explains the read-back.
+    rig.a.result[SETPOINT.id] = WriteResult(
+        SETPOINT.id, 26.0, 25.0, False, "readback_mismatch", "wrote 26.0 at priority 8, device reports 25.0"
+    )
+    [out] = await rig.actuator.apply([intent(value=26.0)], snap(24.0))
+    assert out.status == "readback_mismatch" and out.finding_seq is not None
+    assert [r.result for r in rig.records()] == ["readback_mismatch", "masked_write"]
+
+
 @pytest.mark.parametrize(
     ("exc", "code"),
     [
         (TransientError("no answer", device="ac-a", point=SETPOINT.id, code="timeout"), "timeout"),
-        (RuntimeError("driver bug"), "error:RuntimeError"),
+        (RuntimeError("driver bug"), "internal_error"),
     ],
 )
 async def test_driver_exception_is_audited_and_does_not_escape(rig: Rig, exc: Exception, code: str) -> None:
     rig.a.fail[SETPOINT.id] = exc
     [out, other] = await rig.actuator.apply([intent(), intent(SET_B.id, 27.0)], snap(24.0))
     assert out.status == "error" and out.code == code and out.reached_device
+    assert out.detail == ("RuntimeError: driver bug" if code == "internal_error" else "no answer")
     assert other.ok  # another device is not affected
     rec = next(r for r in rig.records() if r.subject == SETPOINT.id)
     assert (rec.kind, rec.result, rec.before, rec.after) == ("write", code, 24.0, None)
@@ -384,7 +442,7 @@ async def test_driver_exception_is_audited_and_does_not_escape(rig: Rig, exc: Ex
 async def test_stray_cancelled_error_from_a_driver_is_a_driver_error(rig: Rig) -> None:
     rig.a.fail[SETPOINT.id] = asyncio.CancelledError()  # raised without anyone cancelling us
     [out] = await rig.actuator.apply([intent()])
-    assert out.status == "error" and out.code == "error:CancelledError"
+    assert out.status == "error" and out.code == "internal_error" and out.detail == "CancelledError"
 
 
 async def test_real_cancellation_propagates_and_is_audited(rig: Rig) -> None:

@@ -271,9 +271,7 @@ def test_the_table_has_no_cycle() -> None:
 
 
 def test_no_module_imports_another_modules_private_names() -> None:
-    # discover.py's use of its driver's error helpers goes with the failure codes
-    pending = {"drivers/bacnet/discover.py"}
-    assert [b for b in private_imports(scan(ROOT)) if b.split(":")[0] not in pending] == []
+    assert private_imports(scan(ROOT)) == []
 
 
 def test_no_import_cycles_between_modules() -> None:

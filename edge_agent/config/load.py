@@ -1,10 +1,11 @@
 """site.yaml and policy.yaml: load, validate, and report every problem with FILE:LINE:COL and YAML path.
 
-The schema is composed, not re-declared: devices come from the drivers' options models (a
-discriminated union on ``protocol``), storage/uplink/status from ``edge_agent.settings`` and the
-policy from ``policies.model.Policy``. This module adds the site's own fields (identity, zones,
-energy code additions) and the checks that span several entries (unique ids, zone references,
-overlapping registers, duplicate device endpoints, energy codes).
+The schema is composed, not re-declared: devices and site-wide protocol options (``bacnet:``) come
+from the drivers' options models through ``drivers.registry`` (a discriminated union on ``protocol``),
+storage/uplink/status from ``edge_agent.settings`` and the policy from ``policies.model.Policy``. This
+module adds the site's own fields (identity, zones, energy code additions) and the protocol-neutral
+checks that span several entries (unique ids, zone references, energy codes, the metering tree); each
+protocol's own checks (Modbus: overlapping registers, duplicate endpoints) run through the registry.
 
 Cross checks run on the raw YAML data, not on the validated models, so one run reports a typo in
 one device and a duplicate point id in another together; an entry that does not validate is
@@ -14,6 +15,7 @@ simply skipped by the checks that need its typed form.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 import re
@@ -22,16 +24,24 @@ import typing
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 from pydantic_core import ErrorDetails
 
 import policies.model as policy_model
-from drivers.bacnet.options import BacnetDevice, BacnetNetworkOptions
 from drivers.base import ENERGY_ROLES, PointBase
-from drivers.modbus.options import ModbusDevice, ModbusPoint, register_count
+from drivers.registry import PROTOCOLS, ProtocolSpec
+from drivers.spec import DeviceEntry, DeviceOptions
 from edge_agent.config.codes import BUILDING_TYPES, CODE_PATTERN, PROVINCE_PREFIXES, code_table, is_code
 from edge_agent.config.settings import MqttUplink, StatusOptions, StorageOptions
 from edge_agent.config.yamlmarks import YamlDoc, YamlPath, YamlSyntaxError, format_path, load_yaml, parse_path
@@ -55,14 +65,16 @@ __all__ = [
     "policy_json_schema",
     "render_schema",
     "site_json_schema",
+    "site_model",
     "write_schema_files",
 ]
 
 SITE_SCHEMA_FILE = "schema.json"
 POLICY_SCHEMA_FILE = "policy.schema.json"
 
-# Add a protocol by adding its device model to this union (each has `protocol: Literal[...]`).
-Device = Annotated[Union[ModbusDevice, BacnetDevice], Field(discriminator="protocol")]  # noqa: UP007
+# A validated `devices:` entry, as the shell sees it. Validation uses the union of the registered
+# protocols' device models (discriminated on `protocol`): see site_model().
+Device: TypeAlias = DeviceOptions
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 _BUILDING_ID = re.compile(r"^[0-9]{6}[A-Z][0-9]{3}$")
@@ -179,7 +191,12 @@ class LedgerOptions(_Strict):
 EnergyCodeKey = Annotated[str, StringConstraints(pattern=CODE_PATTERN)]
 
 
-class Site(_Strict):
+# Site is declared in two parts because pydantic orders fields base-first along the MRO: site_model()
+# slots the registered protocols' site-wide options (`bacnet:`) between _SiteHead and _SiteTail, where
+# they have always been in the schema and in "expected one of: ..." messages.
+
+
+class _SiteHead(_Strict):
     gateway_id: str = Field(pattern=r"^[A-Za-z0-9._\-]+$", max_length=64, description="This gateway's id")
     building_id: str = Field(
         pattern=r"^[0-9]{6}[A-Z][0-9]{3}$",
@@ -192,26 +209,13 @@ class Site(_Strict):
     occupants: int = Field(gt=0, description="People, including non-establishment staff, for per-person KPIs")
     policy: str = Field(default="policy.yaml", description="policy.yaml path, relative to this file")
     zones: list[Zone] = Field(default_factory=list)
-    devices: list[Device] = Field(min_length=1)
+    if TYPE_CHECKING:
+        devices: list[Device]
+    else:
+        devices: list[Any] = Field(min_length=1)  # site_model() puts the registered protocols' union here
     storage: StorageOptions = Field(default_factory=StorageOptions)
     uplink: MqttUplink | None = Field(default=None, description="Absent: readings stay in the local outbox")
     status: StatusOptions = Field(default_factory=StatusOptions)
-    bacnet: BacnetNetworkOptions | None = Field(
-        default=None, description="The gateway's own BACnet/IP port; needed when a device has protocol bacnet"
-    )
-    energy_codes: dict[EnergyCodeKey, str] = Field(
-        default_factory=dict, description="Additions to the MOHURD code table, e.g. {01D1A: IT equipment}"
-    )
-    meters: list[MeterNode] = Field(
-        default_factory=list,
-        description="Metering tree: main meters, their sub-meters and scope, for balance, coverage and PUE",
-    )
-    targets: Targets | None = Field(default=None, description="Annual KPI targets for reports")
-    coal_factors: dict[EnergyCodeKey, CoalFactor] = Field(
-        default_factory=dict,
-        description="Standard-coal factors by category code (01000, 03000...), overriding GB/T 2589-2020",
-    )
-    ledger: LedgerOptions = Field(default_factory=LedgerOptions)
 
     @field_validator("building_id", mode="before")
     @classmethod
@@ -231,6 +235,65 @@ class Site(_Strict):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Asia/Shanghai") from None
         return value
+
+
+class _SiteTail(_Strict):
+    energy_codes: dict[EnergyCodeKey, str] = Field(
+        default_factory=dict, description="Additions to the MOHURD code table, e.g. {01D1A: IT equipment}"
+    )
+    meters: list[MeterNode] = Field(
+        default_factory=list,
+        description="Metering tree: main meters, their sub-meters and scope, for balance, coverage and PUE",
+    )
+    targets: Targets | None = Field(default=None, description="Annual KPI targets for reports")
+    coal_factors: dict[EnergyCodeKey, CoalFactor] = Field(
+        default_factory=dict,
+        description="Standard-coal factors by category code (01000, 03000...), overriding GB/T 2589-2020",
+    )
+    ledger: LedgerOptions = Field(default_factory=LedgerOptions)
+
+
+class Site(_SiteTail, _SiteHead):
+    """The site as the shell reads it. Validate with ``site_model()``, the subclass that adds the
+    registered protocols' device union and site-wide options (this class checks no device)."""
+
+    def network_options(self, protocol: str) -> BaseModel | None:
+        """The site-wide options ``protocol`` registered (e.g. `bacnet:`); None when absent or it has none."""
+        spec = PROTOCOLS.get(protocol)
+        if spec is None or spec.network_key is None:
+            return None
+        options = getattr(self, spec.network_key, None)
+        return options if isinstance(options, BaseModel) else None
+
+
+def site_model() -> type[Site]:
+    """The Site model for the protocols registered in drivers.registry now (composed once per registry)."""
+    return _compose_site(tuple(PROTOCOLS.values()))
+
+
+@functools.cache
+def _compose_site(specs: tuple[ProtocolSpec, ...]) -> type[Site]:
+    if not specs:
+        raise ValueError("no protocol is registered in drivers.registry")
+    models = tuple(spec.device_model for spec in specs)
+    union: Any = Union[models] if len(models) > 1 else models[0]  # noqa: UP007
+    device = Annotated[union, Field(discriminator="protocol")]
+    options: dict[str, Any] = {}
+    for spec in specs:
+        if spec.network_key is None or spec.network_model is None:
+            continue
+        if spec.network_key in Site.model_fields:
+            raise ValueError(f"protocol {spec.name!r}: site.yaml key {spec.network_key!r} is the site's own")
+        options[spec.network_key] = (
+            spec.network_model | None,
+            Field(default=None, description=spec.network_description),
+        )
+    # MRO: Site, _SiteTail, networks, _SiteHead -> fields: head, the protocols' options, tail.
+    networks = create_model("_SiteNetworks", __base__=_SiteHead, __module__=__name__, **options)
+    model = create_model(
+        "Site", __base__=(Site, networks), __module__=__name__, devices=(list[device], Field(min_length=1))
+    )
+    return cast(type[Site], model)
 
 
 # --------------------------------------------------------------------------------------------- result
@@ -309,7 +372,7 @@ def load_config(site_path: str | Path) -> LoadedConfig:
 
     site_out = _Collector(doc)
     _duplicate_keys(site_out)
-    site = _validate(Site, site_out)
+    site = _validate(site_model(), site_out)
     _cross_check(site_out)
 
     policy: Policy | None = None
@@ -619,18 +682,6 @@ def _as_dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _device_point_models() -> dict[str, type[PointBase]]:
-    """protocol -> point model, read from the Device union, so a new protocol needs no change here."""
-    out: dict[str, type[PointBase]] = {}
-    for arm in _union_arms(_unwrap(Device)):
-        field_info = arm.model_fields.get("points")
-        args = typing.get_args(_unwrap(field_info.annotation)) if field_info is not None else ()
-        if len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], PointBase):
-            for tag in _tag_of(arm):
-                out[tag] = args[0]
-    return out
-
-
 def _cross_check(out: _Collector) -> None:
     data = _as_dict(out.doc.data)
     _check_building_id(out, data)
@@ -650,11 +701,10 @@ def _cross_check(out: _Collector) -> None:
     site_codes = {k: str(v) for k, v in raw_codes if isinstance(k, str) and is_code(k)}
     table = code_table(site_codes)
 
-    point_models = _device_point_models()
     device_ids: dict[str, YamlPath] = {}
     point_ids: dict[str, YamlPath] = {}
     point_data: dict[str, Mapping[str, Any]] = {}
-    endpoints: dict[tuple[str, int, int], YamlPath] = {}
+    by_protocol: dict[str, list[DeviceEntry]] = {}  # for the protocols' own checks (drivers.registry)
     for d, device in enumerate(_as_list(data.get("devices"))):
         dev = _as_dict(device)
         dpath: YamlPath = ("devices", d)
@@ -667,11 +717,10 @@ def _cross_check(out: _Collector) -> None:
         if zones_ok:
             _check_zone_ref(out, zones, dev.get("zone"), [*dpath, "zone"])
         protocol = dev.get("protocol")
-        if protocol == "modbus":
-            _check_modbus_endpoint(out, dev, dpath, endpoints)
+        spec = PROTOCOLS.get(protocol) if isinstance(protocol, str) else None
+        point_model = spec.point_model if spec is not None and spec.check_site is not None else None
 
         typed: list[tuple[int, PointBase]] = []
-        point_model = point_models.get(protocol) if isinstance(protocol, str) else None
         for p, point in enumerate(_as_list(dev.get("points"))):
             pt = _as_dict(point)
             ppath: YamlPath = (*dpath, "points", p)
@@ -690,9 +739,13 @@ def _cross_check(out: _Collector) -> None:
                 try:
                     typed.append((p, point_model.model_validate(pt)))
                 except ValidationError:
-                    pass  # reported by the site schema; overlap checks need a valid point
-        if protocol == "modbus":
-            _check_modbus_overlaps(out, dpath, [(p, pt) for p, pt in typed if isinstance(pt, ModbusPoint)])
+                    pass  # reported by the site schema; the protocol's checks need a valid point
+        if spec is not None and spec.check_site is not None:
+            by_protocol.setdefault(spec.name, []).append(DeviceEntry(path=dpath, data=dev, points=typed))
+    for name, entries in by_protocol.items():
+        check = PROTOCOLS[name].check_site
+        if check is not None:
+            check(entries, out)
     _check_meters(out, data, point_data)
     _check_coal_factors(out, data)
 
@@ -818,80 +871,11 @@ def _check_energy(
         )
 
 
-def _check_modbus_endpoint(
-    out: _Collector, dev: Mapping[str, Any], dpath: YamlPath, seen: dict[tuple[str, int, int], YamlPath]
-) -> None:
-    host = dev.get("host")
-    port = dev.get("port", ModbusDevice.model_fields["port"].default)
-    unit = dev.get("unit_id", ModbusDevice.model_fields["unit_id"].default)
-    if not isinstance(host, str) or not isinstance(port, int) or not isinstance(unit, int):
-        return
-    key = (host.strip().lower(), port, unit)
-    if key in seen:
-        out.add(
-            [*dpath, "host"],
-            f"{host}:{port} unit {unit} is already polled as {out.where(seen[key])}; "
-            "two devices on one endpoint read the same registers",
-        )
-    else:
-        seen[key] = (*dpath, "host")
-
-
-_ONE_REGISTER = frozenset({"int16", "uint16", "bit"})
-
-
-def _layout(point: ModbusPoint) -> tuple[object, ...]:
-    width = register_count(point)
-    # Word order means nothing for one register; a bit of a 16-bit register agrees with the register.
-    return (
-        "reg16" if point.type in _ONE_REGISTER and point.type != "int16" else point.type,
-        point.word_order if width > 1 else None,
-        point.byte_order,
-        width,
-    )
-
-
-def _check_modbus_overlaps(out: _Collector, dpath: YamlPath, points: list[tuple[int, ModbusPoint]]) -> None:
-    by_table: dict[str, list[tuple[int, ModbusPoint]]] = {}
-    for p, pt in points:
-        if pt.table in ("holding", "input"):
-            by_table.setdefault(pt.table, []).append((p, pt))
-    for table, entries in by_table.items():
-        entries.sort(key=lambda e: e[1].address)
-        for a_index, (pa, a) in enumerate(entries):
-            a_end = a.address + register_count(a)
-            for pb, b in entries[a_index + 1 :]:
-                if b.address >= a_end:
-                    break
-                if a.address == b.address and _layout(a) == _layout(b):
-                    continue  # the same registers read the same way (e.g. two bits of one register)
-                first, second = sorted(((pa, a), (pb, b)), key=lambda e: e[0])
-                out.add(
-                    [*dpath, "points", second[0], "address"],
-                    f"{table} registers {_span(second[1])} ({_desc(second[1])}) overlap point "
-                    f"{first[1].id!r} at {out.where([*dpath, 'points', first[0]])}, registers "
-                    f"{_span(first[1])} ({_desc(first[1])}), decoded differently",
-                )
-
-
-def _span(p: ModbusPoint) -> str:
-    n = register_count(p)
-    return str(p.address) if n == 1 else f"{p.address}-{p.address + n - 1}"
-
-
-def _desc(p: ModbusPoint) -> str:
-    parts: list[str] = [p.type]
-    if register_count(p) > 1:
-        parts.append(f"word_order {p.word_order}")
-    parts.append(f"byte_order {p.byte_order}")
-    return ", ".join(parts)
-
-
 # --------------------------------------------------------------------------------------------- schema
 
 
 def site_json_schema() -> dict[str, Any]:
-    schema = Site.model_json_schema()
+    schema = site_model().model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema.setdefault("title", "edge-agent site.yaml")
     return schema

@@ -23,10 +23,10 @@ _METER_ROLES = ("energy", "water_volume", "power")
 def _bacnet_plan(cfg: LoadedConfig) -> tuple[str, int, str] | None:
     """(first device host, device port, agent local address) for the simulator's BACnet front end, or None
     when the site has no BACnet device. The simulator puts its devices at consecutive hosts from the first."""
-    from drivers.bacnet.options import BacnetNetworkOptions, parse_address
+    from drivers.bacnet.options import BacnetDevice, BacnetNetworkOptions, parse_address
 
     addrs = sorted(
-        (parse_address(d.address) for d in cfg.site.devices if d.protocol == "bacnet"),
+        (parse_address(d.address) for d in cfg.site.devices if isinstance(d, BacnetDevice)),
         key=lambda a: tuple(int(x) for x in a[0].split(".")),
     )
     if not addrs:
@@ -34,7 +34,8 @@ def _bacnet_plan(cfg: LoadedConfig) -> tuple[str, int, str] | None:
     ports = {a[2] for a in addrs}
     if len(ports) != 1:
         raise ValueError(f"the demo's BACnet devices must share one UDP port, site.yaml has {sorted(ports)}")
-    local = (cfg.site.bacnet or BacnetNetworkOptions()).local_address
+    net = cfg.site.network_options("bacnet")
+    local = (net if isinstance(net, BacnetNetworkOptions) else BacnetNetworkOptions()).local_address
     return addrs[0][0], ports.pop(), local
 
 
@@ -129,6 +130,7 @@ async def run_demo(
     err: TextIO,
 ) -> int:
     """The simulator and the agent until Ctrl-C or ``duration`` seconds; the live table goes to ``out``."""
+    from drivers.modbus.options import ModbusDevice
     from edge_agent.core.clock import ScaledClock, parse_at
     from edge_agent.devtools.simwire import retarget_modbus
     from edge_agent.service.service import Service
@@ -136,7 +138,7 @@ async def run_demo(
 
     start = parse_at(at if at != "now" else None, cfg.site.timezone)
     sim = Simulator(seed=1, start=start, speed=speed)
-    endpoints = {(d.host, d.port) for d in cfg.site.devices if d.protocol == "modbus"}
+    endpoints = {(d.host, d.port) for d in cfg.site.devices if isinstance(d, ModbusDevice)}
     host, port = sorted(endpoints)[0] if endpoints else ("127.0.0.1", 0)
     bacnet = _bacnet_plan(cfg)
     if bacnet is not None:

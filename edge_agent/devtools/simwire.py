@@ -30,8 +30,10 @@ _LOOPBACK_HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.
 
 def retarget_modbus(cfg: LoadedConfig, host: str, port: int) -> LoadedConfig:
     """The same site with every Modbus device pointed at one endpoint (the in-process simulator)."""
+    from drivers.modbus.options import ModbusDevice
+
     devices = [
-        d.model_copy(update={"host": host, "port": port}) if d.protocol == "modbus" else d
+        d.model_copy(update={"host": host, "port": port}) if isinstance(d, ModbusDevice) else d
         for d in cfg.site.devices
     ]
     return dataclasses.replace(cfg, site=cfg.site.model_copy(update={"devices": devices}))
@@ -40,15 +42,18 @@ def retarget_modbus(cfg: LoadedConfig, host: str, port: int) -> LoadedConfig:
 def retarget_bacnet(cfg: LoadedConfig, *, local_address: str, device_port: int) -> LoadedConfig:
     """The same site with every BACnet device moved to ``device_port`` (host kept: the simulator's
     devices sit at 127.0.0.2-.5) and the gateway's own port bound at ``local_address``."""
-    from drivers.bacnet.options import BacnetNetworkOptions, parse_address
+    from drivers.bacnet.options import BacnetDevice, BacnetNetworkOptions, parse_address
 
     devices = []
     for d in cfg.site.devices:
-        if d.protocol == "bacnet":
+        if isinstance(d, BacnetDevice):
             ip, _prefix, _port = parse_address(d.address)
             d = d.model_copy(update={"address": f"{ip}:{device_port}"})
         devices.append(d)
-    net = (cfg.site.bacnet or BacnetNetworkOptions()).model_copy(update={"local_address": local_address})
+    net = cfg.site.network_options("bacnet")
+    if not isinstance(net, BacnetNetworkOptions):
+        net = BacnetNetworkOptions()
+    net = net.model_copy(update={"local_address": local_address})
     return dataclasses.replace(cfg, site=cfg.site.model_copy(update={"devices": devices, "bacnet": net}))
 
 

@@ -11,12 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from drivers.bacnet.driver import BacnetDriver
-from drivers.bacnet.network import BacnetNetwork
-from drivers.bacnet.options import BacnetDevice, BacnetNetworkOptions
 from drivers.base import Driver, Reading
-from drivers.modbus.driver import EndpointPool, ModbusTcpDriver
-from drivers.modbus.options import ModbusDevice
+from drivers.registry import PROTOCOLS
+from drivers.spec import SharedResource
 from edge_agent.config.load import LoadedConfig
 from edge_agent.core.clock import Clock, SystemClock
 from edge_agent.core.logs import get_logger
@@ -77,7 +74,7 @@ class Agent:
         self.clock: Clock = clock or SystemClock()
         self.log = get_logger("edge_agent.agent", gateway=config.site.gateway_id)
         self.snapshot = Snapshot((dev.id, p, config.point_zone(p.id)) for dev, p in config.points())
-        self._pools: dict[str, Any] = {}
+        self._pools: dict[str, SharedResource] = {}  # protocol -> per-site resource: Modbus pool, BACnet port
         self.devices: dict[str, _DeviceRuntime] = {}
         self.listeners: list[ReadingsListener] = []
         self._cov_queue: asyncio.Queue[tuple[str, list[Reading]]] = asyncio.Queue()
@@ -99,18 +96,20 @@ class Agent:
             self.health.register(f"poll:{dev.id}", deadline_s=max(3 * dev.interval_s, 30.0))
 
     def _make_driver(self, dev: Any) -> Driver:
-        if isinstance(dev, ModbusDevice):
-            pool = self._pools.setdefault("modbus", EndpointPool())
-            return ModbusTcpDriver(device=dev, pool=pool, clock=self.clock.now)
-        if isinstance(dev, BacnetDevice):
-            if "bacnet" not in self._pools:
-                opts = self.config.site.bacnet or BacnetNetworkOptions()
-                self._pools["bacnet"] = BacnetNetwork(options=opts, clock=self.clock.now)
-            driver = BacnetDriver(device=dev, network=self._pools["bacnet"], clock=self.clock.now)
-            # COV notifications arrive in bacpypes3's callbacks; queue them into the same pipeline as polls.
-            driver.on_cov = lambda readings, dev_id=dev.id: self._cov_queue.put_nowait((dev_id, readings))
-            return driver
-        raise ValueError(f"device {dev.id}: no driver for protocol {dev.protocol!r}")
+        spec = PROTOCOLS.get(dev.protocol)
+        if spec is None:
+            raise ValueError(f"device {dev.id}: no driver for protocol {dev.protocol!r}")
+        if spec.make_shared is not None and spec.name not in self._pools:
+            options = self.config.site.network_options(spec.name)
+            self._pools[spec.name] = spec.make_shared(options, clock=self.clock.now)
+        device_id: str = dev.id
+
+        def on_push(readings: list[Reading]) -> None:
+            # Pushed readings (BACnet COV) arrive in the stack's callbacks; queue them into the same
+            # pipeline as polls.
+            self._cov_queue.put_nowait((device_id, readings))
+
+        return spec.make_driver(dev, self._pools.get(spec.name), clock=self.clock.now, on_push=on_push)
 
     async def reconfigure(self, config: LoadedConfig) -> dict[str, Any]:
         """Swap to a new configuration: only devices whose options changed get a new driver (and so

@@ -343,11 +343,14 @@ def test_schemas_and_writer(tmp_path: Path) -> None:
     assert json.loads(written[0].read_text()) == json.loads(json.dumps(site))
 
 
-def test_point_model_lookup_follows_device_union() -> None:
+def test_point_models_come_from_the_registry() -> None:
     from drivers.bacnet.options import BacnetPoint
-    from edge_agent.config.load import _device_point_models
+    from drivers.registry import PROTOCOLS
 
-    assert _device_point_models() == {"modbus": ModbusPoint, "bacnet": BacnetPoint}
+    assert {name: spec.point_model for name, spec in PROTOCOLS.items()} == {
+        "modbus": ModbusPoint,
+        "bacnet": BacnetPoint,
+    }
 
 
 def test_policy_syntax_error_names_policy_file(tmp_path: Path) -> None:

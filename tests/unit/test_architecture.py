@@ -25,11 +25,12 @@ ALLOWED: Mapping[str, frozenset[str]] = {
     "policies": frozenset(),
     "sim": frozenset(),
     "drivers.base": frozenset(),
-    DRIVER_PROTOCOLS: frozenset({"drivers.base"}),
-    "drivers.registry": frozenset({"drivers.base", DRIVER_PROTOCOLS}),
+    "drivers.spec": frozenset({"drivers.base"}),
+    DRIVER_PROTOCOLS: frozenset({"drivers.base", "drivers.spec"}),
+    "drivers.registry": frozenset({"drivers.base", "drivers.spec", DRIVER_PROTOCOLS}),
     "edge_agent": frozenset(),
     "edge_agent.core": frozenset({"drivers.base", "policies"}),
-    "edge_agent.config": frozenset({"drivers.base", "drivers.registry", DRIVER_PROTOCOLS, "policies"}),
+    "edge_agent.config": frozenset({"drivers.base", "drivers.spec", "drivers.registry", "policies"}),
     "edge_agent.store": frozenset({"edge_agent.core", "edge_agent.config", "drivers.base"}),
     "edge_agent.ops": frozenset({"edge_agent.core", "edge_agent.config"}),
     "edge_agent.enforce": frozenset(
@@ -50,8 +51,8 @@ ALLOWED: Mapping[str, frozenset[str]] = {
             "edge_agent.enforce",
             "edge_agent.uplink",
             "drivers.base",
+            "drivers.spec",
             "drivers.registry",
-            DRIVER_PROTOCOLS,
             "policies",
         }
     ),
@@ -66,6 +67,7 @@ ALLOWED: Mapping[str, frozenset[str]] = {
             "edge_agent.report",
             "edge_agent.service",
             "drivers.base",
+            "drivers.spec",
             "drivers.registry",
             DRIVER_PROTOCOLS,
             "policies",
@@ -84,6 +86,7 @@ ALLOWED: Mapping[str, frozenset[str]] = {
             "edge_agent.service",
             "edge_agent.devtools",
             "drivers.base",
+            "drivers.spec",
             "drivers.registry",
             DRIVER_PROTOCOLS,
             "policies",
@@ -118,7 +121,7 @@ def unit_of(module: str, root: Path) -> str | None:
     if top == "drivers":
         if len(parts) == 1 or parts[1] == "base":
             return "drivers.base"  # the package's own __init__ belongs to the interface
-        return "drivers.registry" if parts[1] == "registry" else DRIVER_PROTOCOLS
+        return f"drivers.{parts[1]}" if parts[1] in ("registry", "spec") else DRIVER_PROTOCOLS
     if top == "edge_agent":
         if len(parts) > 1 and (root / "edge_agent" / parts[1]).is_dir():
             return f"edge_agent.{parts[1]}"

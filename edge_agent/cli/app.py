@@ -208,7 +208,7 @@ def _cmd_discover(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from edge_agent.report.build import report_main
+    from edge_agent.cli.report import report_main
 
     return report_main(args)
 
@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         "enforcement summary and data quality.",
     )
     _add_config(p)
-    from edge_agent.report.build import add_report_arguments
+    from edge_agent.cli.report import add_report_arguments
 
     add_report_arguments(p)
     p.set_defaults(func=_cmd_report)

@@ -3,8 +3,9 @@
 Consumers read this document; it must not drift by accident. The input is a small synthetic ledger
 (exact increments, a filled and an unfilled gap, an excluded outlier, a counter reset, an invalid reading,
 last year's data) and audit trail (corrections, a lights-off, a failed write, findings, a refusal), so
-every section of the document carries figures. The stored file is what `edge-agent report --format json`
-writes for that input (json.dumps of build_report's result).
+every section of the document carries figures. The stored file was written by build_report as it was
+before the typed report model (json.dumps of the dict it returned); ``Report.to_json`` must give it byte
+for byte.
 
 After a deliberate change of the document (a new schema version), rewrite the expectation with
 ``python -m tests.unit.test_report_document > tests/fixtures/report/document-2026-07.json`` and review
@@ -13,7 +14,6 @@ the diff.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
@@ -27,6 +27,7 @@ from drivers.base import Quality, Reading
 from edge_agent.config.load import load_config
 from edge_agent.core.clock import FakeClock
 from edge_agent.report.build import build_report
+from edge_agent.report.model import Report
 from edge_agent.store.audit import AuditKind, AuditLog
 from edge_agent.store.db import open_state_db
 from edge_agent.store.ledger import Ledger, parse_period
@@ -121,8 +122,8 @@ def _policy_with_dated_exemption(dst: Path) -> None:
     dst.write_text(text.replace(commented, commented.replace("# ", "")), encoding="utf-8")
 
 
-def document(workdir: Path) -> str:
-    """The JSON document of the 2026-07 report over the synthetic ledger and audit trail."""
+def synthetic_report(workdir: Path) -> Report:
+    """The 2026-07 report over the synthetic ledger and audit trail (files under ``workdir``)."""
     shutil.copy(FIXTURES / "config" / "modbus_site.yaml", workdir / "site.yaml")
     _policy_with_dated_exemption(workdir / "modbus_policy.yaml")
     cfg = load_config(workdir / "site.yaml")
@@ -145,7 +146,12 @@ def document(workdir: Path) -> str:
         )
     finally:
         conn.close()
-    return json.dumps(report, ensure_ascii=False, indent=1) + "\n"
+    return report
+
+
+def document(workdir: Path) -> str:
+    """The JSON document of the 2026-07 report over the synthetic ledger and audit trail."""
+    return synthetic_report(workdir).to_json()
 
 
 def test_json_document_equals_the_stored_expectation(tmp_path: Path) -> None:

@@ -1,14 +1,16 @@
 """The HTML form of the energy report: one self-contained file, inline CSS and SVG, no scripts.
 
 Labels are Chinese first, then English. Every figure a reader (or a test) may check carries
-``data-key="..."`` and ``data-value="<full precision>"`` next to its formatted text.
+``data-key="..."`` and ``data-value="<full precision>"`` next to its formatted text. It reads the typed
+``Report`` (report/model.py) by attribute, as the JSON and CSV renderers do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from html import escape
-from typing import Any
+
+from edge_agent.report.model import DailyRow, Report
 
 __all__ = ["render_html"]
 
@@ -23,7 +25,7 @@ th{background:#eef2f7;text-align:left}td.n{text-align:right;font-variant-numeric
 """
 
 
-def _fmt(v: Any, nd: int = 1) -> str:
+def _fmt(v: object, nd: int = 1) -> str:
     if v is None:
         return "—"
     if isinstance(v, bool):
@@ -33,7 +35,7 @@ def _fmt(v: Any, nd: int = 1) -> str:
     return escape(str(v))
 
 
-def _num(key: str, v: Any, nd: int = 1, pct: bool = False) -> str:
+def _num(key: str, v: float | None, nd: int = 1, pct: bool = False) -> str:
     dv = "" if v is None else escape(repr(v))
     text = "—" if v is None else (f"{v * 100:.{nd}f} %" if pct else _fmt(v, nd))
     return f'<td class="n" data-key="{escape(key)}" data-value="{dv}">{text}</td>'
@@ -44,14 +46,14 @@ def _table(head: Sequence[str], rows: Sequence[str]) -> str:
     return f"<table><tr>{th}</tr>{''.join(rows)}</table>"
 
 
-def _bars_daily(daily: Sequence[Mapping[str, Any]], codes: Sequence[str], labels: Mapping[str, str]) -> str:
+def _bars_daily(daily: Sequence[DailyRow], codes: Sequence[str], labels: Mapping[str, str]) -> str:
     """Stacked daily bars of electricity by end use, the rest of the main meter as 'unmetered'."""
     if not daily:
         return '<p class="muted">无数据 No data</p>'
     w, h, left, bottom = 1000, 260, 60, 30
     series = [*codes, "unmetered"]
-    totals = [float(d.get("total:01000") or 0.0) for d in daily]
-    top = max(totals + [sum(float(d.get(c) or 0.0) for c in codes) for d in daily]) or 1.0
+    totals = [float(d.values.get("total:01000") or 0.0) for d in daily]
+    top = max(totals + [sum(float(d.values.get(c) or 0.0) for c in codes) for d in daily]) or 1.0
     bw = (w - left - 10) / len(daily)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h + 40}" role="img">']
     for i in range(5):
@@ -63,7 +65,8 @@ def _bars_daily(daily: Sequence[Mapping[str, Any]], codes: Sequence[str], labels
     for i, d in enumerate(daily):
         x = left + i * bw
         y = float(h - bottom)
-        parts = {c: float(d.get(c) or 0.0) for c in codes}
+        day = d.date.isoformat()
+        parts = {c: float(d.values.get(c) or 0.0) for c in codes}
         parts["unmetered"] = max(0.0, totals[i] - sum(parts.values()))
         for j, c in enumerate(series):
             hh = (h - bottom - 10) * parts[c] / top
@@ -71,13 +74,11 @@ def _bars_daily(daily: Sequence[Mapping[str, Any]], codes: Sequence[str], labels
             color = _PALETTE[j % len(_PALETTE)] if c != "unmetered" else "#bbb"
             out.append(
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(bw - 1, 0.5):.1f}" height="{hh:.1f}" '
-                f'fill="{color}"><title>{escape(str(d["date"]))} {escape(labels.get(c, c))}: '
+                f'fill="{color}"><title>{escape(day)} {escape(labels.get(c, c))}: '
                 f"{parts[c]:,.1f} kWh</title></rect>"
             )
-        if len(daily) <= 31 or str(d["date"]).endswith("-01"):
-            out.append(
-                f'<text x="{x:.1f}" y="{h - bottom + 14}" font-size="10">{escape(str(d["date"])[5:])}</text>'
-            )
+        if len(daily) <= 31 or day.endswith("-01"):
+            out.append(f'<text x="{x:.1f}" y="{h - bottom + 14}" font-size="10">{escape(day[5:])}</text>')
     for j, c in enumerate(series):
         color = _PALETTE[j % len(_PALETTE)] if c != "unmetered" else "#bbb"
         x = left + j * 190
@@ -115,90 +116,110 @@ def _hbars(items: Sequence[tuple[str, float, float | None]], unit: str) -> str:
     return "".join(out)
 
 
-def render_html(report: Mapping[str, Any]) -> str:
-    b, p, t = report["building"], report["period"], report["totals"]
-    kpi, dc, q, enf = report["kpi"], report["data_centre"], report["quality"], report["enforcement"]
-    labels = {r["code"]: f"{r['zh']} {r['en']}" for r in t["by_end_use"]}
-    labels["unmetered"] = "未分项 unmetered"
-    title = f"{escape(b.get('name') or b['building_id'])} 能耗分析报告 Energy report {escape(p['label'])}"
+def render_html(report: Report) -> str:
+    b, p = report.building, report.period
+    title = f"{escape(b.name or b.building_id)} 能耗分析报告 Energy report {escape(p.label)}"
     h: list[str] = [
         '<!DOCTYPE html><html lang="zh-CN"><head><meta charset="utf-8">',
         f"<title>{title}</title><style>{_CSS}</style></head><body>",
         f"<h1>{title}</h1>",
-        f'<p class="muted">建筑编码 Building id {escape(b["building_id"])}'
-        f" · 网关 Gateway {escape(b['gateway_id'])}"
-        f" · 统计期 Period {escape(p['start'])} – {escape(p['end'])} (不含 exclusive, {p['days']} 天 days)"
-        f" · 建筑面积 Floor area {_fmt(b['floor_area_m2'], 0)} m² · 用能人数 Occupants {b['occupants']}"
-        f" · 生成 Generated {escape(report['generated_at'])}</p>",
+        f'<p class="muted">建筑编码 Building id {escape(b.building_id)}'
+        f" · 网关 Gateway {escape(b.gateway_id)}"
+        f" · 统计期 Period {escape(p.start.isoformat())} – {escape(p.end.isoformat())}"
+        f" (不含 exclusive, {p.days} 天 days)"
+        f" · 建筑面积 Floor area {_fmt(b.floor_area_m2, 0)} m² · 用能人数 Occupants {b.occupants}"
+        f" · 生成 Generated {escape(report.generated_at.isoformat(timespec='seconds'))}</p>",
     ]
+    for section in (_totals, _end_use, _last_year, _kpis, _data_centre, _balance, _enforcement, _quality):
+        h += section(report)
+    h.append("</body></html>\n")
+    return "\n".join(h)
 
-    # 1 totals
-    h.append("<h2>1 分类能耗 Totals by category</h2>")
+
+def _totals(report: Report) -> list[str]:
+    t = report.totals
     rows = [
-        f"<tr><td>{escape(r['code'])} {escape(r['zh'])} {escape(r['en'])}</td><td>{escape(r['unit'])}</td>"
-        + _num(f"category.{r['code']}.total", r["total"])
-        + _num(f"category.{r['code']}.estimated", r["estimated"])
-        + _num(f"category.{r['code']}.kgce", r["kgce"])
+        f"<tr><td>{escape(r.code)} {escape(r.zh)} {escape(r.en)}</td><td>{escape(r.unit)}</td>"
+        + _num(f"category.{r.code}.total", r.total)
+        + _num(f"category.{r.code}.estimated", r.estimated)
+        + _num(f"category.{r.code}.kgce", r.kgce)
         + "</tr>"
-        for r in t["by_category"]
+        for r in t.by_category
     ]
     rows.append(
         '<tr><th colspan="4">合计折标煤 Total standard coal (kgce)</th>'
-        + _num("kgce.total", t["kgce"])
+        + _num("kgce.total", t.kgce)
         + "</tr>"
     )
-    h.append(_table(["类别 Category", "单位 Unit", "总量 Total", "其中估算 Estimated", "折标煤 kgce"], rows))
+    return [
+        "<h2>1 分类能耗 Totals by category</h2>",
+        _table(["类别 Category", "单位 Unit", "总量 Total", "其中估算 Estimated", "折标煤 kgce"], rows),
+    ]
 
-    h.append("<h2>2 分项能耗 End use (分项计量)</h2>")
+
+def _end_use(report: Report) -> list[str]:
+    t = report.totals
     rows = [
-        f"<tr><td>{escape(r['code'])} {escape(r['zh'])} {escape(r['en'])}</td>"
-        + _num(f"end_use.{r['code']}.total", r["total"])
-        + _num(f"end_use.{r['code']}.share", r["share"], pct=True)
+        f"<tr><td>{escape(r.code)} {escape(r.zh)} {escape(r.en)}</td>"
+        + _num(f"end_use.{r.code}.total", r.total)
+        + _num(f"end_use.{r.code}.share", r.share, pct=True)
         + "</tr>"
-        for r in t["by_end_use"]
+        for r in t.by_end_use
     ]
     rows += [
         f"<tr><td>{escape(c)} 未分项 unmetered remainder</td>" + _num(f"unmetered.{c}", v) + "<td></td></tr>"
-        for c, v in t["unmetered"].items()
+        for c, v in t.unmetered.items()
     ]
-    h.append(_table(["分项 End use", "总量 Total", "占比 Share"], rows))
-    elec = [r for r in t["by_end_use"] if r["code"].startswith("01")]
-    h.append(_hbars([(f"{r['zh']} {r['en']}", float(r["total"] or 0), None) for r in elec], "kWh"))
-    h.append("<h3>逐日用电 Daily electricity (kWh)</h3>")
-    h.append(_bars_daily(report["daily"], [r["code"] for r in elec], labels))
+    labels = {r.code: f"{r.zh} {r.en}" for r in t.by_end_use}
+    labels["unmetered"] = "未分项 unmetered"
+    elec = [r for r in t.by_end_use if r.code.startswith("01")]
+    return [
+        "<h2>2 分项能耗 End use (分项计量)</h2>",
+        _table(["分项 End use", "总量 Total", "占比 Share"], rows),
+        _hbars([(f"{r.zh} {r.en}", float(r.total or 0), None) for r in elec], "kWh"),
+        "<h3>逐日用电 Daily electricity (kWh)</h3>",
+        _bars_daily(report.daily, [r.code for r in elec], labels),
+    ]
 
-    # 3 last year
-    h.append(f"<h2>3 同比 Same period last year ({escape(report['last_year']['period'])})</h2>")
+
+def _last_year(report: Report) -> list[str]:
+    ly = report.last_year
     rows = [
-        f"<tr><td>{escape(r['code'])} {escape(r['zh'])} {escape(r['en'])}</td>"
-        + _num(f"yoy.{r['code']}.this_year", r["this_year"])
-        + _num(f"yoy.{r['code']}.last_year", r["last_year"])
-        + _num(f"yoy.{r['code']}.change", r["change"], pct=True)
+        f"<tr><td>{escape(r.code)} {escape(r.zh)} {escape(r.en)}</td>"
+        + _num(f"yoy.{r.code}.this_year", r.this_year)
+        + _num(f"yoy.{r.code}.last_year", r.last_year)
+        + _num(f"yoy.{r.code}.change", r.change, pct=True)
         + "</tr>"
-        for r in report["last_year"]["by_category"]
+        for r in ly.by_category
     ]
-    h.append(_table(["类别 Category", "本期 This period", "去年同期 Last year", "变化 Change"], rows))
-    if all(r["last_year"] is None for r in report["last_year"]["by_category"]):
+    h = [
+        f"<h2>3 同比 Same period last year ({escape(ly.period)})</h2>",
+        _table(["类别 Category", "本期 This period", "去年同期 Last year", "变化 Change"], rows),
+    ]
+    if all(r.last_year is None for r in ly.by_category):
         h.append('<p class="muted">账本中没有去年同期数据 No ledger data for last year\'s period.</p>')
+    return h
 
-    # 4 KPIs
-    h.append(f"<h2>4 年度指标 KPIs against annual targets ({kpi['year']})</h2>")
-    h.append(
-        f'<p class="muted">年初至 Year to {escape(kpi["ytd_end"])} (不含 exclusive),'
+
+def _kpis(report: Report) -> list[str]:
+    kpi = report.kpi
+    h = [
+        f"<h2>4 年度指标 KPIs against annual targets ({kpi.year})</h2>",
+        f'<p class="muted">年初至 Year to {escape(kpi.ytd_end.isoformat())} (不含 exclusive),'
         " 有数据天数 days with data"
-        f" {kpi['days_covered']}; 预测方法 projection: {escape(kpi['projection_method'])}."
-        f" 目标来源 Targets: {escape(kpi['targets_source'] or '-')}</p>"
-    )
+        f" {kpi.days_covered}; 预测方法 projection: {escape(kpi.projection_method)}."
+        f" 目标来源 Targets: {escape(kpi.targets_source or '-')}</p>",
+    ]
     rows = []
-    for r in kpi["rows"]:
-        cls = "" if r["on_track"] is None else (' class="good"' if r["on_track"] else ' class="bad"')
+    for r in kpi.rows:
+        cls = "" if r.on_track is None else (' class="good"' if r.on_track else ' class="bad"')
         rows.append(
-            f"<tr><td>{escape(r['zh'])} {escape(r['en'])}</td><td>{escape(r['unit'])}</td>"
-            + _num(f"kpi.{r['key']}.to_date", r["to_date"], 3)
-            + _num(f"kpi.{r['key']}.target", r["target"], 2)
-            + _num(f"kpi.{r['key']}.share_of_target", r["share_of_target"], pct=True)
-            + _num(f"kpi.{r['key']}.projection", r["projection"], 3)
-            + f"<td{cls}>{_fmt(r['on_track'])}</td></tr>"
+            f"<tr><td>{escape(r.zh)} {escape(r.en)}</td><td>{escape(r.unit)}</td>"
+            + _num(f"kpi.{r.key}.to_date", r.to_date, 3)
+            + _num(f"kpi.{r.key}.target", r.target, 2)
+            + _num(f"kpi.{r.key}.share_of_target", r.share_of_target, pct=True)
+            + _num(f"kpi.{r.key}.projection", r.projection, 3)
+            + f"<td{cls}>{_fmt(r.on_track)}</td></tr>"
         )
     h.append(
         _table(
@@ -211,68 +232,66 @@ def render_html(report: Mapping[str, Any]) -> str:
     )
     h.append(
         _hbars(
-            [
-                (f"{r['zh']} {r['en']}", float(r["projection"] or 0), r["target"])
-                for r in kpi["rows"]
-                if r["target"]
-            ],
+            [(f"{r.zh} {r.en}", float(r.projection or 0), r.target) for r in kpi.rows if r.target],
             "(projection; line = target)",
         )
     )
     rows = [
-        f"<tr><td>{escape(f['code'])} {escape(f['zh'])} {escape(f['en'])}</td><td>{escape(f['unit'])}</td>"
-        + _num(f"factor.{f['code']}", f["kgce_per_unit"], 5)
-        + f"<td>{escape(f['source'])}</td></tr>"
-        for f in kpi["factors"]
+        f"<tr><td>{escape(f.code)} {escape(f.zh)} {escape(f.en)}</td><td>{escape(f.unit)}</td>"
+        + _num(f"factor.{f.code}", f.kgce_per_unit, 5)
+        + f"<td>{escape(f.source)}</td></tr>"
+        for f in kpi.factors
     ]
     h.append(_table(["能源 Energy", "单位 Unit", "折标系数 kgce/unit", "来源 Source"], rows))
     h.append(
         "<p>本期 This period: "
-        f"<span data-key='kpi.period_kgce' data-value='{kpi['period_kgce']!r}'>"
-        f"{_fmt(kpi['period_kgce'])}</span>"
-        f" kgce, {_fmt(kpi['period_kgce_per_m2'], 3)} kgce/m², {_fmt(kpi['period_kgce_per_person'], 2)}"
+        f"<span data-key='kpi.period_kgce' data-value='{kpi.period_kgce!r}'>"
+        f"{_fmt(kpi.period_kgce)}</span>"
+        f" kgce, {_fmt(kpi.period_kgce_per_m2, 3)} kgce/m², {_fmt(kpi.period_kgce_per_person, 2)}"
         " kgce/person</p>"
     )
+    return h
 
-    # 5 data centre
-    h.append("<h2>5 数据中心 Data centre</h2>")
+
+def _data_centre(report: Report) -> list[str]:
+    dc = report.data_centre
     rows = [
         "<tr><td>数据中心总电量 Data-centre electricity (kWh)</td>"
-        + _num("dc.total_kwh", dc["total_kwh"])
+        + _num("dc.total_kwh", dc.total_kwh)
         + "</tr>",
-        "<tr><td>IT设备电量 IT load (kWh)</td>" + _num("dc.it_kwh", dc["it_kwh"]) + "</tr>",
-        "<tr><td>电能利用效率 PUE</td>" + _num("dc.pue", dc["pue"], 3) + "</tr>",
+        "<tr><td>IT设备电量 IT load (kWh)</td>" + _num("dc.it_kwh", dc.it_kwh) + "</tr>",
+        "<tr><td>电能利用效率 PUE</td>" + _num("dc.pue", dc.pue, 3) + "</tr>",
         "<tr><td>占总用电 Share of electricity</td>"
-        + _num("dc.share_of_electricity", dc["share_of_electricity"], pct=True)
+        + _num("dc.share_of_electricity", dc.share_of_electricity, pct=True)
         + "</tr>",
     ]
-    h.append(_table(["项目 Item", "数值 Value"], rows))
-    if dc["pue"] is None:
+    h = ["<h2>5 数据中心 Data centre</h2>", _table(["项目 Item", "数值 Value"], rows)]
+    if dc.pue is None:
         h.append(
             '<p class="muted">未配置IT负载表 No IT-load meter (it_load: true under meters:): no PUE.</p>'
         )
     else:
-        tg = dc["pue_targets"]
+        tg = dc.pue_targets
         h.append(
-            f'<p class="muted">参考 Reference: 全国平均 national average {tg["national_average"]},'
-            f" 新建大型 new large centres {tg['new_large']}</p>"
+            f'<p class="muted">参考 Reference: 全国平均 national average {tg.national_average},'
+            f" 新建大型 new large centres {tg.new_large}</p>"
         )
-        h.append(
-            _hbars([(m["month"], float(m["pue"] or 0), tg["national_average"]) for m in dc["monthly"]], "PUE")
-        )
+        h.append(_hbars([(m.month, float(m.pue or 0), tg.national_average) for m in dc.monthly], "PUE"))
+    return h
 
-    # 6 balance and coverage
-    h.append("<h2>6 计量平衡与覆盖 Meter balance and coverage</h2>")
+
+def _balance(report: Report) -> list[str]:
     rows = [
-        f"<tr><td>{escape(r['point'])}</td><td>{escape(', '.join(r['children']))}</td>"
-        + _num(f"balance.{r['point']}.parent_total", r["parent_total"])
-        + _num(f"balance.{r['point']}.children_total", r["children_total"])
-        + _num(f"balance.{r['point']}.unmetered", r["unmetered"])
-        + _num(f"balance.{r['point']}.unmetered_share", r["unmetered_share"], pct=True)
+        f"<tr><td>{escape(r.point)}</td><td>{escape(', '.join(r.children))}</td>"
+        + _num(f"balance.{r.point}.parent_total", r.parent_total)
+        + _num(f"balance.{r.point}.children_total", r.children_total)
+        + _num(f"balance.{r.point}.unmetered", r.unmetered)
+        + _num(f"balance.{r.point}.unmetered_share", r.unmetered_share, pct=True)
         + "</tr>"
-        for r in report["balance"]
+        for r in report.balance
     ]
-    h.append(
+    h = [
+        "<h2>6 计量平衡与覆盖 Meter balance and coverage</h2>",
         _table(
             [
                 "上级表 Meter",
@@ -283,28 +302,31 @@ def render_html(report: Mapping[str, Any]) -> str:
                 "占比 Share",
             ],
             rows,
-        )
-    )
+        ),
+    ]
     rows = [
-        f"<tr><td>{escape(r['point'])} ({escape(r['code'])})</td>"
-        + _num(f"coverage.{r['point']}", r["coverage"], pct=True)
+        f"<tr><td>{escape(r.point)} ({escape(r.code)})</td>"
+        + _num(f"coverage.{r.point}", r.coverage, pct=True)
         + "</tr>"
-        for r in report["coverage"]
+        for r in report.coverage
     ]
     h.append(_table(["总表 Main meter", "分项覆盖率 End-use coverage"], rows))
+    return h
 
-    # 7 enforcement
-    h.append("<h2>7 节能管控 Enforcement (audit trail)</h2>")
+
+def _enforcement(report: Report) -> list[str]:
+    enf = report.enforcement
+    h = ["<h2>7 节能管控 Enforcement (audit trail)</h2>"]
     rows = [
-        f"<tr><td>{escape(z['zone'])}</td>"
-        + _num(f"enforcement.zone.{z['zone']}.summer_26", z["summer_26"], 0)
-        + _num(f"enforcement.zone.{z['zone']}.winter_20", z["winter_20"], 0)
+        f"<tr><td>{escape(z.zone)}</td>"
+        + _num(f"enforcement.zone.{z.zone}.summer_26", z.summer_26, 0)
+        + _num(f"enforcement.zone.{z.zone}.winter_20", z.winter_20, 0)
         + "</tr>"
-        for z in enf["setpoint_corrections"]
+        for z in enf.setpoint_corrections
     ]
     rows.append(
         "<tr><th>合计 Total</th>"
-        + _num("enforcement.setpoint_corrections_total", enf["setpoint_corrections_total"], 0)
+        + _num("enforcement.setpoint_corrections_total", enf.setpoint_corrections_total, 0)
         + "<td></td></tr>"
     )
     h.append(
@@ -313,37 +335,35 @@ def render_html(report: Mapping[str, Any]) -> str:
         )
     )
     rows = [
-        f"<tr><td>{escape(z['zone'])}</td>" + _num(f"enforcement.lights.{z['zone']}", z["count"], 0) + "</tr>"
-        for z in enf["lights_off"]
+        f"<tr><td>{escape(z.zone)}</td>" + _num(f"enforcement.lights.{z.zone}", z.count, 0) + "</tr>"
+        for z in enf.lights_off
     ]
     rows.append(
-        "<tr><th>合计 Total</th>" + _num("enforcement.lights_off_total", enf["lights_off_total"], 0) + "</tr>"
+        "<tr><th>合计 Total</th>" + _num("enforcement.lights_off_total", enf.lights_off_total, 0) + "</tr>"
     )
     h.append(_table(["区域 Zone", "关灯次数 Lights switched off"], rows))
     rows = [
-        "<tr><td>篡改/对抗 Tamper findings</td>"
-        + _num("enforcement.tamper", len(enf["tamper"]), 0)
-        + "</tr>",
+        "<tr><td>篡改/对抗 Tamper findings</td>" + _num("enforcement.tamper", len(enf.tamper), 0) + "</tr>",
         "<tr><td>写入失败 Failed writes</td>"
-        + _num("enforcement.failed_writes", enf["failed_writes"], 0)
+        + _num("enforcement.failed_writes", enf.failed_writes, 0)
         + "</tr>",
         "<tr><td>拒绝写入 Refused by the safety envelope</td>"
-        + _num("enforcement.refused", sum(enf["refused"].values()), 0)
+        + _num("enforcement.refused", sum(enf.refused.values()), 0)
         + "</tr>",
     ]
     rows += [
         f"<tr><td>发现 Finding: {escape(k)}</td>" + _num(f"enforcement.findings.{k}", v, 0) + "</tr>"
-        for k, v in enf["findings"].items()
+        for k, v in enf.findings.items()
     ]
     h.append(_table(["事项 Item", "次数 Count"], rows))
-    if enf["tamper"]:
+    if enf.tamper:
         h.append(
             _table(
                 ["时间 Time", "点 Point", "区域 Zone", "原因 Reason"],
                 [
-                    f"<tr><td>{escape(x['ts'])}</td><td>{escape(x['point'])}</td><td>{escape(x['zone'])}</td>"
-                    f"<td>{escape(x['reason'])}</td></tr>"
-                    for x in enf["tamper"][:50]
+                    f"<tr><td>{escape(x.ts)}</td><td>{escape(x.point)}</td><td>{escape(x.zone)}</td>"
+                    f"<td>{escape(x.reason)}</td></tr>"
+                    for x in enf.tamper[:50]
                 ],
             )
         )
@@ -352,48 +372,50 @@ def render_html(report: Mapping[str, Any]) -> str:
         _table(
             ["区域 Zone", "原因 Reason", "截止 Until"],
             [
-                f"<tr><td data-key='exemption.{escape(e['zone'])}'>{escape(e['zone'])}</td>"
-                f"<td>{escape(e['reason'])}</td><td>{escape(e['until'] or '—')}</td></tr>"
-                for e in enf["exemptions"]
+                f"<tr><td data-key='exemption.{escape(e.zone)}'>{escape(e.zone)}</td>"
+                f"<td>{escape(e.reason)}</td><td>{escape(e.until.isoformat() if e.until else '—')}</td></tr>"
+                for e in enf.exemptions
             ],
         )
     )
-    if not enf["records"]:
+    if not enf.records:
         h.append('<p class="muted">本期无审计记录 No audit records in the period.</p>')
+    return h
 
-    # 8 quality
-    h.append("<h2>8 数据质量 Data quality</h2>")
-    ev = q["events"]
+
+def _quality(report: Report) -> list[str]:
+    q = report.quality
+    ev = q.events
     rows = [
         "<tr><td>估算电量占比 Estimated share (gaps filled)</td>"
-        + _num("quality.estimated_share", q["estimated_share"], 3, pct=True)
+        + _num("quality.estimated_share", q.estimated_share, 3, pct=True)
         + "</tr>",
-        f"<tr><td>已填补缺口 Gaps filled (≤ {q['max_gap_intervals']} intervals, linear)</td>"
-        + _num("quality.gaps_filled", q["gaps_filled"], 0)
+        f"<tr><td>已填补缺口 Gaps filled (≤ {q.max_gap_intervals} intervals, linear)</td>"
+        + _num("quality.gaps_filled", q.gaps_filled, 0)
         + "</tr>",
         "<tr><td>未填补缺口 Gaps left unfilled</td>"
-        + _num("quality.gaps_unfilled", q["gaps_unfilled"], 0)
+        + _num("quality.gaps_unfilled", q.gaps_unfilled, 0)
         + "</tr>",
-        f"<tr><td>异常值 Outliers ({escape(q['outlier_policy'])})</td>"
-        + _num("quality.outliers", q["outliers"], 0)
+        f"<tr><td>异常值 Outliers ({escape(q.outlier_policy)})</td>"
+        + _num("quality.outliers", q.outliers, 0)
         + "</tr>",
         "<tr><td>剔除的异常电量 Outlier energy excluded</td>"
-        + _num("quality.outlier_energy_excluded", q["outlier_energy_excluded"], 3)
+        + _num("quality.outlier_energy_excluded", q.outlier_energy_excluded, 3)
         + "</tr>",
     ]
     for k in ("rollover", "counter_reset", "counter_backwards", "rebaseline", "invalid", "out_of_order"):
         rows.append(f"<tr><td>{escape(k)}</td>" + _num(f"quality.events.{k}", ev.get(k, 0), 0) + "</tr>")
-    h.append(_table(["项目 Item", "数值 Value"], rows))
+    h = ["<h2>8 数据质量 Data quality</h2>", _table(["项目 Item", "数值 Value"], rows)]
     rows = [
-        f"<tr><td>{escape(m['point'])}</td><td>{escape(m['code'])}</td><td>{escape(m['zone'] or '')}</td>"
-        f"<td>{escape(m['unit'])}</td>"
-        + _num(f"meter.{m['point']}.total", m["total"], 2)
-        + _num(f"meter.{m['point']}.estimated", m["estimated"], 2)
-        + _num(f"meter.{m['point']}.outlier_excluded", m["outlier_excluded"], 2)
-        + _num(f"meter.{m['point']}.unallocated", m["unallocated"], 2)
-        + _num(f"meter.{m['point']}.coverage", q["slot_coverage"].get(m["point"]), 1, pct=True)
+        f"<tr><td>{escape(m.point)}</td><td>{escape(m.code)}</td><td>{escape(m.zone or '')}</td>"
+        f"<td>{escape(m.unit)}</td>"
+        + _num(f"meter.{m.point}.total", m.total, 2)
+        + _num(f"meter.{m.point}.estimated", m.estimated, 2)
+        + _num(f"meter.{m.point}.outlier_excluded", m.outlier_excluded, 2)
+        + _num(f"meter.{m.point}.unallocated", m.unallocated, 2)
+        + _num(f"meter.{m.point}.coverage", q.slot_coverage.get(m.point), 1, pct=True)
         + "</tr>"
-        for m in report["meters"]
+        for m in report.meters
     ]
     h.append(
         _table(
@@ -404,5 +426,4 @@ def render_html(report: Mapping[str, Any]) -> str:
             rows,
         )
     )
-    h.append("</body></html>\n")
-    return "\n".join(h)
+    return h

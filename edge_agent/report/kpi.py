@@ -4,10 +4,13 @@
   GB/T 2589-2020 as default (each factor carries its ``source``; site.yaml ``coal_factors:`` overrides).
   Only electricity's 0.1229 kgce/kWh (equivalent value) is confirmed in the project's references; the
   others are marked unconfirmed in their source text. Water is reported in m³, never folded into kgce.
-- Per m² of floor area (单位建筑面积能耗), per person (人均综合能耗), water per person (人均用水量).
+- Per m² of floor area (单位建筑面积能耗), per person (人均综合能耗), water per person (人均用水量):
+  ``kgce_per_m2`` and ``per_person``, the only places these divisions happen (for the period and for
+  the year to date alike).
 - Against annual targets: share of the target used to date, and a projection for the year.
   Projection: linear by days with data, ``to_date x days_in_year / covered_days``, where covered days
-  run from the first ledger data of the year to the end of the period (or the last data, if earlier).
+  run from the first ledger data of the year to the end of the period (or the last data, if earlier;
+  a day with data up to some time in it counts whole): ``days_with_data``.
   Linear is a plain rule a reviewer can redo by hand; it ignores seasons (a summer quarter projects
   high, a spring one low), so the report prints the method next to the figure.
 - Data centre: its energy on its own, and PUE = data-centre total / IT load when an IT meter exists.
@@ -20,12 +23,13 @@ from __future__ import annotations
 import calendar
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, time, timedelta
 from types import MappingProxyType
 from typing import Protocol
 
 __all__ = [
     "DEFAULT_COAL_FACTORS",
+    "PROJECTION_METHOD",
     "PUE_TARGETS",
     "CoalFactorRow",
     "KgceResult",
@@ -35,6 +39,9 @@ __all__ = [
     "coal_table",
     "covered_days",
     "days_in_year",
+    "days_with_data",
+    "kgce_per_m2",
+    "per_person",
     "pue",
     "to_kgce",
 ]
@@ -69,6 +76,9 @@ DEFAULT_COAL_FACTORS: Mapping[str, CoalFactorRow] = MappingProxyType(
         "12000": CoalFactorRow("12000", "柴油", "diesel", "kg", 1.4571, f"{_GB} (unconfirmed)"),
     }
 )
+
+# How annual_kpis projects the year; the report prints it next to the figures.
+PROJECTION_METHOD = "linear by days with data: to_date x days_in_year / days_covered"
 
 # GB/T 51161 / national policy figures quoted in STANDARDS.md: national average, new large centres.
 PUE_TARGETS: Mapping[str, float] = MappingProxyType({"national_average": 1.5, "new_large": 1.3})
@@ -148,6 +158,32 @@ def covered_days(first_data: date | None, period_end: date, last_data_end: date 
     return max(0, (end - first_data).days)
 
 
+def days_with_data(span: tuple[datetime, datetime] | None, period_end: date) -> int:
+    """``covered_days`` of a ledger data span (local start of the first slot, end of the last one).
+
+    A span ending inside a day counts that day whole.
+    """
+    if span is None:
+        return covered_days(None, period_end, None)
+    first, last_end = span
+    last_day = last_end.date() if last_end.time() == time.min else last_end.date() + timedelta(days=1)
+    return covered_days(first.date(), period_end, last_day)
+
+
+def kgce_per_m2(kgce: float, floor_area_m2: float) -> float:
+    """单位建筑面积能耗: standard coal per m² of floor area."""
+    if floor_area_m2 <= 0:
+        raise ValueError(f"floor area {floor_area_m2} must be positive")
+    return kgce / floor_area_m2
+
+
+def per_person(quantity: float, occupants: int) -> float:
+    """人均综合能耗 (kgce) and 人均用水量 (m³): a quantity per occupant."""
+    if occupants <= 0:
+        raise ValueError(f"occupants {occupants} must be positive")
+    return quantity / occupants
+
+
 @dataclass(frozen=True, slots=True)
 class KpiRow:
     key: str  # kgce_per_m2, kgce_per_person, water_m3_per_person
@@ -177,8 +213,20 @@ def annual_kpis(
         raise ValueError(f"floor area {floor_area_m2} and occupants {occupants} must be positive")
     scale = days_in_year(year) / days_covered if days_covered > 0 else None
     rows = [
-        ("kgce_per_m2", "单位建筑面积能耗", "energy per floor area", "kgce/m²", kgce_to_date / floor_area_m2),
-        ("kgce_per_person", "人均综合能耗", "energy per person", "kgce/person", kgce_to_date / occupants),
+        (
+            "kgce_per_m2",
+            "单位建筑面积能耗",
+            "energy per floor area",
+            "kgce/m²",
+            kgce_per_m2(kgce_to_date, floor_area_m2),
+        ),
+        (
+            "kgce_per_person",
+            "人均综合能耗",
+            "energy per person",
+            "kgce/person",
+            per_person(kgce_to_date, occupants),
+        ),
     ]
     if water_m3_to_date is not None:
         rows.append(
@@ -187,7 +235,7 @@ def annual_kpis(
                 "人均用水量",
                 "water per person",
                 "m³/person",
-                water_m3_to_date / occupants,
+                per_person(water_m3_to_date, occupants),
             )
         )
     out: list[KpiRow] = []

@@ -27,10 +27,10 @@ from drivers.base import Quality, Reading
 from drivers.modbus.codec import decode
 from drivers.modbus.driver import EndpointPool, ModbusTcpDriver
 from drivers.modbus.options import ModbusDevice, ModbusPoint
+from edge_agent.cli.report import add_report_arguments, report_main
 from edge_agent.config.load import LoadedConfig, load_config
 from edge_agent.core.clock import FakeClock
 from edge_agent.core.validate import Validator
-from edge_agent.report.build import add_report_arguments, report_main
 from edge_agent.store.audit import AuditKind, AuditLog
 from edge_agent.store.db import open_state_db
 from edge_agent.store.ledger import Ledger

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge_agent.report.kpi import DEFAULT_COAL_FACTORS, annual_kpis, coal_table, covered_days, pue, to_kgce
+from edge_agent.report.kpi import (
+    DEFAULT_COAL_FACTORS,
+    annual_kpis,
+    coal_table,
+    covered_days,
+    days_with_data,
+    kgce_per_m2,
+    per_person,
+    pue,
+    to_kgce,
+)
 
 
 @dataclass(frozen=True)
@@ -107,3 +118,21 @@ def test_covered_days_and_pue() -> None:
     assert covered_days(None, date(2026, 10, 1), None) == 0
     assert pue(140.0, 100.0) == pytest.approx(1.4)
     assert pue(140.0, 0.0) is None
+
+
+def test_days_with_data_counts_a_started_day_whole() -> None:
+    tz = ZoneInfo("Asia/Shanghai")
+    first = datetime(2026, 7, 1, tzinfo=tz)
+    assert days_with_data(None, date(2026, 10, 1)) == 0
+    assert days_with_data((first, datetime(2026, 8, 1, tzinfo=tz)), date(2026, 10, 1)) == 31
+    assert days_with_data((first, datetime(2026, 8, 1, 0, 15, tzinfo=tz)), date(2026, 10, 1)) == 32
+    assert days_with_data((first, datetime(2026, 11, 5, tzinfo=tz)), date(2026, 10, 1)) == 92
+
+
+def test_intensities_per_m2_and_per_person() -> None:
+    assert kgce_per_m2(86_000.0, 8_600) == pytest.approx(10.0)
+    assert per_person(1_600.0, 320) == pytest.approx(5.0)
+    with pytest.raises(ValueError):
+        kgce_per_m2(1.0, 0)
+    with pytest.raises(ValueError):
+        per_person(1.0, 0)

@@ -1,0 +1,36 @@
+"""Write a report's files: ``report-<building id>-<period>.<format>`` for each format asked for."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge_agent.report.csv import render_csv
+from edge_agent.report.html import render_html
+from edge_agent.report.model import Report
+from edge_agent.store.ledger import Ledger
+
+__all__ = ["FORMATS", "write_reports"]
+
+FORMATS = ("html", "csv", "json")
+
+
+def write_reports(report: Report, ledger: Ledger, out_dir: Path, formats: Sequence[str]) -> list[Path]:
+    """One file per format (html, csv or json) under ``out_dir``; the paths written, in that order."""
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ValueError(f"unknown report format {', '.join(bad)}; use {', '.join(FORMATS)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"report-{report.building.building_id}-{report.period.label}"
+    written: list[Path] = []
+    for fmt in formats:
+        path = out_dir / f"{stem}.{fmt}"
+        if fmt == "json":
+            text = report.to_json()
+        elif fmt == "csv":
+            text = render_csv(report, ledger)
+        else:
+            text = render_html(report)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written

@@ -1,0 +1,61 @@
+"""The typed report model: renderers read attributes, the document is its plain form, and report/ keeps
+to its layer (no simulator, no driver codecs, no argv, no printing)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from edge_agent.report.html import render_html
+from edge_agent.report.model import REPORT_SCHEMA, Report
+from tests.unit.test_report_document import synthetic_report
+
+ROOT = Path(__file__).resolve().parents[2]
+REPORT_PACKAGE = ROOT / "edge_agent" / "report"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
+    return synthetic_report(tmp_path_factory.mktemp("report"))
+
+
+def test_json_round_trips_to_the_models_plain_form(report: Report) -> None:
+    doc = json.loads(report.to_json())
+    assert doc == report.as_dict()
+    assert list(doc) == [f.name for f in dataclasses.fields(Report)]
+    assert doc["schema"] == REPORT_SCHEMA == report.schema
+
+
+def test_attributes_and_the_document_carry_the_same_figures(report: Report) -> None:
+    doc = report.as_dict()
+    assert doc["generated_at"] == "2026-08-01T09:30:15+00:00"  # to the second
+    assert report.period.start.isoformat() == doc["period"]["start"] == "2026-07-01"
+    elec = report.totals.by_category[0]
+    assert (elec.code, elec.total, elec.kgce) == ("01000", 4920.0, 604.668)
+    assert doc["totals"]["by_category"][0]["kgce"] == elec.kgce
+    per_m2 = report.kpi.rows[0]
+    assert per_m2.key == "kgce_per_m2" and doc["kpi"]["rows"][0]["to_date"] == per_m2.to_date
+    assert report.kpi.period_kgce_per_m2 == round(604.668 / 8600, 4)
+    assert report.data_centre.pue == doc["data_centre"]["pue"] == 1.3333
+    day = report.daily[1]
+    assert doc["daily"][1] == {"date": day.date.isoformat(), **day.values}
+    assert report.enforcement.exemptions[1].until is not None
+    assert doc["enforcement"]["exemptions"][1]["until"] == "2026-09-30"
+    assert doc["quality"]["gaps"][0]["start"] == report.quality.gaps[0].start.isoformat()
+
+
+def test_the_model_is_frozen_and_keyword_only(report: Report) -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.kpi.year = 2027  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        type(report.building)("370102A001", "gw", None, "Asia/Shanghai", 1.0, 1)  # type: ignore[misc]
+
+
+def test_html_renders_from_the_model(report: Report) -> None:
+    html = render_html(report)
+    assert 'data-key="category.01000.total" data-value="4920.0"' in html
+    assert "data-key='exemption.f3'" in html and "2026-09-30" in html
+    assert "生成 Generated 2026-08-01T09:30:15+00:00" in html

@@ -1,20 +1,16 @@
-"""The typed report model: renderers read attributes, the document is its plain form, and report/ keeps
-to its layer (no simulator, no driver codecs, no argv, no printing)."""
+"""The typed report model: renderers read attributes and the document is its plain form. That report/
+keeps to its layer is tests/unit/test_architecture.py's to check."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 
 from edge_agent.report.html import render_html
 from edge_agent.report.model import REPORT_SCHEMA, Report
 from tests.unit.test_report_document import synthetic_report
-
-ROOT = Path(__file__).resolve().parents[2]
-REPORT_PACKAGE = ROOT / "edge_agent" / "report"
 
 
 @pytest.fixture(scope="module")

@@ -293,9 +293,21 @@ class Driver(Protocol):
 
     device_id: str
 
-    async def connect(self) -> None: ...
+    async def connect(self) -> None:
+        """Open the connection (or bind the shared port). DriverError or OSError when that fails; the
+        device's readings then say why."""
+        ...
 
-    async def close(self) -> None: ...
+    async def run(self) -> None:
+        """Background work while the device is configured (BACnet: COV subscriptions and their renewal),
+        run by the agent as a named task of its TaskGroup and cancelled when the device goes. Returns
+        at once for a driver that has none."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection and what the driver holds on the device (subscriptions, priorities).
+        Called after run() has been cancelled; bounded in time by the caller."""
+        ...
 
     async def read(self, points: Sequence[PointBase]) -> list[Reading]:
         """One reading per point, in order. Failures are ``bad`` readings, never exceptions."""

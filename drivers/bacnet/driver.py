@@ -213,22 +213,19 @@ class BacnetDriver:
         self._cov_failing: set[tuple[str, int]] = set()  # objects whose subscription fails (logged once)
         self._cov_values: dict[str, Reading] = {}  # point id -> last COV reading (healthy subscriptions only)
         self._cov_flags: dict[tuple[str, int], Any] = {}
-        self._cov_task: asyncio.Task[None] | None = None
         self._cov_wake = asyncio.Event()
 
     # ---- lifecycle ----
 
     async def connect(self) -> None:
         await self.network.start()
-        if self._cov_points and self._cov_task is None:
-            self._cov_task = asyncio.create_task(self._cov_loop(), name=f"bacnet-cov:{self.device_id}")
+
+    async def run(self) -> None:
+        """Subscribe the COV points and renew the subscriptions until cancelled (none: return)."""
+        if self._cov_points:
+            await self._cov_loop()
 
     async def close(self) -> None:
-        if self._cov_task is not None:
-            self._cov_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._cov_task
-            self._cov_task = None
         if self.network.started:
             await self._unsubscribe_all()
             if self.device.relinquish_on_shutdown:

@@ -307,6 +307,9 @@ class ModbusTcpDriver:
             except _Unreachable as exc:
                 self._state_change(FailureCode.UNREACHABLE, str(exc))
 
+    async def run(self) -> None:
+        """Nothing runs in the background: every read is a poll."""
+
     async def close(self) -> None:
         """Give the endpoint back; the pool closes it when no device uses it any more."""
         ep, self._ep = self._ep, None

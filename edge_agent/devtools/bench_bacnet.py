@@ -167,8 +167,10 @@ async def _cov_latency(changes: int, progress: Any) -> dict[str, float]:
 
     drv.on_cov = on_cov
     lat: list[float] = []
+    background: asyncio.Task[None] | None = None
     try:
         await drv.connect()
+        background = asyncio.create_task(drv.run(), name="bench:cov")  # subscribes, as the agent would
         await asyncio.wait_for(arrived.get(), 10)  # the initial notification after subscribing
         progress(f"COV latency: {changes} setpoint changes")
         for i in range(changes):
@@ -182,6 +184,9 @@ async def _cov_latency(changes: int, progress: Any) -> dict[str, float]:
                     break
             await asyncio.sleep(0.01)
     finally:
+        if background is not None:
+            background.cancel()
+            await asyncio.gather(background, return_exceptions=True)
         await drv.close()
         await net.close()
         await sim.stop()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from drivers.base import Driver, Reading
+from drivers.base import Driver, DriverError, Reading
 from drivers.registry import PROTOCOLS
 from drivers.spec import SharedResource
 from edge_agent.config.load import LoadedConfig
@@ -61,6 +61,7 @@ class _DeviceRuntime:
     driver: Driver
     status: DeviceStatus
     poll_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    background: asyncio.Task[None] | None = None  # the driver's run(), a task of the agent's TaskGroup
 
 
 class Agent:
@@ -77,7 +78,7 @@ class Agent:
         self._pools: dict[str, SharedResource] = {}  # protocol -> per-site resource: Modbus pool, BACnet port
         self.devices: dict[str, _DeviceRuntime] = {}
         self.listeners: list[ReadingsListener] = []
-        self._cov_queue: asyncio.Queue[tuple[str, list[Reading]]] = asyncio.Queue()
+        self._pushed: asyncio.Queue[tuple[str, list[Reading]]] = asyncio.Queue()
         self.first_cycle = asyncio.Event()
         self._stop = asyncio.Event()
         self._cycles_done: set[str] = set()
@@ -107,7 +108,7 @@ class Agent:
         def on_push(readings: list[Reading]) -> None:
             # Pushed readings (BACnet COV) arrive in the stack's callbacks; queue them into the same
             # pipeline as polls.
-            self._cov_queue.put_nowait((device_id, readings))
+            self._pushed.put_nowait((device_id, readings))
 
         return spec.make_driver(dev, self._pools.get(spec.name), clock=self.clock.now, on_push=on_push)
 
@@ -122,17 +123,18 @@ class Agent:
         self.config = config
         self.snapshot.reconfigure((dev.id, p, config.point_zone(p.id)) for dev, p in config.points())
         for dev_id in removed + changed:
-            rt = self.devices.pop(dev_id)
+            rt = self.devices.pop(dev_id)  # its poll loop sees this and ends
             if self.health is not None:
                 self.health.unregister(f"poll:{dev_id}")
-            with contextlib.suppress(Exception):
-                await rt.driver.close()
+            if rt.background is not None:
+                rt.background.cancel()
+                await asyncio.wait([rt.background])
+            await self._close_driver(rt)
         for dev_id in added + changed:
             self._add_device(new[dev_id])
-            with contextlib.suppress(Exception):  # failures show up as bad readings in the loop
-                await self.devices[dev_id].driver.connect()  # BACnet: network + COV subscriptions
+            await self._connect(self.devices[dev_id])
             if self._tg is not None:
-                self._tg.create_task(self._poll_loop(dev_id), name=f"poll:{dev_id}")
+                self._start_device(self._tg, dev_id)
         return {
             "added": added,
             "removed": removed,
@@ -165,13 +167,42 @@ class Agent:
             if res is not None:
                 await res
 
-    async def _cov_loop(self) -> None:
+    async def _push_loop(self) -> None:
+        """Readings a driver pushes (BACnet COV) go through the same pipeline as polled ones."""
         while True:
-            device_id, readings = await self._cov_queue.get()
+            device_id, readings = await self._pushed.get()
             try:
                 await self._deliver(device_id, readings)
-            except Exception:
-                self.log.exception("cov_delivery_failed", device=device_id)
+            except Exception:  # a listener's bug: logged, and the next push is delivered
+                self.log.exception("push_delivery_failed", device=device_id)
+
+    async def _connect(self, rt: _DeviceRuntime) -> None:
+        """Connect a driver; a failure is logged once here and shows as bad readings in its poll loop."""
+        try:
+            await rt.driver.connect()
+        except (DriverError, OSError) as exc:
+            code = getattr(exc, "code", None) or type(exc).__name__
+            self.log.warning("device_connect_failed", device=rt.status.device_id, code=code, error=str(exc))
+
+    async def _close_driver(self, rt: _DeviceRuntime) -> None:
+        try:
+            await rt.driver.close()
+        except (DriverError, OSError) as exc:
+            code = getattr(exc, "code", None) or type(exc).__name__
+            self.log.warning("device_close_failed", device=rt.status.device_id, code=code, error=str(exc))
+
+    async def _driver_background(self, rt: _DeviceRuntime) -> None:
+        """The driver's own background work (COV subscriptions); a bug in it stops that device's work
+        only, logged with its traceback, not the agent."""
+        try:
+            await rt.driver.run()
+        except Exception:
+            self.log.exception("driver_background_failed", device=rt.status.device_id)
+
+    def _start_device(self, tg: asyncio.TaskGroup, dev_id: str) -> None:
+        rt = self.devices[dev_id]
+        tg.create_task(self._poll_loop(dev_id), name=f"poll:{dev_id}")
+        rt.background = tg.create_task(self._driver_background(rt), name=f"driver:{dev_id}")
 
     def _note_status(self, st: DeviceStatus, readings: Sequence[Reading], latency_ms: float) -> None:
         bad = [r for r in readings if not r.ok]
@@ -233,22 +264,24 @@ class Agent:
         )
         try:
             for rt in self.devices.values():
-                with contextlib.suppress(Exception):
-                    await rt.driver.connect()  # failures show up as bad readings in the loop
+                await self._connect(rt)
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 extras: list[asyncio.Task[None]] = [
                     tg.create_task(factory(), name=name) for name, factory in extra_tasks
                 ]
-                # Always: a reload may add the site's first BACnet device.
-                extras.append(tg.create_task(self._cov_loop(), name="bacnet:cov"))
+                # Always: a reload may add the site's first device that pushes readings.
+                extras.append(tg.create_task(self._push_loop(), name="readings:push"))
                 for dev_id in self.devices:
-                    tg.create_task(self._poll_loop(dev_id), name=f"poll:{dev_id}")
+                    self._start_device(tg, dev_id)
 
                 async def cancel_extras_on_stop() -> None:
-                    await self._stop.wait()
+                    await self._stop.wait()  # the poll loops end by themselves
                     for t in extras:
                         t.cancel()
+                    for rt in self.devices.values():
+                        if rt.background is not None:
+                            rt.background.cancel()
 
                 tg.create_task(cancel_extras_on_stop(), name="stopper")
         finally:
@@ -259,21 +292,24 @@ class Agent:
         """Close every driver at once (BACnet unsubscribes its COV, may relinquish), bounded in time so
         a device that stopped answering cannot hold up a stop that systemd is waiting for."""
 
-        async def close_one(rt: _DeviceRuntime) -> None:
-            with contextlib.suppress(Exception):
-                await rt.driver.close()
+        closed: set[str] = set()
 
-        tasks = [asyncio.ensure_future(close_one(rt)) for rt in self.devices.values()]
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
-            for t in pending:
-                t.cancel()
-            if pending:
-                await asyncio.wait(pending)
-                self.log.warning("driver_close_timeout", pending=len(pending), timeout_s=timeout_s)
-        for pool in self._pools.values():
-            with contextlib.suppress(Exception):
+        async def close_one(dev_id: str, rt: _DeviceRuntime) -> None:
+            await self._close_driver(rt)
+            closed.add(dev_id)
+
+        try:
+            async with asyncio.timeout(timeout_s), asyncio.TaskGroup() as tg:
+                for dev_id, rt in self.devices.items():
+                    tg.create_task(close_one(dev_id, rt), name=f"close:{dev_id}")
+        except TimeoutError:  # the TaskGroup has cancelled the ones still closing
+            pending = sorted(self.devices.keys() - closed)
+            self.log.warning("driver_close_timeout", pending=pending, timeout_s=timeout_s)
+        for protocol, pool in self._pools.items():
+            try:
                 await pool.close()
+            except (DriverError, OSError) as exc:
+                self.log.warning("shared_close_failed", protocol=protocol, error=str(exc))
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -291,10 +327,7 @@ async def read_once(config: LoadedConfig, clock: Clock) -> Agent:
     agent = Agent(config=config, clock=clock)
     try:
         for rt in agent.devices.values():
-            try:
-                await rt.driver.connect()
-            except Exception:  # shows as bad readings below
-                pass
+            await agent._connect(rt)
         await asyncio.gather(*(agent.poll_once(dev_id) for dev_id in agent.devices))
     finally:
         await agent.close()

@@ -64,6 +64,7 @@ class Rig:
     ) -> None:
         self.building, self.sim, self.net, self.sim_address = building, sim, net, sim_address
         self.drivers: list[BacnetDriver] = []
+        self.background: list[asyncio.Task[None]] = []
 
     async def driver(self, points: list[BacnetPoint] | None = None, **kw: object) -> BacnetDriver:
         opts: dict[str, object] = {"readback_delay_s": 0, "timeout_s": 0.5}
@@ -78,6 +79,8 @@ class Rig:
         )  # type: ignore[arg-type]
         d = BacnetDriver(device=dev, network=self.net)
         await d.connect()
+        # What the agent does: the driver's background work (COV) runs as a task it owns.
+        self.background.append(asyncio.create_task(d.run(), name=f"driver:{dev.id}"))
         self.drivers.append(d)
         return d
 
@@ -93,6 +96,9 @@ async def rig() -> AsyncIterator[Rig]:
     try:
         yield r
     finally:
+        for task in r.background:
+            task.cancel()
+        await asyncio.gather(*r.background, return_exceptions=True)
         for d in r.drivers:
             await d.close()
         await net.close()

@@ -67,7 +67,7 @@ class FakeBus:
 
 
 class FakeDriver:
-    """Reads channel * gain; pushes one reading of its first point on connect (like a COV notification)."""
+    """Reads channel * gain; its background work pushes one reading of its first point (like COV)."""
 
     def __init__(self, device: FakeDevice, bus: FakeBus, on_push: PushCallback) -> None:
         self.device_id = device.id
@@ -77,6 +77,9 @@ class FakeDriver:
         self.reads = 0
 
     async def connect(self) -> None:
+        pass
+
+    async def run(self) -> None:
         p = self.device.points[0]
         self.on_push([Reading(p.id, -1.0, self.bus.clock(), Quality.GOOD, detail="pushed")])
 

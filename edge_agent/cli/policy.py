@@ -9,15 +9,14 @@ import asyncio
 import json
 import sys
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from edge_agent.cli.common import add_config, load_or_exit
-from edge_agent.config.load import LoadedConfig
-from edge_agent.core.clock import FakeClock, parse_at
-from edge_agent.enforce.loop import build_calendar, build_params
-from edge_agent.service.agent import Agent, read_once
-from policies.evaluate import explain
+
+if TYPE_CHECKING:  # the command's own imports wait until it runs: `edge-agent check` stays quick
+    from edge_agent.config.load import LoadedConfig
+    from edge_agent.service.agent import Agent
 
 __all__ = ["explain_main", "register"]
 
@@ -47,6 +46,9 @@ def register(sub: Any) -> None:
 
 
 async def _snapshot(cfg: LoadedConfig, at: datetime, use_sim: bool) -> Agent:
+    from edge_agent.core.clock import FakeClock
+    from edge_agent.service.agent import read_once
+
     if not use_sim:
         return await read_once(cfg, FakeClock(at))
     from edge_agent.devtools.simwire import simulated_site
@@ -56,6 +58,10 @@ async def _snapshot(cfg: LoadedConfig, at: datetime, use_sim: bool) -> Agent:
 
 
 def explain_main(cfg: LoadedConfig, args: argparse.Namespace) -> int:
+    from edge_agent.core.clock import parse_at
+    from edge_agent.enforce.loop import build_calendar, build_params
+    from policies.evaluate import explain
+
     site = cfg.site
     try:
         at = parse_at(args.at, site.timezone)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from edge_agent.cli.common import add_config, db_path, load_or_exit
+from edge_agent.cli.common import DEFAULT_SITE, add_config, db_path, load_or_exit
 from edge_agent.store.audit import (
     AuditInputError,
     JsonValue,
@@ -33,6 +33,7 @@ def register(sub: Any) -> None:
     ):
         a = asub.add_parser(name, help=text, description=text)
         add_config(a)
+        a.set_defaults(config=None)  # given or not: with --db, only a -c that was given supplies the key
         a.add_argument("--db", help="state database (default: storage.path from site.yaml)")
         a.add_argument("--state-dir", metavar="DIR", help="the --state-dir the agent runs with")
         a.add_argument("--key-file", help="HMAC key file, when the chain is signed")
@@ -43,10 +44,15 @@ def register(sub: Any) -> None:
 
 
 def _audit(args: argparse.Namespace) -> int:
+    given = args.config is not None
+    if not given:
+        args.config = DEFAULT_SITE
     db = db_path(args)
     key_file = args.key_file
-    if key_file is None and not args.db and Path(args.config).exists():
-        cfg = load_or_exit(args.config)  # the key site.yaml names signs the chain
+    # The key site.yaml names signs the chain: read it whenever -c is given (with --db too: a keyed site's
+    # chain rewritten with plain SHA-256 must not pass), and from the default site.yaml without --db.
+    if key_file is None and (given or (not args.db and Path(args.config).exists())):
+        cfg = load_or_exit(args.config)
         if cfg.site.storage.audit_key_file:
             key_file = str(cfg.resolve(cfg.site.storage.audit_key_file))
     if args.audit == "verify":
@@ -61,7 +67,8 @@ def verify_main(
     as_json: bool = False,
     out: TextIO | None = None,
 ) -> int:
-    """`edge-agent audit verify`: 0 intact, 1 tampered or broken, 2 missing/unreadable DB or key."""
+    """`edge-agent audit verify`: 0 intact; 1 tampered, broken, erased, or keyed and no key given;
+    2 missing/unreadable DB or key file."""
     out = out or sys.stdout
     try:
         key = load_key(key_file) if key_file is not None else None
@@ -89,10 +96,14 @@ def verify_main(
             ),
             file=out,
         )
+    elif res.needs_key:
+        print(
+            "audit verify: keyed chain: give the key (--key-file, or -c with the site.yaml whose "
+            f"storage.audit_key_file signs it); not verified. {res.message}",
+            file=out,
+        )
     else:
         print(res.message if res.ok else f"audit chain BROKEN: {res.message}", file=out)
-    if res.needs_key:
-        return 2
     return 0 if res.ok else 1
 
 

@@ -17,9 +17,11 @@ What the chain proves, and what it cannot:
   an HMAC key (kept off the database, readable by the agent only) they cannot; ``verify`` then
   needs the same key, and says so when it is not given.
 * Each append also stores the head (seq, hash) in the one-row table ``audit_head``, in the same
-  transaction. A truncated tail is detected while that anchor survives; an attacker who truncates
-  the chain AND rewrites the anchor is only caught upstream, because the head is also published
-  with every uplink batch (``AuditLog.head()``).
+  transaction. A truncated tail is detected while that anchor survives; records without an anchor,
+  an anchor without records, and an empty or missing trail in a database whose outbox or ledger
+  show the agent ran all fail too. An attacker who truncates the chain AND rewrites the anchor is
+  only caught upstream, because the head is also published with every uplink batch
+  (``AuditLog.head()``): ``audit verify --heads`` compares the chain with heads recorded there.
 
 Appends are one ``BEGIN IMMEDIATE`` transaction each (the database is in WAL mode with
 ``synchronous=FULL``), so two processes appending to the same file serialize instead of forking
@@ -54,6 +56,7 @@ __all__ = [
     "AuditRecord",
     "JsonValue",
     "VerifyResult",
+    "agent_activity",
     "canonical_bytes",
     "dump_json",
     "format_ts",
@@ -412,6 +415,14 @@ def verify(conn: sqlite3.Connection, hmac_key: bytes | None = None) -> VerifyRes
     if not _table_exists(conn, "audit"):
         if _table_exists(conn, "audit_head") and conn.execute("SELECT 1 FROM audit_head").fetchone():
             return VerifyResult(False, 0, 1, "the audit table is gone but its head anchor remains — deleted")
+        ran = agent_activity(conn)
+        if ran is not None:
+            return VerifyResult(
+                False,
+                0,
+                1,
+                f"the audit tables are missing but {ran}: the agent ran — the audit trail was erased",
+            )
         return VerifyResult(True, 0, None, "no audit records yet")
 
     count = 0
@@ -513,8 +524,26 @@ def verify(conn: sqlite3.Connection, hmac_key: bytes | None = None) -> VerifyRes
     if _table_exists(conn, "audit_head"):
         anchor = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
     if anchor is None:
-        note = " (no head anchor: a truncated tail cannot be detected here, only against the uplinked head)"
-        return VerifyResult(True, count, None, f"audit chain intact: {count} records{note if count else ''}")
+        if count:
+            # Every append writes the anchor in the same transaction: a chain without one lost it.
+            return VerifyResult(
+                False,
+                count,
+                None,
+                f"the head anchor is missing (the chain has {count} records, up to seq {last_seq}) — "
+                "deleted; "
+                "records after the last one may have been deleted with it (check against the uplinked heads: "
+                "audit verify --heads FILE)",
+            )
+        ran = agent_activity(conn)
+        if ran is not None:
+            return VerifyResult(
+                False,
+                0,
+                1,
+                f"no audit records and no head anchor, but {ran}: the agent ran — the trail was erased",
+            )
+        return VerifyResult(True, 0, None, "no audit records yet")
     a_seq, a_hash = int(anchor[0]), str(anchor[1])
     if last_seq < a_seq:
         missing = f"record {a_seq}" if a_seq == last_seq + 1 else f"records {last_seq + 1}..{a_seq}"
@@ -544,6 +573,35 @@ def verify(conn: sqlite3.Connection, hmac_key: bytes | None = None) -> VerifyRes
         )
     head = f", head seq {last_seq} hash {a_hash[:16]}…" if count else ""
     return VerifyResult(True, count, None, f"audit chain intact: {count} records{head}")
+
+
+# Traces every run of the agent leaves in the other tables of the state database. The agent audits its
+# startup before anything else, so any of these without an audit record means the trail was erased.
+_ACTIVITY = (
+    (
+        "SELECT max(seq) FROM sqlite_sequence WHERE name = 'outbox_readings'",
+        "the outbox has numbered {} readings",
+    ),
+    (
+        "SELECT max(seq) FROM sqlite_sequence WHERE name = 'outbox_events'",
+        "the outbox has numbered {} events",
+    ),
+    ("SELECT max(acked_seq) FROM outbox_cursor", "the uplink has acknowledged up to seq {}"),
+    ("SELECT count(*) FROM ledger_state", "the energy ledger holds {} meter states"),
+    ("SELECT count(*) FROM ledger_interval", "the energy ledger holds {} intervals"),
+)
+
+
+def agent_activity(conn: sqlite3.Connection) -> str | None:
+    """What in the state database shows the agent ran (outbox sequence numbers, ledger rows), or None."""
+    for sql, text in _ACTIVITY:
+        try:
+            row = conn.execute(sql).fetchone()
+        except sqlite3.OperationalError:  # no such table
+            continue
+        if row is not None and row[0]:
+            return text.format(row[0])
+    return None
 
 
 def _next_link(conn: sqlite3.Connection, seq: int) -> tuple[int, str] | None:

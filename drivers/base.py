@@ -251,7 +251,7 @@ MODE_LABELS: frozenset[str] = frozenset({"off", "cool", "heat", "fan", "auto", "
 class PointBase(BaseModel):
     """Options every point has, whatever its protocol. Protocol models add the address."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     id: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=64, description="Unique across the site"

@@ -607,3 +607,24 @@ def test_verify_with_db_reads_the_key_site_yaml_names(keyed_chain: Path, tmp_pat
     t2.execute("UPDATE audit_head SET hash = ?", (prev,))
     t2.close()
     assert main(["audit", "verify", "-c", str(site), "--db", str(tmp_path / "t2.db")]) == 1
+
+
+def test_state_directory_and_database_files_are_not_world_readable(tmp_path: Path) -> None:
+    """Issue 14 item 11: outside systemd (no StateDirectoryMode) the agent's own modes apply."""
+    import os
+    import stat
+
+    old = os.umask(0o022)  # a usual login umask, which would give 0755 and 0644
+    try:
+        conn = open_state_db(tmp_path / "state" / "sub" / "edge-agent.db")
+        AuditLog(conn=conn, clock=FakeClock(START)).append(AuditKind.STARTUP, reason="x")
+        modes = {
+            p.name: stat.S_IMODE(p.stat().st_mode)
+            for p in (tmp_path / "state" / "sub").iterdir()
+            if p.name.startswith("edge-agent.db")
+        }
+        conn.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "state" / "sub").stat().st_mode) == 0o750
+    assert modes["edge-agent.db"] == 0o640 and modes.get("edge-agent.db-wal", 0o640) == 0o640, modes

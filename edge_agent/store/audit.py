@@ -34,9 +34,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -62,9 +63,11 @@ __all__ = [
     "format_ts",
     "load_key",
     "open_existing",
+    "parse_heads",
     "records_since",
     "short_ts",
     "verify",
+    "verify_heads",
 ]
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
@@ -662,6 +665,81 @@ def _diagnose(
         return seq, f"{label}: inserted — record {nxt[0]} links straight to record {seq - 1}"
     extra = "wrong key, or edited after it was written" if keyed else "edited after it was written"
     return seq, f"{label}: {mac} mismatch — {extra}"
+
+
+def verify_heads(conn: sqlite3.Connection, heads: Iterable[tuple[int, str]]) -> VerifyResult:
+    """Compare the local chain with audit heads recorded upstream (``audit_head`` of uplink batches, or
+    audit events): each (seq, hash) seen upstream must still be the local record ``seq``. Names the
+    first divergence: a record rewritten after it was sent, or a tail deleted together with its anchor
+    (which the local checks cannot see). Run ``verify`` too: this checks only the published points."""
+    wanted = sorted(set(heads))
+    if not wanted:
+        return VerifyResult(False, 0, None, "no audit heads to compare with")
+    if not _table_exists(conn, "audit"):
+        seq, hash_ = wanted[0]
+        return VerifyResult(
+            False, 0, seq, f"upstream saw record {seq} ({hash_[:16]}…); the audit table is gone"
+        )
+    last = conn.execute("SELECT max(seq) FROM audit").fetchone()[0] or 0
+    for seq, hash_ in wanted:
+        row = conn.execute(f"SELECT {_COLUMNS} FROM audit WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            ends = f"ends at record {last}" if last else "has no records"
+            return VerifyResult(
+                False,
+                0,
+                seq,
+                f"record {seq}: seen upstream (hash {hash_[:16]}…) but the local chain {ends} — "
+                "records deleted (with the head anchor) after they were published",
+            )
+        if not hmac.compare_digest(str(row[11]), hash_):
+            return VerifyResult(
+                False,
+                0,
+                seq,
+                f"{_label_row(row)}: hash {str(row[11])[:16]}… differs from the {hash_[:16]}… published "
+                "upstream — the chain was rewritten after that point was sent",
+            )
+    top = wanted[-1][0]
+    return VerifyResult(
+        True, len(wanted), None, f"matches {len(wanted)} audit heads published upstream (up to seq {top})"
+    )
+
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def parse_heads(text: str) -> list[tuple[int, str]]:
+    """(seq, hash) pairs from what an upstream receiver recorded: JSON lines (uplink batches with
+    ``audit_head``, audit events with ``seq`` and ``hash``), optionally after a topic as ``mosquitto_sub
+    -v`` prints it, or plain ``SEQ HASH`` lines. Anything else on a line is ignored."""
+    out: list[tuple[int, str]] = []
+
+    def take(obj: object) -> None:
+        if isinstance(obj, dict):
+            seq, h = obj.get("seq"), obj.get("hash")
+            if type(seq) is int and isinstance(h, str) and _HEX64.match(h):
+                out.append((seq, h))
+            head = obj.get("audit_head")
+            if isinstance(head, dict):
+                take(head)
+        elif isinstance(obj, list):
+            for item in obj:
+                take(item)
+
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit() and _HEX64.match(parts[1]):
+            out.append((int(parts[0]), parts[1]))
+            continue
+        start = line.find("{")
+        if start < 0:
+            continue
+        try:
+            take(json.loads(line[start:]))
+        except ValueError:
+            continue
+    return out
 
 
 # --- CLI helpers (the lead wires `edge-agent audit verify|show` to these) -------------------------------

@@ -628,3 +628,71 @@ def test_state_directory_and_database_files_are_not_world_readable(tmp_path: Pat
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "state" / "sub").stat().st_mode) == 0o750
     assert modes["edge-agent.db"] == 0o640 and modes.get("edge-agent.db-wal", 0o640) == 0o640, modes
+
+
+# --- published heads (issue 14 item 5) ------------------------------------------------------------------
+
+
+def _published(path: Path, seqs: list[int]) -> str:
+    """What `mosquitto_sub -v -t 'edge/#'` printed: readings batches carrying audit_head at those seqs."""
+    conn = sqlite3.connect(path)
+    lines = []
+    for seq in seqs:
+        h = conn.execute("SELECT hash FROM audit WHERE seq = ?", (seq,)).fetchone()[0]
+        body = {
+            "v": 1,
+            "gateway": "gw",
+            "seq_first": seq,
+            "audit_head": {"seq": seq, "hash": h},
+            "readings": [],
+        }
+        lines.append("edge/370102A001/gw/readings " + json.dumps(body))
+    conn.close()
+    return "\n".join(["garbage line", *lines]) + "\n"
+
+
+def test_heads_catch_a_tail_deleted_with_its_anchor(
+    chain: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    heads = tmp_path / "heads.txt"
+    heads.write_text(_published(chain, [3, 7, 10]), encoding="utf-8")
+    assert verify_main(chain, heads_file=heads) == 0
+    assert "matches 3 audit heads published upstream (up to seq 10)" in capsys.readouterr().out
+    t = _copy(chain, tmp_path / "t.db")
+    t.execute("DELETE FROM audit WHERE seq > 8")
+    t.execute("UPDATE audit_head SET seq = 8, hash = ?", (_row(t, 8)["hash"],))
+    t.close()
+    assert verify_main(tmp_path / "t.db") == 0  # locally consistent: the documented limit ...
+    assert verify_main(tmp_path / "t.db", heads_file=heads) == 1  # ... which the published heads close
+    out = capsys.readouterr().out
+    assert "record 10: seen upstream" in out and "the local chain ends at record 8" in out
+
+
+def test_heads_catch_a_rewritten_chain(
+    chain: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    heads = tmp_path / "heads.txt"
+    heads.write_text(_published(chain, [2, 6, 10]), encoding="utf-8")
+    t = _copy(chain, tmp_path / "t.db")
+    prev = _row(t, 4)["hash"]
+    for seq in range(5, 11):  # edit record 5 and re-hash the rest: verify alone cannot tell
+        r = _row(t, seq)
+        r.update(prev_hash=prev, reason="edited" if seq == 5 else r["reason"])
+        canonical = {**r, "before": json.loads(str(r["before"])), "after": json.loads(str(r["after"]))}
+        prev = _spec_hash(canonical)
+        t.execute(
+            "UPDATE audit SET reason = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+            (r["reason"], r["prev_hash"], prev, seq),
+        )
+    t.execute("UPDATE audit_head SET hash = ?", (prev,))
+    t.close()
+    assert verify_main(tmp_path / "t.db") == 0
+    assert verify_main(tmp_path / "t.db", heads_file=heads) == 1
+    assert "record 6 (write ac-f2-06.setpoint" in capsys.readouterr().out  # the first published point
+
+
+def test_heads_file_without_heads_is_bad_input(chain: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "heads.txt"
+    empty.write_text("nothing here\n", encoding="utf-8")
+    assert verify_main(chain, heads_file=empty) == 2
+    assert verify_main(chain, heads_file=tmp_path / "missing.txt") == 2

@@ -32,6 +32,7 @@ __all__ = [
     "TransientError",
     "UtcClock",
     "Value",
+    "ValueKind",
     "WriteResult",
     "bacnet_error",
     "is_failure_code",
@@ -242,13 +243,15 @@ Role = Literal[
     "other",
 ]
 ENERGY_ROLES: frozenset[str] = frozenset({"energy", "water_volume"})
+_BOOL_ROLES: frozenset[str] = frozenset({"light_relay", "ac_power", "window_contact"})
+ValueKind: TypeAlias = Literal["enum", "bool", "number"]
 MODE_LABELS: frozenset[str] = frozenset({"off", "cool", "heat", "fan", "auto", "dry"})
 
 
 class PointBase(BaseModel):
     """Options every point has, whatever its protocol. Protocol models add the address."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     id: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=64, description="Unique across the site"
@@ -263,10 +266,16 @@ class PointBase(BaseModel):
         description="MOHURD energy item code, e.g. 01A00 (lighting and sockets); meters only",
     )
     cumulative: bool = Field(default=False, description="A counter that only grows (energy, volume)")
-    rollover: float | None = Field(default=None, gt=0, description="Counter value at which it wraps to 0")
+    rollover: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Counter value at which it wraps to 0"
+    )
     writable: bool = False
-    min: float | None = None
-    max: float | None = None
+    min: float | None = Field(
+        default=None, allow_inf_nan=False, description="Lowest value; writable numeric points need both"
+    )
+    max: float | None = Field(
+        default=None, allow_inf_nan=False, description="Highest value; writable numeric points need both"
+    )
     states: dict[int, str] | None = Field(
         default=None, description="Raw value -> label, e.g. {0: off, 1: cool, 2: heat, 3: fan} for ac_mode"
     )
@@ -285,7 +294,27 @@ class PointBase(BaseModel):
                 raise ValueError(f"ac_mode states {bad} are not among {sorted(MODE_LABELS)}")
         if self.rollover is not None and not self.cumulative:
             raise ValueError("rollover only applies to a cumulative counter (set cumulative: true)")
+        if self.writable and self.value_kind() == "number" and (self.min is None or self.max is None):
+            raise ValueError(
+                "a writable numeric point needs both `min:` and `max:` (the safety envelope of every write)"
+            )
         return self
+
+    def value_kind(self) -> ValueKind:
+        """What a write to this point takes: ``enum`` (a raw value of `states`), ``bool`` (on/off) or
+        ``number`` (inside min/max). Protocols whose data type makes a point on/off extend this."""
+        if self.states:
+            return "enum"
+        if self.role in _BOOL_ROLES:
+            return "bool"
+        return "number"
+
+    def quantize(self, value: float) -> float:
+        """The value the device holds after a write of ``value``: the protocol's rounding to what its
+        register or property can represent (a Modbus integer register holds whole steps of ``scale``).
+        Raises ValueError when no raw value holds it. Here: the value itself (a property that takes any
+        float); protocols with coarser storage override this."""
+        return float(value)
 
 
 class Driver(Protocol):

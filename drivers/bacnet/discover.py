@@ -229,6 +229,11 @@ def render_devices_yaml(devices: list[DiscoveredDevice]) -> str:
                 lines.append(
                     "        states: {" + ", ".join(f"{k}: {_q(v)}" for k, v in states.items()) + "}"
                 )
-            if o.commandable:
+            if o.commandable and (states or o.object_type.startswith("binary-")):
                 lines.append("        writable: true  # commandable (priority-array)")
+            elif o.commandable:  # a numeric write needs its envelope: nobody but the integrator knows it
+                lines.append(
+                    "        writable: false  # commandable (priority-array): add min: and max: (the write "
+                    "envelope), then writable: true"
+                )
     return "\n".join(lines) + "\n"

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from drivers.base import PointBase
+from drivers.base import PointBase, ValueKind
 
 __all__ = [
     "COMMANDABLE_TYPES",
@@ -102,6 +102,11 @@ class BacnetPoint(PointBase):
         if self.writable and self.property != "present-value":
             raise ValueError("only present-value is written; set writable: false for other properties")
         return self
+
+    def value_kind(self) -> ValueKind:
+        if self.object_type.startswith("binary-"):
+            return "bool"
+        return super().value_kind()
 
 
 class BacnetDevice(BaseModel):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import struct
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from drivers.base import PointBase
+from drivers.base import PointBase, ValueKind
 
 __all__ = ["DATA_TYPES", "ModbusDevice", "ModbusPoint", "register_count"]
 
@@ -25,6 +27,16 @@ _WIDTH = {
     "int64": 4,
     "uint64": 4,
     "float64": 4,
+}
+
+
+_INT_RANGE: dict[str, tuple[int, int]] = {
+    "int16": (-(2**15), 2**15 - 1),
+    "uint16": (0, 2**16 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "uint32": (0, 2**32 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "uint64": (0, 2**64 - 1),
 }
 
 
@@ -51,8 +63,46 @@ class ModbusPoint(PointBase):
     word_order: Literal["big", "little"] = Field(
         default="big", description="Register order of 32/64-bit values: big = high word first"
     )
-    scale: float = Field(default=1.0, description="value = raw * scale + offset")
-    offset: float = 0.0
+    scale: float = Field(
+        default=1.0, allow_inf_nan=False, description="value = raw * scale + offset; never 0"
+    )
+    offset: float = Field(default=0.0, allow_inf_nan=False)
+
+    def value_kind(self) -> ValueKind:
+        if self.type in ("bool", "bit"):
+            return "bool"
+        return super().value_kind()
+
+    def quantize(self, value: float) -> float:
+        """What the registers hold after a write of ``value``, as the codec encodes and decodes it: whole
+        steps of ``scale`` (after ``offset``) for integer types, the nearest float32 for float32.
+        ValueError when the type cannot hold it. (A unit test holds this equal to the codec's round trip.)"""
+        identity = self.scale == 1.0 and self.offset == 0.0
+        raw = value if identity else (float(value) - self.offset) / self.scale
+        if not math.isfinite(raw):
+            raise ValueError(f"{value!r} gives raw {raw} for point {self.id}")
+        if self.type in _INT_RANGE:
+            lo, hi = _INT_RANGE[self.type]
+            held_raw: float = round(raw)
+            if not lo <= held_raw <= hi:
+                raise ValueError(f"{value!r} (raw {held_raw}) is outside {self.type} range {lo}..{hi}")
+        elif self.type == "float32":
+            try:
+                (held_raw,) = struct.unpack(">f", struct.pack(">f", raw))
+            except (OverflowError, struct.error) as exc:
+                raise ValueError(f"{value!r} does not fit float32: {exc}") from exc
+        elif self.type == "float64":
+            held_raw = raw
+        else:
+            raise ValueError(f"{self.type} point {self.id} does not hold a number")
+        return float(held_raw) if identity else held_raw * self.scale + self.offset
+
+    @field_validator("scale")
+    @classmethod
+    def _check_scale(cls, v: float) -> float:
+        if v == 0:
+            raise ValueError("scale 0 maps every raw value to the offset; give the register's real scale")
+        return v
 
     @model_validator(mode="after")
     def _check_layout(self) -> ModbusPoint:
@@ -77,7 +127,7 @@ class ModbusPoint(PointBase):
 
 
 class ModbusDevice(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     protocol: Literal["modbus"]
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=64)

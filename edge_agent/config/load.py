@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import math
 import os
 import re
 import types
@@ -117,7 +118,8 @@ class ConfigError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Infinity and NaN mean nothing in site.yaml (an infinite floor area, a NaN latitude): refused.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Location(_Strict):
@@ -387,10 +389,16 @@ def load_config(site_path: str | Path) -> LoadedConfig:
             if policy is not None:
                 _policy_site_problems(policy, policy_out, doc.data)
             issues += policy_out.issues
+    elif isinstance(doc.data, dict):  # `policy: ''`, `policy: 3`: say so rather than fail without a reason
+        site_out.add(
+            ["policy"],
+            f"expected the path of policy.yaml (relative to this file's folder), got {raw_policy!r}",
+        )
 
     issues = _ordered(site_out.issues + issues, site_file)
     if site is None or policy is None or policy_path is None or any(i.severity == "error" for i in issues):
         raise ConfigError(issues)
+    site = _resolve_files(site, Path(site_path).absolute().parent)
     return LoadedConfig(
         site=site,
         policy=policy,
@@ -398,6 +406,32 @@ def load_config(site_path: str | Path) -> LoadedConfig:
         policy_path=policy_path.absolute(),
         warnings=[i for i in issues if i.severity == "warning"],
     )
+
+
+def _resolve(base: Path, path: str | None) -> str | None:
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else base / p)
+
+
+def _resolve_files(site: Site, base: Path) -> Site:
+    """The uplink's files (credentials, TLS) as absolute paths against site.yaml's folder, like every other
+    path in site.yaml: the service runs in another working directory (the unit's WorkingDirectory)."""
+    up = site.uplink
+    if up is None:
+        return site
+    tls = up.tls
+    if tls is not None:
+        tls = tls.model_copy(
+            update={
+                "ca_file": _resolve(base, tls.ca_file),
+                "cert_file": _resolve(base, tls.cert_file),
+                "key_file": _resolve(base, tls.key_file),
+            }
+        )
+    up = up.model_copy(update={"credentials_file": _resolve(base, up.credentials_file), "tls": tls})
+    return site.model_copy(update={"uplink": up})
 
 
 def _load_policy(path: Path, site_out: _Collector, named: bool) -> tuple[Policy | None, _Collector | None]:
@@ -412,9 +446,10 @@ def _load_policy(path: Path, site_out: _Collector, named: bool) -> tuple[Policy 
     except YamlSyntaxError as exc:
         site_out.issues.append(ConfigIssue(name, exc.mark.line, exc.mark.col, "", exc.message))
         return None, None
-    if doc.data is None:
-        doc.data = {}  # an empty policy.yaml means "all defaults"
     out = _Collector(doc)
+    if doc.data is None:  # Policy has required keys (seasons): an empty file cannot mean "all defaults"
+        out.add([], "the policy file is empty; it needs at least `seasons:` (see config/policy.yaml)")
+        return None, out
     _duplicate_keys(out)
     return _validate(Policy, out), out
 
@@ -531,6 +566,8 @@ def _report(model: type[BaseModel], err: ErrorDetails, out: _Collector, typo_tar
 
 
 def _message(kind: str, msg: str, ctx: Mapping[str, Any], value: object) -> str:
+    if isinstance(value, float) and not math.isfinite(value):  # not "nan is above 86400"
+        return f"{value} is not a finite number; give one"
     if kind == "less_than_equal":
         return f"{_num(value)} is above {_num(ctx['le'])}"
     if kind == "greater_than_equal":

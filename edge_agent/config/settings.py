@@ -10,7 +10,8 @@ __all__ = ["MqttTls", "MqttUplink", "StatusOptions", "StorageOptions"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No option here means anything by infinity or NaN; both would overflow or loop at runtime.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class StorageOptions(_Strict):
@@ -19,19 +20,31 @@ class StorageOptions(_Strict):
         description="State SQLite database (outbox, audit chain, ledger); relative to site.yaml's folder",
     )
     max_bytes: int = Field(
-        default=1_000_000_000, ge=1_000_000, description="Outbox size limit; oldest dropped, audited"
+        default=1_000_000_000,
+        ge=1_000_000,
+        le=2**62,  # SQLite integers are 64-bit
+        description="Outbox size limit; oldest dropped, audited",
     )
-    max_age_days: float = Field(default=90, gt=0, description="Readings older than this are dropped, audited")
+    max_age_days: float = Field(
+        default=90,
+        gt=0,
+        le=36500,  # a cut-off further back than a century overflows the date arithmetic
+        description="Readings older than this are dropped, audited",
+    )
     commit_interval_s: float = Field(
         default=1.0, gt=0, le=60, description="Longest wait before a durable commit"
     )
     memory_buffer_max: int = Field(
         default=100_000,
         ge=0,
+        le=100_000_000,
         description="Readings held in memory while the disk is full; oldest dropped beyond this, audited",
     )
     retain_acked: int = Field(
-        default=10_000, ge=0, description="Acknowledged readings kept for `edge-agent tail` before deletion"
+        default=10_000,
+        ge=0,
+        le=2**62,
+        description="Acknowledged readings kept for `edge-agent tail` before deletion",
     )
     audit_key_file: str | None = Field(
         default=None,

@@ -19,6 +19,9 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "MAX_NODES",
     "DuplicateKey",
     "Mark",
     "YamlDoc",
@@ -31,6 +34,25 @@ __all__ = [
 ]
 
 YamlPath = tuple[str | int, ...]
+
+# Limits on what a config file may ask of the loader, far above any real site (a 5,000-point site.yaml
+# is about 1 MB and 70,000 nodes) and far below what exhausts a gateway: a file of 50 MB of comments, an
+# alias bomb (&a [*b, *b, ...] six levels deep) or 100,000 nested brackets are refused with a position.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 64  # nesting of mappings and lists
+MAX_NODES = 250_000  # nodes after aliases are expanded (what the checks and the models will visit)
+
+# What YAML 1.1 (PyYAML's reader) accepts in a file: no C0 controls but tab/LF/CR, no DEL, no C1
+# controls but NEL, no surrogates, no U+FFFE/U+FFFF.
+_NON_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_CONTROL_NAMES = {
+    0: "NUL",
+    0x0C: "form feed",
+    0x1B: "ESC",
+    0x7F: "DEL",
+    0xFFFE: "noncharacter",
+    0xFFFF: "noncharacter",
+}
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
 
@@ -118,6 +140,24 @@ class _Loader(yaml.SafeLoader):
     number 1.0; a float field still accepts the text ``1e3``). Dates (``2025-10-01``) load as dates.
     """
 
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:  # type: ignore[override]
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"nested more than {MAX_DEPTH} levels deep; a config file never needs that",
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                )
+            return super().compose_node(parent, index)  # type: ignore[arg-type,no-any-return]
+        finally:
+            self.depth -= 1
+
 
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag.rsplit(":", 1)[-1] not in ("bool", "int", "float")]
@@ -186,10 +226,19 @@ class _Walker:
         self.doc = doc
         self.active: set[int] = set()  # guards against recursive aliases (&a [*a])
         self.seen_dups: set[tuple[int, int]] = set()
+        self.nodes = 0  # visited, aliases expanded
 
     def walk(self, node: Node, path: YamlPath, *, merged: bool = False) -> None:
         if id(node) in self.active:
             return
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise YamlSyntaxError(
+                f"more than {MAX_NODES} values once aliases (*name) are expanded; "
+                "aliases that repeat aliases multiply (an alias bomb?)",
+                file=self.doc.file,
+                mark=_mark(node.start_mark),
+            )
         self.active.add(id(node))
         try:
             if merged:
@@ -235,9 +284,34 @@ class _Walker:
                     self._mapping(src, path, merged=True)
 
 
+def _check_characters(text: str, file: str) -> None:
+    """Characters YAML does not allow (NUL, ESC, form feed, DEL, U+FFFE ...), at their position."""
+    m = _NON_PRINTABLE.search(text)
+    if m is None:
+        return
+    before = text[: m.start()]
+    line = before.count("\n") + 1
+    col = m.start() - (before.rfind("\n") + 1) + 1
+    cp = ord(m.group())
+    name = _CONTROL_NAMES.get(cp, "control character" if cp < 0xA0 else "character")
+    raise YamlSyntaxError(
+        f"U+{cp:04X} ({name}) is not allowed in a YAML file; remove it (a stray byte from a copy-paste "
+        "or another editor?)",
+        file=file,
+        mark=Mark(line, col),
+    )
+
+
 def parse_yaml(text: str, *, file: str) -> YamlDoc:
-    """Parse one YAML document; raises YamlSyntaxError with the position of the problem."""
-    loader = _Loader(text)
+    """Parse one YAML document; raises YamlSyntaxError with the position of the problem.
+
+    Refuses, with a position, what would otherwise exhaust the process: characters YAML does not allow,
+    nesting deeper than MAX_DEPTH and more than MAX_NODES values once aliases are expanded."""
+    _check_characters(text, file)
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:  # the reader's own checks (the scan above should have caught them)
+        raise YamlSyntaxError(str(exc), file=file, mark=Mark(1, 1)) from exc
     try:
         try:
             node = loader.get_single_node()
@@ -248,6 +322,8 @@ def parse_yaml(text: str, *, file: str) -> YamlDoc:
                 doc.data = loader.construct_document(node)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
+            if exc.context and "quoted scalar" in exc.context and exc.context_mark is not None:
+                mark = exc.context_mark  # an unterminated quote: where it opens, not where the scan gave up
             where = _mark(mark) if mark is not None else Mark(1, 1)
             message = exc.problem or exc.context or "invalid YAML"
             if exc.context and exc.problem and exc.context_mark is not None:
@@ -268,7 +344,14 @@ def load_yaml(path: str | Path, *, file: str | None = None) -> YamlDoc:
     Raises OSError when the file cannot be read, YamlSyntaxError when it is not valid YAML.
     """
     name = file if file is not None else str(path)
-    raw = Path(path).read_bytes()
+    with Path(path).open("rb") as f:  # bounded: `policy: /dev/zero` must not read forever
+        raw = f.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise YamlSyntaxError(
+            f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; is this the right file?",
+            file=name,
+            mark=Mark(1, 1),
+        )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -197,8 +197,10 @@ async def run_demo(
     svc.close()
     db = svc.db_path
     month = f"{agent.clock.now().astimezone(ZoneInfo(cfg.site.timezone)):%Y-%m}"
+    site = f"-c {cfg.site_path} " if cfg.site.storage.audit_key_file else ""  # it names the audit key
     out.write(
-        f"state kept in {state}\n  edge-agent audit verify --db {db}\n  edge-agent audit show --db {db}\n"
+        f"state kept in {state}\n  edge-agent audit verify {site}--db {db}\n"
+        f"  edge-agent audit show {site}--db {db}\n"
         f"  edge-agent tail --db {db}\n"
         f"  edge-agent report --period {month} --db {db} --out reports/\n"
     )

@@ -7,7 +7,11 @@ the checks here run last and have no switch to turn them off:
 2. the point's zone is not exempt (hospital wards, labs: ``is_exempt``);
 3. the value fits the point: booleans for relays, a known raw state for enumerations, a finite
    number inside the point's ``min``/``max`` for everything else (a numeric point without both
-   bounds is not written at all). Out of range is refused and audited, never clamped;
+   bounds is not written at all; ``check`` refuses such a site). Out of range is refused and audited,
+   never clamped. The bounds hold for the value the device will actually hold: when the protocol's
+   rounding to the register's step (``PointBase.quantize``) would put an in-range request outside them,
+   the nearest value the register holds inside them is written instead (the audit record says so), or
+   the write is refused when there is none;
 4. at most ``max_writes_per_hour`` writes per point in any sliding hour. Past it the actuator stops
    writing that point and records ONE ``tamper`` finding per point per hour: a policy that has to
    write the same point again and again is fighting someone (a wall panel, another controller).
@@ -30,7 +34,7 @@ import asyncio
 import math
 from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -54,9 +58,6 @@ RATE_WINDOW_S = 3600.0  # the sliding hour of the rate limit, and the tamper-fin
 REFUSAL_REPEAT_S = 3600.0  # an identical refusal is audited again only after this long (counted meanwhile)
 
 OutcomeStatus = Literal["ok", "readback_mismatch", "error", "refused", "rate_limited"]
-
-_BOOL_ROLES = frozenset({"light_relay", "ac_power", "window_contact"})
-_BOOL_TYPES = frozenset({"bool", "bit"})
 
 
 def supports_relinquish(driver: Driver) -> bool:
@@ -252,7 +253,14 @@ class Actuator:
             if limited is not None:
                 return limited
             value: Value = None if intent.relinquish else _normalise(point, intent.value)
-            return await self._write(intent, driver, device_id, point, value, snap)
+            note = ""
+            if not intent.relinquish and point.value_kind() == "number":
+                assert isinstance(intent.value, int | float)  # checked by _check_value
+                held = _to_device(pid, point, intent.value)
+                if isinstance(held, _Refusal):
+                    return self._refuse(intent, snap, held)
+                value, note = held
+            return await self._write(intent, driver, device_id, point, value, snap, note)
 
     def _rate_limit(self, intent: WriteIntent, snap: Mapping[str, PointState]) -> ActuationOutcome | None:
         """Count this write, or hold it back. No await in here: check and count are one step."""
@@ -299,9 +307,13 @@ class Actuator:
         point: PointBase,
         value: Value,
         snap: Mapping[str, PointState],
+        note: str = "",
     ) -> ActuationOutcome:
+        """``note`` says why ``value`` differs from the intent's (moved inward to what the register holds)."""
         pid = intent.point_id
         log = self._log.bind(device=device_id, point=pid)
+        if note:
+            intent = replace(intent, reason=f"{intent.reason} ({note})")
         wr: WriteResult | None = None
         code: str
         try:
@@ -438,16 +450,8 @@ class Actuator:
 # --- value checks (pure) ------------------------------------------------------------------------
 
 
-def _value_kind(point: PointBase) -> Literal["enum", "bool", "number"]:
-    if point.states:
-        return "enum"
-    if getattr(point, "type", None) in _BOOL_TYPES or point.role in _BOOL_ROLES:
-        return "bool"
-    return "number"
-
-
 def _check_value(pid: str, point: PointBase, value: object) -> _Refusal | None:
-    kind = _value_kind(point)
+    kind = point.value_kind()
     if kind == "bool":
         if isinstance(value, bool) or (type(value) is int and value in (0, 1)):
             return None
@@ -473,9 +477,78 @@ def _check_value(pid: str, point: PointBase, value: object) -> _Refusal | None:
     return None
 
 
+def _to_device(pid: str, point: PointBase, value: float) -> tuple[Value, str] | _Refusal:
+    """What to send so that the value the device holds (after the protocol rounds it to its register's
+    step, ``point.quantize``) lies inside [min, max]: ``value`` itself when it does, else the nearest value
+    the register can hold inside the bounds ("moved inward", with a note for the audit record), else a
+    refusal. ``value`` is already inside [min, max] (checked by ``_check_value``).
+
+    ``quantize`` is monotonic (rounding to steps, float32) and the values a register can hold form one
+    interval, so bisection finds the boundary whatever the scale's sign, offset or type."""
+    assert point.min is not None and point.max is not None
+    lo, hi = point.min, point.max
+    q = point.quantize
+    try:
+        held = q(value)
+    except ValueError as exc:
+        return _Refusal(FailureCode.RANGE, f"{value!r} does not fit the register of {pid}: {exc}")
+    if lo <= held <= hi:
+        return value, ""
+    up = held < lo  # rounding went below min: look upwards, towards max (else downwards, towards min)
+
+    def past(x: float) -> bool:  # on the far side of the bound we are moving off (or not representable)
+        try:
+            h = q(x)
+        except ValueError:
+            return True
+        return h >= lo if up else h <= hi
+
+    a, b = (value, hi) if up else (value, lo)
+    target: float | None = None
+    if past(b):
+        for _ in range(2100):  # halving a float interval ends well within this
+            m = a + (b - a) / 2
+            if m in (a, b):
+                break
+            if past(m):
+                b = m
+            else:
+                a = m
+        target = _held_inside(q, b, lo, hi)
+    side = f"below min {lo}" if up else f"above max {hi}"
+    if target is None:
+        return _Refusal(
+            FailureCode.BELOW_MIN if up else FailureCode.ABOVE_MAX,
+            f"{value!r} becomes {held!r} on the device ({side} after rounding to the register's step) and "
+            f"no value the register holds lies inside {lo}..{hi} of {pid}; not written",
+        )
+    return target, (
+        f"requested {value!r} would become {held!r} on the device, {side}; moved inward to {target!r}"
+    )
+
+
+def _held_inside(q: Callable[[float], float], x: float, lo: float, hi: float) -> float | None:
+    """The value to send for the boundary point ``x``: what the register holds for it (so the audit shows
+    the device's own value), provided writing that gives itself back inside [lo, hi]; else ``x``."""
+    for candidate in _candidates(q, x):
+        try:
+            if lo <= q(candidate) <= hi:
+                return candidate
+        except ValueError:
+            continue
+    return None
+
+
+def _candidates(q: Callable[[float], float], x: float) -> list[float]:
+    try:
+        return [q(x), x]
+    except ValueError:
+        return [x]
+
+
 def _normalise(point: PointBase, value: float | int | bool) -> Value:
     # An enumeration takes its raw integer: 2.0 from YAML means state 2 (checked integral above).
-    if _value_kind(point) == "enum" and isinstance(value, float):
+    if point.value_kind() == "enum" and isinstance(value, float):
         return int(value)
     return value
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import signal
@@ -37,7 +38,12 @@ from edge_agent.store.ledger import Ledger
 from edge_agent.store.outbox import Outbox
 from policies.hvac import HVAC_ROLES  # what a policy exemption covers: not lighting
 
-__all__ = ["Service", "run_service", "state_paths", "state_socket"]
+__all__ = ["RELOAD_BUDGET_S", "Service", "run_service", "state_paths", "state_socket"]
+
+RELOAD_BUDGET_S = 20.0  # longest a reload may spend reading and validating the files (in a thread)
+# site.yaml sections that hold open resources (MQTT connection, the database, the status socket): a
+# reload does not swap them under a running service; it says they need a restart.
+_RESTART_SECTIONS = ("uplink", "storage", "status")
 
 
 def state_socket(state_dir: str | Path) -> Path:
@@ -260,25 +266,48 @@ class Service:
     # -- reload ----------------------------------------------------------------------------------
 
     async def reload(self) -> bool:
-        """SIGHUP: validate the files again; swap on success, keep running on the old config on error."""
+        """SIGHUP: validate the files again; swap on success, keep running on the old config on error.
+
+        The files are parsed in a worker thread within RELOAD_BUDGET_S, so a hostile file never stalls
+        polling or the watchdog. Every outcome ends with a log line, a ``reload`` audit record and
+        READY=1. Changes to ``uplink``, ``storage`` and ``status`` are not applied while running (they
+        hold open connections, the database and the socket): the rest is applied and the record says
+        which sections need a restart (result ``needs_restart``), never a plain ``ok``."""
         self.notifier.reloading()
         path = self.cfg.site_path
         try:
-            new = load_config(path)
-        except (ConfigError, OSError) as exc:
-            text = str(exc)
+            new = await asyncio.wait_for(asyncio.to_thread(load_config, path), timeout=RELOAD_BUDGET_S)
+        except Exception as exc:  # ConfigError, OSError, the time budget, or a bug in the loader
+            if isinstance(exc, TimeoutError):
+                text = f"reading the configuration took longer than {RELOAD_BUDGET_S:g} s"
+            elif isinstance(exc, ConfigError | OSError):
+                text = str(exc) or type(exc).__name__
+            else:  # a bug in the loader: still refused, still said
+                text = f"internal error while loading ({type(exc).__name__}: {exc})"
             for line in text.splitlines():
                 self.log.error("reload_refused", issue=line)
             self.audit.append(
                 AuditKind.RELOAD, subject=str(path), result="refused",
-                reason=f"invalid configuration, kept the running one: {(text or str(exc)).splitlines()[0]}",
+                reason=f"invalid configuration, kept the running one: {text.splitlines()[0]}",
             )  # fmt: skip
             self.notifier.ready(self.status_line())
             return False
+        held = [k for k in _RESTART_SECTIONS if getattr(new.site, k) != getattr(self.cfg.site, k)]
+        if held:  # run on with the sections as they are; apply everything else
+            keep = {k: getattr(self.cfg.site, k) for k in held}
+            new = dataclasses.replace(new, site=new.site.model_copy(update=keep))
         summary = await self.apply_config(new)
+        summary["needs_restart"] = held
+        reason = "configuration reloaded on SIGHUP"
+        if held:
+            reason += (
+                f"; NOT applied: {', '.join(held)} changed and need a restart "
+                "(systemctl restart edge-agent); the running values stay"
+            )
+            self.log.warning("reload_needs_restart", sections=held)
         self.audit.append(
-            AuditKind.RELOAD, subject=str(path), after=summary, result="ok",
-            reason="configuration reloaded on SIGHUP",
+            AuditKind.RELOAD, subject=str(path), after=summary,
+            result="needs_restart" if held else "ok", reason=reason,
         )  # fmt: skip
         if summary["policy_changed"]:
             self.audit.append(
@@ -296,8 +325,13 @@ class Service:
             self._reload_requested.clear()
             try:
                 await self.reload()
-            except (sqlite3.Error, OSError) as exc:  # the audit write of the reload itself failed
+            except Exception as exc:  # the audit write of the reload itself failed, or a bug: say so
                 self.log.error("reload_failed", error=f"{type(exc).__name__}: {exc}")
+                with contextlib.suppress(Exception):
+                    self.audit.append(
+                        AuditKind.RELOAD, subject=str(self.cfg.site_path), result="failed",
+                        reason=f"reload failed, kept the running configuration: {type(exc).__name__}: {exc}",
+                    )  # fmt: skip
                 self.notifier.ready(self.status_line())
 
     def request_reload(self) -> None:

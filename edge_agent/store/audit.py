@@ -17,9 +17,11 @@ What the chain proves, and what it cannot:
   an HMAC key (kept off the database, readable by the agent only) they cannot; ``verify`` then
   needs the same key, and says so when it is not given.
 * Each append also stores the head (seq, hash) in the one-row table ``audit_head``, in the same
-  transaction. A truncated tail is detected while that anchor survives; an attacker who truncates
-  the chain AND rewrites the anchor is only caught upstream, because the head is also published
-  with every uplink batch (``AuditLog.head()``).
+  transaction. A truncated tail is detected while that anchor survives; records without an anchor,
+  an anchor without records, and an empty or missing trail in a database whose outbox or ledger
+  show the agent ran all fail too. An attacker who truncates the chain AND rewrites the anchor is
+  only caught upstream, because the head is also published with every uplink batch
+  (``AuditLog.head()``): ``audit verify --heads`` compares the chain with heads recorded there.
 
 Appends are one ``BEGIN IMMEDIATE`` transaction each (the database is in WAL mode with
 ``synchronous=FULL``), so two processes appending to the same file serialize instead of forking
@@ -32,9 +34,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -54,14 +57,17 @@ __all__ = [
     "AuditRecord",
     "JsonValue",
     "VerifyResult",
+    "agent_activity",
     "canonical_bytes",
     "dump_json",
     "format_ts",
     "load_key",
     "open_existing",
+    "parse_heads",
     "records_since",
     "short_ts",
     "verify",
+    "verify_heads",
 ]
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
@@ -412,6 +418,14 @@ def verify(conn: sqlite3.Connection, hmac_key: bytes | None = None) -> VerifyRes
     if not _table_exists(conn, "audit"):
         if _table_exists(conn, "audit_head") and conn.execute("SELECT 1 FROM audit_head").fetchone():
             return VerifyResult(False, 0, 1, "the audit table is gone but its head anchor remains — deleted")
+        ran = agent_activity(conn)
+        if ran is not None:
+            return VerifyResult(
+                False,
+                0,
+                1,
+                f"the audit tables are missing but {ran}: the agent ran — the audit trail was erased",
+            )
         return VerifyResult(True, 0, None, "no audit records yet")
 
     count = 0
@@ -513,8 +527,26 @@ def verify(conn: sqlite3.Connection, hmac_key: bytes | None = None) -> VerifyRes
     if _table_exists(conn, "audit_head"):
         anchor = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
     if anchor is None:
-        note = " (no head anchor: a truncated tail cannot be detected here, only against the uplinked head)"
-        return VerifyResult(True, count, None, f"audit chain intact: {count} records{note if count else ''}")
+        if count:
+            # Every append writes the anchor in the same transaction: a chain without one lost it.
+            return VerifyResult(
+                False,
+                count,
+                None,
+                f"the head anchor is missing (the chain has {count} records, up to seq {last_seq}) — "
+                "deleted; "
+                "records after the last one may have been deleted with it (check against the uplinked heads: "
+                "audit verify --heads FILE)",
+            )
+        ran = agent_activity(conn)
+        if ran is not None:
+            return VerifyResult(
+                False,
+                0,
+                1,
+                f"no audit records and no head anchor, but {ran}: the agent ran — the trail was erased",
+            )
+        return VerifyResult(True, 0, None, "no audit records yet")
     a_seq, a_hash = int(anchor[0]), str(anchor[1])
     if last_seq < a_seq:
         missing = f"record {a_seq}" if a_seq == last_seq + 1 else f"records {last_seq + 1}..{a_seq}"
@@ -544,6 +576,35 @@ def verify(conn: sqlite3.Connection, hmac_key: bytes | None = None) -> VerifyRes
         )
     head = f", head seq {last_seq} hash {a_hash[:16]}…" if count else ""
     return VerifyResult(True, count, None, f"audit chain intact: {count} records{head}")
+
+
+# Traces every run of the agent leaves in the other tables of the state database. The agent audits its
+# startup before anything else, so any of these without an audit record means the trail was erased.
+_ACTIVITY = (
+    (
+        "SELECT max(seq) FROM sqlite_sequence WHERE name = 'outbox_readings'",
+        "the outbox has numbered {} readings",
+    ),
+    (
+        "SELECT max(seq) FROM sqlite_sequence WHERE name = 'outbox_events'",
+        "the outbox has numbered {} events",
+    ),
+    ("SELECT max(acked_seq) FROM outbox_cursor", "the uplink has acknowledged up to seq {}"),
+    ("SELECT count(*) FROM ledger_state", "the energy ledger holds {} meter states"),
+    ("SELECT count(*) FROM ledger_interval", "the energy ledger holds {} intervals"),
+)
+
+
+def agent_activity(conn: sqlite3.Connection) -> str | None:
+    """What in the state database shows the agent ran (outbox sequence numbers, ledger rows), or None."""
+    for sql, text in _ACTIVITY:
+        try:
+            row = conn.execute(sql).fetchone()
+        except sqlite3.OperationalError:  # no such table
+            continue
+        if row is not None and row[0]:
+            return text.format(row[0])
+    return None
 
 
 def _next_link(conn: sqlite3.Connection, seq: int) -> tuple[int, str] | None:
@@ -604,6 +665,81 @@ def _diagnose(
         return seq, f"{label}: inserted — record {nxt[0]} links straight to record {seq - 1}"
     extra = "wrong key, or edited after it was written" if keyed else "edited after it was written"
     return seq, f"{label}: {mac} mismatch — {extra}"
+
+
+def verify_heads(conn: sqlite3.Connection, heads: Iterable[tuple[int, str]]) -> VerifyResult:
+    """Compare the local chain with audit heads recorded upstream (``audit_head`` of uplink batches, or
+    audit events): each (seq, hash) seen upstream must still be the local record ``seq``. Names the
+    first divergence: a record rewritten after it was sent, or a tail deleted together with its anchor
+    (which the local checks cannot see). Run ``verify`` too: this checks only the published points."""
+    wanted = sorted(set(heads))
+    if not wanted:
+        return VerifyResult(False, 0, None, "no audit heads to compare with")
+    if not _table_exists(conn, "audit"):
+        seq, hash_ = wanted[0]
+        return VerifyResult(
+            False, 0, seq, f"upstream saw record {seq} ({hash_[:16]}…); the audit table is gone"
+        )
+    last = conn.execute("SELECT max(seq) FROM audit").fetchone()[0] or 0
+    for seq, hash_ in wanted:
+        row = conn.execute(f"SELECT {_COLUMNS} FROM audit WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            ends = f"ends at record {last}" if last else "has no records"
+            return VerifyResult(
+                False,
+                0,
+                seq,
+                f"record {seq}: seen upstream (hash {hash_[:16]}…) but the local chain {ends} — "
+                "records deleted (with the head anchor) after they were published",
+            )
+        if not hmac.compare_digest(str(row[11]), hash_):
+            return VerifyResult(
+                False,
+                0,
+                seq,
+                f"{_label_row(row)}: hash {str(row[11])[:16]}… differs from the {hash_[:16]}… published "
+                "upstream — the chain was rewritten after that point was sent",
+            )
+    top = wanted[-1][0]
+    return VerifyResult(
+        True, len(wanted), None, f"matches {len(wanted)} audit heads published upstream (up to seq {top})"
+    )
+
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def parse_heads(text: str) -> list[tuple[int, str]]:
+    """(seq, hash) pairs from what an upstream receiver recorded: JSON lines (uplink batches with
+    ``audit_head``, audit events with ``seq`` and ``hash``), optionally after a topic as ``mosquitto_sub
+    -v`` prints it, or plain ``SEQ HASH`` lines. Anything else on a line is ignored."""
+    out: list[tuple[int, str]] = []
+
+    def take(obj: object) -> None:
+        if isinstance(obj, dict):
+            seq, h = obj.get("seq"), obj.get("hash")
+            if type(seq) is int and isinstance(h, str) and _HEX64.match(h):
+                out.append((seq, h))
+            head = obj.get("audit_head")
+            if isinstance(head, dict):
+                take(head)
+        elif isinstance(obj, list):
+            for item in obj:
+                take(item)
+
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit() and _HEX64.match(parts[1]):
+            out.append((int(parts[0]), parts[1]))
+            continue
+        start = line.find("{")
+        if start < 0:
+            continue
+        try:
+            take(json.loads(line[start:]))
+        except ValueError:
+            continue
+    return out
 
 
 # --- CLI helpers (the lead wires `edge-agent audit verify|show` to these) -------------------------------

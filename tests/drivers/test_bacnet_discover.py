@@ -39,7 +39,9 @@ async def test_unicast_discovery_renders_valid_devices_yaml() -> None:
     block = yaml.safe_load(text)["devices"]
     parsed = [BacnetDevice.model_validate(d) for d in block]  # the draft validates as site.yaml devices
     points = {p.id: p for p in parsed[0].points}
-    assert points["fc-2f-av1"].role == "setpoint" and points["fc-2f-av1"].writable
+    # commandable, but a numeric write needs min/max first (check refuses writable without them)
+    assert points["fc-2f-av1"].role == "setpoint" and not points["fc-2f-av1"].writable
+    assert "add min: and max:" in text
     assert points["fc-2f-msv1"].role == "ac_mode" and points["fc-2f-msv1"].states == {
         1: "off",
         2: "cool",

@@ -41,7 +41,9 @@ def free_udp_port() -> int:
 
 def ac_points() -> list[BacnetPoint]:
     return [
-        BacnetPoint(id="sp", object_type="analog-value", instance=1, writable=True, role="setpoint"),
+        BacnetPoint(
+            id="sp", object_type="analog-value", instance=1, writable=True, role="setpoint", min=16, max=30
+        ),
         BacnetPoint(
             id="mode",
             object_type="multi-state-value",

@@ -49,6 +49,10 @@ def device(port: int, points: list[ModbusPoint], *, unit_id: int = TYPE_TEST_UNI
 
 
 def hp(pid: str, address: int, type_: str = "uint16", **kw: Any) -> ModbusPoint:
+    if kw.get("writable") and type_ not in ("bit", "bool"):
+        # check wants bounds on writable numeric points; these tests are about the driver, not the envelope
+        kw.setdefault("min", -1e30)
+        kw.setdefault("max", 1e30)
     return ModbusPoint(id=pid, address=address, type=type_, **kw)  # type: ignore[arg-type]
 
 

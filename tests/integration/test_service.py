@@ -510,7 +510,7 @@ async def test_audit_key_file_signs_the_chain(tmp_path: Path) -> None:
     finally:
         svc.close()
     db = tmp_path / "state" / "edge-agent.db"
-    assert verify_main(db, None) == 2  # keyed chain, no key: a usage error, not "tampered"
+    assert verify_main(db, None) == 1  # keyed chain, no key: refused ("give the key"), not "tampered"
     assert verify_main(db, key) == 0
     rc, _out, err = await run_cli(
         "audit", "verify", "-c", str(site), "--state-dir", str(tmp_path / "state"), cwd=tmp_path

@@ -101,7 +101,10 @@ MODE = PointBase(
 )
 RELAY = PointBase(id="light-f2.relay", role="light_relay", zone="f2", writable=True)
 LAB = PointBase(id="ac-lab-01.setpoint", role="cooling_setpoint", zone="lab", writable=True, min=16, max=30)
-UNBOUNDED = PointBase(id="ac-f2-02.setpoint", role="setpoint", zone="f2", writable=True)
+# check refuses a writable numeric point without bounds; the envelope still refuses one built around it
+UNBOUNDED = PointBase.model_construct(
+    id="ac-f2-02.setpoint", role="setpoint", zone="f2", writable=True, min=None, max=None, states=None
+)
 SET_B = PointBase(id="ac-f3-01.setpoint", role="cooling_setpoint", zone="f3", writable=True, min=16, max=30)
 MB_SET = ModbusPoint(
     id="mb-01.setpoint", role="setpoint", zone="f2", writable=True, min=16, max=30, address=10

@@ -315,8 +315,9 @@ def test_hmac_chain_without_the_key_says_so(keyed_chain: Path, capsys: pytest.Ca
     res = verify(sqlite3.connect(keyed_chain))
     assert not res.ok and res.needs_key and res.first_bad_seq == 1
     assert "verify needs the audit key file" in res.message
-    assert verify_main(keyed_chain) == 2
-    assert "verify needs the audit key file" in capsys.readouterr().out
+    assert verify_main(keyed_chain) == 1  # refused, not "BROKEN": the chain may be fine
+    out = capsys.readouterr().out
+    assert "keyed chain: give the key" in out and "BROKEN" not in out
 
 
 def test_hmac_chain_with_the_wrong_key_names_record_1(keyed_chain: Path) -> None:
@@ -513,3 +514,185 @@ def test_parse_since_forms() -> None:
     assert parse_since("2026-07-15T06:00:00Z") == START
     assert parse_since("2026-07-15T14:00:00+08:00") == START
     assert parse_since("2026-07-15") == datetime(2026, 7, 15, tzinfo=UTC)  # naive: taken as UTC
+
+
+# --- erased and anchorless trails, keyed sites (issue 14 items 3 and 4) --------------------------------
+
+
+def _ran(path: Path) -> None:
+    """Leave what a run of the agent leaves besides the audit trail: numbered outbox events."""
+    from edge_agent.config.settings import StorageOptions
+    from edge_agent.store.outbox import Outbox
+
+    conn = open_state_db(path)
+    Outbox(conn=conn, options=StorageOptions(), clock=FakeClock(START), gateway_id="gw").append_event(
+        {"e": 1}
+    )
+    conn.close()
+
+
+def _verify_cli(path: Path, capsys: pytest.CaptureFixture[str], key: Path | None = None) -> tuple[int, str]:
+    rc = verify_main(path, key)
+    return rc, capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("attack", "words"),
+    [
+        ("DELETE FROM audit; DELETE FROM audit_head", "no audit records and no head anchor, but the outbox"),
+        ("DROP TABLE audit; DROP TABLE audit_head", "the audit tables are missing but the outbox"),
+        ("DELETE FROM audit WHERE seq > 7; DELETE FROM audit_head", "the head anchor is missing"),
+        ("DELETE FROM audit_head", "the head anchor is missing (the chain has 10 records"),
+        ("DELETE FROM audit", "chain ends at no records but the head anchor records seq 10"),
+        ("DROP TABLE audit_head", "the head anchor is missing"),
+    ],
+)
+def test_erased_or_anchorless_trails_fail(
+    chain: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], attack: str, words: str
+) -> None:
+    _ran(chain)
+    t = _copy(chain, tmp_path / "t.db")
+    t.executescript(attack)
+    t.close()
+    rc, out = _verify_cli(tmp_path / "t.db", capsys)
+    assert rc == 1 and "audit chain BROKEN" in out and words in out, out
+
+
+def test_an_empty_database_of_an_agent_that_never_ran_is_fine(tmp_path: Path) -> None:
+    conn = open_state_db(tmp_path / "new.db")
+    AuditLog(conn=conn, clock=FakeClock(START))  # tables, no records, no outbox
+    assert verify(conn).ok and verify(conn).message == "no audit records yet"
+    conn.close()
+
+
+def test_keyed_chain_without_the_key_is_refused_not_broken(
+    keyed_chain: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, out = _verify_cli(keyed_chain, capsys)
+    assert rc == 1 and out.startswith("audit verify: keyed chain: give the key") and "BROKEN" not in out
+
+
+def _keyed_site(tmp_path: Path, db: Path) -> Path:
+    from tests.sitetext import example_site_without
+
+    (tmp_path / "audit.key").write_bytes(KEY)
+    site = tmp_path / "site.yaml"
+    policy = Path(__file__).resolve().parents[2] / "config" / "policy.yaml"
+    site.write_text(
+        example_site_without({"storage", "policy"})
+        + f"policy: {policy}\nstorage: {{path: {db.name}, audit_key_file: audit.key}}\n",
+        encoding="utf-8",
+    )
+    return site
+
+
+def test_verify_with_db_reads_the_key_site_yaml_names(keyed_chain: Path, tmp_path: Path) -> None:
+    """`audit verify -c site.yaml --db X` uses storage.audit_key_file; a chain rewritten with plain SHA-256
+    (the downgrade) then fails, where without the key it would pass."""
+    from edge_agent.cli.app import main
+
+    site = _keyed_site(tmp_path, keyed_chain)
+    assert main(["audit", "verify", "-c", str(site), "--db", str(keyed_chain)]) == 0
+    t2 = _copy(keyed_chain, tmp_path / "t2.db")
+    prev = GENESIS_HASH
+    for seq in range(1, 6):  # rewrite every record with plain SHA-256
+        r = _row(t2, seq)
+        r.update(alg="sha256", prev_hash=prev)
+        canonical = {**r, "before": json.loads(str(r["before"])), "after": json.loads(str(r["after"]))}
+        prev = _spec_hash(canonical)
+        t2.execute(
+            "UPDATE audit SET alg = 'sha256', prev_hash = ?, hash = ? WHERE seq = ?",
+            (r["prev_hash"], prev, seq),
+        )
+    t2.execute("UPDATE audit_head SET hash = ?", (prev,))
+    t2.close()
+    assert main(["audit", "verify", "-c", str(site), "--db", str(tmp_path / "t2.db")]) == 1
+
+
+def test_state_directory_and_database_files_are_not_world_readable(tmp_path: Path) -> None:
+    """Issue 14 item 11: outside systemd (no StateDirectoryMode) the agent's own modes apply."""
+    import os
+    import stat
+
+    old = os.umask(0o022)  # a usual login umask, which would give 0755 and 0644
+    try:
+        conn = open_state_db(tmp_path / "state" / "sub" / "edge-agent.db")
+        AuditLog(conn=conn, clock=FakeClock(START)).append(AuditKind.STARTUP, reason="x")
+        modes = {
+            p.name: stat.S_IMODE(p.stat().st_mode)
+            for p in (tmp_path / "state" / "sub").iterdir()
+            if p.name.startswith("edge-agent.db")
+        }
+        conn.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "state" / "sub").stat().st_mode) == 0o750
+    assert modes["edge-agent.db"] == 0o640 and modes.get("edge-agent.db-wal", 0o640) == 0o640, modes
+
+
+# --- published heads (issue 14 item 5) ------------------------------------------------------------------
+
+
+def _published(path: Path, seqs: list[int]) -> str:
+    """What `mosquitto_sub -v -t 'edge/#'` printed: readings batches carrying audit_head at those seqs."""
+    conn = sqlite3.connect(path)
+    lines = []
+    for seq in seqs:
+        h = conn.execute("SELECT hash FROM audit WHERE seq = ?", (seq,)).fetchone()[0]
+        body = {
+            "v": 1,
+            "gateway": "gw",
+            "seq_first": seq,
+            "audit_head": {"seq": seq, "hash": h},
+            "readings": [],
+        }
+        lines.append("edge/370102A001/gw/readings " + json.dumps(body))
+    conn.close()
+    return "\n".join(["garbage line", *lines]) + "\n"
+
+
+def test_heads_catch_a_tail_deleted_with_its_anchor(
+    chain: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    heads = tmp_path / "heads.txt"
+    heads.write_text(_published(chain, [3, 7, 10]), encoding="utf-8")
+    assert verify_main(chain, heads_file=heads) == 0
+    assert "matches 3 audit heads published upstream (up to seq 10)" in capsys.readouterr().out
+    t = _copy(chain, tmp_path / "t.db")
+    t.execute("DELETE FROM audit WHERE seq > 8")
+    t.execute("UPDATE audit_head SET seq = 8, hash = ?", (_row(t, 8)["hash"],))
+    t.close()
+    assert verify_main(tmp_path / "t.db") == 0  # locally consistent: the documented limit ...
+    assert verify_main(tmp_path / "t.db", heads_file=heads) == 1  # ... which the published heads close
+    out = capsys.readouterr().out
+    assert "record 10: seen upstream" in out and "the local chain ends at record 8" in out
+
+
+def test_heads_catch_a_rewritten_chain(
+    chain: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    heads = tmp_path / "heads.txt"
+    heads.write_text(_published(chain, [2, 6, 10]), encoding="utf-8")
+    t = _copy(chain, tmp_path / "t.db")
+    prev = _row(t, 4)["hash"]
+    for seq in range(5, 11):  # edit record 5 and re-hash the rest: verify alone cannot tell
+        r = _row(t, seq)
+        r.update(prev_hash=prev, reason="edited" if seq == 5 else r["reason"])
+        canonical = {**r, "before": json.loads(str(r["before"])), "after": json.loads(str(r["after"]))}
+        prev = _spec_hash(canonical)
+        t.execute(
+            "UPDATE audit SET reason = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+            (r["reason"], r["prev_hash"], prev, seq),
+        )
+    t.execute("UPDATE audit_head SET hash = ?", (prev,))
+    t.close()
+    assert verify_main(tmp_path / "t.db") == 0
+    assert verify_main(tmp_path / "t.db", heads_file=heads) == 1
+    assert "record 6 (write ac-f2-06.setpoint" in capsys.readouterr().out  # the first published point
+
+
+def test_heads_file_without_heads_is_bad_input(chain: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "heads.txt"
+    empty.write_text("nothing here\n", encoding="utf-8")
+    assert verify_main(chain, heads_file=empty) == 2
+    assert verify_main(chain, heads_file=tmp_path / "missing.txt") == 2

@@ -231,7 +231,11 @@ class Agent:
         interval = float(rt.config.interval_s)
         loop = asyncio.get_running_loop()
         next_at = loop.time()
-        while not self._stop.is_set() and self.devices.get(device_id) is rt:  # replaced on reload: exit
+        me = asyncio.current_task()
+        assert me is not None
+        # Also ends when a cancel was swallowed below us (a client library catching CancelledError):
+        # the TaskGroup that cancelled this loop must not wait for it for ever.
+        while not self._stop.is_set() and self.devices.get(device_id) is rt and not me.cancelling():
             try:
                 await self._poll(rt)
             except Exception as exc:  # a driver bug must not take the other devices down

@@ -32,7 +32,7 @@ from edge_agent.core.clock import FakeClock
 from edge_agent.service.agent import Agent
 
 EVENTS: list[str] = []
-BEHAVIOUR: dict[str, str] = {}  # device id -> connect_fails | run_fails | close_hangs
+BEHAVIOUR: dict[str, str] = {}  # device id -> connect_fails | run_fails | close_hangs | read_swallows_cancel
 
 
 class ProbeDevice(BaseModel):
@@ -50,6 +50,7 @@ class ProbeDriver:
     def __init__(self, device: ProbeDevice) -> None:
         self.device_id = device.id
         self.started = asyncio.Event()
+        self.reads = 0
 
     def _note(self, what: str) -> None:
         EVENTS.append(f"{what}:{self.device_id}")
@@ -78,6 +79,12 @@ class ProbeDriver:
 
     async def read(self, points: Sequence[PointBase]) -> list[Reading]:
         now = datetime.now(UTC)
+        self.reads += 1
+        if BEHAVIOUR.get(self.device_id) == "read_swallows_cancel":
+            try:
+                await asyncio.sleep(0.2 if self.reads else 0)  # the first read ends the first cycle
+            except asyncio.CancelledError:  # what a careless client library does
+                self._note("cancel-swallowed")
         return [Reading(p.id, 1.0, now, Quality.GOOD) for p in points]
 
     async def write(self, point: PointBase, value: Value, *, priority: int | None = None) -> WriteResult:
@@ -179,3 +186,20 @@ async def test_close_is_bounded_when_a_driver_hangs(tmp_path: Path) -> None:
     (timeout,) = [e for e in logs if e["event"] == "driver_close_timeout"]
     assert timeout["pending"] == ["p1"]
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("close:")]
+
+
+async def test_a_swallowed_cancel_does_not_keep_a_poll_loop_alive(tmp_path: Path) -> None:
+    BEHAVIOUR["p1"] = "read_swallows_cancel"
+    agent = _agent(tmp_path, ["p1"])
+
+    async def crash() -> None:  # another loop of the service fails: the TaskGroup cancels the rest
+        await agent.first_cycle.wait()
+        await asyncio.sleep(0.1)  # the poll loop is inside its second read by now
+        raise RuntimeError("flush loop failed")
+
+    with pytest.raises(ExceptionGroup) as info:
+        async with asyncio.timeout(5):
+            await agent.run(extra_tasks=[("test:crash", crash)])
+    assert info.group_contains(RuntimeError, match="flush loop failed")
+    assert "cancel-swallowed:p1" in EVENTS
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "poll:p1"]

@@ -61,6 +61,17 @@ class MqttUplink(_Strict):
     tls: MqttTls | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     batch_max: int = Field(default=500, ge=1, le=10000, description="Readings per published message")
+    max_packet_bytes: int = Field(
+        default=256 * 1024,
+        ge=4096,
+        le=256 * 1024 * 1024,
+        description="Largest readings message in bytes; a broker's smaller limit (MQTT v5 CONNACK) wins",
+    )
+    mqtt_version: Literal["5", "3.1.1"] = Field(
+        default="5",
+        description="MQTT v5 reads PUBACK reason codes (a publish the broker refuses stays in the outbox); "
+        "3.1.1 for old brokers cannot tell a refused publish from a delivered one",
+    )
     backoff_max_s: float = Field(default=60, gt=0, le=3600, description="Cap of the reconnect backoff")
     backoff_initial_s: float = Field(
         default=1.0, gt=0, le=3600, description="First reconnect delay (then doubled)"

@@ -133,6 +133,7 @@ class Service:
                 audit_head=self.audit.head,
                 clock=self.clock,
                 logger=get_logger("edge_agent.uplink", gateway=cfg.site.gateway_id),
+                on_finding=self._uplink_finding,
             )
         self.agent.listeners.append(self._on_readings)
         self.agent.listeners.append(self.enforcer.notify)
@@ -171,6 +172,13 @@ class Service:
         # Every audit record also travels upstream on .../events (durably: the outbox's event table).
         if self.uplink is not None:
             self.outbox.append_event({"type": "audit", **record.fields()})
+
+    def _uplink_finding(self, kind: str, detail: dict[str, Any]) -> None:
+        """The broker refused a publish (MQTT v5 PUBACK): the readings stay in the outbox; say so."""
+        self.audit.append_finding(
+            kind, subject=str(detail.get("topic", "uplink")), rule="uplink", after=detail,
+            reason=f"broker refused the publish: {detail.get('reason')}; kept in the outbox, retrying",
+        )  # fmt: skip
 
     async def _flush_loop(self) -> None:
         """Group commit: one durable transaction per poll burst, at most every commit_interval_s."""

@@ -149,7 +149,7 @@ class OutboxStats:
 class DropEvent:
     """Readings removed before they were acknowledged. The caller audits it and publishes it."""
 
-    reason: str  # "max_age_days", "max_bytes", "max_age_days+max_bytes" or "memory_buffer_full"
+    reason: str  # "max_age_days", "max_bytes", "max_age_days+max_bytes", "memory_buffer_full", "too_large"
     count: int
     seq_first: int | None  # None for readings that never got a seq (dropped from the memory buffer)
     seq_last: int | None
@@ -528,6 +528,38 @@ class Outbox:
             "SELECT min(ts_us), max(ts_us) FROM outbox_readings WHERE seq BETWEEN ? AND ?", (lo, hi)
         ).fetchone()
         return int(row[0]), int(row[1])
+
+    def drop_unsendable(self, seq: int, reason: str) -> DropEvent | None:
+        """Drop the oldest unsent reading, ``seq``, which the uplink can never send (larger than a message
+        may be). Only the head of the unsent rows, so they stay one contiguous range. The event is queued
+        like the limit drops (``enforce_limits`` hands it out) and returned; None when ``seq`` is not the
+        head (already acknowledged or dropped)."""
+        with self._lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                acked = self._cursor("readings")
+                row = c.execute(
+                    "SELECT seq, ts_us FROM outbox_readings WHERE seq > ? ORDER BY seq LIMIT 1", (acked,)
+                ).fetchone()
+                if row is None or row[0] != seq:
+                    c.execute("COMMIT")
+                    return None
+                c.execute("DELETE FROM outbox_readings WHERE seq = ?", (seq,))
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+            ts = format_ts(int(row[1]))
+            ev = DropEvent(
+                reason=reason, count=1, seq_first=seq, seq_last=seq, ts_first=ts, ts_last=ts,
+                at=self.clock.now().isoformat(),
+            )  # fmt: skip
+            self._dropped_total += 1
+            self._pending_drops.append(ev)
+        _log.error("readings_dropped", **_drop_fields(ev))
+        return ev
 
     def take_drop_events(self) -> list[DropEvent]:
         """Queued drop events (memory buffer overflows) without running the limits."""

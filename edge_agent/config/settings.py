@@ -19,7 +19,10 @@ class StorageOptions(_Strict):
         description="State SQLite database (outbox, audit chain, ledger); relative to site.yaml's folder",
     )
     max_bytes: int = Field(
-        default=1_000_000_000, ge=1_000_000, description="Outbox size limit; oldest dropped, audited"
+        default=1_000_000_000,
+        ge=1_000_000,
+        description="Disk the state database may take, its WAL included; checked at every commit, the "
+        "oldest unsent readings dropped (audited) beyond it",
     )
     max_age_days: float = Field(default=90, gt=0, description="Readings older than this are dropped, audited")
     commit_interval_s: float = Field(
@@ -29,6 +32,12 @@ class StorageOptions(_Strict):
         default=100_000,
         ge=0,
         description="Readings held in memory while the disk is full; oldest dropped beyond this, audited",
+    )
+    max_events: int = Field(
+        default=100_000,
+        ge=100,
+        description="Unsent events (audit records, findings, drops) kept; "
+        "the oldest dropped beyond it, reported",
     )
     retain_acked: int = Field(
         default=10_000, ge=0, description="Acknowledged readings kept for `edge-agent tail` before deletion"

@@ -191,7 +191,7 @@ class Service:
                     await self._flush_wake.wait()
             self._flush_wake.clear()
             await self.flush()
-            if time.monotonic() - last_limits > 30:
+            if time.monotonic() - last_limits > 30 or self.outbox.drops_waiting:
                 last_limits = time.monotonic()
                 await self._enforce_limits()
             self.health.beat("outbox")

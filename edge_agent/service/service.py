@@ -171,7 +171,9 @@ class Service:
     def _audit_to_events(self, record: AuditRecord) -> None:
         # Every audit record also travels upstream on .../events (durably: the outbox's event table).
         if self.uplink is not None:
-            self.outbox.append_event({"type": "audit", **record.fields()})
+            from edge_agent.uplink.mqtt import audit_event
+
+            self.outbox.append_event(audit_event(record))
 
     def _uplink_finding(self, kind: str, detail: dict[str, Any]) -> None:
         """The broker refused a publish (MQTT v5 PUBACK): the readings stay in the outbox; say so."""

@@ -51,15 +51,18 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config.settings import MqttUplink
 from edge_agent.core.clock import Clock
-from edge_agent.store.outbox import DropEvent, Outbox, Row, format_ts
+from edge_agent.store.audit import AuditRecord
+from edge_agent.store.outbox import DropEvent, EventRow, Outbox, Row, format_ts
 
 __all__ = [
     "SCHEMA_VERSION",
     "MqttUplinkService",
     "PublishRefusedError",
     "UplinkConfigError",
+    "audit_event",
     "backoff_delay",
     "encode_batch",
+    "encode_event",
     "read_credentials",
 ]
 
@@ -210,6 +213,25 @@ def encode_batch(
         "readings": [r.as_payload() for r in rows],
     }
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def audit_event(record: AuditRecord) -> dict[str, Any]:
+    """The body an audit record travels upstream as (the ``event`` of an events message)."""
+    return {"type": "audit", **record.fields()}
+
+
+def encode_event(ev: EventRow, *, gateway: str, building: str) -> bytes:
+    """One ``.../events`` message (docs/uplink-schema.md)."""
+    body = {
+        "v": SCHEMA_VERSION,
+        "gateway": gateway,
+        "building": building,
+        "seq": ev.seq,
+        "ts": format_ts(ev.ts_us),
+        "kind": str(ev.body.get("kind", "event")),
+        "event": ev.body,
+    }
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class _PendingWarningFilter(logging.Filter):
@@ -490,7 +512,7 @@ class MqttUplinkService:
             extra = {"outage_s": round(time.monotonic() - down_since, 1), "failed_attempts": failed}
         self._log.info("uplink_connected", reconnect=self.connects > 1, **extra)
 
-    def _status_payload(self, state: str) -> bytes:
+    def status_payload(self, state: str) -> bytes:
         body = {
             "v": SCHEMA_VERSION,
             "gateway": self.gateway_id,
@@ -522,7 +544,7 @@ class MqttUplinkService:
             if o.tls.insecure_skip_hostname_check:
                 tls_context.check_hostname = False
         # The will is the broker's word when we vanish: retained, so a late subscriber sees it too.
-        will = aiomqtt.Will(self.topic_status, self._status_payload("offline"), qos=1, retain=True)
+        will = aiomqtt.Will(self.topic_status, self.status_payload("offline"), qos=1, retain=True)
         v5 = o.mqtt_version == "5"
         session: dict[str, Any] = {"clean_start": True} if v5 else {"clean_session": True}
         client = _Client(
@@ -549,7 +571,7 @@ class MqttUplinkService:
     async def _session(self, client: _Client, refusals: set[tuple[str, str]]) -> None:
         await client.publish(
             self.topic_status,
-            self._status_payload("online"),
+            self.status_payload("online"),
             qos=1,
             retain=True,
             timeout=self.options.publish_timeout_s,
@@ -568,7 +590,7 @@ class MqttUplinkService:
             # Shutting down: say so before the graceful disconnect (a will is only for vanishing).
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.publish(
-                    self.topic_status, self._status_payload("offline"), qos=1, retain=True, timeout=2
+                    self.topic_status, self.status_payload("offline"), qos=1, retain=True, timeout=2
                 )
             raise
         await _cancel_all(tasks)
@@ -664,18 +686,9 @@ class MqttUplinkService:
             wake.clear()
             rows = await self.outbox.apending_events(after, 100)
             for ev in rows:
-                body = {
-                    "v": SCHEMA_VERSION,
-                    "gateway": self.gateway_id,
-                    "building": self.building_id,
-                    "seq": ev.seq,
-                    "ts": format_ts(ev.ts_us),
-                    "kind": str(ev.body.get("kind", "event")),
-                    "event": ev.body,
-                }
                 rc = await client.publish_qos1(
                     self.topic_events,
-                    json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+                    encode_event(ev, gateway=self.gateway_id, building=self.building_id),
                     timeout=self.options.publish_timeout_s,
                 )
                 _check_puback(rc, topic=self.topic_events, seqs=(ev.seq, ev.seq))

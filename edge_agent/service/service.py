@@ -378,6 +378,8 @@ class Service:
                 AuditKind.SHUTDOWN, subject=cfg.site.gateway_id, reason="edge-agent stopped",
                 after={"readings_total": self.readings_total, "backlog": self.outbox.stats().backlog},
             )  # fmt: skip
+            if self.uplink is not None:  # what the final flush committed: a short, bounded chance to leave
+                await self.uplink.final_drain(budget_s=2.0)
             await status.close()
             if prom is not None:
                 await prom.close()

@@ -442,6 +442,56 @@ class MqttUplinkService:
             self.outbox.remove_listener(on_append)
             self._wake_readings = self._wake_events = None
 
+    async def final_drain(self, *, budget_s: float = 2.0) -> dict[str, int]:
+        """At shutdown, after the final flush: one connection, bounded by ``budget_s`` in all, to send what
+        the run loop had not (the final flush commits after the run loop has stopped). Whatever does not
+        make it stays in the outbox for the next start. Returns what was sent."""
+        sent = {"readings": 0, "events": 0}
+        o = self.options
+        error: str | None = None
+        try:
+            async with asyncio.timeout(budget_s):
+                after = await asyncio.to_thread(self.outbox.acked_seq)
+                ev_after = await asyncio.to_thread(self.outbox.acked_events_seq)
+                if not await self.outbox.apending(after, 1) and not await self.outbox.apending_events(
+                    ev_after, 1
+                ):
+                    return sent
+                async with self._make_client() as client:
+                    self.broker_max_packet = client.broker_max_packet
+                    while rows := await self.outbox.apending(after, o.batch_max):
+                        payload, fitted = fit_batch(rows, self._batch_limit(), self._encode)
+                        if payload is None:
+                            break  # the run loop drops it (audited) at the next start
+                        await self._publish_batch(client, payload, (fitted[0].seq, fitted[-1].seq))
+                        after = fitted[-1].seq
+                        await self.outbox.aack(after)
+                        sent["readings"] += len(fitted)
+                    while evs := await self.outbox.apending_events(ev_after, 100):
+                        for ev in evs:
+                            rc = await client.publish_qos1(
+                                self.topic_events,
+                                encode_event(ev, gateway=self.gateway_id, building=self.building_id),
+                                timeout=o.publish_timeout_s,
+                            )
+                            _check_puback(rc, topic=self.topic_events, seqs=(ev.seq, ev.seq))
+                            ev_after = ev.seq
+                        await self.outbox.aack_events(ev_after)
+                        sent["events"] += len(evs)
+                    await client.publish(
+                        self.topic_status, self.status_payload("offline"), qos=1, retain=True, timeout=1
+                    )
+        except TimeoutError:
+            error = f"not finished within {budget_s} s"
+        except (aiomqtt.MqttError, OSError, UplinkConfigError, PublishRefusedError, sqlite3.Error) as exc:
+            error = self._describe(exc)
+        self.published_readings += sent["readings"]
+        if error is None:
+            self._log.info("uplink_final_drain", **sent)
+        else:
+            self._log.warning("uplink_final_drain_incomplete", error=error, **sent)
+        return sent
+
     # -- internals -----------------------------------------------------------------------------------
     def _audit_head(self) -> tuple[int, str] | None:
         if self.audit_head is None:

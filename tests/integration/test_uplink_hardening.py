@@ -228,3 +228,28 @@ async def test_tls_wrong_ca_and_rejected_certificate(tls_broker: Broker, tmp_pat
     assert "rejected our client certificate" in errors["foreign_client_cert"], errors
     assert str(tmp_path / "nope.pem") in errors["missing_ca"]
     assert "Operation timed out" not in " ".join(errors.values())
+
+
+async def test_final_drain_sends_the_rest_within_its_budget(broker: Broker, tmp_path: Path) -> None:
+    outbox, conn = make_outbox(tmp_path / "state.db")
+    outbox.append(make_batch(230, 0))
+    await outbox.aappend_event({"kind": "finding", "n": 1})
+    sub = Subscriber(broker.port)
+    try:
+        with capture_logs() as logs:
+            svc = _svc(outbox, broker.port)
+            async with running(sub.run, "sub"):
+                await asyncio.wait_for(sub.subscribed.wait(), 5)
+                sent = await svc.final_drain(budget_s=2.0)
+                await wait_until(lambda: len(set(sub.seqs)) == 230, 5, "the drained readings")
+            assert sent == {"readings": 230, "events": 1}
+            assert outbox.stats().backlog == 0 and outbox.stats().events_backlog == 0
+            broker.stop()  # nobody to send to: bounded by the budget, the rest kept
+            outbox.append(make_batch(10, 230))
+            sent = await asyncio.wait_for(svc.final_drain(budget_s=0.5), 10)  # a hang fails, by name
+    finally:
+        conn.close()
+    assert sent == {"readings": 0, "events": 0}
+    assert len(_events(logs, "uplink_final_drain")) == 1
+    assert len(_events(logs, "uplink_final_drain_incomplete")) == 1
+    assert sub.events and sub.events[0]["kind"] == "finding"

@@ -538,8 +538,7 @@ class MqttUplinkService:
             )
             self.bytes_cap = new_cap
 
-    @staticmethod
-    def _describe(exc: BaseException) -> str:
+    def _describe(self, exc: BaseException) -> str:
         """The reason a connect failed, in words a technician can act on (aiomqtt hands TLS errors on as
         an MqttError carrying the ssl message, so the message is what there is to read)."""
         text = str(exc)
@@ -547,10 +546,13 @@ class MqttUplinkService:
             return f"broker refused the connection: {text}"
         if "CERTIFICATE_VERIFY_FAILED" in text:
             detail = text.split("certificate verify failed:", 1)[-1].split("(_ssl.c")[0].strip()
-            return f"TLS: the broker's certificate was not accepted (check tls.ca_file): {detail}"
+            ca = self.options.tls.ca_file if self.options.tls else "the system CAs"
+            return f"TLS: the broker's certificate was not accepted by the CA in {ca}: {detail}"
         if "ALERT" in text and ("CERTIFICATE" in text or "DECRYPT_ERROR" in text or "UNKNOWN_CA" in text):
             detail = text.split("] ", 1)[-1].split("(_ssl.c")[0].strip()
-            return f"TLS: the broker rejected our client certificate (check tls.cert_file/key_file): {detail}"
+            tls = self.options.tls
+            cert = (tls.cert_file if tls else None) or "none configured (tls.cert_file)"
+            return f"TLS: the broker rejected our client certificate {cert}: {detail}"
         if "[SSL" in text:
             return f"TLS: {text.split('] ', 1)[-1].split('(_ssl.c')[0].strip()}"
         return f"{type(exc).__name__}: {text}"

@@ -223,7 +223,9 @@ async def test_tls_wrong_ca_and_rejected_certificate(tls_broker: Broker, tmp_pat
             errors[name] = failed[0]["error"]
     finally:
         conn.close()
-    assert "broker's certificate was not accepted" in errors["wrong_ca"]
+    assert f"broker's certificate was not accepted by the CA in {wrong.ca}" in errors["wrong_ca"]
+    assert "none configured" in errors["no_client_cert"]
+    assert str(wrong.client_cert) in errors["foreign_client_cert"]
     assert "rejected our client certificate" in errors["no_client_cert"], errors
     assert "rejected our client certificate" in errors["foreign_client_cert"], errors
     assert str(tmp_path / "nope.pem") in errors["missing_ca"]

@@ -103,6 +103,27 @@ class _Client(aiomqtt.Client):
         self.socket_error: str | None = None  # paho's last "failed to receive on socket" (TLS alerts)
         self._client.on_log = self._on_paho_log
 
+    def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        """aiomqtt 2.5's, guarded: it schedules add_writer from paho's thread, and when a TLS failure closes
+        the socket before that runs, asyncio logs a traceback (\"Bad file descriptor\") per attempt."""
+
+        def callback() -> None:
+            try:
+                client.loop_write()
+            except Exception as exc:  # a broken connection: end the session (as aiomqtt does)
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        fd = sock.fileno()
+
+        def register() -> None:
+            if sock.fileno() != fd:  # closed (or replaced) meanwhile: nothing to watch
+                return
+            with contextlib.suppress(OSError, ValueError):
+                self._loop.add_writer(fd, callback)
+
+        self._loop.call_soon_threadsafe(register)
+
     def _on_paho_log(self, client: paho.Client, userdata: Any, level: int, buf: str) -> None:
         if level == paho.MQTT_LOG_ERR and buf.startswith("failed to receive on socket: "):
             self.socket_error = buf.removeprefix("failed to receive on socket: ")

@@ -334,6 +334,7 @@ class MqttUplinkService:
         self.refused_total = 0
         self.last_refusal: dict[str, Any] | None = None
         self.retry_in_s: float | None = None
+        self.backoff_attempt = 0  # grows with every retry; only progress (an acked batch) resets it
         self.bytes_cap = options.max_packet_bytes  # halved after a connection lost under a large batch
         self.broker_max_packet: int | None = None
         self.dropped_too_large = 0
@@ -361,6 +362,7 @@ class MqttUplinkService:
             "refused_total": self.refused_total,
             "last_refusal": self.last_refusal,
             "retry_in_s": self.retry_in_s,
+            "backoff_attempt": self.backoff_attempt,
             "mqtt_version": self.options.mqtt_version,
             "max_batch_bytes": self._batch_limit(),
             "dropped_too_large": self.dropped_too_large,
@@ -456,6 +458,7 @@ class MqttUplinkService:
                             "uplink_connect_failed", error=reason, attempt=failed, retry_in_s=round(delay, 2)
                         )
                 attempt += 1
+                self.backoff_attempt = attempt
                 self.retry_in_s = round(delay, 3)
                 self._log.debug("uplink_retry", delay_s=round(delay, 3), error=self.last_error)
                 await asyncio.sleep(delay)

@@ -83,6 +83,9 @@ async def test_acl_refusal_keeps_the_batch_then_delivery_resumes(acl_broker: Bro
                 assert outbox.stats().backlog == 120 and outbox.acked_seq() == 0
                 assert sub.seqs == []
                 assert svc.status()["last_refusal"]["reason"] == "Not authorized"
+                # Each refused session connected fine, yet the backoff kept growing: a CONNACK is not
+                # progress (before, it reset the backoff, and a refusing broker got a connect a second).
+                assert svc.status()["backoff_attempt"] >= 3
                 (acl_broker.workdir / "acl").write_text(ALLOW_ALL)
                 acl_broker.reload()
                 await wait_until(lambda: len(set(sub.seqs)) == 120, 10, "delivery after the ACL allows it")

@@ -125,12 +125,19 @@ def _modbus_or_uplink(args: argparse.Namespace) -> int:
             f"draining {args.readings:,} readings to mosquitto, then {args.baseline:,} one per message ..."
         )
         res = asyncio.run(bench_uplink(n=args.readings, baseline_n=args.baseline))
-        keys = ("drain_readings_per_s", "bytes_per_reading", "per_message_readings_per_s")
+        keys = (
+            "mqtt_version",
+            "drain_readings_per_s",
+            "drain_mqtt311_readings_per_s",
+            "bytes_per_reading",
+            "per_message_readings_per_s",
+        )
         if args.json:
             print(json.dumps({k: res[k] for k in keys}))
         else:
             print(
-                f"drain in batches: {res['drain_readings_per_s']:,.0f} readings/s; one message per reading: "
+                f"drain in batches (MQTT v5): {res['drain_readings_per_s']:,.0f} readings/s "
+                f"(3.1.1: {res['drain_mqtt311_readings_per_s']:,.0f}); one message per reading: "
                 f"{res['per_message_readings_per_s']:,.0f} readings/s; {res['bytes_per_reading']} bytes on "
                 "disk per reading"
             )

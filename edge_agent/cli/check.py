@@ -23,6 +23,14 @@ def register(sub: Any) -> None:
     add_config(p)
     p.add_argument("site", nargs="?", help="site.yaml (same as -c)")
     p.add_argument("--json", action="store_true", help="one JSON object: ok, counts and every issue")
+    p.add_argument(
+        "--as-service",
+        nargs="?",
+        const="edge-agent",
+        metavar="USER",
+        help="judge whether USER (default edge-agent, the unit's User=) can read the credentials, TLS and "
+        "key files site.yaml names, from their modes and owners (run as root)",
+    )
     p.set_defaults(func=_check)
 
     p = sub.add_parser(
@@ -35,7 +43,9 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_schema)
 
 
-def check_main(path: str | Path, *, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+def check_main(
+    path: str | Path, *, out: IO[str] | None = None, err: IO[str] | None = None, as_user: str | None = None
+) -> int:
     """`edge-agent check`: issues to stderr, a one-line summary to stdout; 0 valid, 2 invalid."""
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
@@ -43,6 +53,7 @@ def check_main(path: str | Path, *, out: IO[str] | None = None, err: IO[str] | N
 
     try:
         cfg = load_config(path)
+        _raise_file_problems(cfg, str(path), as_user)
     except ConfigError as exc:
         for issue in exc.issues:
             print(issue, file=err)
@@ -61,10 +72,23 @@ def check_main(path: str | Path, *, out: IO[str] | None = None, err: IO[str] | N
     return 0
 
 
+def _raise_file_problems(cfg: Any, path: str, as_user: str | None) -> None:
+    """The credentials, TLS and key files site.yaml names: missing or unreadable ones are errors."""
+    from edge_agent.config.files import check_files
+    from edge_agent.config.load import ConfigError, ConfigIssue
+
+    try:
+        issues = check_files(cfg, as_user=as_user, file=path)
+    except KeyError:
+        issues = [ConfigIssue(path, 1, 1, "", f"--as-service: no user {as_user!r} on this system")]
+    if issues:
+        raise ConfigError([*issues, *cfg.warnings])
+
+
 def _check(args: argparse.Namespace) -> int:
     path = args.site or args.config
     if not args.json:
-        return check_main(path)
+        return check_main(path, as_user=args.as_service)
     import dataclasses
     import json
 
@@ -73,6 +97,7 @@ def _check(args: argparse.Namespace) -> int:
     doc: dict[str, Any]
     try:
         cfg = load_config(path)
+        _raise_file_problems(cfg, str(path), args.as_service)
     except ConfigError as exc:
         doc = {"ok": False, "issues": [dataclasses.asdict(i) for i in exc.issues]}
     except OSError as exc:

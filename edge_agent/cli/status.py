@@ -113,6 +113,15 @@ def format_status(doc: Mapping[str, Any]) -> str:
             f"uplink: connected {_s(uplink.get('connected'))}, "
             f"last publish {_s(uplink.get('last_publish'))}, published {_s(uplink.get('published_total'))}"
         )
+        if not uplink.get("connected") and uplink.get("last_error"):
+            retry = uplink.get("retry_in_s")
+            out.append(f"  last error: {uplink['last_error']}" + (f" (retry in {retry} s)" if retry else ""))
+        refusal = uplink.get("last_refusal")
+        if isinstance(refusal, Mapping):
+            out.append(
+                f"  broker refused {_s(uplink.get('refused_total'))} publishes, last {refusal.get('reason')} "
+                f"on {refusal.get('topic')} (seq {refusal.get('seq_first')}..{refusal.get('seq_last')}, kept)"
+            )
     enforcement = doc.get("enforcement") or {}
     counts = ", ".join(f"{k} {v}" for k, v in sorted(enforcement.items())) or "-"
     out.append(f"enforcement: {counts}")

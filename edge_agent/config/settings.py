@@ -23,7 +23,8 @@ class StorageOptions(_Strict):
         default=1_000_000_000,
         ge=1_000_000,
         le=2**62,  # SQLite integers are 64-bit
-        description="Outbox size limit; oldest dropped, audited",
+        description="Disk the state database may take, its WAL included; checked at every commit, the "
+        "oldest unsent readings dropped (audited) beyond it",
     )
     max_age_days: float = Field(
         default=90,
@@ -39,6 +40,13 @@ class StorageOptions(_Strict):
         ge=0,
         le=100_000_000,
         description="Readings held in memory while the disk is full; oldest dropped beyond this, audited",
+    )
+    max_events: int = Field(
+        default=100_000,
+        ge=100,
+        le=2**62,
+        description="Unsent events (audit records, findings, drops) kept; "
+        "the oldest dropped beyond it, reported",
     )
     retain_acked: int = Field(
         default=10_000,
@@ -74,6 +82,17 @@ class MqttUplink(_Strict):
     tls: MqttTls | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     batch_max: int = Field(default=500, ge=1, le=10000, description="Readings per published message")
+    max_packet_bytes: int = Field(
+        default=256 * 1024,
+        ge=4096,
+        le=256 * 1024 * 1024,
+        description="Largest readings message in bytes; a broker's smaller limit (MQTT v5 CONNACK) wins",
+    )
+    mqtt_version: Literal["5", "3.1.1"] = Field(
+        default="5",
+        description="MQTT v5 reads PUBACK reason codes (a publish the broker refuses stays in the outbox); "
+        "3.1.1 for old brokers cannot tell a refused publish from a delivered one",
+    )
     backoff_max_s: float = Field(default=60, gt=0, le=3600, description="Cap of the reconnect backoff")
     backoff_initial_s: float = Field(
         default=1.0, gt=0, le=3600, description="First reconnect delay (then doubled)"

@@ -297,6 +297,18 @@ def render_metrics(doc: Mapping[str, Any]) -> str:
         "Readings acknowledged by the broker",
         _num(uplink.get("published_total")),
     )
+    m.add(
+        "edge_agent_uplink_refused_total",
+        "counter",
+        "Publishes the broker refused (MQTT v5 PUBACK reason code); they stay in the outbox",
+        _num(uplink.get("refused_total")),
+    )
+    m.add(
+        "edge_agent_uplink_retry_in_seconds",
+        "gauge",
+        "Backoff before the next connect attempt (absent while connected)",
+        _num(uplink.get("retry_in_s")),
+    )
     for result, count in sorted((doc.get("enforcement") or {}).items()):
         m.add(
             "edge_agent_enforcement_total",

@@ -139,6 +139,7 @@ class Service:
                 audit_head=self.audit.head,
                 clock=self.clock,
                 logger=get_logger("edge_agent.uplink", gateway=cfg.site.gateway_id),
+                on_finding=self._uplink_finding,
             )
         self.agent.listeners.append(self._on_readings)
         self.agent.listeners.append(self.enforcer.notify)
@@ -176,7 +177,16 @@ class Service:
     def _audit_to_events(self, record: AuditRecord) -> None:
         # Every audit record also travels upstream on .../events (durably: the outbox's event table).
         if self.uplink is not None:
-            self.outbox.append_event({"type": "audit", **record.fields()})
+            from edge_agent.uplink.mqtt import audit_event
+
+            self.outbox.append_event(audit_event(record))
+
+    def _uplink_finding(self, kind: str, detail: dict[str, Any]) -> None:
+        """The broker refused a publish (MQTT v5 PUBACK): the readings stay in the outbox; say so."""
+        self.audit.append_finding(
+            kind, subject=str(detail.get("topic", "uplink")), rule="uplink", after=detail,
+            reason=f"broker refused the publish: {detail.get('reason')}; kept in the outbox, retrying",
+        )  # fmt: skip
 
     async def _flush_loop(self) -> None:
         """Group commit: one durable transaction per poll burst, at most every commit_interval_s."""
@@ -189,7 +199,7 @@ class Service:
                     await self._flush_wake.wait()
             self._flush_wake.clear()
             await self.flush()
-            if time.monotonic() - last_limits > 30:
+            if time.monotonic() - last_limits > 30 or self.outbox.drops_waiting:
                 last_limits = time.monotonic()
                 await self._enforce_limits()
             self.health.beat("outbox")
@@ -402,6 +412,8 @@ class Service:
                 AuditKind.SHUTDOWN, subject=cfg.site.gateway_id, reason="edge-agent stopped",
                 after={"readings_total": self.readings_total, "backlog": self.outbox.stats().backlog},
             )  # fmt: skip
+            if self.uplink is not None:  # what the final flush committed: a short, bounded chance to leave
+                await self.uplink.final_drain(budget_s=2.0)
             await status.close()
             if prom is not None:
                 await prom.close()

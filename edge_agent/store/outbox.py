@@ -9,6 +9,11 @@ Lives in the shared state database (tables ``outbox_readings``, ``outbox_events`
 - Unsent rows are always one contiguous seq range: rows leave only by ``ack`` (a prefix up to the
   cursor) or by a limit drop (a prefix of the unsent rows). So a drop event's ``seq_first..seq_last``
   names exactly the readings that will never be sent, and ``count == seq_last - seq_first + 1``.
+- ``max_bytes`` bounds the disk the state database takes: its used pages plus its WAL file, checked after
+  every commit (page counts and a stat: cheap). Over the limit, the WAL is checkpointed (TRUNCATE) and,
+  if that is not enough, the oldest unsent readings are dropped down to 90 %. The WAL is also kept small
+  by ``journal_size_limit`` and an auto-checkpoint scaled to the limit. Events have their own limit,
+  ``max_events`` unsent, with drops reported the same way (``stream: "events"``).
 - Acknowledged rows are kept (``StorageOptions.retain_acked`` of them) for ``edge-agent tail``.
 - A failing write (disk full, database locked, I/O error) never raises into the poll loop: the batch is
   held in memory (at most ``StorageOptions.memory_buffer_max`` readings, oldest dropped first with a
@@ -26,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import sqlite3
 import threading
 from collections import deque
@@ -125,7 +131,7 @@ class OutboxStats:
     oldest_ts: datetime | None  # reading time of the oldest unacknowledged reading
     newest_seq: int  # highest seq ever given (0 when none)
     acked_seq: int
-    bytes_on_disk: int  # used pages of the state database (the outbox is nearly all of it)
+    bytes_on_disk: int  # used pages of the state database plus its WAL: what max_bytes bounds
     held_in_memory: int = 0  # readings waiting for the disk to accept them
     dropped_total: int = 0  # readings dropped by limits since this process started
     events_backlog: int = 0
@@ -149,17 +155,20 @@ class OutboxStats:
 class DropEvent:
     """Readings removed before they were acknowledged. The caller audits it and publishes it."""
 
-    reason: str  # "max_age_days", "max_bytes", "max_age_days+max_bytes" or "memory_buffer_full"
+    reason: str  # "max_age_days", "max_bytes", "max_age_days+max_bytes", "memory_buffer_full",
+    # "too_large" (one reading larger than an uplink message may be) or "max_events"
     count: int
     seq_first: int | None  # None for readings that never got a seq (dropped from the memory buffer)
     seq_last: int | None
     ts_first: str | None  # reading times of the oldest and newest dropped reading
     ts_last: str | None
     at: str  # when the drop happened
+    stream: str = "readings"  # "events": seqs are event seqs (the events' own sequence)
 
     def as_event(self) -> dict[str, Any]:
         return {
             "kind": "drop",
+            "stream": self.stream,
             "reason": self.reason,
             "count": self.count,
             "seq_first": self.seq_first,
@@ -236,6 +245,13 @@ class Outbox:
                 "INSERT OR IGNORE INTO outbox_cursor(stream, acked_seq) VALUES ('readings', 0), ('events', 0)"
             )
             self._has_dbstat = self._probe_dbstat()
+            self._wal_path = self._find_wal()
+            page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            # A WAL grows to the auto-checkpoint size (4 MB by default) and is never truncated without a
+            # limit: on a small max_bytes that was 4.4 MB of WAL beside a 1 MB database.
+            wal_cap = max(256 * 1024, min(4 * 1024 * 1024, options.max_bytes // 20))
+            conn.execute(f"PRAGMA journal_size_limit = {wal_cap}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {max(64, wal_cap // page)}")
 
     # -- listeners: the uplink wakes up on new rows instead of polling -------------------------------
     def add_listener(self, callback: Callable[[], None]) -> None:
@@ -271,6 +287,8 @@ class Outbox:
             recovered = len(self._held)
             self._held.clear()
             self._storage_error = None
+            if self.disk_bytes() > self.options.max_bytes:  # every commit: two pragmas and a stat
+                self._limit(check_age=False)
         if recovered:
             _log.info("outbox_write_recovered", written=last - first + 1, held=recovered)
         self._notify()
@@ -340,9 +358,38 @@ class Outbox:
                 if c.in_transaction:
                     c.execute("ROLLBACK")
                 raise
-        assert seq is not None
+            assert seq is not None
+            if seq - self._cursor("events") > self.options.max_events:  # cheap: the backlog is at most this
+                self._limit_events(seq)
         self._notify()
         return seq
+
+    def _limit_events(self, newest: int) -> None:
+        """More than ``max_events`` unsent events: drop the oldest down to 90 %, reported like readings."""
+        c = self._conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            head = c.execute("SELECT min(seq) FROM outbox_events").fetchone()[0]
+            if head is None or newest - head + 1 <= self.options.max_events:
+                c.execute("COMMIT")
+                return
+            upto = newest - int(0.9 * self.options.max_events)
+            lo, hi = c.execute(
+                "SELECT min(ts_us), max(ts_us) FROM outbox_events WHERE seq BETWEEN ? AND ?", (head, upto)
+            ).fetchone()
+            c.execute("DELETE FROM outbox_events WHERE seq <= ?", (upto,))
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        ev = DropEvent(
+            reason="max_events", count=upto - head + 1, seq_first=head, seq_last=upto,
+            ts_first=format_ts(int(lo)), ts_last=format_ts(int(hi)), at=self.clock.now().isoformat(),
+            stream="events",
+        )  # fmt: skip
+        self._pending_drops.append(ev)
+        _log.warning("events_dropped", **_drop_fields(ev))
 
     def pending_events(self, after_seq: int, limit: int) -> list[EventRow]:
         with self._lock:
@@ -429,7 +476,7 @@ class Outbox:
                 oldest_ts=None if head is None else _EPOCH + timedelta(microseconds=head[1]),
                 newest_seq=newest,
                 acked_seq=acked,
-                bytes_on_disk=self._bytes(),
+                bytes_on_disk=self.disk_bytes(),
                 held_in_memory=len(self._held),
                 dropped_total=self._dropped_total,
                 events_backlog=0 if ev_first is None else ev_newest - ev_first + 1,
@@ -446,24 +493,35 @@ class Outbox:
         not drop a few rows on every call.
         """
         with self._lock:
-            try:
-                ev = self._enforce()
-            except sqlite3.OperationalError as exc:
-                self._storage_error = f"{getattr(exc, 'sqlite_errorname', 'sqlite_error')}: {exc}"
-                if not self._limits_failing:
-                    _log.error("outbox_limits_failed", error=self._storage_error)
-                self._limits_failing = True
-                ev = None
-            else:
-                if self._limits_failing:
-                    _log.info("outbox_limits_recovered")
-                self._limits_failing = False
-            if ev is not None:
-                self._dropped_total += ev.count
-                self._pending_drops.append(ev)
+            self._limit(check_age=True)
             return self._pending_drops.popleft() if self._pending_drops else None
 
-    def _enforce(self) -> DropEvent | None:
+    def _limit(self, *, check_age: bool) -> None:
+        """Run the limits (the lock held); a drop is queued for ``enforce_limits`` to hand out."""
+        try:
+            if self.disk_bytes() > 0.9 * self.options.max_bytes:
+                self._checkpoint()
+            ev = self._enforce(check_age=check_age)
+            if ev is not None:
+                self._checkpoint()  # the deletes went to the WAL: fold them in and truncate it
+        except sqlite3.OperationalError as exc:
+            self._storage_error = f"{getattr(exc, 'sqlite_errorname', 'sqlite_error')}: {exc}"
+            if not self._limits_failing:
+                _log.error("outbox_limits_failed", error=self._storage_error)
+            self._limits_failing = True
+            return
+        if self._limits_failing:
+            _log.info("outbox_limits_recovered")
+        self._limits_failing = False
+        if ev is not None:
+            self._dropped_total += ev.count
+            self._pending_drops.append(ev)
+
+    def _checkpoint(self) -> None:
+        # TRUNCATE waits for no one: with a reader on an older snapshot it does what it can (busy=1).
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def _enforce(self, *, check_age: bool = True) -> DropEvent | None:
         c = self._conn
         now = self.clock.now()
         cutoff = _to_us(now - timedelta(days=self.options.max_age_days))
@@ -478,7 +536,10 @@ class Outbox:
             spans: list[tuple[int, int]] = []
             drop_upto: int | None = None  # unsent rows head..drop_upto are dropped
             # Age: the prefix of unsent rows before the first one that is recent enough.
-            if c.execute("SELECT ts_us < ? FROM outbox_readings WHERE seq = ?", (cutoff, head)).fetchone()[0]:
+            old = c.execute("SELECT ts_us < ? FROM outbox_readings WHERE seq = ?", (cutoff, head)).fetchone()[
+                0
+            ]
+            if check_age and old:
                 fresh = c.execute(
                     "SELECT min(seq) FROM outbox_readings WHERE seq > ? AND ts_us >= ?", (acked, cutoff)
                 ).fetchone()[0]
@@ -486,18 +547,17 @@ class Outbox:
                 spans.append(self._span(head, drop_upto))
                 c.execute("DELETE FROM outbox_readings WHERE seq <= ?", (drop_upto,))
                 reasons.append("max_age_days")
-            used = self._bytes()
-            if used > self.options.max_bytes:
-                used = self._bytes(exact=True)
-            if used > self.options.max_bytes:
+            limit = self.options.max_bytes
+            if self.disk_bytes() > limit:
                 c.execute("DELETE FROM outbox_readings WHERE seq <= ?", (acked,))  # delivered ones go first
-                used = self._bytes(exact=True)
-            if used > self.options.max_bytes:
+            total = self.disk_bytes()  # the whole database and its WAL: what the disk holds
+            if total > limit:
                 rows = c.execute("SELECT count(*) FROM outbox_readings").fetchone()[0]
                 start = c.execute("SELECT min(seq) FROM outbox_readings WHERE seq > ?", (acked,)).fetchone()[
                     0
                 ]
-                n = min(rows, math.ceil((used - 0.9 * self.options.max_bytes) / (used / max(rows, 1))))
+                per_row = self._bytes(exact=True) / max(rows, 1)  # bytes one reading takes, pages included
+                n = min(rows, math.ceil((total - 0.9 * limit) / max(per_row, 1.0)))
                 if n > 0 and start is not None:
                     drop_upto = start + n - 1
                     spans.append(self._span(start, drop_upto))
@@ -529,6 +589,43 @@ class Outbox:
         ).fetchone()
         return int(row[0]), int(row[1])
 
+    def drop_unsendable(self, seq: int, reason: str) -> DropEvent | None:
+        """Drop the oldest unsent reading, ``seq``, which the uplink can never send (larger than a message
+        may be). Only the head of the unsent rows, so they stay one contiguous range. The event is queued
+        like the limit drops (``enforce_limits`` hands it out) and returned; None when ``seq`` is not the
+        head (already acknowledged or dropped)."""
+        with self._lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                acked = self._cursor("readings")
+                row = c.execute(
+                    "SELECT seq, ts_us FROM outbox_readings WHERE seq > ? ORDER BY seq LIMIT 1", (acked,)
+                ).fetchone()
+                if row is None or row[0] != seq:
+                    c.execute("COMMIT")
+                    return None
+                c.execute("DELETE FROM outbox_readings WHERE seq = ?", (seq,))
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+            ts = format_ts(int(row[1]))
+            ev = DropEvent(
+                reason=reason, count=1, seq_first=seq, seq_last=seq, ts_first=ts, ts_last=ts,
+                at=self.clock.now().isoformat(),
+            )  # fmt: skip
+            self._dropped_total += 1
+            self._pending_drops.append(ev)
+        _log.error("readings_dropped", **_drop_fields(ev))
+        return ev
+
+    @property
+    def drops_waiting(self) -> bool:
+        """Drops made at a commit (byte limit, event limit, too-large readings) wait to be audited."""
+        return bool(self._pending_drops)
+
     def take_drop_events(self) -> list[DropEvent]:
         """Queued drop events (memory buffer overflows) without running the limits."""
         with self._lock:
@@ -552,6 +649,22 @@ class Outbox:
         except sqlite3.OperationalError:
             return False
         return True
+
+    def _find_wal(self) -> str | None:
+        for _, name, file in self._conn.execute("PRAGMA database_list").fetchall():
+            if name == "main" and file:
+                return f"{file}-wal"
+        return None
+
+    def disk_bytes(self) -> int:
+        """What ``max_bytes`` bounds: used pages of the state database plus its WAL file. O(1)."""
+        wal = 0
+        if self._wal_path is not None:
+            try:
+                wal = os.stat(self._wal_path).st_size
+            except OSError:
+                wal = 0
+        return self._bytes() + wal
 
     def _bytes(self, *, exact: bool = False) -> int:
         """Used pages of the whole state database: O(1), and an upper bound of the outbox's share.

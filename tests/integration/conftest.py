@@ -53,6 +53,7 @@ class Broker:
     tls: TlsFiles | None = None
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    extra: list[str] = field(default_factory=list)  # more mosquitto.conf lines (acl_file, max_packet_size)
 
     def _conf(self) -> Path:
         lines = [
@@ -64,6 +65,9 @@ class Broker:
             "log_type warning",
             "max_queued_messages 100000",
         ]
+        if any(line.startswith("password_file") for line in self.extra):
+            lines[1] = "allow_anonymous false"
+        lines += self.extra
         if os.geteuid() == 0:
             lines.append("user root")  # otherwise it drops to `mosquitto`, which cannot read the temp dir
         if self.tls is not None:
@@ -96,6 +100,12 @@ class Broker:
                 time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout}s")
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto reads its configuration, ACL and password files again."""
+        assert self.proc is not None
+        self._conf()
+        self.proc.send_signal(signal.SIGHUP)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         proc, self.proc = self.proc, None

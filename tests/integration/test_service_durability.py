@@ -138,6 +138,10 @@ async def test_sigkill_with_backlog_then_restart_loses_no_seq(broker: Broker, tm
                 )
                 agent.send(signal.SIGTERM)
                 assert await agent.wait() == 0
+                # The final flush's readings left before exit (uplink.final_drain), not at the next start.
+                final = max_seq(db)
+                await wait_until(lambda: max(sub.seqs) >= final, 5, f"final flush seq {final} upstream")
+                target = final
         finally:
             await agent.kill()
 

@@ -112,23 +112,94 @@ def test_age_limit_drops_oldest_unsent_prefix(opened: Opened, clock: FakeClock) 
     assert ev.as_event()["kind"] == "drop"
 
 
-def test_byte_limit_drop_is_exact(db: Path, clock: FakeClock) -> None:
+def _size_on_disk(db: Path) -> int:
+    wal = db.with_name(db.name + "-wal")
+    return db.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+
+def test_byte_limit_drop_is_exact_and_made_at_the_commit(db: Path, clock: FakeClock) -> None:
     conn = open_state_db(db)
     opts = StorageOptions(max_bytes=1_000_000, retain_acked=0)
     ob = Outbox(conn=conn, options=opts, clock=clock, gateway_id="gw")
     n = 0
-    while ob.stats().bytes_on_disk <= 1_000_000:
+    peak = 0
+    while not ob.drops_waiting:  # the commit that crosses the limit drops at once (no 30 s wait)
         rng = ob.append([vr(i) for i in range(3000)])
         assert rng is not None
         n = rng[1]
-    ob.ack(100)
-    ev = ob.enforce_limits()
+        peak = max(peak, _size_on_disk(db))
+        if n == 9000:
+            ob.ack(100)
+    ev = ob.enforce_limits()  # hands out the queued drop
     assert ev is not None and ev.reason == "max_bytes"
     assert ev.seq_first == 101 and ev.seq_last is not None
     assert ev.count == ev.seq_last - 100
     assert ob.stats().backlog == n - ev.seq_last
+    # The bound is the database file and its WAL together, as the disk sees them.
     assert ob.stats().bytes_on_disk <= 1_000_000
+    assert _size_on_disk(db) <= 1_000_000 * 1.1
+    assert peak <= 1_000_000 * 1.5, peak  # one 3000-reading commit beyond the limit at most
+    assert ob.enforce_limits() is None
     conn.close()
+
+
+def test_byte_limit_counts_the_wal(db: Path, clock: FakeClock) -> None:
+    """A reader holding an old snapshot keeps the WAL from being checkpointed: it still counts."""
+    conn = open_state_db(db)
+    ob = Outbox(
+        conn=conn, options=StorageOptions(max_bytes=1_000_000, retain_acked=0), clock=clock, gateway_id="gw"
+    )
+    ob.append([vr(i) for i in range(100)])
+    reader = open_state_db(db)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM outbox_readings").fetchone()  # pins the snapshot
+    try:
+        while not ob.drops_waiting:
+            assert ob.append([vr(i) for i in range(500)]) is not None
+        wal = db.with_name(db.name + "-wal").stat().st_size
+        st = ob.stats()
+        assert wal > 0 and st.bytes_on_disk >= wal
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    ev = ob.enforce_limits()
+    assert ev is not None and ev.reason == "max_bytes"
+    ob.enforce_limits()
+    assert _size_on_disk(db) <= 1_000_000 * 1.1
+    conn.close()
+
+
+def test_event_limit_drops_oldest_events_reported(db: Path, clock: FakeClock) -> None:
+    conn = open_state_db(db)
+    ob = Outbox(conn=conn, options=StorageOptions(max_events=100), clock=clock, gateway_id="gw")
+    for i in range(101):
+        ob.append_event({"kind": "finding", "i": i})
+    assert ob.drops_waiting
+    ev = ob.enforce_limits()
+    assert ev is not None
+    e = ev.as_event()
+    assert (e["stream"], e["reason"], e["seq_first"], e["seq_last"], e["count"]) == (
+        "events",
+        "max_events",
+        1,
+        11,
+        11,
+    )
+    assert [r.seq for r in ob.pending_events(0, 1000)] == list(range(12, 102))
+    assert ob.stats().events_backlog == 90
+    conn.close()
+
+
+def test_drop_unsendable_only_at_the_head(opened: Opened) -> None:
+    ob, _ = opened
+    ob.append([vr(i) for i in range(5)])
+    ob.ack(2)
+    assert ob.drop_unsendable(4, "too_large") is None  # not the head: unsent rows stay contiguous
+    ev = ob.drop_unsendable(3, "too_large")
+    assert ev is not None and (ev.seq_first, ev.seq_last, ev.count, ev.reason) == (3, 3, 1, "too_large")
+    assert [r.seq for r in ob.pending(2, 10)] == [4, 5]
+    assert ob.stats().backlog == 2
+    assert ob.enforce_limits() == ev
 
 
 def test_disk_full_is_survived_and_retried(db: Path, clock: FakeClock) -> None:

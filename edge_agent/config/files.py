@@ -1,0 +1,101 @@
+"""Files site.yaml names that the agent opens only at run time: do they exist, can the service read them?
+
+The uplink reads its credentials and TLS files at every connect, and the service its audit key at start;
+a missing or unreadable one showed only as a connect failure (or a FileNotFoundError without the path).
+``edge-agent check`` reports each as ``site.yaml:LINE:COL: yaml.path: message``, naming the file. With
+``as_user`` (``check --as-service``, run as root) readability is judged for that user from the file's mode
+and owner and the search permission of every folder above it, as the service will meet them.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from edge_agent.config.load import ConfigIssue, LoadedConfig
+from edge_agent.config.yamlmarks import load_yaml
+
+__all__ = ["SERVICE_USER", "check_files", "referenced_files"]
+
+SERVICE_USER = "edge-agent"  # deploy/systemd/edge-agent.service: User=
+
+
+def referenced_files(cfg: LoadedConfig) -> Iterator[tuple[tuple[str, ...], str]]:
+    """(YAML path, the path as written) of every file site.yaml names for the run time to read."""
+    up = cfg.site.uplink
+    if up is not None:
+        if up.credentials_file:
+            yield ("uplink", "credentials_file"), up.credentials_file
+        if up.tls is not None:
+            yield ("uplink", "tls", "ca_file"), up.tls.ca_file
+            if up.tls.cert_file:
+                yield ("uplink", "tls", "cert_file"), up.tls.cert_file
+            if up.tls.key_file:
+                yield ("uplink", "tls", "key_file"), up.tls.key_file
+    if cfg.site.storage.audit_key_file:
+        yield ("storage", "audit_key_file"), cfg.site.storage.audit_key_file
+
+
+def _readable_by(path: Path, user: pwd.struct_passwd) -> str | None:
+    """Why ``user`` cannot read ``path`` (None when it can), from modes and owners alone."""
+    if user.pw_uid == 0:
+        return None
+    groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+
+    def allowed(st: os.stat_result, bits: tuple[int, int, int]) -> bool:
+        if st.st_uid == user.pw_uid:
+            return bool(st.st_mode & bits[0])
+        if st.st_gid in groups:
+            return bool(st.st_mode & bits[1])
+        return bool(st.st_mode & bits[2])
+
+    for folder in reversed(path.absolute().parents):
+        if not allowed(folder.stat(), (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)):
+            return f"user {user.pw_name!r} cannot enter the folder {folder}"
+    if not allowed(path.stat(), (stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH)):
+        return f"user {user.pw_name!r} cannot read it (mode {stat.filemode(path.stat().st_mode)})"
+    return None
+
+
+def _problem(path: Path, user: pwd.struct_passwd | None) -> str | None:
+    try:
+        if not path.exists():
+            return "does not exist"
+        if not path.is_file():
+            return "is not a file"
+        if user is not None:
+            return _readable_by(path, user)
+        with path.open("rb") as f:
+            f.read(1)
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    return None
+
+
+def check_files(
+    cfg: LoadedConfig, *, as_user: str | None = None, file: str | None = None
+) -> list[ConfigIssue]:
+    """An error for every referenced file that is missing or unreadable (by ``as_user`` when given).
+    ``file`` is site.yaml's name in messages (default: its absolute path).
+
+    Raises KeyError when ``as_user`` is not a user of this system.
+    """
+    user = pwd.getpwnam(as_user) if as_user is not None else None
+    found = list(referenced_files(cfg))
+    if not found:
+        return []
+    name = file or str(cfg.site_path)
+    doc = load_yaml(cfg.site_path, file=name)
+    issues = []
+    for yaml_path, written in found:
+        resolved = cfg.resolve(written)
+        problem = _problem(resolved, user)
+        if problem is not None:
+            mark = doc.mark(yaml_path)
+            shown = written if str(resolved) == written else f"{written} ({resolved})"
+            issues.append(ConfigIssue(name, mark.line, mark.col, ".".join(yaml_path),
+                                      f"{shown} {problem}"))  # fmt: skip
+    return issues

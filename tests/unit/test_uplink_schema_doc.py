@@ -1,0 +1,132 @@
+"""docs/uplink-schema.md's examples are what goes on the wire: each `<!-- example: NAME -->` block is parsed
+and compared, field name by field name and JSON type by JSON type, with a payload the agent's own code
+builds (the outbox, the audit chain, the uplink's encoders). A field added, renamed or moved (the drop's
+`count` once was documented under `event` while it travelled under `event.after`) fails here."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drivers.base import Quality, Reading
+from edge_agent.config.settings import StorageOptions
+from edge_agent.core.clock import FakeClock
+from edge_agent.core.validate import ValidatedReading
+from edge_agent.store.audit import AuditKind, AuditLog
+from edge_agent.store.db import open_state_db
+from edge_agent.store.outbox import Outbox
+from edge_agent.uplink.mqtt import audit_event, encode_batch, encode_event
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "uplink-schema.md"
+T0 = datetime(2025, 7, 1, 8, 0, tzinfo=UTC)
+
+
+def doc_examples() -> dict[str, Any]:
+    text = DOC.read_text(encoding="utf-8")
+    found = re.findall(r"<!-- example: ([\w-]+) -->\s*```json\n(.*?)```", text, flags=re.S)
+    return {name: json.loads(body) for name, body in found}
+
+
+def _kind(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int | float):
+        return "number"
+    return type(v).__name__
+
+
+def assert_same_shape(doc: Any, real: Any, where: str = "$") -> None:
+    assert _kind(doc) == _kind(real), f"{where}: documented {_kind(doc)} {doc!r}, on the wire {real!r}"
+    if isinstance(doc, dict):
+        assert sorted(doc) == sorted(real), f"{where}: documented keys {list(doc)}, on the wire {list(real)}"
+        for k in doc:
+            assert_same_shape(doc[k], real[k], f"{where}.{k}")
+    elif isinstance(doc, list):
+        assert bool(doc) == bool(real), f"{where}: documented {doc!r}, on the wire {real!r}"
+        for i, (d, r) in enumerate(zip(doc, real, strict=False)):
+            assert_same_shape(d, r, f"{where}[{i}]")
+
+
+@pytest.fixture
+def wire(tmp_path: Path) -> dict[str, Any]:
+    """Real payloads: readings through the outbox, events through the audit chain into the event table."""
+    clock = FakeClock(T0)
+    conn = open_state_db(tmp_path / "state.db")
+    outbox = Outbox(conn=conn, options=StorageOptions(retain_acked=0), clock=clock, gateway_id="gw-0001")
+    audit = AuditLog(conn=open_state_db(tmp_path / "state.db"), clock=clock)
+    audit.on_append = lambda rec: outbox.append_event(audit_event(rec))  # as edge_agent/service does
+
+    def reading(
+        point: str, value: Any, unit: str, quality: Quality, code: str | None, flags: tuple[str, ...]
+    ) -> Any:
+        return ValidatedReading(Reading(point, value, T0, quality, code), flags, unit)
+
+    outbox.append(
+        [
+            reading("mtr-1.energy", 12345.67, "kWh", Quality.GOOD, None, ()),
+            reading("ahu-3.sp", 26.0, "degC", Quality.GOOD, None, ("out_of_range",)),
+            reading("mtr-2.energy", None, "kWh", Quality.BAD, "timeout", ()),
+        ]
+    )
+    rows = outbox.pending(0, 10)
+    readings = json.loads(
+        encode_batch(rows, gateway="gw-0001", building="110108B0001", audit_head=audit.head())
+    )
+    # A drop (a reading too large to send is the simplest real one), audited as the service does.
+    drop = outbox.drop_unsendable(1, "too_large")
+    assert drop is not None
+    ev = drop.as_event()
+    audit.append(AuditKind.DROP, subject="outbox", after=ev, reason=str(ev["reason"]))
+    # A broker refusal's finding, as the service's on_finding hook writes it.
+    detail = {"topic": "edge/110108B0001/gw-0001/readings", "reason": "Not authorized", "reason_code": 135,
+              "seq_first": 2, "seq_last": 3}  # fmt: skip
+    audit.append_finding(
+        "uplink_refused", subject=detail["topic"], rule="uplink", after=detail,  # type: ignore[arg-type]
+        reason="broker refused the publish: Not authorized; kept in the outbox, retrying",
+    )  # fmt: skip
+    events = [
+        json.loads(encode_event(e, gateway="gw-0001", building="110108B0001"))
+        for e in outbox.pending_events(0, 10)
+    ]
+    conn.close()
+    return {"readings": readings, "event-drop": events[0], "event-uplink-refused": events[1]}
+
+
+def test_every_documented_example_is_parsed() -> None:
+    assert set(doc_examples()) == {"readings", "event-drop", "event-uplink-refused", "status"}
+
+
+@pytest.mark.parametrize("name", ["readings", "event-drop", "event-uplink-refused"])
+def test_doc_example_matches_the_wire(name: str, wire: dict[str, Any]) -> None:
+    assert_same_shape(doc_examples()[name], wire[name])
+
+
+def test_drop_example_names_every_reason_field() -> None:
+    after = doc_examples()["event-drop"]["event"]["after"]
+    assert after["count"] == after["seq_last"] - after["seq_first"] + 1
+
+
+def test_status_example_matches_the_wire() -> None:
+    from edge_agent.config.settings import MqttUplink
+    from edge_agent.uplink.mqtt import MqttUplinkService
+
+    conn = open_state_db(":memory:")
+    clock = FakeClock(T0)
+    svc = MqttUplinkService(
+        options=MqttUplink(host="127.0.0.1"),
+        outbox=Outbox(conn=conn, options=StorageOptions(), clock=clock, gateway_id="gw-0001"),
+        gateway_id="gw-0001",
+        building_id="110108B0001",
+        audit_head=None,
+        clock=clock,
+    )
+    real = json.loads(svc.status_payload("online"))
+    conn.close()
+    assert_same_shape(doc_examples()["status"], real)

@@ -10,12 +10,14 @@ from typing import Any, Literal
 from policies._common import (
     Context,
     Out,
+    data_problem,
     decode_mode,
     decode_switch,
     fmt,
     number,
     off_value,
     raw_for_label,
+    report_bad_data,
     within_range,
 )
 from policies.schedule import schedule_state
@@ -39,6 +41,7 @@ class _Unit:
     power: list[PointState] = field(default_factory=list)
     modes: list[PointState] = field(default_factory=list)
     setpoints: list[PointState] = field(default_factory=list)
+    unread: list[str] = field(default_factory=list)  # configured points with no reading yet
 
     @property
     def name(self) -> str:
@@ -78,12 +81,21 @@ def evaluate_hvac(snapshot: Snapshot, ctx: Context, out: Out) -> None:
         else:
             u.setpoints.append(p)
 
-    for contacts in windows.values():
+    for pid in sorted(ctx.params.points):
+        f = ctx.params.points[pid]
+        if f.role in HVAC_ROLES and pid not in snapshot:
+            key = (f.zone or "", f.device_id or "")
+            units.setdefault(key, _Unit(f.zone, f.device_id)).unread.append(pid)
+
+    for zone, contacts in list(windows.items()):
+        good: list[PointState] = []
         for c in contacts:
-            if not c.ok:
-                out.find(
-                    "stale", c.point_id, "hvac.window_open", "latest window-contact reading is bad", c.zone
-                )
+            problem = data_problem(c, ctx)
+            if problem is None:
+                good.append(c)
+            else:
+                report_bad_data(c, problem, "hvac", ctx, out)
+        windows[zone] = good
 
     expired_said: set[str] = set()
     window_said: set[str | None] = set()
@@ -104,6 +116,27 @@ def evaluate_hvac(snapshot: Snapshot, ctx: Context, out: Out) -> None:
         _evaluate_unit(
             u, windows.get(u.zone, []), ctx, out, exempt=ex is not None and active, window_said=window_said
         )
+
+
+def _complete(u: _Unit, ctx: Context, out: Out) -> bool:
+    """Whether every setpoint, mode and power point of the unit has a good, in-range, fresh reading.
+    An incomplete unit is never acted on: a write decided on half a state may be the wrong one."""
+    bad = [(p, pr) for p in (*u.power, *u.modes, *u.setpoints) if (pr := data_problem(p, ctx)) is not None]
+    for p, problem in bad:
+        report_bad_data(p, problem, "hvac", ctx, out)
+    if not bad and not u.unread:
+        return True
+    missing = [p.point_id for p, _ in bad] + [f"{pid} (not read yet)" for pid in u.unread]
+    out.line(
+        u.zone,
+        "hvac",
+        "hvac.unit_state",
+        "skip",
+        f"{u.name}: state incomplete ({', '.join(missing)}): no write until setpoint, mode and power "
+        "are known, good and fresh",
+        why={**ctx.why(), "incomplete": missing},
+    )
+    return False
 
 
 def _unit_state(u: _Unit, out: Out) -> tuple[str | None, PointState | None, bool | None, PointState | None]:
@@ -162,9 +195,8 @@ def _evaluate_unit(
     exempt: bool,
     window_said: set[str | None],
 ) -> None:
-    for p in (*u.power, *u.modes, *u.setpoints):
-        if not p.ok:
-            out.find("stale", p.point_id, "hvac.reading", "latest reading is bad; not acted on", u.zone)
+    if not _complete(u, ctx, out):
+        return
     label, mode_point, running, on_point = _unit_state(u, out)
     switching_off = False
     if exempt:

@@ -7,7 +7,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from policies._common import Context, Out, decode_switch, number, off_value, within_range
+from policies._common import (
+    Context,
+    Out,
+    data_problem,
+    decode_switch,
+    number,
+    off_value,
+    report_bad_data,
+    within_range,
+)
 from policies.model import LightingGroup
 from policies.schedule import last_sweep, schedule_state, sun_times
 from policies.types import PointState, Snapshot, WriteIntent
@@ -45,13 +54,12 @@ def evaluate_lighting(snapshot: Snapshot, ctx: Context, out: Out) -> None:
     for pid in sorted(snapshot):
         p = snapshot[pid]
         if p.role == "illuminance" and p.zone in group_of:
-            v = number(p.value) if p.ok else None
+            problem = data_problem(p, ctx)
+            v = number(p.value) if problem is None else None
             if v is not None:
                 lux.setdefault(p.zone, []).append(v)
-            elif not p.ok:
-                out.find(
-                    "stale", p.point_id, "lighting.daylight", "latest illuminance reading is bad", p.zone
-                )
+            elif problem is not None:
+                report_bad_data(p, problem, "lighting", ctx, out)
             else:
                 out.find(
                     "info",
@@ -67,8 +75,9 @@ def evaluate_lighting(snapshot: Snapshot, ctx: Context, out: Out) -> None:
         if p.role != "light_relay" or p.zone is None or p.zone not in group_of:
             continue
         g = group_of[p.zone]
-        if not p.ok:
-            out.find("stale", p.point_id, "lighting.reading", "latest reading is bad; not acted on", p.zone)
+        problem = data_problem(p, ctx)
+        if problem is not None:
+            report_bad_data(p, problem, "lighting", ctx, out)
             continue
         on = decode_switch(p)
         if on is None:

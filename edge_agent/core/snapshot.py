@@ -97,5 +97,7 @@ class Snapshot:
                 states=p.states,
                 device_id=e.device_id,
                 since_known=e.since_known,
+                quality=str(r.quality),
+                code=r.code,
             )
         return out

@@ -22,7 +22,7 @@ from edge_agent.enforce.actuator import ActuationOutcome, Actuator
 from edge_agent.store.audit import AuditLog
 from policies.calendar import Calendar
 from policies.evaluate import evaluate
-from policies.params import PolicyParams, ZoneFacts
+from policies.params import PointFacts, PolicyParams, ZoneFacts
 from policies.types import Finding, PointState, WriteIntent
 
 __all__ = ["ENFORCED_ROLES", "Enforcer", "build_calendar", "build_params", "exemption_check"]
@@ -44,6 +44,15 @@ def build_params(cfg: LoadedConfig) -> PolicyParams:
         latitude=site.location.lat,
         longitude=site.location.lon,
         zones={z.id: ZoneFacts(id=z.id, kind=z.kind, perimeter=z.perimeter, name=z.name) for z in site.zones},
+        # Policies learn which points a unit has before their first reading (a unit missing one is not
+        # acted on) and each device's poll interval (a reading older than 3 intervals is stale).
+        points={
+            p.id: PointFacts(
+                id=p.id, role=p.role, zone=cfg.point_zone(p.id), device_id=d.id, interval_s=d.interval_s
+            )
+            for d, p in cfg.points()
+            if p.role in ENFORCED_ROLES
+        },
     )
 
 

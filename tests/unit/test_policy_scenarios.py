@@ -231,16 +231,16 @@ def test_bad_readings_and_unknown_modes_are_findings() -> None:
     s = snap(
         pt("a.mode", "ac_mode", "f2", 9, since=now, device="a", states=MODES),  # 9: not in states
         pt("a.sp", "setpoint", "f2", 18.0, since=now, device="a"),
-        pt("b.sp", "setpoint", "f3", 18.0, since=now, device="b", ok=False),
+        pt("b.sp", "setpoint", "f3", 18.0, since=now - timedelta(minutes=10), device="b", ok=False),
         pt("c.sp", "setpoint", "f3", "n/a", since=now, device="c"),
-        pt("d.sp", "setpoint", "f3", float("nan"), since=now, device="d"),
+        pt("d.sp", "setpoint", "f3", float("nan"), since=now - timedelta(minutes=10), device="d"),
     )
     d, _, _ = run(s, now)
     assert d.intents == ()
     subjects = {(f.subject, f.kind) for f in d.findings}
     assert ("a.mode", "info") in subjects
-    assert ("b.sp", "stale") in subjects
-    assert ("c.sp", "info") in subjects and ("d.sp", "info") in subjects
+    assert ("b.sp", "data_quality") in subjects  # bad for 10 minutes: persists
+    assert ("c.sp", "info") in subjects and ("d.sp", "data_quality") in subjects
 
 
 def test_setpoint_without_mode_point_follows_season_or_is_skipped() -> None:

@@ -364,50 +364,65 @@ def _switch_off_rules(
 def _limit_kind(
     p: PointState, label: str | None, has_mode: bool, ctx: Context, out: Out
 ) -> tuple[LimitKind | None, str]:
-    """Which limit applies to setpoint `p` now, and how its meaning was decided."""
+    """Which limit applies to setpoint `p` now, and how its meaning was decided.
+
+    limits_by mode (default): what the unit does decides, in every season: a cooling setpoint or a unit
+    in cool/dry gets the cooling floor, a heating setpoint or a unit in heat the heating cap. Only what
+    the unit does not say (auto, or no ac_mode point) follows the season. limits_by season: the cooling
+    floor only in summer, the heating cap only in winter."""
     season = ctx.season
-    if season == "transition":
-        return None, "transition day: no setpoint limit"
+    by_mode = ctx.policy.hvac.limits_by == "mode"
     if p.role == "cooling_setpoint":
+        if by_mode:
+            return "cool", "cooling setpoint (by mode)"
         return (
             ("cool", "cooling setpoint")
             if season == "summer"
-            else (None, "cooling setpoint, winter: no limit")
+            else (None, f"cooling setpoint, {season}: no limit")
         )
     if p.role == "heating_setpoint":
+        if by_mode:
+            return "heat", "heating setpoint (by mode)"
         return (
             ("heat", "heating setpoint")
             if season == "winter"
-            else (None, "heating setpoint, summer: no limit")
+            else (None, f"heating setpoint, {season}: no limit")
         )
     # role "setpoint": its meaning follows the unit's mode
-    if label is None:
-        if has_mode:
-            return None, "ac_mode unreadable: setpoint meaning unknown"
-        if ctx.policy.hvac.setpoint_without_mode == "skip":
-            out.find(
-                "info",
-                p.point_id,
-                "hvac.mode",
-                "setpoint without an ac_mode point in its unit; not enforced (setpoint_without_mode: skip)",
-                p.zone,
-            )
-            return None, "no ac_mode point: skipped"
-        return (
-            ("cool", "in cool (assumed in summer: no ac_mode point)")
-            if season == "summer"
-            else (
-                "heat",
-                "in heat (assumed in winter: no ac_mode point)",
-            )
-        )
     if label in ("cool", "dry"):
-        return ("cool", f"in {label}") if season == "summer" else (None, f"in {label} in winter: no limit")
+        if by_mode:
+            return "cool", f"in {label} (by mode)"
+        return ("cool", f"in {label}") if season == "summer" else (None, f"in {label}, {season}: no limit")
     if label == "heat":
-        return ("heat", "in heat") if season == "winter" else (None, "in heat in summer: no limit")
+        if by_mode:
+            return "heat", "in heat (by mode)"
+        return ("heat", "in heat") if season == "winter" else (None, f"in heat, {season}: no limit")
+    if season == "transition" and (label == "auto" or label is None):
+        return None, "transition day: the unit's mode does not say cooling or heating, no setpoint limit"
     if label == "auto":
-        return ("cool", "in auto") if season == "summer" else ("heat", "in auto")
-    return None, f"in {label}: no setpoint limit"
+        return (
+            ("cool", "in auto (summer: cooling)")
+            if season == "summer"
+            else ("heat", "in auto (winter: heating)")
+        )
+    if label is not None:
+        return None, f"in {label}: no setpoint limit"
+    if has_mode:
+        return None, "ac_mode unreadable: setpoint meaning unknown"
+    if ctx.policy.hvac.setpoint_without_mode == "skip":
+        out.find(
+            "info",
+            p.point_id,
+            "hvac.mode",
+            "setpoint without an ac_mode point in its unit; not enforced (setpoint_without_mode: skip)",
+            p.zone,
+        )
+        return None, "no ac_mode point: skipped"
+    return (
+        ("cool", "in cool (assumed in summer: no ac_mode point)")
+        if season == "summer"
+        else ("heat", "in heat (assumed in winter: no ac_mode point)")
+    )
 
 
 def _setpoint(
@@ -423,7 +438,7 @@ def _setpoint(
     hv = ctx.policy.hvac
     kind, meaning = _limit_kind(p, label, has_mode, ctx, out)
     head = f"{ctx.season_text()}, {ctx.day.describe()}"
-    base_why = _why(ctx, u.zone, mode=label, meaning=meaning)
+    base_why = _why(ctx, u.zone, mode=label, meaning=meaning, limits_by=hv.limits_by)
     if kind is None:
         out.line(
             u.zone,
@@ -463,7 +478,7 @@ def _setpoint(
             u.zone, "hvac", rule, "ok", f"{desc} {ok_op} {fmt(bound)}{dbtxt}: ok", point=p.point_id, why=why
         )
         return
-    season_word = "summer cooling floor" if kind == "cool" else "winter heating cap"
+    season_word = "cooling floor" if kind == "cool" else "heating cap"
     if exempt:
         ex, _ = ctx.exemption(u.zone)
         assert ex is not None
@@ -488,7 +503,8 @@ def _setpoint(
         )
         return
     reason = (
-        f"{ctx.season_text()}: setpoint {fmt(v)} °C {op} {season_word} {fmt(limit)} °C; set to {fmt(limit)}"
+        f"{ctx.season_text()}, {meaning}: setpoint {fmt(v)} °C {op} {season_word} {fmt(limit)} °C; "
+        f"set to {fmt(limit)}"
     )
     if not p.writable:
         out.find("violation", p.point_id, rule, f"{reason}, but the point is not writable", u.zone)

@@ -305,6 +305,12 @@ class HvacPolicy(_Strict):
         description="A `setpoint` point whose unit has no ac_mode point: 'season' treats it as cooling in "
         "summer and heating in winter; 'skip' leaves it alone (reported)",
     )
+    limits_by: Literal["mode", "season"] = Field(
+        default="mode",
+        description="'mode' (default): a unit cooling never below the cooling floor and a unit heating never "
+        "above the heating cap, in every season; 'season': the cooling floor only in summer, the heating cap "
+        "only in winter, no limit on transition days",
+    )
     exemptions: list[Exemption] = Field(
         default_factory=list, description="Zones left alone by every HVAC rule"
     )

@@ -130,8 +130,8 @@ def test_summer_cool_22_is_raised_to_26_with_explanation() -> None:
     assert intents_by_point(d) == {"ac-f2-01.setpoint": 26.0}
     assert d.intents[0].rule == "hvac.summer_min_cooling" and d.intents[0].zone == "f2"
     assert (
-        "f2 hvac: summer (06-01..09-30), working day, ac-f2-01.setpoint 22.0 °C in cool < 26.0 → write 26.0"
-        in d.explanations
+        "f2 hvac: summer (06-01..09-30), working day, ac-f2-01.setpoint 22.0 °C in cool (by mode) < 26.0 "
+        "→ write 26.0" in d.explanations
     )
 
 
@@ -144,29 +144,59 @@ def test_january_heat_24_is_lowered_to_20() -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "month", "sp", "expected"),
+    ("mode", "month", "sp", "by_mode", "by_season"),
     [
-        (4, 7, 22.0, 26.0),  # auto in summer: cooling floor
-        (4, 1, 24.0, 20.0),  # auto in winter: heating cap
-        (3, 7, 18.0, None),  # fan: no setpoint intent
-        (0, 7, 18.0, None),  # off
-        (2, 7, 30.0, None),  # heat in summer: the summer rule is about cooling
-        (1, 1, 16.0, None),  # cool in winter: no winter cooling rule
-        (1, 7, 26.0, None),  # compliant
-        (1, 7, 27.5, None),  # warmer than the floor is fine
+        (4, 7, 22.0, 26.0, 26.0),  # auto in summer: cooling floor
+        (4, 1, 24.0, 20.0, 20.0),  # auto in winter: heating cap
+        (4, 10, 18.0, None, None),  # auto on a transition day: the unit may heat or cool, no limit
+        (3, 7, 18.0, None, None),  # fan: no setpoint intent
+        (0, 7, 18.0, None, None),  # off
+        (2, 7, 30.0, 20.0, None),  # heat in summer: the heating cap by mode; the season rule is about cooling
+        (
+            1,
+            1,
+            16.0,
+            26.0,
+            None,
+        ),  # cool in winter: the cooling floor by mode; no winter cooling rule by season
+        (1, 10, 16.0, 26.0, None),  # cool on a transition day
+        (2, 10, 30.0, 20.0, None),  # heat on a transition day
+        (1, 7, 26.0, None, None),  # compliant
+        (1, 7, 27.5, None, None),  # warmer than the floor is fine
     ],
 )
-def test_mode_awareness(mode: int, month: int, sp: float, expected: float | None) -> None:
+def test_mode_awareness(
+    mode: int, month: int, sp: float, by_mode: float | None, by_season: float | None
+) -> None:
     now = at(2026, month, 14, 10)
-    d, _, _ = run(snap(*ac("f2", "u1", mode=mode, sp=sp, since=now - timedelta(hours=1))), now)
-    assert intents_by_point(d) == ({} if expected is None else {"u1.setpoint": expected})
+    s = snap(*ac("f2", "u1", mode=mode, sp=sp, since=now - timedelta(hours=1)))
+    d, _, _ = run(s, now)
+    assert intents_by_point(d) == ({} if by_mode is None else {"u1.setpoint": by_mode})
+    d, _, _ = run(s, now, base_policy(**{"hvac.limits_by": "season"}))
+    assert intents_by_point(d) == ({} if by_season is None else {"u1.setpoint": by_season})
 
 
-def test_transition_day_has_no_setpoint_limit() -> None:
+def test_explain_names_which_limit_basis_applied() -> None:
+    now = at(2026, 1, 14, 10)
+    s = snap(*ac("f2", "u1", mode=1, sp=16.0, since=now - timedelta(hours=1)))
+    _, cal, prm = run(s, now)
+    (line,) = [ln for ln in explain(s, now, cal, prm) if ln.point == "u1.setpoint"]
+    assert line.decision == "write" and line.why["limits_by"] == "mode"
+    assert "in cool (by mode) < 26.0" in line.text
+    _, cal, prm = run(s, now, base_policy(**{"hvac.limits_by": "season"}))
+    (line,) = [ln for ln in explain(s, now, cal, prm) if ln.point == "u1.setpoint"]
+    assert line.decision == "skip" and line.why["limits_by"] == "season"
+    assert "in cool, winter: no limit" in line.text
+
+
+def test_transition_day_has_no_setpoint_limit_by_season() -> None:
     now = at(2026, 10, 20, 10)
-    d, _, _ = run(snap(*ac("f2", "u1", mode=1, sp=18.0, since=now - timedelta(hours=1))), now)
+    s = snap(*ac("f2", "u1", mode=1, sp=18.0, since=now - timedelta(hours=1)))
+    d, _, _ = run(s, now, base_policy(**{"hvac.limits_by": "season"}))
     assert d.intents == ()
     assert any("transition" in e for e in d.explanations)
+    d, _, _ = run(s, now)  # by mode: a cooling unit is a cooling unit on a transition day too
+    assert intents_by_point(d) == {"u1.setpoint": 26.0}
 
 
 def test_explicit_cooling_and_heating_setpoint_roles() -> None:
@@ -176,10 +206,14 @@ def test_explicit_cooling_and_heating_setpoint_roles() -> None:
         pt("ahu.csp", "cooling_setpoint", "f3", 23.0, since=since, device="ahu"),
         pt("ahu.hsp", "heating_setpoint", "f3", 25.0, since=since, device="ahu"),
     )
-    d, _, _ = run(s, now)
+    by_season = base_policy(**{"hvac.limits_by": "season"})
+    d, _, _ = run(s, now, by_season)
     assert intents_by_point(d) == {"ahu.csp": 26.0}  # heating setpoint not limited in summer
-    d, _, _ = run(s, at(2026, 1, 15, 10))
+    d, _, _ = run(s, at(2026, 1, 15, 10), by_season)
     assert intents_by_point(d) == {"ahu.hsp": 20.0}
+    for when in (now, at(2026, 1, 15, 10), at(2026, 10, 20, 10)):  # by mode: both, every season
+        d, _, _ = run(s, when)
+        assert intents_by_point(d) == {"ahu.csp": 26.0, "ahu.hsp": 20.0}
 
 
 def test_deadband_violation_is_value_below_limit_minus_deadband() -> None:

@@ -36,8 +36,12 @@ LimitKind = Literal["cool", "heat"]
 
 @dataclass(slots=True)
 class _Unit:
+    """One AC unit: the HVAC points of one device (and `ac_unit` id, when the device has several units)
+    in one zone. Every rule decides per unit; a zone only groups units."""
+
     zone: str | None
     device: str | None
+    ac_unit: str | None = None
     power: list[PointState] = field(default_factory=list)
     modes: list[PointState] = field(default_factory=list)
     setpoints: list[PointState] = field(default_factory=list)
@@ -45,7 +49,8 @@ class _Unit:
 
     @property
     def name(self) -> str:
-        return self.device or f"zone {self.zone or '-'}"
+        base = self.device or f"zone {self.zone or '-'}"
+        return f"{base}/{self.ac_unit}" if self.ac_unit else base
 
 
 def _why(ctx: Context, zone: str | None, **extra: Any) -> dict[str, Any]:
@@ -63,7 +68,7 @@ def _why(ctx: Context, zone: str | None, **extra: Any) -> dict[str, Any]:
 
 
 def evaluate_hvac(snapshot: Snapshot, ctx: Context, out: Out) -> None:
-    units: dict[tuple[str, str], _Unit] = {}
+    units: dict[tuple[str, str, str], _Unit] = {}
     windows: dict[str | None, list[PointState]] = {}
     for pid in sorted(snapshot):
         p = snapshot[pid]
@@ -72,8 +77,8 @@ def evaluate_hvac(snapshot: Snapshot, ctx: Context, out: Out) -> None:
             continue
         if p.role not in HVAC_ROLES:
             continue
-        key = (p.zone or "", p.device_id or "")
-        u = units.setdefault(key, _Unit(p.zone, p.device_id))
+        key = (p.zone or "", p.device_id or "", p.ac_unit or "")
+        u = units.setdefault(key, _Unit(p.zone, p.device_id, p.ac_unit))
         if p.role == "ac_power":
             u.power.append(p)
         elif p.role == "ac_mode":
@@ -84,8 +89,8 @@ def evaluate_hvac(snapshot: Snapshot, ctx: Context, out: Out) -> None:
     for pid in sorted(ctx.params.points):
         f = ctx.params.points[pid]
         if f.role in HVAC_ROLES and pid not in snapshot:
-            key = (f.zone or "", f.device_id or "")
-            units.setdefault(key, _Unit(f.zone, f.device_id)).unread.append(pid)
+            key = (f.zone or "", f.device_id or "", f.ac_unit or "")
+            units.setdefault(key, _Unit(f.zone, f.device_id, f.ac_unit)).unread.append(pid)
 
     for zone, contacts in list(windows.items()):
         good: list[PointState] = []
@@ -118,6 +123,29 @@ def evaluate_hvac(snapshot: Snapshot, ctx: Context, out: Out) -> None:
         )
 
 
+def _one_unit(u: _Unit, ctx: Context, out: Out) -> bool:
+    """Whether the points really are one unit: at most one power, one mode and one setpoint per role.
+    Two indoor units merged into one would let one unit's state decide for the other: neither is acted on
+    (`edge-agent check` refuses such a site.yaml)."""
+    roles: dict[str, list[str]] = {}
+    for p in (*u.power, *u.modes, *u.setpoints):
+        roles.setdefault(p.role, []).append(p.point_id)
+    dup = {r: ids for r, ids in roles.items() if len(ids) > 1}
+    if not dup:
+        return True
+    text = "; ".join(f"{len(ids)} {r} points ({', '.join(ids)})" for r, ids in sorted(dup.items()))
+    reason = (
+        f"{u.name} in zone {u.zone or '-'} has {text}: cannot tell which points form one AC unit; "
+        "give each indoor unit's points their own `ac_unit` id in site.yaml"
+    )
+    first = sorted(ids[0] for ids in dup.values())[0]
+    out.find("info", first, "hvac.unit", reason, u.zone)
+    out.line(
+        u.zone, "hvac", "hvac.unit", "report", f"{reason}; not acted on", why={**ctx.why(), "roles": dup}
+    )
+    return False
+
+
 def _complete(u: _Unit, ctx: Context, out: Out) -> bool:
     """Whether every setpoint, mode and power point of the unit has a good, in-range, fresh reading.
     An incomplete unit is never acted on: a write decided on half a state may be the wrong one."""
@@ -143,16 +171,7 @@ def _unit_state(u: _Unit, out: Out) -> tuple[str | None, PointState | None, bool
     """(mode label, mode point, power on/off, the point that shows the unit on). None = unknown."""
     mode_point: PointState | None = None
     label: str | None = None
-    if len(u.modes) > 1:
-        out.find(
-            "info",
-            u.modes[0].point_id,
-            "hvac.mode",
-            f"{len(u.modes)} ac_mode points in zone {u.zone} on device {u.device}: cannot tell which unit "
-            "a setpoint belongs to (give each unit its own device or zone)",
-            u.zone,
-        )
-    elif u.modes and u.modes[0].ok:
+    if u.modes and u.modes[0].ok:
         mode_point = u.modes[0]
         label = decode_mode(mode_point)
         if label is None:
@@ -195,7 +214,7 @@ def _evaluate_unit(
     exempt: bool,
     window_said: set[str | None],
 ) -> None:
-    if not _complete(u, ctx, out):
+    if not _one_unit(u, ctx, out) or not _complete(u, ctx, out):
         return
     label, mode_point, running, on_point = _unit_state(u, out)
     switching_off = False

@@ -35,6 +35,7 @@ class PointFacts:
     role: str
     zone: str | None = None
     device_id: str | None = None
+    ac_unit: str | None = None
     interval_s: float | None = None  # the device's poll interval: a reading older than 3 of them is stale
 
 

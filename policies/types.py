@@ -32,6 +32,7 @@ class PointState:
     # The reading's quality ("good", "uncertain", "bad") and failure code (drivers.base.FailureCode values,
     # e.g. "no_value", "overridden", "timeout"). Only a good, in-range, fresh reading decides anything.
     quality: str = "good"
+    ac_unit: str | None = None  # the AC unit within its device (site.yaml `ac_unit`), when it has several
     code: str | None = None
 
 

@@ -44,6 +44,7 @@ from drivers.registry import PROTOCOLS, ProtocolSpec
 from drivers.spec import DeviceEntry, DeviceOptions
 from edge_agent.config.codes import BUILDING_TYPES, CODE_PATTERN, PROVINCE_PREFIXES, code_table, is_code
 from edge_agent.config.settings import MqttUplink, StatusOptions, StorageOptions
+from edge_agent.config.units import check_ac_units
 from edge_agent.config.yamlmarks import YamlDoc, YamlPath, YamlSyntaxError, format_path, load_yaml, parse_path
 from policies.model import Policy
 
@@ -748,6 +749,7 @@ def _cross_check(out: _Collector) -> None:
             check(entries, out)
     _check_meters(out, data, point_data)
     _check_coal_factors(out, data)
+    check_ac_units(data, out.add, out.where)
 
 
 def _check_meters(out: _Collector, data: Mapping[str, Any], points: Mapping[str, Mapping[str, Any]]) -> None:

@@ -48,7 +48,12 @@ def build_params(cfg: LoadedConfig) -> PolicyParams:
         # acted on) and each device's poll interval (a reading older than 3 intervals is stale).
         points={
             p.id: PointFacts(
-                id=p.id, role=p.role, zone=cfg.point_zone(p.id), device_id=d.id, interval_s=d.interval_s
+                id=p.id,
+                role=p.role,
+                zone=cfg.point_zone(p.id),
+                device_id=d.id,
+                ac_unit=p.ac_unit,
+                interval_s=d.interval_s,
             )
             for d, p in cfg.points()
             if p.role in ENFORCED_ROLES

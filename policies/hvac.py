@@ -23,9 +23,12 @@ from policies._common import (
 from policies.schedule import schedule_state
 from policies.types import PointState, Snapshot, WriteIntent
 
-__all__ = ["HVAC_ROLES", "evaluate_hvac"]
+__all__ = ["HVAC_ROLES", "SERVER_ZONE_KINDS", "evaluate_hvac"]
 
 SETPOINT_ROLES = ("setpoint", "cooling_setpoint", "heating_setpoint")
+# Zones whose cooling must never stop: no after-hours, holiday or window switch-off; setpoints limited
+# only when policy.yaml lists the zone under hvac.server_room_limits.
+SERVER_ZONE_KINDS = frozenset({"server_room", "data_centre"})
 HVAC_ROLES = frozenset({"ac_power", "ac_mode", *SETPOINT_ROLES})
 _RUNNING_MODES = frozenset({"cool", "heat", "auto", "dry", "fan"})
 # Float noise from scaled registers (25.999999 for 26.0) must not count as a violation.
@@ -121,6 +124,12 @@ def evaluate_hvac(snapshot: Snapshot, ctx: Context, out: Out) -> None:
         _evaluate_unit(
             u, windows.get(u.zone, []), ctx, out, exempt=ex is not None and active, window_said=window_said
         )
+
+
+def _server_zone(zone: str | None, ctx: Context) -> str | None:
+    """The zone's kind when it is a server room or data centre, else None."""
+    fz = ctx.params.zone(zone)
+    return fz.kind if fz is not None and fz.kind in SERVER_ZONE_KINDS else None
 
 
 def _one_unit(u: _Unit, ctx: Context, out: Out) -> bool:
@@ -232,6 +241,16 @@ def _evaluate_unit(
                 "(after-hours and window rules do not apply)",
                 why=_why(ctx, u.zone),
             )
+    elif running and _server_zone(u.zone, ctx):
+        out.line(
+            u.zone,
+            "hvac",
+            "hvac.server_room",
+            "skip",
+            f"{u.name} in a {_server_zone(u.zone, ctx)} zone: never switched off by after-hours, holiday "
+            "or window rules",
+            why=_why(ctx, u.zone, zone_kind=_server_zone(u.zone, ctx)),
+        )
     elif running:
         switching_off = _switch_off_rules(u, contacts, ctx, out, label, mode_point, on_point, window_said)
 
@@ -248,6 +267,20 @@ def _evaluate_unit(
                     point=p.point_id,
                     why=_why(ctx, u.zone, mode=label),
                 )
+        return
+    kind = _server_zone(u.zone, ctx)
+    if kind and not exempt and u.zone not in ctx.policy.hvac.server_room_limits:
+        for p in u.setpoints:
+            out.line(
+                u.zone,
+                "hvac",
+                "hvac.server_room",
+                "skip",
+                f"{p.point_id}: {kind} zone, setpoint limits do not apply (list the zone under "
+                "hvac.server_room_limits to apply them)",
+                point=p.point_id,
+                why=_why(ctx, u.zone, zone_kind=kind, value=p.value),
+            )
         return
     for p in u.setpoints:
         if p.ok:

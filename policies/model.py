@@ -314,6 +314,12 @@ class HvacPolicy(_Strict):
     exemptions: list[Exemption] = Field(
         default_factory=list, description="Zones left alone by every HVAC rule"
     )
+    server_room_limits: list[str] = Field(
+        default_factory=list,
+        description="Zones of kind server_room or data_centre whose setpoints the cooling floor and heating "
+        "cap apply to. Such zones' units are never switched off by after-hours, holiday or window rules, and "
+        "their setpoints are left alone unless listed here (or the zone is exempt)",
+    )
     after_hours: AfterHoursRule | None = Field(
         default=None, description="Switch AC units off outside working hours and all day on non-working days"
     )
@@ -517,6 +523,9 @@ def site_problems(policy: Policy, zone_ids: set[str] | frozenset[str]) -> list[s
     for i, e in enumerate(policy.hvac.exemptions):
         if e.zone not in zone_ids:
             problems.append(f"hvac.exemptions[{i}].zone: {e.zone!r} is not a zone in site.yaml")
+    for i, z in enumerate(policy.hvac.server_room_limits):
+        if z not in zone_ids:
+            problems.append(f"hvac.server_room_limits[{i}]: {z!r} is not a zone in site.yaml")
     ah = policy.hvac.after_hours
     if ah is not None and ah.zones is not None:
         for i, z in enumerate(ah.zones):

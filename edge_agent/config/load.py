@@ -44,7 +44,7 @@ from drivers.registry import PROTOCOLS, ProtocolSpec
 from drivers.spec import DeviceEntry, DeviceOptions
 from edge_agent.config.codes import BUILDING_TYPES, CODE_PATTERN, PROVINCE_PREFIXES, code_table, is_code
 from edge_agent.config.settings import MqttUplink, StatusOptions, StorageOptions
-from edge_agent.config.units import check_ac_units
+from edge_agent.config.units import check_ac_units, server_zone_warnings
 from edge_agent.config.yamlmarks import YamlDoc, YamlPath, YamlSyntaxError, format_path, load_yaml, parse_path
 from policies.model import Policy
 
@@ -387,6 +387,9 @@ def load_config(site_path: str | Path) -> LoadedConfig:
         if policy_out is not None:
             if policy is not None:
                 _policy_site_problems(policy, policy_out, doc.data)
+                server_zone_warnings(
+                    policy, _as_dict(doc.data), lambda path, msg: site_out.add(path, msg, severity="warning")
+                )
             issues += policy_out.issues
 
     issues = _ordered(site_out.issues + issues, site_file)

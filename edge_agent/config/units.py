@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from policies.hvac import HVAC_ROLES
+from policies.hvac import HVAC_ROLES, SERVER_ZONE_KINDS
+from policies.model import Policy
 
-__all__ = ["check_ac_units"]
+__all__ = ["check_ac_units", "server_zone_warnings"]
 
 Add = Callable[[Sequence[str | int], str], None]
 Where = Callable[[Sequence[str | int]], str]
@@ -62,3 +63,28 @@ def check_ac_units(data: Mapping[str, Any], add: Add, where: Where) -> None:
                 )
             else:
                 seen[key] = path
+
+
+def server_zone_warnings(policy: Policy, data: Mapping[str, Any], warn: Add) -> None:
+    """Warn (not an error) for each server_room/data_centre zone with HVAC points about which policy.yaml
+    says nothing: its units are never switched off and its setpoints not limited, which may be a surprise."""
+    hv = policy.hvac
+    stance = {e.zone for e in hv.exemptions} | set(hv.server_room_limits)
+    with_hvac: set[object] = set()
+    for device in _list(data.get("devices")):
+        dev = _dict(device)
+        for point in _list(dev.get("points")):
+            pt = _dict(point)
+            if pt.get("role") in HVAC_ROLES:
+                with_hvac.add(pt.get("zone") or dev.get("zone"))
+    for i, zone in enumerate(_list(data.get("zones"))):
+        z = _dict(zone)
+        zid, kind = z.get("id"), z.get("kind")
+        if kind in SERVER_ZONE_KINDS and zid in with_hvac and zid not in stance:
+            warn(
+                ["zones", i, "kind"],
+                f"zone {zid!r} is a {kind} with AC units and policy.yaml takes no stance on it: its "
+                "units are never switched off and their setpoints are not limited. List it under "
+                "hvac.server_room_limits to apply the cooling floor and heating cap, or under "
+                "hvac.exemptions (with a reason) to leave it alone",
+            )

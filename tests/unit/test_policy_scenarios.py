@@ -293,7 +293,8 @@ def test_exempt_server_room_left_alone_and_explained_then_enforced_after_expiry(
     exemption = [
         {"zone": "dc", "reason": "IT equipment needs 18-22 °C year round", "until": date(2026, 7, 31)}
     ]
-    doc = base_policy(**{"hvac.exemptions": exemption})
+    # server_room_limits: the limits apply to this data centre once the exemption ends (item 2)
+    doc = base_policy(**{"hvac.exemptions": exemption, "hvac.server_room_limits": ["dc"]})
     since = at(2026, 7, 1, 0)
     s = snap(*ac("dc", "crac-1", mode=1, sp=18.0, since=since))
     now = at(2026, 7, 31, 23, 30)  # last day of the exemption, and after hours

@@ -501,6 +501,13 @@ class EnforcementPolicy(_Strict):
         description="Past this many writes to one point in an hour the agent stops writing it and reports "
         "tampering instead of fighting the occupant or a BMS",
     )
+    tamper_pause_min: int = Field(
+        default=60,
+        ge=1,
+        le=1440,
+        description="After a tamper finding the agent stops writing that point for this many minutes, then "
+        "enforces it again; the finding closes (audited) when the point complies",
+    )
     relinquish_on_exit: bool = Field(
         default=False, description="BACnet: release the agent's priority-array entries when the agent stops"
     )

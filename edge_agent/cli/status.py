@@ -114,8 +114,15 @@ def format_status(doc: Mapping[str, Any]) -> str:
             f"last publish {_s(uplink.get('last_publish'))}, published {_s(uplink.get('published_total'))}"
         )
     enforcement = doc.get("enforcement") or {}
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(enforcement.items())) or "-"
+    opened = enforcement.get("open_findings") or []
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(enforcement.items()) if k != "open_findings") or "-"
     out.append(f"enforcement: {counts}")
+    for f in opened if isinstance(opened, list) else []:
+        if isinstance(f, Mapping):
+            out.append(
+                f"  open finding: {_s(f.get('kind'))} {_s(f.get('subject'))} ({_s(f.get('rule'))}), "
+                f"open {_age(f.get('age_s'))}"
+            )
     clock = doc.get("clock") or {}
     clock_line = f"clock: {_s(clock.get('sync'))}, steps {_s(clock.get('steps_total'))}"
     last_step = clock.get("last_step")

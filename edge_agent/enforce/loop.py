@@ -106,9 +106,15 @@ class Enforcer:
         self.last_enforcement: dict[str, Any] | None = None
         self.last_cycle: datetime | None = None
         self.cycles = 0
+        self._since: dict[tuple[str, str, str], datetime] = {}  # active finding -> when it opened
+        self._set_tamper_pause()
+
+    def _set_tamper_pause(self) -> None:
+        self.actuator.tamper_pause_s = self.params.policy.enforcement.tamper_pause_min * 60.0
 
     def reconfigure(self, *, params: PolicyParams, calendar: Calendar) -> None:
         self.params, self.calendar = params, calendar
+        self._set_tamper_pause()
         self._wake.set()
 
     def notify(self, device_id: str, readings: Sequence[Reading], changed: Sequence[Reading]) -> None:
@@ -152,7 +158,8 @@ class Enforcer:
         decision = evaluate(snap, now, self.calendar, self.params)
         self.cycles += 1
         self.last_cycle = now
-        self._record_findings(decision.findings)
+        self._record_findings(decision.findings, now)
+        self._close_complied(decision.intents, snap)
         # A point whose write is still waiting for its read-back is not written again meanwhile.
         intents = [i for i in decision.intents if i.point_id not in self._writing]
         self._writing.update(i.point_id for i in intents)
@@ -174,6 +181,8 @@ class Enforcer:
                 # The read-back is what the device holds now: put it in the snapshot so the next
                 # evaluation does not write again before the next poll.
                 self.snapshot.update([Reading(o.intent.point_id, o.readback, self.clock.now(), Quality.GOOD)])
+            if o.finding_seq is not None:
+                self.counts[f"finding:{'tamper' if o.status == 'rate_limited' else 'masked_write'}"] += 1
             if o.reached_device:
                 before = snap[o.intent.point_id].value if o.intent.point_id in snap else None
                 self.last_enforcement = {
@@ -186,13 +195,26 @@ class Enforcer:
                 )  # fmt: skip
         return outcomes
 
-    def _record_findings(self, findings: Sequence[Finding]) -> None:
+    def _close_complied(self, intents: Sequence[WriteIntent], snap: Mapping[str, PointState]) -> None:
+        """Close the open tamper finding of each point the policy no longer wants to write, judged on a
+        good reading of the point itself (a point with bad data has not been shown to comply)."""
+        wanted = {i.point_id for i in intents}
+        for pid in self.actuator.open_tamper():
+            p = snap.get(pid)
+            if pid in wanted or pid in self._writing or p is None or not p.ok or p.quality != "good":
+                continue
+            self.actuator.close_tamper(pid, value=p.value, reason=f"{pid} complies now (value {p.value!r})")
+            self.counts["finding_closed:tamper"] += 1
+
+    def _record_findings(self, findings: Sequence[Finding], now: datetime | None = None) -> None:
         seen: set[tuple[str, str, str]] = set()
         for f in findings:
             key: tuple[str, str, str] = (str(f.kind), f.subject, f.rule)
             seen.add(key)
             if f.kind in _ACTUATOR_FINDINGS or self._active.get(key) == f.reason:
                 continue
+            if key not in self._active and now is not None:
+                self._since[key] = now
             self._active[key] = f.reason
             self.counts[f"finding:{f.kind}"] += 1
             self.audit.append_finding(f.kind, subject=f.subject, rule=f.rule, reason=f.reason)
@@ -201,8 +223,41 @@ class Enforcer:
         for key in list(self._active):
             if key not in seen:
                 del self._active[key]  # condition over: audit it again if it comes back
+                self._since.pop(key, None)
+
+    def open_findings(self) -> list[dict[str, Any]]:
+        """Findings open now with their age: the policy's (while the condition lasts) and the actuator's
+        tamper findings (until the point complies)."""
+        now = self.clock.now()
+        out: list[dict[str, Any]] = []
+        for (kind, subject, rule), reason in sorted(self._active.items()):
+            since = self._since.get((kind, subject, rule))
+            out.append({
+                "kind": kind, "subject": subject, "rule": rule, "reason": reason,
+                "since": since.isoformat() if since else None,
+                "age_s": round((now - since).total_seconds()) if since else None,
+            })  # fmt: skip
+        for pid, t in sorted(self.actuator.open_tamper().items()):
+            out.append({
+                "kind": "tamper", "subject": pid, "rule": t.rule, "reason": f"audit #{t.seq}",
+                "since": t.opened.isoformat(), "age_s": round((now - t.opened).total_seconds()),
+            })  # fmt: skip
+        return out
+
+    def _last(self) -> dict[str, Any] | None:
+        """The last write that reached a device, and the point's state now (it may have been changed
+        back since: the write's own result is history)."""
+        if self.last_enforcement is None:
+            return None
+        pid = self.last_enforcement["point"]
+        r = self.snapshot.reading(pid) if pid in self.snapshot else None
+        current = None if r is None else {"value": r.value, "quality": str(r.quality), "ts": r.ts.isoformat()}
+        tamper = self.actuator.open_tamper().get(pid)
+        return {**self.last_enforcement, "current": current, "open_tamper_since": (
+            tamper.opened.isoformat() if tamper else None)}  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
+        opened = self.open_findings()
         return {
             "cycles": self.cycles,
             "writes_ok": self.counts["ok"],
@@ -211,6 +266,10 @@ class Enforcer:
             "rate_limited": self.counts["rate_limited"],
             "errors": self.counts["error"],
             "findings": {k.split(":", 1)[1]: v for k, v in self.counts.items() if k.startswith("finding:")},
-            "active_findings": len(self._active),
-            "last": self.last_enforcement,
+            "active_findings": len(opened),
+            "findings_closed": {
+                k.split(":", 1)[1]: v for k, v in self.counts.items() if k.startswith("finding_closed:")
+            },
+            "open_findings": opened,
+            "last": self._last(),
         }

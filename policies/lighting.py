@@ -41,6 +41,10 @@ class _Sun:
         return self._value
 
 
+def _minute(t: datetime) -> datetime:
+    return t.replace(second=0, microsecond=0)
+
+
 def _hm(t: datetime, ctx: Context) -> str:
     return f"{t.astimezone(ctx.tz):%H:%M}"
 
@@ -204,7 +208,10 @@ def _light(
             manual = p.since_known and p.since >= sched.stretch_start
             # On since before this stretch began, or unknown (first seen): the next sweep takes it.
             on_since = p.since if p.since_known else sched.stretch_start
-            due = p.since + override if manual else on_since
+            # A manual switch-on is respected for override_min from the minute it was seen on (sweeps are
+            # whole minutes, and a poll sees the switch seconds late), then swept at the first sweep time
+            # at or after that: on at 21:00, override 60 -> the 22:00 sweep, not the one after it.
+            due = _minute(p.since) + override if manual else on_since
             why["last_sweep"] = None if sweep is None else sweep.isoformat()
             if sweep is not None and sweep >= due:
                 demands.append(

@@ -521,3 +521,30 @@ def test_light_first_seen_on_after_hours_is_not_taken_for_a_manual_switch_on() -
     d, _, _ = run(unknown, at(2026, 7, 15, 21, 5))
     assert intents_by_point(d) == {"f2.l1": False}  # found on at the 21:00 sweep
     assert not any("by hand" in e for e in d.explanations)
+
+
+@pytest.mark.parametrize(
+    ("on_at", "swept_at"),
+    [
+        ((21, 0, 0), (22, 0)),  # override until 22:00: the 22:00 sweep takes it
+        ((21, 0, 40), (22, 0)),  # seen on 40 s after the switch (a poll): still the 22:00 sweep
+        ((21, 10, 0), (23, 0)),  # override until 22:10: the first sweep after that is 23:00
+    ],
+)
+def test_manual_switch_on_is_swept_at_the_first_sweep_after_the_override(
+    on_at: tuple[int, int, int], swept_at: tuple[int, int]
+) -> None:
+    """Issue 13 item 7: override_min 60, sweeps 18:30, 20:00 and hourly after: the README's rule."""
+    since = at(2026, 7, 15, on_at[0], on_at[1]) + timedelta(seconds=on_at[2])
+
+    def decide(h: int, m: int) -> Decision:
+        s = snap(pt("f2.l1", "light_relay", "f2", True, since=since))
+        d, _, _ = run(s, at(2026, 7, 15, h, m))
+        return d
+
+    due = at(2026, 7, 15, *swept_at)
+    t = since + timedelta(minutes=1)
+    while t < due:
+        assert decide(t.hour, t.minute).intents == (), f"swept too early at {t:%H:%M}"
+        t += timedelta(minutes=5)
+    assert intents_by_point(decide(*swept_at)) == {"f2.l1": False}

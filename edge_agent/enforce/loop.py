@@ -20,7 +20,7 @@ from edge_agent.core.logs import get_logger
 from edge_agent.core.snapshot import Snapshot
 from edge_agent.enforce.actuator import ActuationOutcome, Actuator
 from edge_agent.store.audit import AuditLog
-from policies.calendar import Calendar
+from policies.calendar import Calendar, calendar_gaps
 from policies.evaluate import evaluate
 from policies.params import PointFacts, PolicyParams, ZoneFacts
 from policies.types import Finding, PointState, WriteIntent
@@ -256,6 +256,11 @@ class Enforcer:
         return {**self.last_enforcement, "current": current, "open_tamper_since": (
             tamper.opened.isoformat() if tamper else None)}  # fmt: skip
 
+    def calendar_warnings(self) -> list[str]:
+        """This and next year (site time) when their national calendar lacks make-up working days."""
+        year = self.clock.now().astimezone(self.params.tz).year
+        return calendar_gaps(self.calendar, (year, year + 1))
+
     def as_dict(self) -> dict[str, Any]:
         opened = self.open_findings()
         return {
@@ -272,4 +277,5 @@ class Enforcer:
             },
             "open_findings": opened,
             "last": self._last(),
+            "calendar_warnings": self.calendar_warnings(),
         }

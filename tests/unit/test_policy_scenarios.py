@@ -384,7 +384,7 @@ def test_2026_makeup_saturday_is_working_and_national_day_is_holiday() -> None:
     assert cal.day_kind(date(2026, 2, 14)) == "makeup_working"
     assert cal.is_working_day(date(2026, 2, 14))
     info = cal.day_info(date(2026, 10, 1))
-    assert info.kind == "holiday" and info.name == "National Day" and not info.working
+    assert info.kind == "holiday" and info.name == "国庆节 National Day" and not info.working
     assert cal.day_kind(date(2026, 7, 15)) == "working"
     assert cal.day_kind(date(2026, 7, 18)) == "weekend"
 
@@ -395,7 +395,7 @@ def test_2026_makeup_saturday_is_working_and_national_day_is_holiday() -> None:
     lights = snap(pt("f2.l1", "light_relay", "f2", True, since=at(2026, 9, 30, 17)))
     d, _, _ = run(lights, at(2026, 10, 1, 10))  # National Day: after hours all day
     assert intents_by_point(d) == {"f2.l1": False}
-    assert any("holiday National Day" in e for e in d.explanations)
+    assert any("holiday 国庆节 National Day" in e for e in d.explanations)
 
 
 def test_site_calendar_overrides_national() -> None:

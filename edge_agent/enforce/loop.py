@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -79,6 +80,20 @@ def exemption_check(cfg: LoadedConfig, clock: Clock) -> Any:
     return is_exempt
 
 
+def _clock_scaled(params: PolicyParams, clock: Clock) -> PolicyParams:
+    """Poll loops sleep in real seconds; readings carry the clock's time. Under a clock that runs faster
+    (the demo's ScaledClock) a poll interval spans `speed` times as many clock seconds, and the policies'
+    staleness limit (3 poll intervals) must be counted in those."""
+    speed = float(getattr(clock, "speed", 1.0))
+    if speed == 1.0:
+        return params
+    points = {
+        pid: dataclasses.replace(f, interval_s=None if f.interval_s is None else f.interval_s * speed)
+        for pid, f in params.points.items()
+    }
+    return dataclasses.replace(params, points=points)
+
+
 class Enforcer:
     def __init__(
         self,
@@ -94,9 +109,9 @@ class Enforcer:
         self.snapshot = snapshot
         self.actuator = actuator
         self.audit = audit
-        self.params = params
-        self.calendar = calendar
         self.clock = clock
+        self.params = _clock_scaled(params, clock)
+        self.calendar = calendar
         self.tick_s = tick_s
         self.log = get_logger("edge_agent.enforce")
         self._wake = asyncio.Event()
@@ -113,7 +128,7 @@ class Enforcer:
         self.actuator.tamper_pause_s = self.params.policy.enforcement.tamper_pause_min * 60.0
 
     def reconfigure(self, *, params: PolicyParams, calendar: Calendar) -> None:
-        self.params, self.calendar = params, calendar
+        self.params, self.calendar = _clock_scaled(params, self.clock), calendar
         self._set_tamper_pause()
         self._wake.set()
 

@@ -104,3 +104,15 @@ def test_check_warns_about_a_server_zone_without_a_stance(tmp_path: Path) -> Non
     doc = {**DOC, "hvac": {**DOC["hvac"], "server_room_limits": ["dc"]}}
     (tmp_path / "policy.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
     assert not [w for w in load_config(site).warnings if "server_room_limits" in w.message]
+
+
+def test_server_room_limits_must_name_a_zone_of_the_site(tmp_path: Path) -> None:
+    from edge_agent.config.load import ConfigError
+
+    shutil.copy(ROOT / "config" / "site.yaml", tmp_path / "site.yaml")
+    doc = {**DOC, "hvac": {**DOC["hvac"], "server_room_limits": ["nope"]}}
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "site.yaml")
+    (issue,) = err.value.errors
+    assert issue.path == "hvac.server_room_limits[0]" and "'nope' is not a zone" in issue.message

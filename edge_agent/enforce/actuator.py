@@ -56,7 +56,7 @@ __all__ = [
     "supports_relinquish",
 ]
 
-RATE_WINDOW_S = 3600.0  # the sliding hour of the rate limit, and the tamper-finding repeat interval
+RATE_WINDOW_S = 3600.0  # the sliding hour of the rate limit
 TAMPER_PAUSE_S = 3600.0  # default pause of a point after a tamper finding (enforcement.tamper_pause_min)
 REFUSAL_REPEAT_S = 3600.0  # an identical refusal is audited again only after this long (counted meanwhile)
 

@@ -178,3 +178,29 @@ def test_no_write_results_from_a_unit_with_a_reading_that_is_not_good(
     # the other unit decides as it would alone
     alone = run({k: dataclasses.replace(v, ts=now) for k, v in good.items()}, now=now)
     assert [i for i in d.intents if i.point_id.startswith("b.")] == list(alone.intents)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    relay=_QUALITIES,
+    lux=_QUALITIES,
+    minute=st.integers(0, 23 * 60 + 59),
+)
+def test_no_light_is_switched_off_on_data_that_is_not_good(
+    relay: dict[str, Any], lux: dict[str, Any], minute: int
+) -> None:
+    now = NOW.replace(hour=minute // 60, minute=minute % 60)
+    zones = {"f1": ZoneFacts(id="f1", kind="office", perimeter=True)}
+    prm = PolicyParams(policy=POLICY, zones=zones, latitude=31.23, longitude=121.47)
+    since = now - timedelta(hours=5)
+    light = pt("l", "light_relay", True, device="l", zone="f1", ts=now, since=since)
+    sensor = pt("x", "illuminance", 5000.0, device="x", zone="f1", ts=now, since=since, writable=False)
+    sensor = dataclasses.replace(sensor, min=0.0, max=100000.0)
+    relay = {k: v for k, v in relay.items() if k != "value"}  # quality changes only: True stays True
+    light = dataclasses.replace(light, **relay)
+    d = evaluate(snap(light, dataclasses.replace(sensor, **lux)), now, Calendar.from_policy(
+        POLICY.calendar, years=[2026]), prm)  # fmt: skip
+    if relay:
+        assert d.intents == ()  # the relay's own state is not good: never switched
+    elif lux:
+        assert all(i.rule != "lighting.daylight" for i in d.intents)  # bad lux never decides daylight

@@ -260,6 +260,14 @@ class PointBase(BaseModel):
     unit: str | None = Field(default=None, description="Engineering unit, e.g. kWh, degC, m3")
     role: Role = "other"
     zone: str | None = Field(default=None, description="Zone id from `zones:`; defaults to the device's zone")
+    ac_unit: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+        max_length=64,
+        description="The AC unit (indoor unit) this point belongs to, when one device carries several (a VRF "
+        "or split-unit gateway): its setpoint, mode, power and room points share one id. Policies decide per "
+        "unit; without it the device (per zone) is one unit",
+    )
     energy_code: str | None = Field(
         default=None,
         pattern=r"^[0-9]{2}[A-Z0][0-9A-Z][0-9A-Z]$",

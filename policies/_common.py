@@ -10,23 +10,27 @@ from typing import Any, Literal
 from policies.calendar import Calendar, DayInfo
 from policies.explain import ExplainDecision, ZoneExplanation
 from policies.model import Exemption, MonthDayRange, Policy
-from policies.params import PolicyParams
+from policies.params import STALE_INTERVALS, PolicyParams
 from policies.types import Finding, FindingKind, PointState, WriteIntent
 
 __all__ = [
     "MODE_LABELS",
     "Context",
     "Out",
+    "data_problem",
     "decode_mode",
     "decode_switch",
     "fmt",
     "number",
     "off_value",
     "raw_for_label",
+    "report_bad_data",
     "within_range",
 ]
 
 MODE_LABELS = frozenset({"off", "cool", "heat", "fan", "auto", "dry"})
+# The poll interval assumed for persistence when site.yaml's is not known (policies built directly).
+_DEFAULT_INTERVAL_S = 60.0
 _ON = frozenset({"on", "true", "open", "1", "yes", "开"})
 _OFF = frozenset({"off", "false", "closed", "close", "0", "no", "关"})
 
@@ -192,3 +196,58 @@ def within_range(p: PointState, v: float | int | bool) -> bool:
     if p.min is not None and f < p.min:
         return False
     return not (p.max is not None and f > p.max)
+
+
+def data_problem(p: PointState, ctx: Context) -> tuple[str, str] | None:
+    """(a stable short label, a sentence) saying why this reading must not decide anything; None when
+    it is good, in range and fresh.
+
+    Bad, uncertain, a device's "no value" sentinel, not a finite number, outside the point's min..max,
+    or older than 3 poll intervals of its device."""
+    code = f" ({p.code})" if p.code else ""
+    if p.code == "no_value":
+        return "no_value", "the device reports no value (no_value)"
+    if not p.ok or p.quality == "bad":
+        return f"bad{code}", f"latest reading is bad{code}"
+    if p.quality != "good":
+        return f"{p.quality}{code}", f"latest reading is {p.quality}{code}"
+    v = p.value
+    if isinstance(v, float) and not math.isfinite(v):
+        return "not_finite", f"value {v!r} is not a finite number"
+    n = number(v)
+    if n is not None and not within_range(p, n):
+        return "out_of_range", f"value {n:g} is outside the point's range {p.min}..{p.max}"
+    facts = ctx.params.points.get(p.point_id)
+    if facts is not None and facts.interval_s:
+        age = (ctx.now - p.ts).total_seconds()
+        if age > STALE_INTERVALS * facts.interval_s:
+            return "stale", (
+                f"latest reading is {age:.0f} s old (stale: more than {STALE_INTERVALS} polls of "
+                f"{facts.interval_s:g} s)"
+            )
+    return None
+
+
+def report_bad_data(p: PointState, problem: tuple[str, str], area: str, ctx: Context, out: Out) -> None:
+    """One `explain` line for a reading that decides nothing; a data_quality finding once it persists
+    (not good for 3 poll intervals). The finding's reason is stable while the problem lasts."""
+    label, text = problem
+    out.line(
+        p.zone,
+        area,
+        f"{area}.data_quality",
+        "skip",
+        f"{p.point_id} ({p.role}): {text}; not acted on",
+        point=p.point_id,
+        why={**ctx.why(), "problem": label, "quality": p.quality, "code": p.code},
+    )
+    facts = ctx.params.points.get(p.point_id)
+    interval = facts.interval_s if facts is not None and facts.interval_s else _DEFAULT_INTERVAL_S
+    if (ctx.now - min(p.since, p.ts)).total_seconds() >= STALE_INTERVALS * interval:
+        out.find(
+            "data_quality",
+            p.point_id,
+            f"{area}.data_quality",
+            f"{p.role} reading not good ({label}) for {STALE_INTERVALS}+ polls: nothing acts on it",
+            p.zone,
+        )

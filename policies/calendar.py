@@ -15,7 +15,7 @@ from holidays.countries.china import China
 
 from policies.model import CalendarPolicy
 
-__all__ = ["Calendar", "DayInfo", "DayKind"]
+__all__ = ["Calendar", "DayInfo", "DayKind", "calendar_gaps"]
 
 DayKind = Literal["working", "weekend", "holiday", "makeup_working"]
 
@@ -53,6 +53,11 @@ class _Year:
     workdays: frozenset[date]
 
 
+def _bilingual(zh: object, en: str) -> str:
+    z = str(zh) if zh else ""
+    return f"{z} {en}" if z and z != en else en
+
+
 class Calendar:
     """Pure, deterministic day classification. Site lists override the national calendar."""
 
@@ -84,8 +89,10 @@ class Calendar:
     @staticmethod
     def _build_year(year: int) -> _Year:
         cn = China(years=year)  # type: ignore[no-untyped-call]  # default category: public holidays (half_day ignored)
+        zh = China(years=year, language="zh_CN")  # type: ignore[no-untyped-call]
         return _Year(
-            holidays={d: str(name) for d, name in cn.items() if d.year == year},
+            # Chinese name first, as the rest of the output: "国庆节 National Day"
+            holidays={d: _bilingual(zh.get(d), str(name)) for d, name in cn.items() if d.year == year},
             workdays=frozenset(d for d in cn.weekend_workdays if d.year == year),
         )
 
@@ -117,3 +124,26 @@ class Calendar:
 
     def is_working_day(self, d: date) -> bool:
         return self.day_info(d).working
+
+    def makeup_days_missing(self, year: int) -> int:
+        """The number of national holidays in `year` when the national calendar has no make-up working
+        days (调休) for it and the site lists none either (the year's calendar is not published yet);
+        0 when the year looks complete."""
+        y = self._year(year)
+        if y.workdays or not y.holidays or any(d.year == year for d in self._extra_working):
+            return 0
+        return len(y.holidays)
+
+
+def calendar_gaps(calendar: Calendar, years: Iterable[int]) -> list[str]:
+    """One warning per year whose national calendar has holidays but no published make-up working days."""
+    out: list[str] = []
+    for year in sorted(set(years)):
+        n = calendar.makeup_days_missing(year)
+        if n:
+            out.append(
+                f"the national calendar for {year} has {n} holidays but no make-up working days (调休) "
+                "published yet: weekends that will be working days are treated as weekends. List them "
+                "under calendar.extra_working_days when the State Council publishes them"
+            )
+    return out

@@ -56,6 +56,7 @@ def tamper_finding(
         subject=point_id,
         rule=rule,
         reason=f"{point_id} was written {n} times in the last hour (limit {limit}) and keeps changing back: "
-        "someone or another controller overrides it; the agent stops writing it until the hour passes",
+        "someone or another controller overrides it; the agent pauses writing it for "
+        f"{_enforcement(params).tamper_pause_min} min, then enforces it again",
         zone=zone,
     )

@@ -10,20 +10,25 @@ from typing import Any, Literal
 from policies._common import (
     Context,
     Out,
+    data_problem,
     decode_mode,
     decode_switch,
     fmt,
     number,
     off_value,
     raw_for_label,
+    report_bad_data,
     within_range,
 )
 from policies.schedule import schedule_state
 from policies.types import PointState, Snapshot, WriteIntent
 
-__all__ = ["HVAC_ROLES", "evaluate_hvac"]
+__all__ = ["HVAC_ROLES", "SERVER_ZONE_KINDS", "evaluate_hvac"]
 
 SETPOINT_ROLES = ("setpoint", "cooling_setpoint", "heating_setpoint")
+# Zones whose cooling must never stop: no after-hours, holiday or window switch-off; setpoints limited
+# only when policy.yaml lists the zone under hvac.server_room_limits.
+SERVER_ZONE_KINDS = frozenset({"server_room", "data_centre"})
 HVAC_ROLES = frozenset({"ac_power", "ac_mode", *SETPOINT_ROLES})
 _RUNNING_MODES = frozenset({"cool", "heat", "auto", "dry", "fan"})
 # Float noise from scaled registers (25.999999 for 26.0) must not count as a violation.
@@ -34,15 +39,21 @@ LimitKind = Literal["cool", "heat"]
 
 @dataclass(slots=True)
 class _Unit:
+    """One AC unit: the HVAC points of one device (and `ac_unit` id, when the device has several units)
+    in one zone. Every rule decides per unit; a zone only groups units."""
+
     zone: str | None
     device: str | None
+    ac_unit: str | None = None
     power: list[PointState] = field(default_factory=list)
     modes: list[PointState] = field(default_factory=list)
     setpoints: list[PointState] = field(default_factory=list)
+    unread: list[str] = field(default_factory=list)  # configured points with no reading yet
 
     @property
     def name(self) -> str:
-        return self.device or f"zone {self.zone or '-'}"
+        base = self.device or f"zone {self.zone or '-'}"
+        return f"{base}/{self.ac_unit}" if self.ac_unit else base
 
 
 def _why(ctx: Context, zone: str | None, **extra: Any) -> dict[str, Any]:
@@ -60,7 +71,7 @@ def _why(ctx: Context, zone: str | None, **extra: Any) -> dict[str, Any]:
 
 
 def evaluate_hvac(snapshot: Snapshot, ctx: Context, out: Out) -> None:
-    units: dict[tuple[str, str], _Unit] = {}
+    units: dict[tuple[str, str, str], _Unit] = {}
     windows: dict[str | None, list[PointState]] = {}
     for pid in sorted(snapshot):
         p = snapshot[pid]
@@ -69,8 +80,8 @@ def evaluate_hvac(snapshot: Snapshot, ctx: Context, out: Out) -> None:
             continue
         if p.role not in HVAC_ROLES:
             continue
-        key = (p.zone or "", p.device_id or "")
-        u = units.setdefault(key, _Unit(p.zone, p.device_id))
+        key = (p.zone or "", p.device_id or "", p.ac_unit or "")
+        u = units.setdefault(key, _Unit(p.zone, p.device_id, p.ac_unit))
         if p.role == "ac_power":
             u.power.append(p)
         elif p.role == "ac_mode":
@@ -78,12 +89,21 @@ def evaluate_hvac(snapshot: Snapshot, ctx: Context, out: Out) -> None:
         else:
             u.setpoints.append(p)
 
-    for contacts in windows.values():
+    for pid in sorted(ctx.params.points):
+        f = ctx.params.points[pid]
+        if f.role in HVAC_ROLES and pid not in snapshot:
+            key = (f.zone or "", f.device_id or "", f.ac_unit or "")
+            units.setdefault(key, _Unit(f.zone, f.device_id, f.ac_unit)).unread.append(pid)
+
+    for zone, contacts in list(windows.items()):
+        good: list[PointState] = []
         for c in contacts:
-            if not c.ok:
-                out.find(
-                    "stale", c.point_id, "hvac.window_open", "latest window-contact reading is bad", c.zone
-                )
+            problem = data_problem(c, ctx)
+            if problem is None:
+                good.append(c)
+            else:
+                report_bad_data(c, problem, "hvac", ctx, out)
+        windows[zone] = good
 
     expired_said: set[str] = set()
     window_said: set[str | None] = set()
@@ -106,20 +126,61 @@ def evaluate_hvac(snapshot: Snapshot, ctx: Context, out: Out) -> None:
         )
 
 
+def _server_zone(zone: str | None, ctx: Context) -> str | None:
+    """The zone's kind when it is a server room or data centre, else None."""
+    fz = ctx.params.zone(zone)
+    return fz.kind if fz is not None and fz.kind in SERVER_ZONE_KINDS else None
+
+
+def _one_unit(u: _Unit, ctx: Context, out: Out) -> bool:
+    """Whether the points really are one unit: at most one power, one mode and one setpoint per role.
+    Two indoor units merged into one would let one unit's state decide for the other: neither is acted on
+    (`edge-agent check` refuses such a site.yaml)."""
+    roles: dict[str, list[str]] = {}
+    for p in (*u.power, *u.modes, *u.setpoints):
+        roles.setdefault(p.role, []).append(p.point_id)
+    dup = {r: ids for r, ids in roles.items() if len(ids) > 1}
+    if not dup:
+        return True
+    text = "; ".join(f"{len(ids)} {r} points ({', '.join(ids)})" for r, ids in sorted(dup.items()))
+    reason = (
+        f"{u.name} in zone {u.zone or '-'} has {text}: cannot tell which points form one AC unit; "
+        "give each indoor unit's points their own `ac_unit` id in site.yaml"
+    )
+    first = sorted(ids[0] for ids in dup.values())[0]
+    out.find("info", first, "hvac.unit", reason, u.zone)
+    out.line(
+        u.zone, "hvac", "hvac.unit", "report", f"{reason}; not acted on", why={**ctx.why(), "roles": dup}
+    )
+    return False
+
+
+def _complete(u: _Unit, ctx: Context, out: Out) -> bool:
+    """Whether every setpoint, mode and power point of the unit has a good, in-range, fresh reading.
+    An incomplete unit is never acted on: a write decided on half a state may be the wrong one."""
+    bad = [(p, pr) for p in (*u.power, *u.modes, *u.setpoints) if (pr := data_problem(p, ctx)) is not None]
+    for p, problem in bad:
+        report_bad_data(p, problem, "hvac", ctx, out)
+    if not bad and not u.unread:
+        return True
+    missing = [p.point_id for p, _ in bad] + [f"{pid} (not read yet)" for pid in u.unread]
+    out.line(
+        u.zone,
+        "hvac",
+        "hvac.unit_state",
+        "skip",
+        f"{u.name}: state incomplete ({', '.join(missing)}): no write until setpoint, mode and power "
+        "are known, good and fresh",
+        why={**ctx.why(), "incomplete": missing},
+    )
+    return False
+
+
 def _unit_state(u: _Unit, out: Out) -> tuple[str | None, PointState | None, bool | None, PointState | None]:
     """(mode label, mode point, power on/off, the point that shows the unit on). None = unknown."""
     mode_point: PointState | None = None
     label: str | None = None
-    if len(u.modes) > 1:
-        out.find(
-            "info",
-            u.modes[0].point_id,
-            "hvac.mode",
-            f"{len(u.modes)} ac_mode points in zone {u.zone} on device {u.device}: cannot tell which unit "
-            "a setpoint belongs to (give each unit its own device or zone)",
-            u.zone,
-        )
-    elif u.modes and u.modes[0].ok:
+    if u.modes and u.modes[0].ok:
         mode_point = u.modes[0]
         label = decode_mode(mode_point)
         if label is None:
@@ -162,9 +223,8 @@ def _evaluate_unit(
     exempt: bool,
     window_said: set[str | None],
 ) -> None:
-    for p in (*u.power, *u.modes, *u.setpoints):
-        if not p.ok:
-            out.find("stale", p.point_id, "hvac.reading", "latest reading is bad; not acted on", u.zone)
+    if not _one_unit(u, ctx, out) or not _complete(u, ctx, out):
+        return
     label, mode_point, running, on_point = _unit_state(u, out)
     switching_off = False
     if exempt:
@@ -181,6 +241,16 @@ def _evaluate_unit(
                 "(after-hours and window rules do not apply)",
                 why=_why(ctx, u.zone),
             )
+    elif running and _server_zone(u.zone, ctx):
+        out.line(
+            u.zone,
+            "hvac",
+            "hvac.server_room",
+            "skip",
+            f"{u.name} in a {_server_zone(u.zone, ctx)} zone: never switched off by after-hours, holiday "
+            "or window rules",
+            why=_why(ctx, u.zone, zone_kind=_server_zone(u.zone, ctx)),
+        )
     elif running:
         switching_off = _switch_off_rules(u, contacts, ctx, out, label, mode_point, on_point, window_said)
 
@@ -197,6 +267,20 @@ def _evaluate_unit(
                     point=p.point_id,
                     why=_why(ctx, u.zone, mode=label),
                 )
+        return
+    kind = _server_zone(u.zone, ctx)
+    if kind and not exempt and u.zone not in ctx.policy.hvac.server_room_limits:
+        for p in u.setpoints:
+            out.line(
+                u.zone,
+                "hvac",
+                "hvac.server_room",
+                "skip",
+                f"{p.point_id}: {kind} zone, setpoint limits do not apply (list the zone under "
+                "hvac.server_room_limits to apply them)",
+                point=p.point_id,
+                why=_why(ctx, u.zone, zone_kind=kind, value=p.value),
+            )
         return
     for p in u.setpoints:
         if p.ok:
@@ -332,50 +416,65 @@ def _switch_off_rules(
 def _limit_kind(
     p: PointState, label: str | None, has_mode: bool, ctx: Context, out: Out
 ) -> tuple[LimitKind | None, str]:
-    """Which limit applies to setpoint `p` now, and how its meaning was decided."""
+    """Which limit applies to setpoint `p` now, and how its meaning was decided.
+
+    limits_by mode (default): what the unit does decides, in every season: a cooling setpoint or a unit
+    in cool/dry gets the cooling floor, a heating setpoint or a unit in heat the heating cap. Only what
+    the unit does not say (auto, or no ac_mode point) follows the season. limits_by season: the cooling
+    floor only in summer, the heating cap only in winter."""
     season = ctx.season
-    if season == "transition":
-        return None, "transition day: no setpoint limit"
+    by_mode = ctx.policy.hvac.limits_by == "mode"
     if p.role == "cooling_setpoint":
+        if by_mode:
+            return "cool", "cooling setpoint (by mode)"
         return (
             ("cool", "cooling setpoint")
             if season == "summer"
-            else (None, "cooling setpoint, winter: no limit")
+            else (None, f"cooling setpoint, {season}: no limit")
         )
     if p.role == "heating_setpoint":
+        if by_mode:
+            return "heat", "heating setpoint (by mode)"
         return (
             ("heat", "heating setpoint")
             if season == "winter"
-            else (None, "heating setpoint, summer: no limit")
+            else (None, f"heating setpoint, {season}: no limit")
         )
     # role "setpoint": its meaning follows the unit's mode
-    if label is None:
-        if has_mode:
-            return None, "ac_mode unreadable: setpoint meaning unknown"
-        if ctx.policy.hvac.setpoint_without_mode == "skip":
-            out.find(
-                "info",
-                p.point_id,
-                "hvac.mode",
-                "setpoint without an ac_mode point in its unit; not enforced (setpoint_without_mode: skip)",
-                p.zone,
-            )
-            return None, "no ac_mode point: skipped"
-        return (
-            ("cool", "in cool (assumed in summer: no ac_mode point)")
-            if season == "summer"
-            else (
-                "heat",
-                "in heat (assumed in winter: no ac_mode point)",
-            )
-        )
     if label in ("cool", "dry"):
-        return ("cool", f"in {label}") if season == "summer" else (None, f"in {label} in winter: no limit")
+        if by_mode:
+            return "cool", f"in {label} (by mode)"
+        return ("cool", f"in {label}") if season == "summer" else (None, f"in {label}, {season}: no limit")
     if label == "heat":
-        return ("heat", "in heat") if season == "winter" else (None, "in heat in summer: no limit")
+        if by_mode:
+            return "heat", "in heat (by mode)"
+        return ("heat", "in heat") if season == "winter" else (None, f"in heat, {season}: no limit")
+    if season == "transition" and (label == "auto" or label is None):
+        return None, "transition day: the unit's mode does not say cooling or heating, no setpoint limit"
     if label == "auto":
-        return ("cool", "in auto") if season == "summer" else ("heat", "in auto")
-    return None, f"in {label}: no setpoint limit"
+        return (
+            ("cool", "in auto (summer: cooling)")
+            if season == "summer"
+            else ("heat", "in auto (winter: heating)")
+        )
+    if label is not None:
+        return None, f"in {label}: no setpoint limit"
+    if has_mode:
+        return None, "ac_mode unreadable: setpoint meaning unknown"
+    if ctx.policy.hvac.setpoint_without_mode == "skip":
+        out.find(
+            "info",
+            p.point_id,
+            "hvac.mode",
+            "setpoint without an ac_mode point in its unit; not enforced (setpoint_without_mode: skip)",
+            p.zone,
+        )
+        return None, "no ac_mode point: skipped"
+    return (
+        ("cool", "in cool (assumed in summer: no ac_mode point)")
+        if season == "summer"
+        else ("heat", "in heat (assumed in winter: no ac_mode point)")
+    )
 
 
 def _setpoint(
@@ -391,7 +490,7 @@ def _setpoint(
     hv = ctx.policy.hvac
     kind, meaning = _limit_kind(p, label, has_mode, ctx, out)
     head = f"{ctx.season_text()}, {ctx.day.describe()}"
-    base_why = _why(ctx, u.zone, mode=label, meaning=meaning)
+    base_why = _why(ctx, u.zone, mode=label, meaning=meaning, limits_by=hv.limits_by)
     if kind is None:
         out.line(
             u.zone,
@@ -431,7 +530,7 @@ def _setpoint(
             u.zone, "hvac", rule, "ok", f"{desc} {ok_op} {fmt(bound)}{dbtxt}: ok", point=p.point_id, why=why
         )
         return
-    season_word = "summer cooling floor" if kind == "cool" else "winter heating cap"
+    season_word = "cooling floor" if kind == "cool" else "heating cap"
     if exempt:
         ex, _ = ctx.exemption(u.zone)
         assert ex is not None
@@ -456,7 +555,8 @@ def _setpoint(
         )
         return
     reason = (
-        f"{ctx.season_text()}: setpoint {fmt(v)} °C {op} {season_word} {fmt(limit)} °C; set to {fmt(limit)}"
+        f"{ctx.season_text()}, {meaning}: setpoint {fmt(v)} °C {op} {season_word} {fmt(limit)} °C; "
+        f"set to {fmt(limit)}"
     )
     if not p.writable:
         out.find("violation", p.point_id, rule, f"{reason}, but the point is not writable", u.zone)

@@ -7,7 +7,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from policies._common import Context, Out, decode_switch, number, off_value, within_range
+from policies._common import (
+    Context,
+    Out,
+    data_problem,
+    decode_switch,
+    number,
+    off_value,
+    report_bad_data,
+    within_range,
+)
 from policies.model import LightingGroup
 from policies.schedule import last_sweep, schedule_state, sun_times
 from policies.types import PointState, Snapshot, WriteIntent
@@ -32,6 +41,10 @@ class _Sun:
         return self._value
 
 
+def _minute(t: datetime) -> datetime:
+    return t.replace(second=0, microsecond=0)
+
+
 def _hm(t: datetime, ctx: Context) -> str:
     return f"{t.astimezone(ctx.tz):%H:%M}"
 
@@ -45,13 +58,12 @@ def evaluate_lighting(snapshot: Snapshot, ctx: Context, out: Out) -> None:
     for pid in sorted(snapshot):
         p = snapshot[pid]
         if p.role == "illuminance" and p.zone in group_of:
-            v = number(p.value) if p.ok else None
+            problem = data_problem(p, ctx)
+            v = number(p.value) if problem is None else None
             if v is not None:
                 lux.setdefault(p.zone, []).append(v)
-            elif not p.ok:
-                out.find(
-                    "stale", p.point_id, "lighting.daylight", "latest illuminance reading is bad", p.zone
-                )
+            elif problem is not None:
+                report_bad_data(p, problem, "lighting", ctx, out)
             else:
                 out.find(
                     "info",
@@ -67,8 +79,9 @@ def evaluate_lighting(snapshot: Snapshot, ctx: Context, out: Out) -> None:
         if p.role != "light_relay" or p.zone is None or p.zone not in group_of:
             continue
         g = group_of[p.zone]
-        if not p.ok:
-            out.find("stale", p.point_id, "lighting.reading", "latest reading is bad; not acted on", p.zone)
+        problem = data_problem(p, ctx)
+        if problem is not None:
+            report_bad_data(p, problem, "lighting", ctx, out)
             continue
         on = decode_switch(p)
         if on is None:
@@ -195,7 +208,10 @@ def _light(
             manual = p.since_known and p.since >= sched.stretch_start
             # On since before this stretch began, or unknown (first seen): the next sweep takes it.
             on_since = p.since if p.since_known else sched.stretch_start
-            due = p.since + override if manual else on_since
+            # A manual switch-on is respected for override_min from the minute it was seen on (sweeps are
+            # whole minutes, and a poll sees the switch seconds late), then swept at the first sweep time
+            # at or after that: on at 21:00, override 60 -> the 22:00 sweep, not the one after it.
+            due = _minute(p.since) + override if manual else on_since
             why["last_sweep"] = None if sweep is None else sweep.isoformat()
             if sweep is not None and sweep >= due:
                 demands.append(

@@ -305,8 +305,20 @@ class HvacPolicy(_Strict):
         description="A `setpoint` point whose unit has no ac_mode point: 'season' treats it as cooling in "
         "summer and heating in winter; 'skip' leaves it alone (reported)",
     )
+    limits_by: Literal["mode", "season"] = Field(
+        default="mode",
+        description="'mode' (default): a unit cooling never below the cooling floor and a unit heating never "
+        "above the heating cap, in every season; 'season': the cooling floor only in summer, the heating cap "
+        "only in winter, no limit on transition days",
+    )
     exemptions: list[Exemption] = Field(
         default_factory=list, description="Zones left alone by every HVAC rule"
+    )
+    server_room_limits: list[str] = Field(
+        default_factory=list,
+        description="Zones of kind server_room or data_centre whose setpoints the cooling floor and heating "
+        "cap apply to. Such zones' units are never switched off by after-hours, holiday or window rules, and "
+        "their setpoints are left alone unless listed here (or the zone is exempt)",
     )
     after_hours: AfterHoursRule | None = Field(
         default=None, description="Switch AC units off outside working hours and all day on non-working days"
@@ -489,6 +501,13 @@ class EnforcementPolicy(_Strict):
         description="Past this many writes to one point in an hour the agent stops writing it and reports "
         "tampering instead of fighting the occupant or a BMS",
     )
+    tamper_pause_min: int = Field(
+        default=60,
+        ge=1,
+        le=1440,
+        description="After a tamper finding the agent stops writing that point for this many minutes, then "
+        "enforces it again; the finding closes (audited) when the point complies",
+    )
     relinquish_on_exit: bool = Field(
         default=False, description="BACnet: release the agent's priority-array entries when the agent stops"
     )
@@ -511,6 +530,9 @@ def site_problems(policy: Policy, zone_ids: set[str] | frozenset[str]) -> list[s
     for i, e in enumerate(policy.hvac.exemptions):
         if e.zone not in zone_ids:
             problems.append(f"hvac.exemptions[{i}].zone: {e.zone!r} is not a zone in site.yaml")
+    for i, z in enumerate(policy.hvac.server_room_limits):
+        if z not in zone_ids:
+            problems.append(f"hvac.server_room_limits[{i}]: {z!r} is not a zone in site.yaml")
     ah = policy.hvac.after_hours
     if ah is not None and ah.zones is not None:
         for i, z in enumerate(ah.zones):

@@ -11,7 +11,10 @@ from zoneinfo import ZoneInfo
 
 from policies.model import Policy
 
-__all__ = ["PolicyParams", "ZoneFacts"]
+__all__ = ["STALE_INTERVALS", "PointFacts", "PolicyParams", "ZoneFacts"]
+
+# A reading older than this many poll intervals of its device is stale: it decides nothing.
+STALE_INTERVALS = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,6 +28,18 @@ class ZoneFacts:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PointFacts:
+    """One configured point a policy reads, as site.yaml declares it (known before its first reading)."""
+
+    id: str
+    role: str
+    zone: str | None = None
+    device_id: str | None = None
+    ac_unit: str | None = None
+    interval_s: float | None = None  # the device's poll interval: a reading older than 3 of them is stale
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PolicyParams:
     """Built once by the shell from policy.yaml and site.yaml; rebuilt on reload."""
 
@@ -33,6 +48,9 @@ class PolicyParams:
     latitude: float | None = None
     longitude: float | None = None
     zones: Mapping[str, ZoneFacts] = field(default_factory=dict)
+    # The configured points policies read (HVAC and lighting roles). A configured point with no reading
+    # yet makes its unit incomplete; absent here, a point is known only from the snapshot.
+    points: Mapping[str, PointFacts] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ZoneInfo(self.timezone)  # fail at build time, never inside evaluate()
@@ -45,6 +63,7 @@ class PolicyParams:
         ):
             raise ValueError(f"longitude {self.longitude} is out of range")
         object.__setattr__(self, "zones", MappingProxyType(dict(self.zones)))
+        object.__setattr__(self, "points", MappingProxyType(dict(self.points)))
 
     @property
     def tz(self) -> tzinfo:

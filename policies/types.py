@@ -29,6 +29,11 @@ class PointState:
     # False while the point still holds the value it had when the agent first saw it (after a start or
     # reload): `since` is then only "first seen", not when it changed, so it must not count as a switch-on.
     since_known: bool = True
+    # The reading's quality ("good", "uncertain", "bad") and failure code (drivers.base.FailureCode values,
+    # e.g. "no_value", "overridden", "timeout"). Only a good, in-range, fresh reading decides anything.
+    quality: str = "good"
+    ac_unit: str | None = None  # the AC unit within its device (site.yaml `ac_unit`), when it has several
+    code: str | None = None
 
 
 Snapshot = Mapping[str, PointState]  # point id -> state
@@ -44,7 +49,11 @@ class WriteIntent:
     relinquish: bool = False  # BACnet: release our priority instead of writing a value
 
 
-FindingKind = Literal["violation", "tamper", "masked_write", "window_open", "exempt", "stale", "info"]
+# data_quality: a reading that decides something (setpoint, mode, power, window, illuminance) has not been
+# good for 3 poll intervals (bad, uncertain, out of range, no value, or stale); nothing acts on it.
+FindingKind = Literal[
+    "violation", "tamper", "masked_write", "window_open", "exempt", "stale", "data_quality", "info"
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,9 +45,16 @@ def register(sub: Any) -> None:
 
 
 def check_main(
-    path: str | Path, *, out: IO[str] | None = None, err: IO[str] | None = None, as_user: str | None = None
+    path: str | Path,
+    *,
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
+    as_user: str | None = None,
+    today: date | None = None,
 ) -> int:
-    """`edge-agent check`: issues to stderr, a one-line summary to stdout; 0 valid, 2 invalid."""
+    """`edge-agent check`: issues to stderr, a one-line summary to stdout; 0 valid, 2 invalid.
+
+    With ``today``, also warns when this or next year's calendar lacks make-up working days."""
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     from edge_agent.config.load import ConfigError, load_config
@@ -60,10 +68,11 @@ def check_main(
         n_err, n_warn = len(exc.errors), len(exc.issues) - len(exc.errors)
         print(f"{path}: INVALID, {n_err} error(s), {n_warn} warning(s)", file=err)
         return 2
-    for issue in cfg.warnings:
+    warnings = [*cfg.warnings, *_calendar(cfg, today)]
+    for issue in warnings:
         print(issue, file=err)
     n_points = sum(1 for _ in cfg.points())
-    warn = f", {len(cfg.warnings)} warning(s)" if cfg.warnings else ""
+    warn = f", {len(warnings)} warning(s)" if warnings else ""
     print(
         f"{path}: OK, {len(cfg.site.devices)} device(s), {n_points} point(s), {len(cfg.site.zones)} zone(s), "
         f"policy {os.path.normpath(Path(path).parent / cfg.site.policy)}{warn}",
@@ -85,10 +94,19 @@ def _raise_file_problems(cfg: Any, path: str, as_user: str | None) -> None:
         raise ConfigError([*issues, *cfg.warnings])
 
 
+def _calendar(cfg: Any, today: date | None) -> list[Any]:
+    if today is None:
+        return []
+    from edge_agent.config.calendarcheck import calendar_issues
+
+    return calendar_issues(cfg, today)
+
+
 def _check(args: argparse.Namespace) -> int:
     path = args.site or args.config
+    today = datetime.now(UTC).date()
     if not args.json:
-        return check_main(path, as_user=args.as_service)
+        return check_main(path, as_user=args.as_service, today=today)
     import dataclasses
     import json
 
@@ -106,7 +124,8 @@ def _check(args: argparse.Namespace) -> int:
     else:
         doc = {
             "ok": True, "devices": len(cfg.site.devices), "points": sum(1 for _ in cfg.points()),
-            "zones": len(cfg.site.zones), "issues": [dataclasses.asdict(i) for i in cfg.warnings],
+            "zones": len(cfg.site.zones),
+            "issues": [dataclasses.asdict(i) for i in (*cfg.warnings, *_calendar(cfg, today))],
         }  # fmt: skip
     print(json.dumps(doc, ensure_ascii=False))
     return 0 if doc["ok"] else 2

@@ -77,12 +77,16 @@ def explain_main(cfg: LoadedConfig, args: argparse.Namespace) -> int:
     bad = [e.reading for e in agent.snapshot if e.reading is not None and not e.reading.ok]
     local = at.astimezone(ZoneInfo(site.timezone))
     day = calendar.day_info(local.date())
+    from edge_agent.config.calendarcheck import calendar_warnings
+
+    gaps = calendar_warnings(cfg, local.date())
     if args.json:
         doc: dict[str, Any] = {
             "at": local.isoformat(),
             "day": {"kind": day.kind, "name": day.name, "working": day.working},
             "source": "simulator" if args.sim else "devices",
             "unreadable_points": [{"point": r.point_id, "code": r.code} for r in bad],
+            "calendar_warnings": gaps,
             "explanations": [x.as_dict() for x in lines],
         }
         print(json.dumps(doc, ensure_ascii=False, indent=2, default=str))
@@ -91,6 +95,8 @@ def explain_main(cfg: LoadedConfig, args: argparse.Namespace) -> int:
         f"policy explain · {local:%Y-%m-%d %H:%M %Z} · {day.describe()} · "
         f"values from {'the simulator' if args.sim else 'the devices'}"
     )
+    for gap in gaps:
+        print(f"  warning: {gap}")
     if bad:
         print(
             f"  {len(bad)} point(s) unreadable (policies leave them alone): "

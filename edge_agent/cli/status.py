@@ -123,8 +123,19 @@ def format_status(doc: Mapping[str, Any]) -> str:
                 f"on {refusal.get('topic')} (seq {refusal.get('seq_first')}..{refusal.get('seq_last')}, kept)"
             )
     enforcement = doc.get("enforcement") or {}
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(enforcement.items())) or "-"
+    opened = enforcement.get("open_findings") or []
+    gaps = enforcement.get("calendar_warnings") or []
+    listed = ("open_findings", "calendar_warnings")
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(enforcement.items()) if k not in listed) or "-"
     out.append(f"enforcement: {counts}")
+    for f in opened if isinstance(opened, list) else []:
+        if isinstance(f, Mapping):
+            out.append(
+                f"  open finding: {_s(f.get('kind'))} {_s(f.get('subject'))} ({_s(f.get('rule'))}), "
+                f"open {_age(f.get('age_s'))}"
+            )
+    for gap in gaps if isinstance(gaps, list) else []:
+        out.append(f"  calendar warning: {gap}")
     clock = doc.get("clock") or {}
     clock_line = f"clock: {_s(clock.get('sync'))}, steps {_s(clock.get('steps_total'))}"
     last_step = clock.get("last_step")

@@ -45,6 +45,7 @@ from drivers.registry import PROTOCOLS, ProtocolSpec
 from drivers.spec import DeviceEntry, DeviceOptions
 from edge_agent.config.codes import BUILDING_TYPES, CODE_PATTERN, PROVINCE_PREFIXES, code_table, is_code
 from edge_agent.config.settings import MqttUplink, StatusOptions, StorageOptions
+from edge_agent.config.units import check_ac_units, server_zone_warnings
 from edge_agent.config.yamlmarks import YamlDoc, YamlPath, YamlSyntaxError, format_path, load_yaml, parse_path
 from policies.model import Policy
 
@@ -388,6 +389,9 @@ def load_config(site_path: str | Path) -> LoadedConfig:
         if policy_out is not None:
             if policy is not None:
                 _policy_site_problems(policy, policy_out, doc.data)
+                server_zone_warnings(
+                    policy, _as_dict(doc.data), lambda path, msg: site_out.add(path, msg, severity="warning")
+                )
             issues += policy_out.issues
     elif isinstance(doc.data, dict):  # `policy: ''`, `policy: 3`: say so rather than fail without a reason
         site_out.add(
@@ -785,6 +789,7 @@ def _cross_check(out: _Collector) -> None:
             check(entries, out)
     _check_meters(out, data, point_data)
     _check_coal_factors(out, data)
+    check_ac_units(data, out.add, out.where)
 
 
 def _check_meters(out: _Collector, data: Mapping[str, Any], points: Mapping[str, Mapping[str, Any]]) -> None:

@@ -62,6 +62,11 @@ class ScaledClock:
         self._speed = speed
         self._m0 = time.monotonic()
 
+    @property
+    def speed(self) -> float:
+        """Clock seconds per real second (poll loops sleep in real seconds)."""
+        return self._speed
+
     def now(self) -> datetime:
         return self._start + timedelta(seconds=(time.monotonic() - self._m0) * self._speed)
 

@@ -97,5 +97,8 @@ class Snapshot:
                 states=p.states,
                 device_id=e.device_id,
                 since_known=e.since_known,
+                ac_unit=p.ac_unit,
+                quality=str(r.quality),
+                code=r.code,
             )
         return out

@@ -12,9 +12,12 @@ the checks here run last and have no switch to turn them off:
    rounding to the register's step (``PointBase.quantize``) would put an in-range request outside them,
    the nearest value the register holds inside them is written instead (the audit record says so), or
    the write is refused when there is none;
-4. at most ``max_writes_per_hour`` writes per point in any sliding hour. Past it the actuator stops
-   writing that point and records ONE ``tamper`` finding per point per hour: a policy that has to
-   write the same point again and again is fighting someone (a wall panel, another controller).
+4. at most ``max_writes_per_hour`` writes per point in any sliding hour. Past it the actuator records
+   a ``tamper`` finding and pauses that point for ``tamper_pause_s`` (policy.yaml
+   ``enforcement.tamper_pause_min``, 60 by default): a policy that has to write the same point again and
+   again is fighting someone (a wall panel, another controller). After the pause the point gets a fresh
+   budget and enforcement resumes; the finding stays open until the point complies, when the enforcer
+   calls ``close_tamper`` and a ``tamper_closed`` finding record is audited.
 
 Every accepted write is read back by the driver; the audit ``write`` record holds the snapshot value
 before, the read-back after, the rule, the reason and the result (``ok``, ``readback_mismatch`` or
@@ -25,7 +28,8 @@ an ExceptionGroup from the task group): the actuator does not keep writing when 
 record what it writes.
 
 Rate-limit state lives in memory and is rebuilt from the audit trail by ``restore_from_audit()``
-at startup, so a restart does not reset the count.
+at startup, so a restart does not reset the count, and open tamper findings (a ``tamper`` record with no
+later ``tamper_closed``) stay open, their pause measured from the finding's time.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import math
 from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import structlog
@@ -48,13 +52,16 @@ from policies.types import PointState, WriteIntent
 __all__ = [
     "RATE_WINDOW_S",
     "REFUSAL_REPEAT_S",
+    "TAMPER_PAUSE_S",
     "ActuationOutcome",
     "Actuator",
+    "OpenTamper",
     "OutcomeStatus",
     "supports_relinquish",
 ]
 
-RATE_WINDOW_S = 3600.0  # the sliding hour of the rate limit, and the tamper-finding repeat interval
+RATE_WINDOW_S = 3600.0  # the sliding hour of the rate limit
+TAMPER_PAUSE_S = 3600.0  # default pause of a point after a tamper finding (enforcement.tamper_pause_min)
 REFUSAL_REPEAT_S = 3600.0  # an identical refusal is audited again only after this long (counted meanwhile)
 
 OutcomeStatus = Literal["ok", "readback_mismatch", "error", "refused", "rate_limited"]
@@ -85,6 +92,19 @@ class ActuationOutcome:
     @property
     def reached_device(self) -> bool:
         return self.status in ("ok", "readback_mismatch", "error")
+
+
+@dataclass(slots=True)
+class OpenTamper:
+    """A tamper finding not yet closed: the point is paused until ``opened_mono + pause``, then resumes;
+    the finding closes when the point complies."""
+
+    point_id: str
+    rule: str
+    opened: datetime  # wall clock of the finding
+    opened_mono: float
+    seq: int | None  # the audit record of the finding
+    resumed: bool = False  # the pause is over and the point got a fresh write budget
 
 
 @dataclass(slots=True)
@@ -121,7 +141,8 @@ class Actuator:
         self._log = logger if logger is not None else structlog.get_logger("edge_agent.actuator")
         self._priority = write_priority  # BACnet priority (None: the driver's default); Modbus ignores it
         self._writes: dict[str, deque[float]] = defaultdict(deque)  # monotonic times of writes per point
-        self._tamper_at: dict[str, float] = {}  # monotonic time of the last tamper finding per point
+        self._tamper_open: dict[str, OpenTamper] = {}  # point -> its open tamper finding
+        self.tamper_pause_s = TAMPER_PAUSE_S  # set from policy.yaml by the enforcer
         self._rate_suppressed: dict[str, int] = defaultdict(int)  # writes held back since that finding
         self._refused_at: dict[tuple[str, str, str, str], tuple[float, int]] = {}  # -> (audited at, repeats)
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -183,9 +204,9 @@ class Actuator:
         """
         now_wall, now_mono = self._clock.now(), self._clock.monotonic()
         writes: dict[str, list[float]] = defaultdict(list)
-        tamper: dict[str, float] = {}
         since = now_wall - timedelta(seconds=RATE_WINDOW_S)
-        for rec in self._audit.records(since, kinds=[AuditKind.WRITE, AuditKind.FINDING]):
+        tamper = self._restore_tamper(now_wall, now_mono)
+        for rec in self._audit.records(since, kinds=[AuditKind.WRITE]):
             if rec.subject not in self._points:
                 continue
             try:
@@ -195,19 +216,56 @@ class Actuator:
                 continue
             if age < -RATE_WINDOW_S:
                 continue
-            t = now_mono - max(age, 0.0)
-            if rec.kind == AuditKind.WRITE:
-                writes[rec.subject].append(t)
-            elif rec.result == "tamper":
-                tamper[rec.subject] = max(t, tamper.get(rec.subject, t))
+            writes[rec.subject].append(now_mono - max(age, 0.0))
         self._writes = defaultdict(deque, {pid: deque(sorted(ts)) for pid, ts in writes.items()})
-        self._tamper_at = tamper
+        self._tamper_open = tamper
         self._rate_suppressed = defaultdict(int)
         restored = sum(len(v) for v in writes.values())
         self._log.info(
             "rate_window_restored", writes=restored, points=len(writes), tamper_open=sorted(tamper)
         )
         return restored
+
+    def _restore_tamper(self, now_wall: datetime, now_mono: float) -> dict[str, OpenTamper]:
+        """Open tamper findings from the whole audit trail: the last ``tamper`` of a point without a later
+        ``tamper_closed``. Its pause counts from the finding's time (a restart does not extend it)."""
+        found: dict[str, OpenTamper] = {}
+        for rec in self._audit.records(kinds=[AuditKind.FINDING]):
+            if rec.subject not in self._points or rec.result not in ("tamper", "tamper_closed"):
+                continue
+            if rec.result == "tamper_closed":
+                found.pop(rec.subject, None)
+                continue
+            try:
+                opened = rec.time
+                age = max((now_wall - opened).total_seconds(), 0.0)
+            except ValueError:
+                self._log.warning("rate_window_bad_ts", seq=rec.seq, ts=rec.ts)
+                continue
+            found[rec.subject] = OpenTamper(rec.subject, rec.rule, opened, now_mono - age, rec.seq)
+        return found
+
+    def open_tamper(self) -> dict[str, OpenTamper]:
+        """Open tamper findings by point (a copy)."""
+        return dict(self._tamper_open)
+
+    def close_tamper(self, point_id: str, *, value: Value, reason: str) -> int | None:
+        """The point complies: close its open tamper finding (audited); returns the record's seq."""
+        t = self._tamper_open.pop(point_id, None)
+        if t is None:
+            return None
+        held = self._rate_suppressed.pop(point_id, 0)
+        rec = self._audit.append_finding(
+            "tamper_closed",
+            subject=point_id,
+            rule=t.rule,
+            reason=f"{reason}; tamper finding #{t.seq} of {t.opened.isoformat(timespec='seconds')} closed"
+            + (f" ({held} writes held back while it was open)" if held else ""),
+            after=value,
+        )
+        age = (self._clock.now() - t.opened).total_seconds()
+        self._log.info("tamper_closed", point=point_id, finding_seq=t.seq, open_s=round(age))
+        return rec.seq
 
     def writes_in_window(self, point_id: str) -> int:
         """Writes to ``point_id`` counted against the rate limit right now."""
@@ -267,36 +325,46 @@ class Actuator:
         pid = intent.point_id
         now = self._clock.monotonic()
         dq = self._writes[pid]
+        open_ = self._tamper_open.get(pid)
+        if open_ is not None and not open_.resumed:
+            if now - open_.opened_mono < self.tamper_pause_s:
+                self._rate_suppressed[pid] += 1
+                left = open_.opened_mono + self.tamper_pause_s - now
+                detail = (
+                    f"{pid}: enforcement paused after tamper finding #{open_.seq} "
+                    f"({left / 60:.0f} min left of the {self.tamper_pause_s / 60:g} min pause)"
+                )
+                return ActuationOutcome(intent, "rate_limited", FailureCode.RATE_LIMITED, detail)
+            # The pause is over: a fresh budget, so the point is enforced again (the finding stays open
+            # until the point complies).
+            open_.resumed = True
+            dq.clear()
+            self._log.info("tamper_pause_ended", point=pid, finding_seq=open_.seq)
         self._expire(dq, now)
         if len(dq) < self._max:
             dq.append(now)
             return None
         detail = (
             f"{pid}: {len(dq)} writes in the last hour reached the limit of {self._max}; something keeps "
-            "changing it back (a wall panel, another controller?). Writes resume when the oldest is an "
-            "hour old"
+            f"changing it back (a wall panel, another controller?). Enforcement of the point pauses for "
+            f"{self.tamper_pause_s / 60:g} min"
         )
-        last = self._tamper_at.get(pid)
-        finding_seq = None
-        if last is None or now - last >= RATE_WINDOW_S:
-            held = self._rate_suppressed.pop(pid, 0)
-            rec = self._audit.append_finding(
-                "tamper",
-                subject=pid,
-                rule=intent.rule,
-                reason=detail + (f" ({held} writes held back since the previous finding)" if held else ""),
-                before=_before(snap, pid),
-                after=intent.value,
-            )
-            self._tamper_at[pid] = now
-            finding_seq = rec.seq
-            self._log.warning(
-                "write_rate_limited", point=pid, writes=len(dq), limit=self._max, rule=intent.rule
-            )
-        else:
-            self._rate_suppressed[pid] += 1
+        held = self._rate_suppressed.pop(pid, 0)
+        rec = self._audit.append_finding(
+            "tamper",
+            subject=pid,
+            rule=intent.rule,
+            reason=detail + (f" ({held} writes held back before)" if held else ""),
+            before=_before(snap, pid),
+            after=intent.value,
+        )
+        self._tamper_open[pid] = OpenTamper(pid, intent.rule, self._clock.now(), now, rec.seq)
+        self._log.warning(
+            "tamper_pause_started", point=pid, writes=len(dq), limit=self._max, rule=intent.rule,
+            pause_s=self.tamper_pause_s, finding_seq=rec.seq,
+        )  # fmt: skip
         return ActuationOutcome(
-            intent, "rate_limited", FailureCode.RATE_LIMITED, detail, finding_seq=finding_seq
+            intent, "rate_limited", FailureCode.RATE_LIMITED, detail, finding_seq=rec.seq
         )
 
     async def _write(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -20,9 +21,9 @@ from edge_agent.core.logs import get_logger
 from edge_agent.core.snapshot import Snapshot
 from edge_agent.enforce.actuator import ActuationOutcome, Actuator
 from edge_agent.store.audit import AuditLog
-from policies.calendar import Calendar
+from policies.calendar import Calendar, calendar_gaps
 from policies.evaluate import evaluate
-from policies.params import PolicyParams, ZoneFacts
+from policies.params import PointFacts, PolicyParams, ZoneFacts
 from policies.types import Finding, PointState, WriteIntent
 
 __all__ = ["ENFORCED_ROLES", "Enforcer", "build_calendar", "build_params", "exemption_check"]
@@ -44,6 +45,20 @@ def build_params(cfg: LoadedConfig) -> PolicyParams:
         latitude=site.location.lat,
         longitude=site.location.lon,
         zones={z.id: ZoneFacts(id=z.id, kind=z.kind, perimeter=z.perimeter, name=z.name) for z in site.zones},
+        # Policies learn which points a unit has before their first reading (a unit missing one is not
+        # acted on) and each device's poll interval (a reading older than 3 intervals is stale).
+        points={
+            p.id: PointFacts(
+                id=p.id,
+                role=p.role,
+                zone=cfg.point_zone(p.id),
+                device_id=d.id,
+                ac_unit=p.ac_unit,
+                interval_s=d.interval_s,
+            )
+            for d, p in cfg.points()
+            if p.role in ENFORCED_ROLES
+        },
     )
 
 
@@ -65,6 +80,20 @@ def exemption_check(cfg: LoadedConfig, clock: Clock) -> Any:
     return is_exempt
 
 
+def _clock_scaled(params: PolicyParams, clock: Clock) -> PolicyParams:
+    """Poll loops sleep in real seconds; readings carry the clock's time. Under a clock that runs faster
+    (the demo's ScaledClock) a poll interval spans `speed` times as many clock seconds, and the policies'
+    staleness limit (3 poll intervals) must be counted in those."""
+    speed = float(getattr(clock, "speed", 1.0))
+    if speed == 1.0:
+        return params
+    points = {
+        pid: dataclasses.replace(f, interval_s=None if f.interval_s is None else f.interval_s * speed)
+        for pid, f in params.points.items()
+    }
+    return dataclasses.replace(params, points=points)
+
+
 class Enforcer:
     def __init__(
         self,
@@ -80,9 +109,9 @@ class Enforcer:
         self.snapshot = snapshot
         self.actuator = actuator
         self.audit = audit
-        self.params = params
-        self.calendar = calendar
         self.clock = clock
+        self.params = _clock_scaled(params, clock)
+        self.calendar = calendar
         self.tick_s = tick_s
         self.log = get_logger("edge_agent.enforce")
         self._wake = asyncio.Event()
@@ -92,9 +121,15 @@ class Enforcer:
         self.last_enforcement: dict[str, Any] | None = None
         self.last_cycle: datetime | None = None
         self.cycles = 0
+        self._since: dict[tuple[str, str, str], datetime] = {}  # active finding -> when it opened
+        self._set_tamper_pause()
+
+    def _set_tamper_pause(self) -> None:
+        self.actuator.tamper_pause_s = self.params.policy.enforcement.tamper_pause_min * 60.0
 
     def reconfigure(self, *, params: PolicyParams, calendar: Calendar) -> None:
-        self.params, self.calendar = params, calendar
+        self.params, self.calendar = _clock_scaled(params, self.clock), calendar
+        self._set_tamper_pause()
         self._wake.set()
 
     def notify(self, device_id: str, readings: Sequence[Reading], changed: Sequence[Reading]) -> None:
@@ -138,7 +173,8 @@ class Enforcer:
         decision = evaluate(snap, now, self.calendar, self.params)
         self.cycles += 1
         self.last_cycle = now
-        self._record_findings(decision.findings)
+        self._record_findings(decision.findings, now)
+        self._close_complied(decision.intents, snap)
         # A point whose write is still waiting for its read-back is not written again meanwhile.
         intents = [i for i in decision.intents if i.point_id not in self._writing]
         self._writing.update(i.point_id for i in intents)
@@ -160,6 +196,8 @@ class Enforcer:
                 # The read-back is what the device holds now: put it in the snapshot so the next
                 # evaluation does not write again before the next poll.
                 self.snapshot.update([Reading(o.intent.point_id, o.readback, self.clock.now(), Quality.GOOD)])
+            if o.finding_seq is not None:
+                self.counts[f"finding:{'tamper' if o.status == 'rate_limited' else 'masked_write'}"] += 1
             if o.reached_device:
                 before = snap[o.intent.point_id].value if o.intent.point_id in snap else None
                 self.last_enforcement = {
@@ -172,13 +210,26 @@ class Enforcer:
                 )  # fmt: skip
         return outcomes
 
-    def _record_findings(self, findings: Sequence[Finding]) -> None:
+    def _close_complied(self, intents: Sequence[WriteIntent], snap: Mapping[str, PointState]) -> None:
+        """Close the open tamper finding of each point the policy no longer wants to write, judged on a
+        good reading of the point itself (a point with bad data has not been shown to comply)."""
+        wanted = {i.point_id for i in intents}
+        for pid in self.actuator.open_tamper():
+            p = snap.get(pid)
+            if pid in wanted or pid in self._writing or p is None or not p.ok or p.quality != "good":
+                continue
+            self.actuator.close_tamper(pid, value=p.value, reason=f"{pid} complies now (value {p.value!r})")
+            self.counts["finding_closed:tamper"] += 1
+
+    def _record_findings(self, findings: Sequence[Finding], now: datetime | None = None) -> None:
         seen: set[tuple[str, str, str]] = set()
         for f in findings:
             key: tuple[str, str, str] = (str(f.kind), f.subject, f.rule)
             seen.add(key)
             if f.kind in _ACTUATOR_FINDINGS or self._active.get(key) == f.reason:
                 continue
+            if key not in self._active and now is not None:
+                self._since[key] = now
             self._active[key] = f.reason
             self.counts[f"finding:{f.kind}"] += 1
             self.audit.append_finding(f.kind, subject=f.subject, rule=f.rule, reason=f.reason)
@@ -187,8 +238,46 @@ class Enforcer:
         for key in list(self._active):
             if key not in seen:
                 del self._active[key]  # condition over: audit it again if it comes back
+                self._since.pop(key, None)
+
+    def open_findings(self) -> list[dict[str, Any]]:
+        """Findings open now with their age: the policy's (while the condition lasts) and the actuator's
+        tamper findings (until the point complies)."""
+        now = self.clock.now()
+        out: list[dict[str, Any]] = []
+        for (kind, subject, rule), reason in sorted(self._active.items()):
+            since = self._since.get((kind, subject, rule))
+            out.append({
+                "kind": kind, "subject": subject, "rule": rule, "reason": reason,
+                "since": since.isoformat() if since else None,
+                "age_s": round((now - since).total_seconds()) if since else None,
+            })  # fmt: skip
+        for pid, t in sorted(self.actuator.open_tamper().items()):
+            out.append({
+                "kind": "tamper", "subject": pid, "rule": t.rule, "reason": f"audit #{t.seq}",
+                "since": t.opened.isoformat(), "age_s": round((now - t.opened).total_seconds()),
+            })  # fmt: skip
+        return out
+
+    def _last(self) -> dict[str, Any] | None:
+        """The last write that reached a device, and the point's state now (it may have been changed
+        back since: the write's own result is history)."""
+        if self.last_enforcement is None:
+            return None
+        pid = self.last_enforcement["point"]
+        r = self.snapshot.reading(pid) if pid in self.snapshot else None
+        current = None if r is None else {"value": r.value, "quality": str(r.quality), "ts": r.ts.isoformat()}
+        tamper = self.actuator.open_tamper().get(pid)
+        return {**self.last_enforcement, "current": current, "open_tamper_since": (
+            tamper.opened.isoformat() if tamper else None)}  # fmt: skip
+
+    def calendar_warnings(self) -> list[str]:
+        """This and next year (site time) when their national calendar lacks make-up working days."""
+        year = self.clock.now().astimezone(self.params.tz).year
+        return calendar_gaps(self.calendar, (year, year + 1))
 
     def as_dict(self) -> dict[str, Any]:
+        opened = self.open_findings()
         return {
             "cycles": self.cycles,
             "writes_ok": self.counts["ok"],
@@ -197,6 +286,11 @@ class Enforcer:
             "rate_limited": self.counts["rate_limited"],
             "errors": self.counts["error"],
             "findings": {k.split(":", 1)[1]: v for k, v in self.counts.items() if k.startswith("finding:")},
-            "active_findings": len(self._active),
-            "last": self.last_enforcement,
+            "active_findings": len(opened),
+            "findings_closed": {
+                k.split(":", 1)[1]: v for k, v in self.counts.items() if k.startswith("finding_closed:")
+            },
+            "open_findings": opened,
+            "last": self._last(),
+            "calendar_warnings": self.calendar_warnings(),
         }

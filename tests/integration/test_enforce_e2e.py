@@ -152,6 +152,50 @@ async def test_rate_limit_trips_on_an_occupant_who_keeps_changing_it(rig: Rig) -
     assert verify(rig.svc._audit_conn).ok
 
 
+async def test_tamper_lifecycle_pause_resume_close(rig: Rig) -> None:
+    """Issue 13 item 5: after the tamper finding the point pauses for tamper_pause_min (60), then is
+    enforced again; the finding closes (audited) once the point complies; status shows it while open."""
+    pause = rig.svc.cfg.policy.enforcement.tamper_pause_min
+    assert pause == 60
+    t = START + timedelta(seconds=60)
+    await rig.to(t)
+    for _ in range(6):  # the occupant keeps setting 22 every 2 minutes: the 7th write trips the limit
+        rig.sim.building.set_setpoint("f2-ac1", 22.0, source="occupant")
+        t += timedelta(minutes=2)
+        await rig.to(t)
+    tripped_at = t
+    status = rig.svc.enforcer.as_dict()
+    assert status["findings"].get("tamper") == 1 and status["active_findings"] >= 1
+    (open_,) = [f for f in status["open_findings"] if f["kind"] == "tamper"]
+    assert open_["subject"] == "f2-ac1.setpoint" and open_["age_s"] == 0
+    assert status["last"]["current"]["value"] == 22.0  # `last` shows the point as it is now
+    assert status["last"]["open_tamper_since"] is not None
+    # During the pause the agent leaves the occupant's 22 alone.
+    writes = len(rig.writes("f2-ac1.setpoint"))
+    t = tripped_at + timedelta(minutes=pause - 1)
+    await rig.to(t)
+    assert len(rig.writes("f2-ac1.setpoint")) == writes and rig.setpoint_register("f2-ac1") == 220
+    (open_,) = [f for f in rig.svc.enforcer.as_dict()["open_findings"] if f["kind"] == "tamper"]
+    assert open_["age_s"] == (pause - 1) * 60
+    # The pause is over: enforced again, and the point complies, so the finding closes.
+    t = tripped_at + timedelta(minutes=pause)
+    await rig.to(t)
+    assert rig.setpoint_register("f2-ac1") == 260
+    assert len(rig.writes("f2-ac1.setpoint")) == writes + 1
+    await rig.to(t + timedelta(seconds=30))
+    closed = [
+        r
+        for r in rig.svc.audit.records()
+        if r.kind == AuditKind.FINDING and r.result == "tamper_closed" and r.subject == "f2-ac1.setpoint"
+    ]
+    assert len(closed) == 1 and "complies" in closed[0].reason
+    status = rig.svc.enforcer.as_dict()
+    assert not [f for f in status["open_findings"] if f["kind"] == "tamper"]
+    assert status["findings_closed"] == {"tamper": 1}
+    assert status["last"]["current"]["value"] == 26.0 and status["last"]["open_tamper_since"] is None
+    assert verify(rig.svc._audit_conn).ok
+
+
 class _FailingActuator:
     """Stands in for the actuator (the loop's own interface): every batch of writes raises ``exc``."""
 
@@ -159,6 +203,10 @@ class _FailingActuator:
         self.exc = exc
         self.calls = 0
         self.called_twice = asyncio.Event()
+        self.tamper_pause_s = 3600.0
+
+    def open_tamper(self) -> dict[str, object]:
+        return {}
 
     async def apply(self, intents: object, snap: object) -> list[ActuationOutcome]:
         self.calls += 1

@@ -6,7 +6,7 @@ import asyncio
 import math
 import tempfile
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -300,7 +300,7 @@ async def test_identical_refusal_is_audited_once_an_hour_with_a_count(rig: Rig) 
 # --- rate limit ---------------------------------------------------------------------------------
 
 
-async def test_rate_limit_trips_with_one_tamper_finding_and_resets_after_an_hour(rig: Rig) -> None:
+async def test_rate_limit_trips_one_tamper_finding_pauses_the_point_then_resumes(rig: Rig) -> None:
     rig.a.hold[SETPOINT.id] = 26.0  # the write lands; someone turns it back between cycles (not modelled)
     for _ in range(4):
         [out] = await rig.actuator.apply([intent()], snap(22.0))
@@ -317,28 +317,39 @@ async def test_rate_limit_trips_with_one_tamper_finding_and_resets_after_an_hour
     assert [(f.result, f.subject, f.rule) for f in findings] == [("tamper", SETPOINT.id, RULE)]
     assert limited[0].finding_seq == findings[0].seq and all(o.finding_seq is None for o in limited[1:])
     assert "4 writes in the last hour reached the limit of 4" in findings[0].reason
-    # t = 2400 s: the first write (t = 0) leaves the window at t = 3600
-    rig.clock.advance(3600 - 2400 - 1)
+    # The finding (t = 1200) pauses the point for tamper_pause_s (60 min): still held back at t = 4799,
+    # even though the first write left the window at t = 3600 (issue 13: a pause, then resume).
+    rig.clock.advance(4799 - 2400)
     [out] = await rig.actuator.apply([intent()])
-    assert out.status == "rate_limited"
+    assert out.status == "rate_limited" and "paused after tamper finding" in (out.detail or "")
+    assert SETPOINT.id in rig.actuator.open_tamper()
     rig.clock.advance(1)
     [out] = await rig.actuator.apply([intent()])
-    assert out.ok and len(rig.a.calls) == 5
-    # The fight goes on: writes and refusals alternate as old writes leave the window, but the next
-    # tamper finding comes only an hour after the first one (t = 1200 -> 4800).
-    rig.clock.advance(60)
-    statuses = set()
-    while rig.clock.now() < START + timedelta(seconds=4800):
-        [out] = await rig.actuator.apply([intent()])
-        statuses.add(out.status)
-        assert out.finding_seq is None
+    assert out.ok and len(rig.a.calls) == 5  # resumed with a fresh budget of 4
+    for _ in range(3):
         rig.clock.advance(60)
-    assert statuses == {"ok", "rate_limited"}
+        assert (await rig.actuator.apply([intent()]))[0].ok
+    # The fight goes on: the limit trips again, a second finding, a second pause.
+    rig.clock.advance(60)
     [out] = await rig.actuator.apply([intent()])
     assert out.status == "rate_limited" and out.finding_seq is not None
     second = rig.records("finding")[-1]
-    assert second.result == "tamper" and "writes held back since the previous finding" in second.reason
+    assert second.result == "tamper" and "writes held back before" in second.reason
     assert len(rig.records("finding")) == 2
+
+
+async def test_tamper_finding_closes_when_the_point_complies(rig: Rig) -> None:
+    for _ in range(5):
+        await rig.actuator.apply([intent()], snap(22.0))
+    assert SETPOINT.id in rig.actuator.open_tamper()
+    seq = rig.actuator.close_tamper(SETPOINT.id, value=26.0, reason="ac-f2-01.setpoint complies (26.0)")
+    assert seq is not None and rig.actuator.open_tamper() == {}
+    closed = rig.records("finding")[-1]
+    assert closed.result == "tamper_closed" and closed.subject == SETPOINT.id and closed.rule == RULE
+    assert rig.actuator.close_tamper(SETPOINT.id, value=26.0, reason="again") is None  # nothing open
+    rig.restart()
+    rig.actuator.restore_from_audit()
+    assert rig.actuator.open_tamper() == {}  # a closed finding stays closed across a restart
 
 
 async def test_rate_limit_is_per_point(rig: Rig) -> None:
@@ -364,10 +375,15 @@ async def test_restore_from_audit_keeps_the_count_across_a_restart(rig: Rig) -> 
     [out] = await rig.actuator.apply([intent()])
     assert out.status == "rate_limited" and out.finding_seq is None
     assert len(rig.records("finding")) == 1
-    # An hour after the first write (t = 0) the window has room again.
-    rig.clock.advance(3600 - 1800 + 1)
+    assert SETPOINT.id in rig.actuator.open_tamper()  # the open finding survives the restart
+    # The pause counts from the finding (t = 1800), not from the restart: held back until t = 5400.
+    rig.clock.advance(3599)
     rig.restart()
-    assert rig.actuator.restore_from_audit() == 3
+    rig.actuator.restore_from_audit()
+    assert (await rig.actuator.apply([intent()]))[0].status == "rate_limited"
+    rig.clock.advance(1)
+    rig.restart()
+    rig.actuator.restore_from_audit()
     assert (await rig.actuator.apply([intent()]))[0].ok
 
 

@@ -32,7 +32,7 @@ def test_make_up_days_are_filtered_by_year_and_other_years_are_built_on_demand()
     cal = Calendar(years=[2026])
     assert cal.day_kind(date(2025, 2, 8)) == "makeup_working"  # 2025 built on first use
     assert cal.years == (2025, 2026)
-    assert cal.day_info(date(2026, 1, 1)).name == "New Year's Day"
+    assert cal.day_info(date(2026, 1, 1)).name == "元旦 New Year's Day"
     assert cal.day_info(date(2026, 2, 14)).describe() == "make-up working day 调休"
 
 

@@ -130,8 +130,8 @@ def test_summer_cool_22_is_raised_to_26_with_explanation() -> None:
     assert intents_by_point(d) == {"ac-f2-01.setpoint": 26.0}
     assert d.intents[0].rule == "hvac.summer_min_cooling" and d.intents[0].zone == "f2"
     assert (
-        "f2 hvac: summer (06-01..09-30), working day, ac-f2-01.setpoint 22.0 °C in cool < 26.0 → write 26.0"
-        in d.explanations
+        "f2 hvac: summer (06-01..09-30), working day, ac-f2-01.setpoint 22.0 °C in cool (by mode) < 26.0 "
+        "→ write 26.0" in d.explanations
     )
 
 
@@ -144,29 +144,59 @@ def test_january_heat_24_is_lowered_to_20() -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "month", "sp", "expected"),
+    ("mode", "month", "sp", "by_mode", "by_season"),
     [
-        (4, 7, 22.0, 26.0),  # auto in summer: cooling floor
-        (4, 1, 24.0, 20.0),  # auto in winter: heating cap
-        (3, 7, 18.0, None),  # fan: no setpoint intent
-        (0, 7, 18.0, None),  # off
-        (2, 7, 30.0, None),  # heat in summer: the summer rule is about cooling
-        (1, 1, 16.0, None),  # cool in winter: no winter cooling rule
-        (1, 7, 26.0, None),  # compliant
-        (1, 7, 27.5, None),  # warmer than the floor is fine
+        (4, 7, 22.0, 26.0, 26.0),  # auto in summer: cooling floor
+        (4, 1, 24.0, 20.0, 20.0),  # auto in winter: heating cap
+        (4, 10, 18.0, None, None),  # auto on a transition day: the unit may heat or cool, no limit
+        (3, 7, 18.0, None, None),  # fan: no setpoint intent
+        (0, 7, 18.0, None, None),  # off
+        (2, 7, 30.0, 20.0, None),  # heat in summer: the heating cap by mode; the season rule is about cooling
+        (
+            1,
+            1,
+            16.0,
+            26.0,
+            None,
+        ),  # cool in winter: the cooling floor by mode; no winter cooling rule by season
+        (1, 10, 16.0, 26.0, None),  # cool on a transition day
+        (2, 10, 30.0, 20.0, None),  # heat on a transition day
+        (1, 7, 26.0, None, None),  # compliant
+        (1, 7, 27.5, None, None),  # warmer than the floor is fine
     ],
 )
-def test_mode_awareness(mode: int, month: int, sp: float, expected: float | None) -> None:
+def test_mode_awareness(
+    mode: int, month: int, sp: float, by_mode: float | None, by_season: float | None
+) -> None:
     now = at(2026, month, 14, 10)
-    d, _, _ = run(snap(*ac("f2", "u1", mode=mode, sp=sp, since=now - timedelta(hours=1))), now)
-    assert intents_by_point(d) == ({} if expected is None else {"u1.setpoint": expected})
+    s = snap(*ac("f2", "u1", mode=mode, sp=sp, since=now - timedelta(hours=1)))
+    d, _, _ = run(s, now)
+    assert intents_by_point(d) == ({} if by_mode is None else {"u1.setpoint": by_mode})
+    d, _, _ = run(s, now, base_policy(**{"hvac.limits_by": "season"}))
+    assert intents_by_point(d) == ({} if by_season is None else {"u1.setpoint": by_season})
 
 
-def test_transition_day_has_no_setpoint_limit() -> None:
+def test_explain_names_which_limit_basis_applied() -> None:
+    now = at(2026, 1, 14, 10)
+    s = snap(*ac("f2", "u1", mode=1, sp=16.0, since=now - timedelta(hours=1)))
+    _, cal, prm = run(s, now)
+    (line,) = [ln for ln in explain(s, now, cal, prm) if ln.point == "u1.setpoint"]
+    assert line.decision == "write" and line.why["limits_by"] == "mode"
+    assert "in cool (by mode) < 26.0" in line.text
+    _, cal, prm = run(s, now, base_policy(**{"hvac.limits_by": "season"}))
+    (line,) = [ln for ln in explain(s, now, cal, prm) if ln.point == "u1.setpoint"]
+    assert line.decision == "skip" and line.why["limits_by"] == "season"
+    assert "in cool, winter: no limit" in line.text
+
+
+def test_transition_day_has_no_setpoint_limit_by_season() -> None:
     now = at(2026, 10, 20, 10)
-    d, _, _ = run(snap(*ac("f2", "u1", mode=1, sp=18.0, since=now - timedelta(hours=1))), now)
+    s = snap(*ac("f2", "u1", mode=1, sp=18.0, since=now - timedelta(hours=1)))
+    d, _, _ = run(s, now, base_policy(**{"hvac.limits_by": "season"}))
     assert d.intents == ()
     assert any("transition" in e for e in d.explanations)
+    d, _, _ = run(s, now)  # by mode: a cooling unit is a cooling unit on a transition day too
+    assert intents_by_point(d) == {"u1.setpoint": 26.0}
 
 
 def test_explicit_cooling_and_heating_setpoint_roles() -> None:
@@ -176,10 +206,14 @@ def test_explicit_cooling_and_heating_setpoint_roles() -> None:
         pt("ahu.csp", "cooling_setpoint", "f3", 23.0, since=since, device="ahu"),
         pt("ahu.hsp", "heating_setpoint", "f3", 25.0, since=since, device="ahu"),
     )
-    d, _, _ = run(s, now)
+    by_season = base_policy(**{"hvac.limits_by": "season"})
+    d, _, _ = run(s, now, by_season)
     assert intents_by_point(d) == {"ahu.csp": 26.0}  # heating setpoint not limited in summer
-    d, _, _ = run(s, at(2026, 1, 15, 10))
+    d, _, _ = run(s, at(2026, 1, 15, 10), by_season)
     assert intents_by_point(d) == {"ahu.hsp": 20.0}
+    for when in (now, at(2026, 1, 15, 10), at(2026, 10, 20, 10)):  # by mode: both, every season
+        d, _, _ = run(s, when)
+        assert intents_by_point(d) == {"ahu.csp": 26.0, "ahu.hsp": 20.0}
 
 
 def test_deadband_violation_is_value_below_limit_minus_deadband() -> None:
@@ -231,16 +265,16 @@ def test_bad_readings_and_unknown_modes_are_findings() -> None:
     s = snap(
         pt("a.mode", "ac_mode", "f2", 9, since=now, device="a", states=MODES),  # 9: not in states
         pt("a.sp", "setpoint", "f2", 18.0, since=now, device="a"),
-        pt("b.sp", "setpoint", "f3", 18.0, since=now, device="b", ok=False),
+        pt("b.sp", "setpoint", "f3", 18.0, since=now - timedelta(minutes=10), device="b", ok=False),
         pt("c.sp", "setpoint", "f3", "n/a", since=now, device="c"),
-        pt("d.sp", "setpoint", "f3", float("nan"), since=now, device="d"),
+        pt("d.sp", "setpoint", "f3", float("nan"), since=now - timedelta(minutes=10), device="d"),
     )
     d, _, _ = run(s, now)
     assert d.intents == ()
     subjects = {(f.subject, f.kind) for f in d.findings}
     assert ("a.mode", "info") in subjects
-    assert ("b.sp", "stale") in subjects
-    assert ("c.sp", "info") in subjects and ("d.sp", "info") in subjects
+    assert ("b.sp", "data_quality") in subjects  # bad for 10 minutes: persists
+    assert ("c.sp", "info") in subjects and ("d.sp", "data_quality") in subjects
 
 
 def test_setpoint_without_mode_point_follows_season_or_is_skipped() -> None:
@@ -259,7 +293,8 @@ def test_exempt_server_room_left_alone_and_explained_then_enforced_after_expiry(
     exemption = [
         {"zone": "dc", "reason": "IT equipment needs 18-22 °C year round", "until": date(2026, 7, 31)}
     ]
-    doc = base_policy(**{"hvac.exemptions": exemption})
+    # server_room_limits: the limits apply to this data centre once the exemption ends (item 2)
+    doc = base_policy(**{"hvac.exemptions": exemption, "hvac.server_room_limits": ["dc"]})
     since = at(2026, 7, 1, 0)
     s = snap(*ac("dc", "crac-1", mode=1, sp=18.0, since=since))
     now = at(2026, 7, 31, 23, 30)  # last day of the exemption, and after hours
@@ -349,7 +384,7 @@ def test_2026_makeup_saturday_is_working_and_national_day_is_holiday() -> None:
     assert cal.day_kind(date(2026, 2, 14)) == "makeup_working"
     assert cal.is_working_day(date(2026, 2, 14))
     info = cal.day_info(date(2026, 10, 1))
-    assert info.kind == "holiday" and info.name == "National Day" and not info.working
+    assert info.kind == "holiday" and info.name == "国庆节 National Day" and not info.working
     assert cal.day_kind(date(2026, 7, 15)) == "working"
     assert cal.day_kind(date(2026, 7, 18)) == "weekend"
 
@@ -360,7 +395,7 @@ def test_2026_makeup_saturday_is_working_and_national_day_is_holiday() -> None:
     lights = snap(pt("f2.l1", "light_relay", "f2", True, since=at(2026, 9, 30, 17)))
     d, _, _ = run(lights, at(2026, 10, 1, 10))  # National Day: after hours all day
     assert intents_by_point(d) == {"f2.l1": False}
-    assert any("holiday National Day" in e for e in d.explanations)
+    assert any("holiday 国庆节 National Day" in e for e in d.explanations)
 
 
 def test_site_calendar_overrides_national() -> None:
@@ -486,3 +521,30 @@ def test_light_first_seen_on_after_hours_is_not_taken_for_a_manual_switch_on() -
     d, _, _ = run(unknown, at(2026, 7, 15, 21, 5))
     assert intents_by_point(d) == {"f2.l1": False}  # found on at the 21:00 sweep
     assert not any("by hand" in e for e in d.explanations)
+
+
+@pytest.mark.parametrize(
+    ("on_at", "swept_at"),
+    [
+        ((21, 0, 0), (22, 0)),  # override until 22:00: the 22:00 sweep takes it
+        ((21, 0, 40), (22, 0)),  # seen on 40 s after the switch (a poll): still the 22:00 sweep
+        ((21, 10, 0), (23, 0)),  # override until 22:10: the first sweep after that is 23:00
+    ],
+)
+def test_manual_switch_on_is_swept_at_the_first_sweep_after_the_override(
+    on_at: tuple[int, int, int], swept_at: tuple[int, int]
+) -> None:
+    """Issue 13 item 7: override_min 60, sweeps 18:30, 20:00 and hourly after: the README's rule."""
+    since = at(2026, 7, 15, on_at[0], on_at[1]) + timedelta(seconds=on_at[2])
+
+    def decide(h: int, m: int) -> Decision:
+        s = snap(pt("f2.l1", "light_relay", "f2", True, since=since))
+        d, _, _ = run(s, at(2026, 7, 15, h, m))
+        return d
+
+    due = at(2026, 7, 15, *swept_at)
+    t = since + timedelta(minutes=1)
+    while t < due:
+        assert decide(t.hour, t.minute).intents == (), f"swept too early at {t:%H:%M}"
+        t += timedelta(minutes=5)
+    assert intents_by_point(decide(*swept_at)) == {"f2.l1": False}

@@ -271,3 +271,21 @@ def test_socket_permissions_follow_mode(tmp_path: Path) -> None:
             return stat.S_IMODE(os.stat(tmp_path / "m.sock").st_mode)
 
     assert asyncio.run(go()) == 0o600
+
+
+def test_format_status_lists_open_findings_with_age_and_calendar_warnings() -> None:
+    finding = {
+        "kind": "tamper", "subject": "f2-ac1.setpoint", "rule": "hvac.summer_min_cooling",
+        "reason": "audit #9", "since": "2026-07-15T06:10:00+00:00", "age_s": 1500,
+    }  # fmt: skip
+    gap = "the national calendar for 2027 has 19 holidays but no make-up working days"
+    doc = {
+        "enforcement": {
+            "cycles": 3, "findings": {"tamper": 1}, "active_findings": 1,
+            "open_findings": [finding], "calendar_warnings": [gap],
+        }
+    }  # fmt: skip
+    text = format_status(doc)
+    assert "open finding: tamper f2-ac1.setpoint (hvac.summer_min_cooling), open " in text
+    assert "calendar warning: the national calendar for 2027" in text
+    assert "open_findings" not in text  # listed one per line, not as a raw list

@@ -113,9 +113,20 @@ def format_status(doc: Mapping[str, Any]) -> str:
             f"uplink: connected {_s(uplink.get('connected'))}, "
             f"last publish {_s(uplink.get('last_publish'))}, published {_s(uplink.get('published_total'))}"
         )
-    enforcement = doc.get("enforcement") or {}
+    enforcement = dict(doc.get("enforcement") or {})
+    masked = enforcement.pop("masked_points", None) or []
     counts = ", ".join(f"{k} {v}" for k, v in sorted(enforcement.items())) or "-"
     out.append(f"enforcement: {counts}")
+    for m in masked if isinstance(masked, list) else []:
+        if not isinstance(m, Mapping):
+            continue
+        prio = m.get("holding_priority")
+        holder = f"priority {prio}" if prio else "the device"
+        out.append(
+            f"  masked: {_s(m.get('point'))}: {holder} holds {_s(m.get('held_value'))} "
+            f"(we wrote {_s(m.get('requested'))} at {_s(m.get('since'))}; "
+            f"{_s(m.get('held_back'))} writes held back)"
+        )
     clock = doc.get("clock") or {}
     clock_line = f"clock: {_s(clock.get('sync'))}, steps {_s(clock.get('steps_total'))}"
     last_step = clock.get("last_step")

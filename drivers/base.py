@@ -86,6 +86,7 @@ class FailureCode(StrEnum):
     READBACK_MISMATCH = "readback_mismatch"  # written; the read-back differs
     MASKED = "masked"  # BACnet: written, a higher priority holds another value (see holding_priority)
     RELINQUISH_FAILED = "relinquish_failed"  # BACnet: our priority slot still holds a value
+    SLOT_NOT_OURS = "slot_not_ours"  # BACnet: our priority slot holds someone else's value; left alone
     WRITE_FAILED = "write_failed"  # the driver reported a failed write without a code
     # Refusals by the actuator's safety envelope (nothing was sent)
     UNKNOWN_POINT = "unknown_point"  # not a point of site.yaml

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bacpypes3.app import Application
-from bacpypes3.basetypes import StatusFlags
+from bacpypes3.basetypes import PriorityValue, StatusFlags
 from bacpypes3.errors import PropertyError
 from bacpypes3.local.analog import AnalogInputObject, AnalogValueObject
 from bacpypes3.local.binary import BinaryOutputObject, BinaryValueObject
@@ -63,6 +63,7 @@ class _SimMixin:
     _sim_apply: Callable[[Any], None] | None = None  # called with the new present value after a write
     _sim_check: Callable[[Any], None] | None = None  # raise OutOfRange to refuse a value
     _sim_overridden: bool = False
+    _sim_clamp: tuple[float, float] | None = None  # a device that clamps instead of refusing
 
     async def write_property(self, attr: Any, value: Any, index: Any = None, priority: Any = None) -> None:
         name = attr if isinstance(attr, str) else self._property_identifier_class(attr).attr  # type: ignore[attr-defined]
@@ -75,6 +76,11 @@ class _SimMixin:
                 except OutOfRange:
                     raise PropertyError("valueOutOfRange") from None
         await super().write_property(attr, value, index, priority)  # type: ignore[misc]
+        if name == "presentValue" and self._sim_clamp is not None:
+            # The command stays in the priority array; the output shows the clamped value.
+            lo, hi = self._sim_clamp
+            pv = float(self.presentValue)  # type: ignore[attr-defined]
+            LocalObject.__setattr__(self, "presentValue", min(max(pv, lo), hi))
         if name == "presentValue":
             self._sim_overridden = False
             if self._sim_apply is not None:
@@ -301,6 +307,47 @@ class BacnetSimulator:
             acc.presentValue = int(m.reading)
 
         self._refreshers.append(refresh)
+
+    def object(self, name: str, object_type: str, instance: int) -> Any:
+        """The object ``object_type,instance`` of device ``name``."""
+        want = (object_type, instance)
+        for obj in self.device(name).objects:
+            otype, inst = obj.objectIdentifier
+            if (str(otype), int(inst)) == want:
+                return obj
+        raise KeyError(f"{name} has no {object_type},{instance}")
+
+    async def command(self, name: str, object_type: str, instance: int, value: Any, *, priority: int) -> None:
+        """Another party's WriteProperty (a BMS at priority 5, an occupant's panel at 8): ``value`` None
+        relinquishes that priority. Goes through the same checks and model hooks as a network write."""
+        obj = self.object(name, object_type, instance)
+        typed = Null(()) if value is None else obj._elements["presentValue"](value)
+        await obj.write_property("presentValue", typed, priority=priority)
+
+    def clamp(self, name: str, object_type: str, instance: int, low: float, high: float) -> None:
+        """Make one analog object clamp written values into ``low..high`` instead of refusing them
+        (some controllers do: the write succeeds and the present value is the nearest limit)."""
+        self.object(name, object_type, instance)._sim_clamp = (low, high)
+
+    def forget_commands(self, name: str) -> None:
+        """What a device restart does to a controller without persistent commands: every priority slot
+        of every commandable object is empty again (its subscriptions go when the app restarts)."""
+        for obj in self.device(name).objects:
+            if isinstance(obj, Commandable):
+                for i in range(16):
+                    obj.priorityArray[i] = PriorityValue(null=())
+                obj.recalculating()
+                if obj._sim_apply is not None:  # the equipment follows its output
+                    obj._sim_apply(obj.presentValue)
+
+    async def restart(self, *, forget_commands: bool = True) -> None:
+        """Stop and start every device: COV subscriptions are forgotten (a new app), and with
+        ``forget_commands`` so are the priority arrays."""
+        await self.stop()
+        if forget_commands:
+            for dev in self.devices:
+                self.forget_commands(dev.name)
+        await self.start()
 
     # ---- model -> objects ----
 

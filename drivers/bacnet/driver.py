@@ -204,7 +204,7 @@ class BacnetDriver:
         self.stats = BacnetStats()
         self.rpm_supported = device.use_rpm  # turns False, for good, when the device rejects RPM
         self._sem = asyncio.Semaphore(_IN_FLIGHT)
-        self._written: dict[str, set[int]] = {}  # point id -> priorities this agent holds
+        self._written: dict[str, dict[int, Value]] = {}  # point id -> {priority: the value we wrote there}
         self._cov_points = [p for p in device.points if (p.cov if p.cov is not None else device.cov)]
         self._by_objid: dict[tuple[str, int], list[BacnetPoint]] = {}
         for p in self._cov_points:
@@ -226,15 +226,10 @@ class BacnetDriver:
             await self._cov_loop()
 
     async def close(self) -> None:
+        """Cancel the COV subscriptions. Relinquishing is not done here: the service does it before the
+        network closes, through :meth:`relinquish`, and audits each one."""
         if self.network.started:
             await self._unsubscribe_all()
-            if self.device.relinquish_on_shutdown:
-                by_id = {p.id: p for p in self.device.points}
-                for pid, prios in list(self._written.items()):
-                    for prio in sorted(prios):
-                        result = await self.write(by_id[pid], None, priority=prio)
-                        if not result.ok:
-                            self._log.warning("relinquish_failed", point=pid, priority=prio, code=result.code)
 
     # ---- requests (every bacpypes3 failure is caught here, at the edge) ----
 
@@ -415,9 +410,9 @@ class BacnetDriver:
         except DriverError as f:
             return WriteResult(p.id, value, None, False, f.code, str(f))
         if value is None:
-            self._written.get(p.id, set()).discard(prio)
+            self._written.get(p.id, {}).pop(prio, None)
         else:
-            self._written.setdefault(p.id, set()).add(prio)
+            self._written.setdefault(p.id, {})[prio] = value
         if self.device.readback_delay_s:
             await asyncio.sleep(self.device.readback_delay_s)
         try:
@@ -503,6 +498,71 @@ class BacnetDriver:
         except DriverError:
             pa = None
         return pv, pa if isinstance(pa, list) else None
+
+    def held(self, point: PointBase) -> dict[int, Value]:
+        """The priorities at which this driver wrote ``point`` (and did not relinquish since), with the
+        value it wrote at each."""
+        return dict(self._written.get(point.id, {}))
+
+    async def relinquish(self, point: PointBase) -> list[WriteResult]:
+        """Release the priority slots this driver wrote, but only those that still hold our value.
+
+        Reads the priority-array first. A slot that is empty (the device restarted and forgot) is
+        forgotten without traffic; a slot holding another value (an occupant or another controller
+        wrote at our priority since) is left alone: ``slot_not_ours``. Otherwise Null is written there
+        and read back (``relinquish_failed`` when the slot still holds a value). One result per slot
+        acted on or left alone; ``requested`` is the value we had written, ``readback`` the present
+        value after (or the other party's value for ``slot_not_ours``). BACnet has no compare-and-swap:
+        a write landing between the read and the Null is not seen."""
+        p = self._bacnet_point(point)
+        held = self._written.get(p.id, {})
+        if not held:
+            return []
+        try:
+            pa = await self._rp(_objid(p), "priority-array")
+        except DriverError as f:
+            return [
+                WriteResult(p.id, v, None, False, f.code, f"priority {prio}: priority-array read failed: {f}")
+                for prio, v in sorted(held.items())
+            ]
+        out: list[WriteResult] = []
+        for prio, ours in sorted(held.items()):
+            if not isinstance(pa, list) or len(pa) < prio or _slot_empty(pa, prio):
+                held.pop(prio, None)
+                self._log.info("relinquish_not_needed", point=p.id, priority=prio, reason="slot empty")
+                continue
+            slot = pa[prio - 1]
+            try:
+                there = _convert(getattr(slot, slot._choice))
+            except _CodecFailure:
+                there = None
+            if not _equal(there, ours):
+                held.pop(prio, None)
+                out.append(
+                    WriteResult(
+                        p.id,
+                        ours,
+                        there,
+                        False,
+                        FailureCode.SLOT_NOT_OURS,
+                        f"priority {prio} holds {there!r}, not the {ours!r} we wrote: someone else's "
+                        "command, left alone",
+                    )
+                )
+                continue
+            result = await self.write(p, None, priority=prio)
+            out.append(
+                WriteResult(
+                    p.id,
+                    ours,
+                    result.readback,
+                    result.ok,
+                    result.code,
+                    result.detail,
+                    result.holding_priority,
+                )
+            )
+        return out
 
     async def active_priority(self, point: PointBase) -> int | None:
         """Which priority holds the present value (first non-null slot), None when all are relinquished.

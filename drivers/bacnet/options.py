@@ -127,7 +127,9 @@ class BacnetDevice(BaseModel):
     )
     write_priority: int = Field(default=8, ge=1, le=16, description="8 = manual operator (ASHRAE 135)")
     relinquish_on_shutdown: bool = Field(
-        default=False, description="On shutdown, write Null at the priorities this agent wrote"
+        default=False,
+        description="On shutdown, release (write Null at) the priorities this agent wrote, where the slot "
+        "still holds the value it wrote; each release is audited",
     )
     cov: bool = Field(default=False, description="Subscribe to COV for every point (points may override)")
     cov_lifetime_s: int = Field(

@@ -136,6 +136,7 @@ class Enforcer:
         now = self.clock.now()
         snap = self.snapshot.for_policy()
         decision = evaluate(snap, now, self.calendar, self.params)
+        self.actuator.observe(snap)  # a holder that let go: its point is no longer listed as masked
         self.cycles += 1
         self.last_cycle = now
         self._record_findings(decision.findings)

@@ -78,6 +78,8 @@ class Agent:
         self._pools: dict[str, SharedResource] = {}  # protocol -> per-site resource: Modbus pool, BACnet port
         self.devices: dict[str, _DeviceRuntime] = {}
         self.listeners: list[ReadingsListener] = []
+        # Run when the loops have stopped, before the drivers close (BACnet relinquish at shutdown).
+        self.before_close: list[Callable[[], Awaitable[None]]] = []
         self._pushed: asyncio.Queue[tuple[str, list[Reading]]] = asyncio.Queue()
         self.first_cycle = asyncio.Event()
         self._stop = asyncio.Event()
@@ -285,6 +287,11 @@ class Agent:
 
                 tg.create_task(cancel_extras_on_stop(), name="stopper")
         finally:
+            for hook in self.before_close:
+                try:
+                    await hook()
+                except Exception:  # shutting down: one hook's bug must not keep the drivers open
+                    self.log.exception("before_close_failed")
             await self.close()
             self.log.info("agent_stopped")
 

@@ -270,3 +270,60 @@ async def test_local_port_in_use_is_a_clear_error(rig: Rig) -> None:
     with pytest.raises(LocalAddressError) as info:
         await other.start()
     assert info.value.code == "port_in_use"
+
+
+async def test_a_higher_priority_holding_the_point_is_masked_naming_it(rig: Rig) -> None:
+    d = await rig.driver()
+    sp = d.device.points[0]
+    await rig.sim.command("FC-1F", "analog-value", 1, 22.0, priority=5)  # a BMS at critical equipment
+    result = await d.write(sp, 26.0)
+    assert (result.ok, result.code, result.readback, result.holding_priority) == (False, "masked", 22.0, 5)
+    assert rig.building.ac_units["f1-ac1"].setpoint == 22.0
+    await rig.sim.command("FC-1F", "analog-value", 1, None, priority=5)  # it lets go: ours shows
+    assert (await d.read([sp]))[0].value == 26.0
+
+
+async def test_a_device_that_clamps_is_a_readback_mismatch_without_a_holder(rig: Rig) -> None:
+    d = await rig.driver()
+    sp = d.device.points[0]
+    rig.sim.clamp("FC-1F", "analog-value", 1, 16.0, 25.0)
+    result = await d.write(sp, 26.0)
+    assert (result.ok, result.code, result.readback, result.holding_priority) == (
+        False,
+        "readback_mismatch",
+        25.0,
+        None,
+    )
+
+
+async def test_relinquish_releases_only_slots_that_still_hold_our_value(rig: Rig) -> None:
+    d = await rig.driver()
+    sp, _mode, power = d.device.points[:3]
+    assert (await d.write(sp, 26.0)).ok and (await d.write(power, False)).ok
+    assert d.held(sp) == {8: 26.0}
+    # The device restarts and forgets its commands; an occupant's panel then writes at our priority 8.
+    rig.sim.forget_commands("FC-1F")
+    await rig.sim.command("FC-1F", "analog-value", 1, 22.0, priority=8)
+    [left] = await d.relinquish(sp)
+    assert (left.ok, left.code, left.requested, left.readback) == (False, "slot_not_ours", 26.0, 22.0)
+    assert "priority 8 holds 22.0" in (left.detail or "")
+    assert await d.active_priority(sp) == 8 and rig.building.ac_units["f1-ac1"].setpoint == 22.0
+    assert d.held(sp) == {}
+    # The power slot was forgotten by the restart: nothing to release, nothing written.
+    wp = d.stats.wp_requests
+    assert await d.relinquish(power) == []
+    assert d.stats.wp_requests == wp
+    # Our own value still in its slot: released, and the present value falls back.
+    assert (await d.write(sp, 26.0)).ok
+    [done] = await d.relinquish(sp)
+    assert done.ok and done.requested == 26.0 and await d.active_priority(sp) is None
+    assert await d.relinquish(sp) == []  # released once
+
+
+async def test_close_cancels_subscriptions_and_writes_nothing(rig: Rig) -> None:
+    d = await rig.driver(relinquish_on_shutdown=True)
+    sp = d.device.points[0]
+    assert (await d.write(sp, 26.0)).ok
+    wp = d.stats.wp_requests
+    await d.close()  # relinquishing is the service's (audited) job, before close
+    assert d.stats.wp_requests == wp and await d.active_priority(sp) == 8

@@ -44,8 +44,10 @@ def with_interval(cfg: LoadedConfig, interval_s: float) -> LoadedConfig:
 
 
 class Rig:
-    def __init__(self, sim: Simulator, svc: Service, cfg: LoadedConfig, clock: FakeClock) -> None:
-        self.sim, self.svc, self.cfg, self.clock = sim, svc, cfg, clock
+    def __init__(
+        self, sim: Simulator, svc: Service, cfg: LoadedConfig, clock: FakeClock, task: asyncio.Task[int]
+    ) -> None:
+        self.sim, self.svc, self.cfg, self.clock, self.task = sim, svc, cfg, clock, task
 
     @property
     def building(self) -> Building:
@@ -72,7 +74,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         # The script's 14:00 occupant (f2-ac1 to 22 °C) is corrected on the first cycle: let it settle so
         # the tests compare a model that holds still.
         await wait_for(lambda: _writes(svc, "f2-ac1.setpoint"), 5.0)
-        yield Rig(sim, svc, cfg, clock)
+        yield Rig(sim, svc, cfg, clock, task)
     finally:
         if svc is not None:
             svc.agent.stop()
@@ -216,3 +218,72 @@ async def test_cov_still_drives_enforcement_after_a_reload_changes_the_device(ri
     rig.building.set_setpoint(uid, 22.0, source="occupant")
     took = await wait_for(lambda: ac.setpoint == 26.0, 2.0)  # poll interval is 30 s: only COV can do it
     assert took < 2.0
+
+
+async def test_a_higher_priority_holding_a_setpoint_is_one_finding_and_no_fight(rig: Rig) -> None:
+    uid = "f2-ac2"
+    bacnet = rig.sim.bacnet
+    assert bacnet is not None
+    # A BMS commands 22 °C at priority 5 (critical equipment control): above our 8.
+    await bacnet.command("FC-2F", "analog-value", 2, 22.0, priority=5)
+    await wait_for(lambda: any(r.result == "masked_write" for r in rig.svc.audit.records()), 3.0)
+    [finding] = [r for r in rig.svc.audit.records() if r.result == "masked_write"]
+    assert finding.subject == f"{uid}.setpoint" and "priority 5 holds 22.0" in finding.reason
+    await wait_for(lambda: not rig.svc.enforcer._writing, 3.0)  # the background cycle's write is done
+    writes = len(_writes(rig.svc, f"{uid}.setpoint"))
+    for _ in range(18):  # the field report: 18 futile writes in 3 minutes. Now none.
+        rig.clock.advance(10)
+        outcomes = await rig.svc.enforcer.cycle()
+        assert [o.status for o in outcomes if o.intent.point_id == f"{uid}.setpoint"] == ["masked"]
+    assert len(_writes(rig.svc, f"{uid}.setpoint")) == writes
+    assert not [r for r in rig.svc.audit.records() if r.result == "tamper"]
+    [masked] = rig.svc.status_doc()["enforcement"]["masked_points"]
+    assert (masked["point"], masked["holding_priority"], masked["held_value"]) == (f"{uid}.setpoint", 5, 22.0)
+    # The BMS lets go: our 26 °C at priority 8 shows through, and the point is no longer listed.
+    await bacnet.command("FC-2F", "analog-value", 2, None, priority=5)
+    await wait_for(lambda: rig.building.ac_units[uid].setpoint == 26.0, 3.0)
+    await wait_for(lambda: rig.svc.agent.snapshot.reading(f"{uid}.setpoint").value == 26.0, 3.0)  # type: ignore[union-attr]
+    await rig.svc.enforcer.cycle()
+    assert rig.svc.status_doc()["enforcement"]["masked_points"] == []
+
+
+async def test_relinquish_on_exit_releases_only_our_own_commands_and_audits_each(rig: Rig) -> None:
+    bacnet = rig.sim.bacnet
+    assert bacnet is not None
+    policy = rig.cfg.policy
+    enforcement = policy.enforcement.model_copy(update={"relinquish_on_exit": True})
+    await rig.svc.apply_config(
+        dataclasses.replace(rig.cfg, policy=policy.model_copy(update={"enforcement": enforcement}))
+    )
+    await wait_for(lambda: _writes(rig.svc, "f1-l1"), 5.0)  # daylight: the agent switched 1F off
+    await wait_for(lambda: rig.svc.agent.snapshot.reading("f1-l1").value is False, 3.0)  # type: ignore[union-attr]
+    light = rig.sim_object("light", "f1-l1", "on")
+    assert light.priorityArray[OUR_PRIORITY - 1].null is None
+    # The occupant's panel writes 27 °C at our own priority 8 on f2-ac1 (which the agent set to 26):
+    # allowed by the policy, so the agent leaves it; at shutdown it must stay.
+    await bacnet.command("FC-2F", "analog-value", 1, 27.0, priority=OUR_PRIORITY)
+    await wait_for(lambda: rig.svc.agent.snapshot.reading("f2-ac1.setpoint").value == 27.0, 3.0)  # type: ignore[union-attr]
+    rig.svc.agent.stop()
+    await asyncio.wait_for(rig.task, 15)
+    sp = rig.sim_object("ac", "f2-ac1", "setpoint")
+    assert float(sp.priorityArray[OUR_PRIORITY - 1].real) == 27.0  # the occupant's command stands
+    assert rig.building.ac_units["f2-ac1"].setpoint == 27.0
+    assert light.priorityArray[OUR_PRIORITY - 1].null is not None  # ours is released
+    records = [r for r in rig.svc.audit.records() if r.rule == "shutdown.relinquish"]
+    by_point = {r.subject: r for r in records}
+    assert by_point["f2-ac1.setpoint"].result == "slot_not_ours"
+    assert (by_point["f2-ac1.setpoint"].before, by_point["f2-ac1.setpoint"].after) == (27.0, 27.0)
+    assert "we had written 26.0" in by_point["f2-ac1.setpoint"].reason
+    assert by_point["f1-l1"].result == "relinquished" and by_point["f1-l1"].before is False
+    # only points the agent wrote: nothing for the ones it never touched
+    written = {
+        r.subject
+        for r in rig.svc.audit.records()
+        if r.kind == AuditKind.WRITE and r.rule != "shutdown.relinquish"
+    }
+    assert set(by_point) <= written
+    kinds = [r.kind for r in rig.svc.audit.records()]
+    assert kinds.index(AuditKind.SHUTDOWN) > max(
+        i for i, r in enumerate(rig.svc.audit.records()) if r.rule == "shutdown.relinquish"
+    )
+    assert verify(rig.svc._audit_conn).ok

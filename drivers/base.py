@@ -78,6 +78,7 @@ class FailureCode(StrEnum):
     OVERRIDDEN = "overridden"  # BACnet status-flags: overridden (a local override holds the value)
     # Configuration
     CONFIG = "config"  # the point or request does not fit this driver as configured
+    WRONG_DEVICE = "wrong_device"  # BACnet: the device at the address is not site.yaml's device_instance
     # Writes (driver)
     NOT_WRITABLE = "not_writable"  # not writable in site.yaml, or the register/object takes no writes
     TYPE = "type"  # the value is the wrong kind for the point (a string for a number, 2 for a binary)

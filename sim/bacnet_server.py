@@ -147,6 +147,18 @@ def _set_model_value(obj: Any, value: Any) -> None:
         obj._sim_overridden = obj.presentValue != current or obj._sim_overridden
 
 
+class _SimApplication(Application):  # type: ignore[misc]
+    """A device's application. ASHRAE 135 (ReadProperty): Device object instance 4194303 means "the
+    device that receives this"; bacpypes3 0.0.110 compares the identifier with a plain tuple, which
+    never matches, and answers unknown-object, so the wildcard is resolved here."""
+
+    async def do_ReadPropertyRequest(self, apdu: Any) -> None:
+        oid = apdu.objectIdentifier
+        if str(oid[0]) == "device" and int(oid[1]) == 4194303 and self.device_object is not None:
+            apdu.objectIdentifier = self.device_object.objectIdentifier
+        await super().do_ReadPropertyRequest(apdu)
+
+
 class SimDevice:
     """One simulated BACnet device: its address, instance and objects (keyed by the model item they show)."""
 
@@ -396,7 +408,7 @@ class BacnetSimulator:
                     objectIdentifier=("network-port", 1),
                     objectName="NP-1",
                 )
-                dev.app = Application.from_object_list([device, port, *dev.objects])
+                dev.app = _SimApplication.from_object_list([device, port, *dev.objects])
                 tasks = [t for ll in dev.app.link_layers.values() for t in ll.server._transport_tasks]
                 # bacpypes3 retries a failed bind forever; give up after a few seconds, then close cleanly.
                 try:

@@ -68,6 +68,7 @@ _log = structlog.get_logger("drivers.bacnet")
 
 _IN_FLIGHT = 4  # requests in flight per device (STACK.md: 5-20 in flight doubles throughput)
 _COV_RETRY_S = 30.0  # a failed subscription is retried this often (reads poll meanwhile)
+_UNKNOWN_OBJECT = bacnet_error("object", "unknown-object")
 # Answers to ReadPropertyMultiple that mean "read one property at a time instead".
 _RPM_UNSUPPORTED = frozenset(
     {
@@ -214,6 +215,9 @@ class BacnetDriver:
         self._cov_values: dict[str, Reading] = {}  # point id -> last COV reading (healthy subscriptions only)
         self._cov_flags: dict[tuple[str, int], Any] = {}
         self._cov_wake = asyncio.Event()
+        self._identity_ok = False  # the device at the address has our device_instance (checked once
+        # per connection: again after any timeout, the device may have been replaced or restarted)
+        self._wrong_device: str | None = None  # the mismatch being reported (logged once when it starts)
 
     # ---- lifecycle ----
 
@@ -224,6 +228,43 @@ class BacnetDriver:
         """Subscribe the COV points and renew the subscriptions until cancelled (none: return)."""
         if self._cov_points:
             await self._cov_loop()
+
+    async def _check_identity(self) -> DriverError | None:
+        """Make sure the device at the address is site.yaml's ``device_instance`` before anything is read
+        or written: a wrong instance at the right address would read, and write, another device.
+
+        Reads the Device object's object-identifier at that instance; ``unknown-object`` means another
+        device answers (``wrong_device``; the wildcard instance 4194303 then names it, where the device
+        supports it). A timeout or local failure is returned as it is (not checked yet). Any other error
+        reply cannot tell, and is taken as the right device."""
+        if self._identity_ok:
+            return None
+        inst = self.device.device_instance
+        try:
+            await self._rp(ObjectIdentifier(f"device,{inst}"), "object-identifier")
+        except DriverError as f:
+            if f.code != _UNKNOWN_OBJECT:
+                if f.code.startswith("bacnet:"):
+                    self._identity_ok = True
+                    return None
+                return f
+            actual = "another device"
+            with contextlib.suppress(DriverError):
+                got = await self._rp(ObjectIdentifier("device,4194303"), "object-identifier")
+                actual = f"device {int(got[1])}"
+            detail = (
+                f"{self.device.address} is {actual}, not device {inst} (site.yaml device_instance): "
+                "nothing is read from or written to it"
+            )
+            if self._wrong_device != detail:
+                self._wrong_device = detail
+                self._log.error("device_instance_mismatch", expected=inst, found=actual)
+            return PermanentError(detail, device=self.device_id, code=FailureCode.WRONG_DEVICE)
+        if self._wrong_device is not None:
+            self._log.info("device_instance_confirmed", instance=inst)
+            self._wrong_device = None
+        self._identity_ok = True
+        return None
 
     async def close(self) -> None:
         """Cancel the COV subscriptions. Relinquishing is not done here: the service does it before the
@@ -272,6 +313,9 @@ class BacnetDriver:
 
     async def read(self, points: Sequence[PointBase]) -> list[Reading]:
         pts = [self._bacnet_point(p) for p in points]
+        wrong = await self._check_identity()
+        if wrong is not None:
+            return [self._bad(p, wrong.code, str(wrong)) for p in pts]
         out: dict[int, Reading] = {}
         to_poll: list[int] = []
         now = self.clock()
@@ -401,6 +445,9 @@ class BacnetDriver:
             return WriteResult(p.id, value, None, False, f.code, f.detail)
         except (TypeError, ValueError) as exc:  # bacpypes3 refused the value (e.g. too large)
             return WriteResult(p.id, value, None, False, FailureCode.RANGE, str(exc))
+        wrong = await self._check_identity()
+        if wrong is not None:
+            return WriteResult(p.id, value, None, False, wrong.code, str(wrong))
         self.stats.wp_requests += 1
         try:
             await self._request(
@@ -583,7 +630,9 @@ class BacnetDriver:
     # ---- COV ----
 
     def _cov_suspect(self) -> None:
-        """A timeout: the device may have restarted and forgotten us. Poll until re-subscribed."""
+        """A timeout: the device may have restarted and forgotten us (or been replaced: check its
+        instance again). Poll until re-subscribed."""
+        self._identity_ok = False
         if self._spids:
             for spid in self._spids.values():
                 self.network.unregister_cov(spid)
@@ -627,7 +676,12 @@ class BacnetDriver:
         renew_s = max(1.0, self.device.cov_lifetime_s / 2)
         while True:
             failed = False
-            for key in self._by_objid:
+            if await self._check_identity() is not None:  # not our device (yet): subscribe nothing
+                keys: list[tuple[str, int]] = []
+                failed = True
+            else:
+                keys = list(self._by_objid)
+            for key in keys:
                 if not await self._subscribe(key):
                     failed = True
                     if key in self._spids:

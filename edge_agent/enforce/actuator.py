@@ -239,17 +239,15 @@ class Actuator:
         )
         return restored
 
-    def observe(self, snapshot: Mapping[str, PointState]) -> None:
-        """Forget the masks whose holder let go: the point no longer shows the held value (the enforcer
-        calls this every evaluation, so ``status`` lists only points still held)."""
+    def masked_points(self, snapshot: Mapping[str, PointState] | None = None) -> list[dict[str, Any]]:
+        """Points whose last write someone else holds (for ``status``), by point id. With the current
+        ``snapshot``, masks whose holder let go (the point no longer shows the held value) are
+        forgotten first."""
         for pid, m in list(self._masked.items()):
-            state = snapshot.get(pid)
+            state = (snapshot or {}).get(pid)
             if state is not None and state.ok and not _same(state.value, m.held_value):
                 del self._masked[pid]
                 self._log.info("write_unmasked", point=pid, held_back=m.held_back, now=state.value)
-
-    def masked_points(self) -> list[dict[str, Any]]:
-        """Points whose last write someone else holds (for ``status``), by point id."""
         return [m.as_dict() for _pid, m in sorted(self._masked.items())]
 
     def writes_in_window(self, point_id: str) -> int:

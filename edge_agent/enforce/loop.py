@@ -136,7 +136,6 @@ class Enforcer:
         now = self.clock.now()
         snap = self.snapshot.for_policy()
         decision = evaluate(snap, now, self.calendar, self.params)
-        self.actuator.observe(snap)  # a holder that let go: its point is no longer listed as masked
         self.cycles += 1
         self.last_cycle = now
         self._record_findings(decision.findings)
@@ -197,7 +196,7 @@ class Enforcer:
             "refused": self.counts["refused"],
             "rate_limited": self.counts["rate_limited"],
             "masked": self.counts["masked"],  # intents held back: someone else holds the point
-            "masked_points": self.actuator.masked_points(),
+            "masked_points": self.actuator.masked_points(self.snapshot.for_policy()),
             "errors": self.counts["error"],
             "findings": {k.split(":", 1)[1]: v for k, v in self.counts.items() if k.startswith("finding:")},
             "active_findings": len(self._active),

@@ -67,13 +67,12 @@ class Rig:
         self.background: list[asyncio.Task[None]] = []
 
     async def driver(self, points: list[BacnetPoint] | None = None, **kw: object) -> BacnetDriver:
-        opts: dict[str, object] = {"readback_delay_s": 0, "timeout_s": 0.5}
+        opts: dict[str, object] = {"readback_delay_s": 0, "timeout_s": 0.5, "device_instance": 1001}
         opts.update(kw)
         dev = BacnetDevice(
             protocol="bacnet",
             id="fc1",
             address=self.sim.address_of("FC-1F"),
-            device_instance=1001,
             points=points or ac_points(),
             **opts,
         )  # type: ignore[arg-type]
@@ -124,7 +123,7 @@ async def test_reads_every_object_type(rig: Rig) -> None:
     meter = rig.building.meters["f1-ls"]
     assert by["energy"].value == pytest.approx(meter.reading, rel=1e-6)
     assert by["counter"].value == int(meter.reading)
-    assert d.stats.rpm_requests == 1 and d.stats.rp_requests == 0
+    assert d.stats.rpm_requests == 1 and d.stats.rp_requests == 1  # the device_instance check
 
 
 async def test_rpm_batches_by_property_count(rig: Rig) -> None:
@@ -327,3 +326,22 @@ async def test_close_cancels_subscriptions_and_writes_nothing(rig: Rig) -> None:
     wp = d.stats.wp_requests
     await d.close()  # relinquishing is the service's (audited) job, before close
     assert d.stats.wp_requests == wp and await d.active_priority(sp) == 8
+
+
+async def test_a_wrong_device_instance_at_the_address_is_neither_read_nor_written(rig: Rig) -> None:
+    d = await rig.driver(device_instance=1002)  # FC-1F answers at this address; 1002 is FC-2F
+    readings = await d.read(d.device.points)
+    assert {r.code for r in readings} == {"wrong_device"} and all(r.quality is Quality.BAD for r in readings)
+    assert "is device 1001, not device 1002" in (readings[0].detail or "")
+    wp = d.stats.wp_requests
+    result = await d.write(d.device.points[0], 26.0)
+    assert (result.ok, result.code) == (False, "wrong_device") and d.stats.wp_requests == wp
+    assert d.stats.rpm_requests == 0 and d.stats.subscribe_requests == 0
+
+
+async def test_the_right_device_instance_is_checked_once(rig: Rig) -> None:
+    d = await rig.driver()
+    await d.read(d.device.points)
+    rp = d.stats.rp_requests
+    await d.read(d.device.points)
+    assert d.stats.rp_requests == rp  # confirmed: no further identity reads

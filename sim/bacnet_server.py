@@ -341,6 +341,17 @@ class BacnetSimulator:
         (some controllers do: the write succeeds and the present value is the nearest limit)."""
         self.object(name, object_type, instance)._sim_clamp = (low, high)
 
+    def subscriptions(self, name: str) -> list[tuple[str, int, int]]:
+        """The COV subscriptions device ``name`` holds: (object, subscriber process id, lifetime)."""
+        app = self.device(name).app
+        if app is None:
+            return []
+        out = []
+        for objid, detection in app._cov_detections.items():
+            for sub in detection.cov_subscriptions:
+                out.append((f"{objid[0]},{objid[1]}", int(sub.proc_id), int(sub.lifetime)))
+        return sorted(out)
+
     def forget_commands(self, name: str) -> None:
         """What a device restart does to a controller without persistent commands: every priority slot
         of every commandable object is empty again (its subscriptions go when the app restarts)."""

@@ -7,7 +7,10 @@ segment the answer; the fallback is remembered for the device. Status flags turn
 (:class:`drivers.base.FailureCode`): the device's ``bacnet:<class>:<code>`` (``reject`` and ``abort`` as
 the class for Reject/Abort replies), ``timeout``, ``decode``, ``no_value``, ``protocol``, ...
 
-COV: points marked ``cov`` are subscribed at connect and renewed at half their lifetime. While a point's
+COV: points marked ``cov`` are subscribed by ``run()`` and renewed in place at half their lifetime (one
+subscriber process id per object for the driver's life, so the device replaces its entry); ``close()``
+cancels them (shutdown, and a reload that changes the device). A timeout (ours or the stack's abort
+no-response) drops the subscriptions to polling and re-subscribes as soon as a poll succeeds. While a point's
 subscription is healthy and has delivered a value, ``read`` answers it from that value (timestamped when it
 arrived) without traffic, and every notification is also pushed to ``on_cov``; a subscription that fails,
 or any timeout on the device, puts its points back on polling until a re-subscription succeeds.
@@ -211,6 +214,10 @@ class BacnetDriver:
         for p in self._cov_points:
             self._by_objid.setdefault((p.object_type, p.instance), []).append(p)
         self._spids: dict[tuple[str, int], int] = {}  # healthy subscriptions
+        # One subscriber process id per object for the driver's life: a renewal (or a re-subscription
+        # after a timeout) replaces the device's entry instead of adding one (ASHRAE 135 13.14.1.3).
+        self._spid_of: dict[tuple[str, int], int] = {}
+        self._cov_lost = False  # subscriptions dropped on a timeout: re-subscribe when the device answers
         self._cov_failing: set[tuple[str, int]] = set()  # objects whose subscription fails (logged once)
         self._cov_values: dict[str, Reading] = {}  # point id -> last COV reading (healthy subscriptions only)
         self._cov_flags: dict[tuple[str, int], Any] = {}
@@ -275,19 +282,22 @@ class BacnetDriver:
     # ---- requests (every bacpypes3 failure is caught here, at the edge) ----
 
     async def _request(self, coro: Any, kind: str) -> Any:
-        """Await one bacpypes3 request; every failure leaves as a DriverError (see errors.request_error)."""
+        """Await one bacpypes3 request; every failure leaves as a DriverError (see errors.request_error).
+        A timeout, ours or the stack's abort no-response, puts COV back on polling until re-subscribed."""
         what = f"{kind} to {self.device.address}"
         async with self._sem:
             try:
                 return await asyncio.wait_for(coro, self.device.timeout_s)
             except TimeoutError as exc:
-                self.stats.timeouts += 1
-                self._cov_suspect()
-                raise self._error(exc, what) from None
+                error = self._error(exc, what)
             except ErrorRejectAbortNack as exc:  # BaseException in bacpypes3
-                raise self._error(exc, what) from None
+                error = self._error(exc, what)
             except (OSError, ValueError, TypeError, RuntimeError) as exc:
                 raise self._error(exc, what) from exc
+        if error.code == FailureCode.TIMEOUT:
+            self.stats.timeouts += 1
+            self._cov_suspect()
+        raise error
 
     def _error(self, exc: BaseException, what: str) -> DriverError:
         return request_error(exc, device=self.device_id, what=what, timeout_s=self.device.timeout_s)
@@ -335,6 +345,11 @@ class BacnetDriver:
         if to_poll:
             polled = await self._poll([pts[i] for i in to_poll])
             out.update(zip(to_poll, polled, strict=True))
+            if self._cov_lost and any(r.ok for r in polled):
+                # The device answers again (after a restart it has forgotten our subscriptions):
+                # subscribe now, not at the next retry or renewal.
+                self._cov_lost = False
+                self._cov_wake.set()
         return [out[i] for i in range(len(pts))]
 
     def _bacnet_point(self, point: PointBase) -> BacnetPoint:
@@ -634,17 +649,19 @@ class BacnetDriver:
         instance again). Poll until re-subscribed."""
         self._identity_ok = False
         if self._spids:
-            for spid in self._spids.values():
-                self.network.unregister_cov(spid)
             self._spids.clear()
             self._cov_values.clear()
+            self._cov_lost = True  # the first good poll asks the COV loop to subscribe again
             self._cov_wake.set()
 
     async def _subscribe(self, key: tuple[str, int]) -> bool:
-        def handler(objid: Any, values: list[Any]) -> None:
-            self._on_notification(key, objid, values)
+        spid = self._spid_of.get(key)
+        if spid is None:
 
-        spid = self.network.register_cov(handler)
+            def handler(objid: Any, values: list[Any]) -> None:
+                self._on_notification(key, objid, values)
+
+            spid = self._spid_of[key] = self.network.register_cov(handler)
         req = SubscribeCOVRequest(
             subscriberProcessIdentifier=spid,
             monitoredObjectIdentifier=ObjectIdentifier(f"{key[0]},{key[1]}"),
@@ -656,7 +673,6 @@ class BacnetDriver:
         try:
             await self._request(self.network.app.request(req), "subscribe-cov")
         except DriverError as f:
-            self.network.unregister_cov(spid)
             if key not in self._cov_failing:  # the failure starts; cov_subscribe_recovered ends it
                 self._cov_failing.add(key)
                 self._log.warning(
@@ -666,9 +682,6 @@ class BacnetDriver:
         if key in self._cov_failing:
             self._cov_failing.discard(key)
             self._log.info("cov_subscribe_recovered", object=f"{key[0]},{key[1]}")
-        old = self._spids.get(key)
-        if old is not None and old != spid:
-            self.network.unregister_cov(old)
         self._spids[key] = spid
         return True
 
@@ -684,8 +697,7 @@ class BacnetDriver:
             for key in keys:
                 if not await self._subscribe(key):
                     failed = True
-                    if key in self._spids:
-                        self.network.unregister_cov(self._spids.pop(key))
+                    self._spids.pop(key, None)
                     for p in self._by_objid[key]:
                         self._cov_values.pop(p.id, None)
             self._cov_wake.clear()
@@ -696,7 +708,9 @@ class BacnetDriver:
                     await self._cov_wake.wait()
 
     async def _unsubscribe_all(self) -> None:
-        for key, spid in list(self._spids.items()):
+        """Cancel every subscription this driver made (healthy or not: a device that missed a renewal may
+        still hold one); a subscription the device no longer knows is not an error."""
+        for key, spid in list(self._spid_of.items()):
             req = SubscribeCOVRequest(
                 subscriberProcessIdentifier=spid,
                 monitoredObjectIdentifier=ObjectIdentifier(f"{key[0]},{key[1]}"),
@@ -705,6 +719,7 @@ class BacnetDriver:
             with contextlib.suppress(DriverError):
                 await self._request(self.network.app.request(req), "unsubscribe-cov")
             self.network.unregister_cov(spid)
+        self._spid_of.clear()
         self._spids.clear()
         self._cov_values.clear()
 

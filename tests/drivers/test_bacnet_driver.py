@@ -345,3 +345,72 @@ async def test_the_right_device_instance_is_checked_once(rig: Rig) -> None:
     rp = d.stats.rp_requests
     await d.read(d.device.points)
     assert d.stats.rp_requests == rp  # confirmed: no further identity reads
+
+
+async def _until(cond: object, timeout: float = 3.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if cond():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met")
+
+
+def cov_points() -> list[BacnetPoint]:
+    return [
+        BacnetPoint(id="sp", object_type="analog-value", instance=1, cov=True),
+        BacnetPoint(id="power", object_type="binary-value", instance=1, cov=True),
+    ]
+
+
+async def test_cov_renewal_keeps_one_subscription_per_object_and_close_cancels_it(rig: Rig) -> None:
+    d = await rig.driver(cov_points(), cov_lifetime_s=60)
+    await _until(lambda: len(rig.sim.subscriptions("FC-1F")) == 2)
+    first = rig.sim.subscriptions("FC-1F")
+    for n in (4, 6):  # two renewals
+        d._cov_wake.set()
+        await _until(lambda n=n: d.stats.subscribe_requests >= n)
+    assert rig.sim.subscriptions("FC-1F") == first  # renewed in place: same process ids, no additions
+    pushed: list[Reading] = []
+    d.on_cov = pushed.extend
+    before = d.stats.cov_notifications
+    rig.building.set_setpoint("f1-ac1", 24.5, source="occupant")
+    await _until(lambda: any(r.point_id == "sp" and r.value == 24.5 for r in pushed))
+    await asyncio.sleep(0.2)
+    assert d.stats.cov_notifications - before == 1  # one change, one notification
+    await d.close()
+    assert rig.sim.subscriptions("FC-1F") == []
+
+
+async def test_a_no_response_abort_is_a_timeout_and_cov_returns_when_the_device_does(rig: Rig) -> None:
+    # The stack's APDU timeout (0.2 s) fires before the driver's (1 s): bacpypes3 aborts no-response.
+    net = BacnetNetwork(
+        options=BacnetNetworkOptions(local_address=f"127.0.0.1:{free_udp_port()}", apdu_timeout_s=0.2)
+    )
+    dev = BacnetDevice(
+        protocol="bacnet",
+        id="fc1",
+        address=rig.sim.address_of("FC-1F"),
+        device_instance=1001,
+        points=[*cov_points(), BacnetPoint(id="room", object_type="analog-input", instance=1)],
+        timeout_s=1.0,
+        cov_lifetime_s=3600,  # renewal far away: only the timeout handling can bring COV back
+    )
+    d = BacnetDriver(device=dev, network=net)
+    await d.connect()
+    task = asyncio.create_task(d.run(), name="driver:fc1")
+    try:
+        await _until(lambda: len(rig.sim.subscriptions("FC-1F")) == 2)
+        await rig.sim.stop()
+        assert (await d.read(dev.points))[2].code == "timeout"  # the polled point notices at once
+        down = await d.read(dev.points)  # and the COV points are polled again from then on
+        assert {r.code for r in down} == {"timeout"} and d.stats.timeouts >= 1
+        await rig.sim.restart()  # back, with no subscriptions and no commands
+        assert rig.sim.subscriptions("FC-1F") == []
+        up = await d.read(dev.points)
+        assert all(r.ok for r in up)
+        await _until(lambda: len(rig.sim.subscriptions("FC-1F")) == 2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await d.close()
+        await net.close()

@@ -323,6 +323,8 @@ class BacnetDriver:
 
     async def read(self, points: Sequence[PointBase]) -> list[Reading]:
         pts = [self._bacnet_point(p) for p in points]
+        if not self.network.started:  # the local port could not be bound (connect logged why)
+            return [self._bad(p, FailureCode.UNREACHABLE, "the BACnet/IP port is not bound") for p in pts]
         wrong = await self._check_identity()
         if wrong is not None:
             return [self._bad(p, wrong.code, str(wrong)) for p in pts]
@@ -460,6 +462,10 @@ class BacnetDriver:
             return WriteResult(p.id, value, None, False, f.code, f.detail)
         except (TypeError, ValueError) as exc:  # bacpypes3 refused the value (e.g. too large)
             return WriteResult(p.id, value, None, False, FailureCode.RANGE, str(exc))
+        if not self.network.started:
+            return WriteResult(
+                p.id, value, None, False, FailureCode.UNREACHABLE, "the BACnet/IP port is not bound"
+            )
         wrong = await self._check_identity()
         if wrong is not None:
             return WriteResult(p.id, value, None, False, wrong.code, str(wrong))

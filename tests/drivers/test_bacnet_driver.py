@@ -414,3 +414,18 @@ async def test_a_no_response_abort_is_a_timeout_and_cov_returns_when_the_device_
         await asyncio.gather(task, return_exceptions=True)
         await d.close()
         await net.close()
+
+
+async def test_a_port_that_could_not_be_bound_gives_bad_readings_not_an_exception(rig: Rig) -> None:
+    net = BacnetNetwork(options=BacnetNetworkOptions(local_address=f"127.0.0.1:{free_udp_port()}"))
+    dev = BacnetDevice(
+        protocol="bacnet",
+        id="fc1",
+        address=rig.sim.address_of("FC-1F"),
+        device_instance=1001,
+        points=ac_points(),
+    )
+    d = BacnetDriver(device=dev, network=net)  # connect() never succeeded
+    readings = await d.read(dev.points)
+    assert {r.code for r in readings} == {"unreachable"}
+    assert (await d.write(dev.points[0], 26.0)).code == "unreachable"

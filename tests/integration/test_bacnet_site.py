@@ -287,3 +287,39 @@ async def test_relinquish_on_exit_releases_only_our_own_commands_and_audits_each
         i for i, r in enumerate(rig.svc.audit.records()) if r.rule == "shutdown.relinquish"
     )
     assert verify(rig.svc._audit_conn).ok
+
+
+async def test_a_cov_value_is_delivered_once_not_again_by_the_next_poll(rig: Rig) -> None:
+    uid = "f2-ac2"
+    delivered: list[tuple[str, Any, Any]] = []
+
+    def listen(device_id: str, readings: Any, changed: Any) -> None:
+        delivered.extend((r.point_id, r.ts, r.value) for r in readings if r.point_id.startswith(uid))
+
+    rig.svc.agent.listeners.append(listen)
+    rig.building.set_setpoint(uid, 22.0, source="occupant")
+    await wait_for(lambda: (f"{uid}.setpoint", rig.clock.now(), 26.0) in delivered, 3.0)
+    for _ in range(3):  # polls inside the interval answer the COV points from their notifications
+        await rig.svc.agent.poll_once(uid)
+    setpoints = [d for d in delivered if d[0] == f"{uid}.setpoint"]
+    assert len(setpoints) == len(set(setpoints)), setpoints  # no reading stored twice
+    assert any(d[0] == f"{uid}.room_temp" for d in delivered)  # polled points still delivered
+
+
+async def test_policy_explain_reads_without_subscribing(rig: Rig) -> None:
+    """`policy explain` (a dry run: read_once) must leave no COV subscription behind on the devices."""
+    from edge_agent.service.agent import read_once
+
+    bacnet = rig.sim.bacnet
+    assert bacnet is not None
+    before = {d.name: bacnet.subscriptions(d.name) for d in bacnet.devices}
+    # its own BACnet port, as on a gateway where the service runs beside it
+    net = rig.cfg.site.network_options("bacnet").model_copy(
+        update={"local_address": f"127.0.0.1:{free_udp_port()}"}
+    )
+    cfg = dataclasses.replace(rig.cfg, site=rig.cfg.site.model_copy(update={"bacnet": net}))
+    agent = await read_once(cfg, FakeClock(START))
+    drivers = [rt.driver for rt in agent.devices.values() if rt.config.protocol == "bacnet"]
+    assert drivers and all(d.stats.subscribe_requests == 0 for d in drivers)  # type: ignore[attr-defined]
+    assert {d.name: bacnet.subscriptions(d.name) for d in bacnet.devices} == before
+    assert agent.snapshot.reading("f2-ac1.setpoint").value == 26.0  # type: ignore[union-attr]

@@ -150,13 +150,35 @@ def _set_model_value(obj: Any, value: Any) -> None:
 class _SimApplication(Application):  # type: ignore[misc]
     """A device's application. ASHRAE 135 (ReadProperty): Device object instance 4194303 means "the
     device that receives this"; bacpypes3 0.0.110 compares the identifier with a plain tuple, which
-    never matches, and answers unknown-object, so the wildcard is resolved here."""
+    never matches, and answers unknown-object, so the wildcard is resolved here.
+
+    ``response_delay_s`` makes each read and write take that long before its answer, one request at a
+    time, as a real controller's processing does (field controllers answer in about 5-20 ms)."""
+
+    response_delay_s: float = 0.0
+    _busy: asyncio.Lock | None = None
+
+    async def _respond_later(self) -> None:
+        if self.response_delay_s > 0:
+            if self._busy is None:
+                self._busy = asyncio.Lock()
+            async with self._busy:  # one request at a time, like the controller's single task
+                await asyncio.sleep(self.response_delay_s)
 
     async def do_ReadPropertyRequest(self, apdu: Any) -> None:
+        await self._respond_later()
         oid = apdu.objectIdentifier
         if str(oid[0]) == "device" and int(oid[1]) == 4194303 and self.device_object is not None:
             apdu.objectIdentifier = self.device_object.objectIdentifier
         await super().do_ReadPropertyRequest(apdu)
+
+    async def do_ReadPropertyMultipleRequest(self, apdu: Any) -> None:
+        await self._respond_later()
+        await super().do_ReadPropertyMultipleRequest(apdu)
+
+    async def do_WritePropertyRequest(self, apdu: Any) -> None:
+        await self._respond_later()
+        await super().do_WritePropertyRequest(apdu)
 
 
 class SimDevice:
@@ -180,6 +202,7 @@ class BacnetSimulator:
         address: str = "127.0.0.2/24:47808",
         instance_base: int = 1000,
         refresh_s: float = 1.0,
+        response_delay_s: float = 0.0,
     ) -> None:
         host_prefix, _, port = address.partition(":")
         host, _, prefix = host_prefix.partition("/")
@@ -187,6 +210,7 @@ class BacnetSimulator:
         self.port = int(port or 47808)
         self.prefix = int(prefix or 24)
         self.refresh_s = refresh_s
+        self.response_delay_s = response_delay_s  # each read/write answers this much later
         first = ipaddress.IPv4Address(host)
         floors = sorted({ac.floor for ac in building.ac_units.values()})
         self.devices: list[SimDevice] = []
@@ -420,6 +444,7 @@ class BacnetSimulator:
                     objectName="NP-1",
                 )
                 dev.app = _SimApplication.from_object_list([device, port, *dev.objects])
+                dev.app.response_delay_s = self.response_delay_s
                 tasks = [t for ll in dev.app.link_layers.values() for t in ll.server._transport_tasks]
                 # bacpypes3 retries a failed bind forever; give up after a few seconds, then close cleanly.
                 try:

@@ -13,6 +13,8 @@ Objects of floor controller f (unit n = 1, 2 is AC unit f<f>-ac<n>, light n is f
   analog-input n       room temperature °C (read-only)
   analog-input 10+n    AC unit electric power kW
   binary-output n      light relay, commandable
+  binary-lighting-output n  the same circuit, on/off, commandable
+  lighting-output n    the same circuit as a level 0-100 % (100 on, 0 off; any level above 0 is on)
   analog-input 100+k   power kW of floor meter k (1 lighting+sockets f<f>-ls, 2 air conditioning f<f>-ac)
   analog-value 100+k   energy kWh of that meter (read-only; float)
   accumulator 100+k    energy kWh of that meter, whole kWh (read-only)
@@ -46,7 +48,7 @@ from bacpypes3.local.device import DeviceObject
 from bacpypes3.local.multistate import MultiStateValueObject
 from bacpypes3.local.networkport import NetworkPortObject
 from bacpypes3.local.object import Object as LocalObject
-from bacpypes3.object import AccumulatorObject
+from bacpypes3.object import AccumulatorObject, BinaryLightingOutputObject, LightingOutputObject
 from bacpypes3.primitivedata import Null
 
 from sim.building import AcUnit, Building, Change, Mode, OutOfRange
@@ -123,12 +125,23 @@ class SimBO(_SimMixin, BinaryOutputObject):
     pass
 
 
+class SimBLO(_SimMixin, Commandable, LocalObject, BinaryLightingOutputObject):
+    _cov_criteria = GenericCriteria
+
+
+class SimLO(_SimMixin, Commandable, LocalObject, LightingOutputObject):
+    _cov_criteria = GenericCriteria
+    # bacpypes3's local Object looks this up after start; the lighting output has no such property.
+    notificationClass = None
+
+
 class SimAccumulator(_SimMixin, LocalObject, AccumulatorObject):
     _sim_readonly = True
     _cov_criteria = GenericCriteria
 
 
 _COMMON = {"eventState": "normal", "outOfService": False, "statusFlags": [0, 0, 0, 0]}
+_LIGHTING = {"outOfService": False, "statusFlags": [0, 0, 0, 0]}  # these objects have no eventState
 
 
 def _set_model_value(obj: Any, value: Any) -> None:
@@ -216,6 +229,9 @@ class BacnetSimulator:
         self.devices: list[SimDevice] = []
         self._refreshers: list[Callable[[], None]] = []
         self._on_change: dict[tuple[str, str, str], Any] = {}  # (kind, id, attr) -> object
+        self._lighting: dict[
+            str, tuple[Any, Any]
+        ] = {}  # light id -> (binary-lighting-output, lighting-output)
         for i, f in enumerate(floors):
             dev = SimDevice(name=f"FC-{f}F", instance=instance_base + f, address=str(first + i))
             self._build_floor(dev, f)
@@ -299,8 +315,24 @@ class BacnetSimulator:
                 **_COMMON,
             )
             bo._sim_apply = lambda v, lid=lid: b.set_light(lid, str(v) == "active", source="bacnet")
-            dev.objects.append(bo)
+            # The same circuit as a lighting controller shows it: a binary lighting output and a dimmer.
+            blo = SimBLO(
+                objectIdentifier=("binary-lighting-output", n),
+                objectName=f"{lid} binary lighting output",
+                presentValue="on" if li.on else "off",
+                **_LIGHTING,
+            )
+            blo._sim_apply = lambda v, lid=lid: b.set_light(lid, str(v) == "on", source="bacnet")
+            lo = SimLO(
+                objectIdentifier=("lighting-output", n),
+                objectName=f"{lid} lighting output",
+                presentValue=100.0 if li.on else 0.0,
+                **_LIGHTING,
+            )
+            lo._sim_apply = lambda v, lid=lid: b.set_light(lid, float(v) > 0, source="bacnet")
+            dev.objects += [bo, blo, lo]
             self._on_change[("light", lid, "on")] = bo
+            self._lighting[lid] = (blo, lo)
         for k, mid in enumerate((f"f{floor}-ls", f"f{floor}-ac"), start=1):
             self._meter_objects(dev, mid, 100 + k)
 
@@ -399,6 +431,20 @@ class BacnetSimulator:
     # ---- model -> objects ----
 
     def _changed(self, change: Change) -> None:
+        if change.kind == "light" and change.id in self._lighting:
+            # Three objects show one circuit: whichever was written (or the model) switched it, the
+            # others follow.
+            blo, lo = self._lighting[change.id]
+            bo = self._on_change[("light", change.id, "on")]
+            on = bool(change.value)
+            for obj, value in (
+                (bo, "active" if on else "inactive"),
+                (blo, "on" if on else "off"),
+                (lo, 100.0 if on else 0.0),
+            ):
+                if _shows_on(obj.presentValue) != on:
+                    _set_model_value(obj, value)
+            return
         if change.source == "bacnet":
             return  # the object already shows it
         obj = self._on_change.get((change.kind, change.id, change.attr))
@@ -474,6 +520,15 @@ class BacnetSimulator:
                 dev.app.close()
                 dev.app = None
         await asyncio.sleep(0)
+
+
+def _shows_on(present_value: Any) -> bool:
+    """A light object's present value as on/off: active/on, or a level above 0 %."""
+    if str(present_value) in ("active", "on"):
+        return True
+    if str(present_value) in ("inactive", "off"):
+        return False
+    return float(present_value) > 0
 
 
 def _check_setpoint(v: float, uid: str) -> None:

@@ -132,6 +132,8 @@ def _convert(raw: Any) -> Value:
         name = str(raw)
         if name in ("active", "inactive") and type(raw).__name__ == "BinaryPV":
             return name == "active"
+        if name in ("on", "off") and type(raw).__name__ == "BinaryLightingPV":
+            return name == "on"
         return int(raw)
     if isinstance(raw, Boolean):
         return bool(raw)
@@ -527,6 +529,18 @@ class BacnetDriver:
     def _encode(self, p: BacnetPoint, value: Value) -> Any:
         if value is None:
             return Null(())
+        if p.object_type == "binary-lighting-output":
+            if isinstance(value, str):
+                if value not in ("on", "off"):
+                    raise _CodecFailure(FailureCode.TYPE, f"binary lighting value {value!r} is not on/off")
+                return value
+            if value not in (0, 1, True, False):
+                raise _CodecFailure(
+                    FailureCode.TYPE, f"binary lighting value {value!r} is not 0/1/true/false"
+                )
+            return "on" if value else "off"
+        if p.object_type == "lighting-output" and isinstance(value, bool):
+            return Real(100.0 if value else 0.0)  # a dimmer used as a relay: on is full level
         if p.object_type.startswith("binary-"):
             if isinstance(value, str):
                 if value not in ("active", "inactive"):

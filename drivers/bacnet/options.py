@@ -40,10 +40,14 @@ ObjectType = Literal[
     "multi-state-output",
     "multi-state-value",
     "accumulator",
+    "lighting-output",  # level 0-100 %, commandable; a light_relay role writes on = 100, off = 0
+    "binary-lighting-output",  # on/off (BACnetBinaryLightingPV), commandable
 ]
 OBJECT_TYPES: tuple[str, ...] = ObjectType.__args__  # type: ignore[attr-defined]
 # Outputs are always commandable (priority-array); values may be; inputs and accumulators never take writes.
-COMMANDABLE_TYPES: frozenset[str] = frozenset({"analog-output", "binary-output", "multi-state-output"})
+COMMANDABLE_TYPES: frozenset[str] = frozenset(
+    {"analog-output", "binary-output", "multi-state-output", "lighting-output", "binary-lighting-output"}
+)
 READ_ONLY_TYPES: frozenset[str] = frozenset(
     {"analog-input", "binary-input", "multi-state-input", "accumulator"}
 )

@@ -429,3 +429,33 @@ async def test_a_port_that_could_not_be_bound_gives_bad_readings_not_an_exceptio
     readings = await d.read(dev.points)
     assert {r.code for r in readings} == {"unreachable"}
     assert (await d.write(dev.points[0], 26.0)).code == "unreachable"
+
+
+async def test_lighting_outputs_read_write_and_follow_the_circuit(rig: Rig) -> None:
+    pts = [
+        BacnetPoint(
+            id="blo", object_type="binary-lighting-output", instance=1, writable=True, role="light_relay"
+        ),
+        BacnetPoint(id="lo", object_type="lighting-output", instance=1, writable=True, role="light_relay"),
+        BacnetPoint(
+            id="level", object_type="lighting-output", instance=2, writable=True, unit="%", min=0, max=100
+        ),
+        BacnetPoint(id="relay", object_type="binary-output", instance=1),
+    ]
+    light = rig.building.lights["f1-l1"]
+    rig.building.set_light("f1-l1", True)  # switched at the panel: every object of the circuit shows it
+    d = await rig.driver(pts)
+    first = await d.read(pts)
+    assert [r.value for r in first[:2]] == [True, 100.0] and all(r.ok for r in first)
+    off = await d.write(pts[0], False)  # binary lighting output: off
+    assert off.ok and off.readback is False and light.on is False
+    assert [r.value for r in await d.read(pts)][:2] == [False, 0.0]  # the dimmer follows the circuit
+    on = await d.write(pts[1], True)  # a dimmer as a relay: on = 100 %
+    assert on.ok and on.readback == 100.0 and light.on is True
+    assert (await d.read(pts))[3].value is True  # and the relay object shows it too
+    dim = await d.write(pts[2], 40.0)
+    assert dim.ok and dim.readback == 40.0 and rig.building.lights["f1-l2"].on is True
+    assert await d.active_priority(pts[2]) == 8
+    assert (await d.write(pts[0], 2)).code == "type"
+    [released] = await d.relinquish(pts[1])
+    assert released.ok

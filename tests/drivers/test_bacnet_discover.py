@@ -47,7 +47,15 @@ async def test_unicast_discovery_renders_valid_devices_yaml() -> None:
         4: "fan",
     }
     assert points["fc-2f-bo1"].role == "light_relay"
+    assert points["fc-2f-blo1"].role == "light_relay" and points["fc-2f-blo1"].writable
+    assert points["fc-2f-lo1"].object_type == "lighting-output" and points["fc-2f-lo1"].writable
     assert points["fc-2f-acc101"].cumulative
+    # Writable numbers come without bounds, as commented placeholders the integrator must fill in
+    assert points["fc-2f-av1"].min is None and points["fc-2f-av1"].max is None
+    av1 = text[text.index("id: fc-2f-av1") :].split("- id:")[0]
+    assert "# min: 16  # required before the agent writes this point" in av1 and "# max: 32" in av1
+    lo1 = text[text.index("id: fc-2f-lo1") :].split("- id:")[0]
+    assert "# min: <low>" in lo1
 
 
 _NETNS_SCRIPT = textwrap.dedent("""

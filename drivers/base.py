@@ -307,8 +307,9 @@ class Driver(Protocol):
         ...
 
     async def close(self) -> None:
-        """Release the connection and what the driver holds on the device (subscriptions, priorities).
-        Called after run() has been cancelled; bounded in time by the caller."""
+        """Release the connection and the driver's subscriptions on the device. Called after run() has
+        been cancelled; bounded in time by the caller. Priorities are not released here: a driver that
+        holds them (BACnet) offers ``relinquish(point)``, which the service calls, and audits, before."""
         ...
 
     async def read(self, points: Sequence[PointBase]) -> list[Reading]:

@@ -205,6 +205,10 @@ async def test_occupant_setpoint_is_corrected_over_bacnet_by_cov(rig: Rig) -> No
 async def test_cov_still_drives_enforcement_after_a_reload_changes_the_device(rig: Rig) -> None:
     """A reload that changes a BACnet device gives it a new driver: it must subscribe again."""
     uid = "f2-ac2"
+    bacnet = rig.sim.bacnet
+    assert bacnet is not None
+    await wait_for(lambda: len(bacnet.subscriptions("FC-2F")) == 6, 3.0)  # 2 units x 3 COV objects
+    before = bacnet.subscriptions("FC-2F")
     site = rig.cfg.site
     devices = [d.model_copy(update={"timeout_s": 4.0}) if d.id == uid else d for d in site.devices]
     summary = await rig.svc.apply_config(
@@ -213,6 +217,9 @@ async def test_cov_still_drives_enforcement_after_a_reload_changes_the_device(ri
     assert summary["changed"] == [uid]
     driver = rig.svc.agent.devices[uid].driver
     await wait_for(lambda: bool(driver._spids), 3.0)  # type: ignore[attr-defined]
+    # The old driver cancelled its subscriptions: the controller holds as many as before, not more
+    await wait_for(lambda: len(bacnet.subscriptions("FC-2F")) == 6, 3.0)
+    assert bacnet.subscriptions("FC-2F") != before  # f2-ac2's are new (new process ids)
 
     ac = rig.building.ac_units[uid]
     rig.building.set_setpoint(uid, 22.0, source="occupant")

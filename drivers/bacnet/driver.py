@@ -581,6 +581,14 @@ class BacnetDriver:
             pa = None
         return pv, pa if isinstance(pa, list) else None
 
+    def remember(self, point: PointBase, value: Value, *, priority: int | None = None) -> None:
+        """Note that an earlier run of the agent wrote ``value`` at ``priority`` (default: the point's or
+        the device's) and did not release it, so :meth:`relinquish` may release it too (after checking
+        the slot still holds that value). The service calls this at startup, from the audit trail."""
+        p = self._bacnet_point(point)
+        if value is not None:
+            self._written.setdefault(p.id, {})[priority or p.priority or self.device.write_priority] = value
+
     def held(self, point: PointBase) -> dict[int, Value]:
         """The priorities at which this driver wrote ``point`` (and did not relinquish since), with the
         value it wrote at each."""

@@ -337,6 +337,7 @@ class Service:
             reason="configuration validated and loaded",
         )  # fmt: skip
         self.actuator.restore_from_audit()  # logs rate_window_restored
+        self._restore_held()
         status = StatusServer(path=self.socket_path, provider=self.status_doc)
         await status.start()
         prom = None
@@ -385,6 +386,29 @@ class Service:
         while True:  # a fresh STATUS line for `systemctl status`
             await asyncio.sleep(10)
             self.notifier.status(self.status_line())
+
+    def _restore_held(self) -> int:
+        """BACnet: the commands earlier runs wrote and did not release (the last audited write of each
+        point was ``ok``), handed to the drivers so that relinquish at exit can release them too; the
+        driver still releases a slot only while it holds that value. Returns the points restored."""
+        last: dict[str, Any] = {}
+        for rec in self.audit.records(kinds=[AuditKind.WRITE]):
+            if rec.result == "ok" and rec.after is not None:
+                last[rec.subject] = rec.after
+            elif rec.result in ("relinquished", FailureCode.SLOT_NOT_OURS):
+                last.pop(rec.subject, None)
+        restored = 0
+        for rt in self.agent.devices.values():
+            remember = getattr(rt.driver, "remember", None)
+            if remember is None:
+                continue
+            for p in rt.config.points:
+                if p.writable and p.id in last:
+                    remember(p, last[p.id])
+                    restored += 1
+        if restored:
+            self.log.info("held_priorities_restored", points=restored)
+        return restored
 
     async def _relinquish_on_exit(self, *, timeout_s: float = 10.0) -> None:
         """BACnet: release the priority slots this agent wrote, where policy.yaml

@@ -330,3 +330,30 @@ async def test_policy_explain_reads_without_subscribing(rig: Rig) -> None:
     assert drivers and all(d.stats.subscribe_requests == 0 for d in drivers)  # type: ignore[attr-defined]
     assert {d.name: bacnet.subscriptions(d.name) for d in bacnet.devices} == before
     assert agent.snapshot.reading("f2-ac1.setpoint").value == 26.0  # type: ignore[union-attr]
+
+
+async def test_relinquish_on_exit_also_releases_what_an_earlier_run_wrote(rig: Rig, tmp_path: Path) -> None:
+    """Restarted (an upgrade), then stopped for good: the first run's 26 °C is released by the second."""
+    rig.svc.agent.stop()
+    await asyncio.wait_for(rig.task, 15)
+    rig.svc.close()
+    sp = rig.sim_object("ac", "f2-ac1", "setpoint")
+    assert float(sp.priorityArray[OUR_PRIORITY - 1].real) == 26.0  # the first run released nothing
+    policy = rig.cfg.policy
+    enforcement = policy.enforcement.model_copy(update={"relinquish_on_exit": True})
+    cfg = dataclasses.replace(rig.cfg, policy=policy.model_copy(update={"enforcement": enforcement}))
+    svc = Service(cfg, state_dir=tmp_path, clock=rig.clock, enforce_tick_s=POLL_S)
+    task = asyncio.create_task(svc.run(), name="test:service-2")
+    try:
+        await asyncio.wait_for(svc.ready.wait(), 10)
+        svc.agent.stop()
+        await asyncio.wait_for(task, 15)
+        assert sp.priorityArray[OUR_PRIORITY - 1].null is not None  # released by the second run
+        released = [r for r in svc.audit.records() if r.rule == "shutdown.relinquish"]
+        assert {r.subject for r in released} >= {"f2-ac1.setpoint"}
+        assert all(r.result == "relinquished" for r in released)
+    finally:
+        if not task.done():
+            svc.agent.stop()
+            await asyncio.wait_for(task, 15)
+        svc.close()

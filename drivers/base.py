@@ -79,6 +79,7 @@ class FailureCode(StrEnum):
     OVERRIDDEN = "overridden"  # BACnet status-flags: overridden (a local override holds the value)
     # Configuration
     CONFIG = "config"  # the point or request does not fit this driver as configured
+    WRONG_DEVICE = "wrong_device"  # BACnet: the device at the address is not site.yaml's device_instance
     # Writes (driver)
     NOT_WRITABLE = "not_writable"  # not writable in site.yaml, or the register/object takes no writes
     TYPE = "type"  # the value is the wrong kind for the point (a string for a number, 2 for a binary)
@@ -87,6 +88,7 @@ class FailureCode(StrEnum):
     READBACK_MISMATCH = "readback_mismatch"  # written; the read-back differs
     MASKED = "masked"  # BACnet: written, a higher priority holds another value (see holding_priority)
     RELINQUISH_FAILED = "relinquish_failed"  # BACnet: our priority slot still holds a value
+    SLOT_NOT_OURS = "slot_not_ours"  # BACnet: our priority slot holds someone else's value; left alone
     WRITE_FAILED = "write_failed"  # the driver reported a failed write without a code
     # Refusals by the actuator's safety envelope (nothing was sent)
     UNKNOWN_POINT = "unknown_point"  # not a point of site.yaml
@@ -342,8 +344,9 @@ class Driver(Protocol):
         ...
 
     async def close(self) -> None:
-        """Release the connection and what the driver holds on the device (subscriptions, priorities).
-        Called after run() has been cancelled; bounded in time by the caller."""
+        """Release the connection and the driver's subscriptions on the device. Called after run() has
+        been cancelled; bounded in time by the caller. Priorities are not released here: a driver that
+        holds them (BACnet) offers ``relinquish(point)``, which the service calls, and audits, before."""
         ...
 
     async def read(self, points: Sequence[PointBase]) -> list[Reading]:

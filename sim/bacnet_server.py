@@ -13,6 +13,8 @@ Objects of floor controller f (unit n = 1, 2 is AC unit f<f>-ac<n>, light n is f
   analog-input n       room temperature °C (read-only)
   analog-input 10+n    AC unit electric power kW
   binary-output n      light relay, commandable
+  binary-lighting-output n  the same circuit, on/off, commandable
+  lighting-output n    the same circuit as a level 0-100 % (100 on, 0 off; any level above 0 is on)
   analog-input 100+k   power kW of floor meter k (1 lighting+sockets f<f>-ls, 2 air conditioning f<f>-ac)
   analog-value 100+k   energy kWh of that meter (read-only; float)
   accumulator 100+k    energy kWh of that meter, whole kWh (read-only)
@@ -36,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bacpypes3.app import Application
-from bacpypes3.basetypes import StatusFlags
+from bacpypes3.basetypes import PriorityValue, StatusFlags
 from bacpypes3.errors import PropertyError
 from bacpypes3.local.analog import AnalogInputObject, AnalogValueObject
 from bacpypes3.local.binary import BinaryOutputObject, BinaryValueObject
@@ -46,7 +48,7 @@ from bacpypes3.local.device import DeviceObject
 from bacpypes3.local.multistate import MultiStateValueObject
 from bacpypes3.local.networkport import NetworkPortObject
 from bacpypes3.local.object import Object as LocalObject
-from bacpypes3.object import AccumulatorObject
+from bacpypes3.object import AccumulatorObject, BinaryLightingOutputObject, LightingOutputObject
 from bacpypes3.primitivedata import Null
 
 from sim.building import AcUnit, Building, Change, Mode, OutOfRange
@@ -63,6 +65,7 @@ class _SimMixin:
     _sim_apply: Callable[[Any], None] | None = None  # called with the new present value after a write
     _sim_check: Callable[[Any], None] | None = None  # raise OutOfRange to refuse a value
     _sim_overridden: bool = False
+    _sim_clamp: tuple[float, float] | None = None  # a device that clamps instead of refusing
 
     async def write_property(self, attr: Any, value: Any, index: Any = None, priority: Any = None) -> None:
         name = attr if isinstance(attr, str) else self._property_identifier_class(attr).attr  # type: ignore[attr-defined]
@@ -75,6 +78,11 @@ class _SimMixin:
                 except OutOfRange:
                     raise PropertyError("valueOutOfRange") from None
         await super().write_property(attr, value, index, priority)  # type: ignore[misc]
+        if name == "presentValue" and self._sim_clamp is not None:
+            # The command stays in the priority array; the output shows the clamped value.
+            lo, hi = self._sim_clamp
+            pv = float(self.presentValue)  # type: ignore[attr-defined]
+            LocalObject.__setattr__(self, "presentValue", min(max(pv, lo), hi))
         if name == "presentValue":
             self._sim_overridden = False
             if self._sim_apply is not None:
@@ -117,12 +125,23 @@ class SimBO(_SimMixin, BinaryOutputObject):
     pass
 
 
+class SimBLO(_SimMixin, Commandable, LocalObject, BinaryLightingOutputObject):
+    _cov_criteria = GenericCriteria
+
+
+class SimLO(_SimMixin, Commandable, LocalObject, LightingOutputObject):
+    _cov_criteria = GenericCriteria
+    # bacpypes3's local Object looks this up after start; the lighting output has no such property.
+    notificationClass = None
+
+
 class SimAccumulator(_SimMixin, LocalObject, AccumulatorObject):
     _sim_readonly = True
     _cov_criteria = GenericCriteria
 
 
 _COMMON = {"eventState": "normal", "outOfService": False, "statusFlags": [0, 0, 0, 0]}
+_LIGHTING = {"outOfService": False, "statusFlags": [0, 0, 0, 0]}  # these objects have no eventState
 
 
 def _set_model_value(obj: Any, value: Any) -> None:
@@ -139,6 +158,40 @@ def _set_model_value(obj: Any, value: Any) -> None:
         current = obj.presentValue
         LocalObject.__setattr__(obj, "presentValue", value)
         obj._sim_overridden = obj.presentValue != current or obj._sim_overridden
+
+
+class _SimApplication(Application):  # type: ignore[misc]
+    """A device's application. ASHRAE 135 (ReadProperty): Device object instance 4194303 means "the
+    device that receives this"; bacpypes3 0.0.110 compares the identifier with a plain tuple, which
+    never matches, and answers unknown-object, so the wildcard is resolved here.
+
+    ``response_delay_s`` makes each read and write take that long before its answer, one request at a
+    time, as a real controller's processing does (field controllers answer in about 5-20 ms)."""
+
+    response_delay_s: float = 0.0
+    _busy: asyncio.Lock | None = None
+
+    async def _respond_later(self) -> None:
+        if self.response_delay_s > 0:
+            if self._busy is None:
+                self._busy = asyncio.Lock()
+            async with self._busy:  # one request at a time, like the controller's single task
+                await asyncio.sleep(self.response_delay_s)
+
+    async def do_ReadPropertyRequest(self, apdu: Any) -> None:
+        await self._respond_later()
+        oid = apdu.objectIdentifier
+        if str(oid[0]) == "device" and int(oid[1]) == 4194303 and self.device_object is not None:
+            apdu.objectIdentifier = self.device_object.objectIdentifier
+        await super().do_ReadPropertyRequest(apdu)
+
+    async def do_ReadPropertyMultipleRequest(self, apdu: Any) -> None:
+        await self._respond_later()
+        await super().do_ReadPropertyMultipleRequest(apdu)
+
+    async def do_WritePropertyRequest(self, apdu: Any) -> None:
+        await self._respond_later()
+        await super().do_WritePropertyRequest(apdu)
 
 
 class SimDevice:
@@ -162,6 +215,7 @@ class BacnetSimulator:
         address: str = "127.0.0.2/24:47808",
         instance_base: int = 1000,
         refresh_s: float = 1.0,
+        response_delay_s: float = 0.0,
     ) -> None:
         host_prefix, _, port = address.partition(":")
         host, _, prefix = host_prefix.partition("/")
@@ -169,11 +223,15 @@ class BacnetSimulator:
         self.port = int(port or 47808)
         self.prefix = int(prefix or 24)
         self.refresh_s = refresh_s
+        self.response_delay_s = response_delay_s  # each read/write answers this much later
         first = ipaddress.IPv4Address(host)
         floors = sorted({ac.floor for ac in building.ac_units.values()})
         self.devices: list[SimDevice] = []
         self._refreshers: list[Callable[[], None]] = []
         self._on_change: dict[tuple[str, str, str], Any] = {}  # (kind, id, attr) -> object
+        self._lighting: dict[
+            str, tuple[Any, Any]
+        ] = {}  # light id -> (binary-lighting-output, lighting-output)
         for i, f in enumerate(floors):
             dev = SimDevice(name=f"FC-{f}F", instance=instance_base + f, address=str(first + i))
             self._build_floor(dev, f)
@@ -257,8 +315,24 @@ class BacnetSimulator:
                 **_COMMON,
             )
             bo._sim_apply = lambda v, lid=lid: b.set_light(lid, str(v) == "active", source="bacnet")
-            dev.objects.append(bo)
+            # The same circuit as a lighting controller shows it: a binary lighting output and a dimmer.
+            blo = SimBLO(
+                objectIdentifier=("binary-lighting-output", n),
+                objectName=f"{lid} binary lighting output",
+                presentValue="on" if li.on else "off",
+                **_LIGHTING,
+            )
+            blo._sim_apply = lambda v, lid=lid: b.set_light(lid, str(v) == "on", source="bacnet")
+            lo = SimLO(
+                objectIdentifier=("lighting-output", n),
+                objectName=f"{lid} lighting output",
+                presentValue=100.0 if li.on else 0.0,
+                **_LIGHTING,
+            )
+            lo._sim_apply = lambda v, lid=lid: b.set_light(lid, float(v) > 0, source="bacnet")
+            dev.objects += [bo, blo, lo]
             self._on_change[("light", lid, "on")] = bo
+            self._lighting[lid] = (blo, lo)
         for k, mid in enumerate((f"f{floor}-ls", f"f{floor}-ac"), start=1):
             self._meter_objects(dev, mid, 100 + k)
 
@@ -302,9 +376,75 @@ class BacnetSimulator:
 
         self._refreshers.append(refresh)
 
+    def object(self, name: str, object_type: str, instance: int) -> Any:
+        """The object ``object_type,instance`` of device ``name``."""
+        want = (object_type, instance)
+        for obj in self.device(name).objects:
+            otype, inst = obj.objectIdentifier
+            if (str(otype), int(inst)) == want:
+                return obj
+        raise KeyError(f"{name} has no {object_type},{instance}")
+
+    async def command(self, name: str, object_type: str, instance: int, value: Any, *, priority: int) -> None:
+        """Another party's WriteProperty (a BMS at priority 5, an occupant's panel at 8): ``value`` None
+        relinquishes that priority. Goes through the same checks and model hooks as a network write."""
+        obj = self.object(name, object_type, instance)
+        typed = Null(()) if value is None else obj._elements["presentValue"](value)
+        await obj.write_property("presentValue", typed, priority=priority)
+
+    def clamp(self, name: str, object_type: str, instance: int, low: float, high: float) -> None:
+        """Make one analog object clamp written values into ``low..high`` instead of refusing them
+        (some controllers do: the write succeeds and the present value is the nearest limit)."""
+        self.object(name, object_type, instance)._sim_clamp = (low, high)
+
+    def subscriptions(self, name: str) -> list[tuple[str, int, int]]:
+        """The COV subscriptions device ``name`` holds: (object, subscriber process id, lifetime)."""
+        app = self.device(name).app
+        if app is None:
+            return []
+        out = []
+        for objid, detection in app._cov_detections.items():
+            for sub in detection.cov_subscriptions:
+                out.append((f"{objid[0]},{objid[1]}", int(sub.proc_id), int(sub.lifetime)))
+        return sorted(out)
+
+    def forget_commands(self, name: str) -> None:
+        """What a device restart does to a controller without persistent commands: every priority slot
+        of every commandable object is empty again (its subscriptions go when the app restarts)."""
+        for obj in self.device(name).objects:
+            if isinstance(obj, Commandable):
+                for i in range(16):
+                    obj.priorityArray[i] = PriorityValue(null=())
+                obj.recalculating()
+                if obj._sim_apply is not None:  # the equipment follows its output
+                    obj._sim_apply(obj.presentValue)
+
+    async def restart(self, *, forget_commands: bool = True) -> None:
+        """Stop and start every device: COV subscriptions are forgotten (a new app), and with
+        ``forget_commands`` so are the priority arrays."""
+        await self.stop()
+        if forget_commands:
+            for dev in self.devices:
+                self.forget_commands(dev.name)
+        await self.start()
+
     # ---- model -> objects ----
 
     def _changed(self, change: Change) -> None:
+        if change.kind == "light" and change.id in self._lighting:
+            # Three objects show one circuit: whichever was written (or the model) switched it, the
+            # others follow.
+            blo, lo = self._lighting[change.id]
+            bo = self._on_change[("light", change.id, "on")]
+            on = bool(change.value)
+            for obj, value in (
+                (bo, "active" if on else "inactive"),
+                (blo, "on" if on else "off"),
+                (lo, 100.0 if on else 0.0),
+            ):
+                if _shows_on(obj.presentValue) != on:
+                    _set_model_value(obj, value)
+            return
         if change.source == "bacnet":
             return  # the object already shows it
         obj = self._on_change.get((change.kind, change.id, change.attr))
@@ -349,7 +489,8 @@ class BacnetSimulator:
                     objectIdentifier=("network-port", 1),
                     objectName="NP-1",
                 )
-                dev.app = Application.from_object_list([device, port, *dev.objects])
+                dev.app = _SimApplication.from_object_list([device, port, *dev.objects])
+                dev.app.response_delay_s = self.response_delay_s
                 tasks = [t for ll in dev.app.link_layers.values() for t in ll.server._transport_tasks]
                 # bacpypes3 retries a failed bind forever; give up after a few seconds, then close cleanly.
                 try:
@@ -379,6 +520,15 @@ class BacnetSimulator:
                 dev.app.close()
                 dev.app = None
         await asyncio.sleep(0)
+
+
+def _shows_on(present_value: Any) -> bool:
+    """A light object's present value as on/off: active/on, or a level above 0 %."""
+    if str(present_value) in ("active", "on"):
+        return True
+    if str(present_value) in ("inactive", "off"):
+        return False
+    return float(present_value) > 0
 
 
 def _check_setpoint(v: float, uid: str) -> None:

@@ -118,6 +118,7 @@ class Simulator:
         bacnet_host_base: str = "127.0.0.2",
         bacnet_port: int = 47808,
         bacnet_refresh_s: float = 1.0,
+        bacnet_response_s: float = 0.0,
     ) -> None:
         """Listen on Modbus TCP and, with ``bacnet=True``, bind the BACnet/IP devices.
 
@@ -137,6 +138,7 @@ class Simulator:
                 self.building,
                 address=f"{bacnet_host_base}/24:{bacnet_port}",
                 refresh_s=bacnet_refresh_s,
+                response_delay_s=bacnet_response_s,
             )
             try:
                 _check_udp_free([d.address for d in front.devices], bacnet_port)
@@ -224,6 +226,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="UDP port of the BACnet/IP devices (default 47808; a client on loopback must bind another)",
     )
     parser.add_argument(
+        "--bacnet-response-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="each BACnet read/write answers this many ms later, as a real controller does (default 0)",
+    )
+    parser.add_argument(
         "--bacnet-host",
         default="127.0.0.2",
         metavar="IP",
@@ -266,6 +275,7 @@ async def run_from_args(args: argparse.Namespace) -> None:
         bacnet=use_bacnet,
         bacnet_host_base=getattr(args, "bacnet_host", "127.0.0.2"),
         bacnet_port=getattr(args, "bacnet_port", 47808),
+        bacnet_response_s=getattr(args, "bacnet_response_ms", 0.0) / 1000,
     )
     try:
         units = sim.units

@@ -36,7 +36,11 @@ _ABBREV = {
     "multi-state-output": "mso",
     "multi-state-value": "msv",
     "accumulator": "acc",
+    "lighting-output": "lo",
+    "binary-lighting-output": "blo",
 }
+# Writable objects whose present value is a number: the envelope writes them only between min and max.
+_NUMERIC = ("analog-", "lighting-output")
 _UNITS = {
     "degrees-celsius": "degC",
     "kilowatts": "kW",
@@ -175,14 +179,19 @@ def _guess_role(obj: DiscoveredObject) -> tuple[str, dict[int, str] | None]:
         return "room_temperature", None
     if obj.units in ("kilowatts", "watts"):
         return "power", None
+    if obj.units == "luxes" or any(w in name for w in ("lux", "illuminance", "照度")):
+        return "illuminance", None
     if obj.units == "kilowatt-hours":
         return "energy", None
     if obj.units == "cubic-meters":
         return "water_volume", None
-    if obj.object_type.startswith("multi-state-") and "mode" in name and obj.states:
+    if obj.object_type.startswith("multi-state-") and obj.states:
         states = {i: s.lower() for i, s in enumerate(obj.states, start=1)}
-        if set(states.values()) <= {"off", "cool", "heat", "fan", "auto", "dry"}:
+        if "mode" in name and set(states.values()) <= {"off", "cool", "heat", "fan", "auto", "dry"}:
             return "ac_mode", states
+        return "other", dict(enumerate(obj.states, start=1))  # the device's own state texts
+    if obj.object_type == "binary-lighting-output":
+        return "light_relay", None
     if obj.object_type.startswith("binary-"):
         if any(w in name for w in ("light", "lamp", "relay", "照明", "灯")):
             return "light_relay", None
@@ -229,11 +238,13 @@ def render_devices_yaml(devices: list[DiscoveredDevice]) -> str:
                 lines.append(
                     "        states: {" + ", ".join(f"{k}: {_q(v)}" for k, v in states.items()) + "}"
                 )
-            if o.commandable and (states or o.object_type.startswith("binary-")):
+            if o.commandable:
                 lines.append("        writable: true  # commandable (priority-array)")
-            elif o.commandable:  # a numeric write needs its envelope: nobody but the integrator knows it
-                lines.append(
-                    "        writable: false  # commandable (priority-array): add min: and max: (the write "
-                    "envelope), then writable: true"
-                )
+                if o.object_type.startswith(_NUMERIC) and role != "light_relay":
+                    # No default range is safe: `check` refuses a writable number without both bounds.
+                    low, high = ("16", "32") if o.units == "degrees-celsius" else ("<low>", "<high>")
+                    lines += [
+                        f"        # min: {low}  # required before the agent writes this point",
+                        f"        # max: {high}",
+                    ]
     return "\n".join(lines) + "\n"

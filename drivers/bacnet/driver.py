@@ -7,7 +7,10 @@ segment the answer; the fallback is remembered for the device. Status flags turn
 (:class:`drivers.base.FailureCode`): the device's ``bacnet:<class>:<code>`` (``reject`` and ``abort`` as
 the class for Reject/Abort replies), ``timeout``, ``decode``, ``no_value``, ``protocol``, ...
 
-COV: points marked ``cov`` are subscribed at connect and renewed at half their lifetime. While a point's
+COV: points marked ``cov`` are subscribed by ``run()`` and renewed in place at half their lifetime (one
+subscriber process id per object for the driver's life, so the device replaces its entry); ``close()``
+cancels them (shutdown, and a reload that changes the device). A timeout (ours or the stack's abort
+no-response) drops the subscriptions to polling and re-subscribes as soon as a poll succeeds. While a point's
 subscription is healthy and has delivered a value, ``read`` answers it from that value (timestamped when it
 arrived) without traffic, and every notification is also pushed to ``on_cov``; a subscription that fails,
 or any timeout on the device, puts its points back on polling until a re-subscription succeeds.
@@ -68,6 +71,7 @@ _log = structlog.get_logger("drivers.bacnet")
 
 _IN_FLIGHT = 4  # requests in flight per device (STACK.md: 5-20 in flight doubles throughput)
 _COV_RETRY_S = 30.0  # a failed subscription is retried this often (reads poll meanwhile)
+_UNKNOWN_OBJECT = bacnet_error("object", "unknown-object")
 # Answers to ReadPropertyMultiple that mean "read one property at a time instead".
 _RPM_UNSUPPORTED = frozenset(
     {
@@ -128,6 +132,8 @@ def _convert(raw: Any) -> Value:
         name = str(raw)
         if name in ("active", "inactive") and type(raw).__name__ == "BinaryPV":
             return name == "active"
+        if name in ("on", "off") and type(raw).__name__ == "BinaryLightingPV":
+            return name == "on"
         return int(raw)
     if isinstance(raw, Boolean):
         return bool(raw)
@@ -204,16 +210,23 @@ class BacnetDriver:
         self.stats = BacnetStats()
         self.rpm_supported = device.use_rpm  # turns False, for good, when the device rejects RPM
         self._sem = asyncio.Semaphore(_IN_FLIGHT)
-        self._written: dict[str, set[int]] = {}  # point id -> priorities this agent holds
+        self._written: dict[str, dict[int, Value]] = {}  # point id -> {priority: the value we wrote there}
         self._cov_points = [p for p in device.points if (p.cov if p.cov is not None else device.cov)]
         self._by_objid: dict[tuple[str, int], list[BacnetPoint]] = {}
         for p in self._cov_points:
             self._by_objid.setdefault((p.object_type, p.instance), []).append(p)
         self._spids: dict[tuple[str, int], int] = {}  # healthy subscriptions
+        # One subscriber process id per object for the driver's life: a renewal (or a re-subscription
+        # after a timeout) replaces the device's entry instead of adding one (ASHRAE 135 13.14.1.3).
+        self._spid_of: dict[tuple[str, int], int] = {}
+        self._cov_lost = False  # subscriptions dropped on a timeout: re-subscribe when the device answers
         self._cov_failing: set[tuple[str, int]] = set()  # objects whose subscription fails (logged once)
         self._cov_values: dict[str, Reading] = {}  # point id -> last COV reading (healthy subscriptions only)
         self._cov_flags: dict[tuple[str, int], Any] = {}
         self._cov_wake = asyncio.Event()
+        self._identity_ok = False  # the device at the address has our device_instance (checked once
+        # per connection: again after any timeout, the device may have been replaced or restarted)
+        self._wrong_device: str | None = None  # the mismatch being reported (logged once when it starts)
 
     # ---- lifecycle ----
 
@@ -225,33 +238,68 @@ class BacnetDriver:
         if self._cov_points:
             await self._cov_loop()
 
+    async def _check_identity(self) -> DriverError | None:
+        """Make sure the device at the address is site.yaml's ``device_instance`` before anything is read
+        or written: a wrong instance at the right address would read, and write, another device.
+
+        Reads the Device object's object-identifier at that instance; ``unknown-object`` means another
+        device answers (``wrong_device``; the wildcard instance 4194303 then names it, where the device
+        supports it). A timeout or local failure is returned as it is (not checked yet). Any other error
+        reply cannot tell, and is taken as the right device."""
+        if self._identity_ok:
+            return None
+        inst = self.device.device_instance
+        try:
+            await self._rp(ObjectIdentifier(f"device,{inst}"), "object-identifier")
+        except DriverError as f:
+            if f.code != _UNKNOWN_OBJECT:
+                if f.code.startswith("bacnet:"):
+                    self._identity_ok = True
+                    return None
+                return f
+            actual = "another device"
+            with contextlib.suppress(DriverError):
+                got = await self._rp(ObjectIdentifier("device,4194303"), "object-identifier")
+                actual = f"device {int(got[1])}"
+            detail = (
+                f"{self.device.address} is {actual}, not device {inst} (site.yaml device_instance): "
+                "nothing is read from or written to it"
+            )
+            if self._wrong_device != detail:
+                self._wrong_device = detail
+                self._log.error("device_instance_mismatch", expected=inst, found=actual)
+            return PermanentError(detail, device=self.device_id, code=FailureCode.WRONG_DEVICE)
+        if self._wrong_device is not None:
+            self._log.info("device_instance_confirmed", instance=inst)
+            self._wrong_device = None
+        self._identity_ok = True
+        return None
+
     async def close(self) -> None:
+        """Cancel the COV subscriptions. Relinquishing is not done here: the service does it before the
+        network closes, through :meth:`relinquish`, and audits each one."""
         if self.network.started:
             await self._unsubscribe_all()
-            if self.device.relinquish_on_shutdown:
-                by_id = {p.id: p for p in self.device.points}
-                for pid, prios in list(self._written.items()):
-                    for prio in sorted(prios):
-                        result = await self.write(by_id[pid], None, priority=prio)
-                        if not result.ok:
-                            self._log.warning("relinquish_failed", point=pid, priority=prio, code=result.code)
 
     # ---- requests (every bacpypes3 failure is caught here, at the edge) ----
 
     async def _request(self, coro: Any, kind: str) -> Any:
-        """Await one bacpypes3 request; every failure leaves as a DriverError (see errors.request_error)."""
+        """Await one bacpypes3 request; every failure leaves as a DriverError (see errors.request_error).
+        A timeout, ours or the stack's abort no-response, puts COV back on polling until re-subscribed."""
         what = f"{kind} to {self.device.address}"
         async with self._sem:
             try:
                 return await asyncio.wait_for(coro, self.device.timeout_s)
             except TimeoutError as exc:
-                self.stats.timeouts += 1
-                self._cov_suspect()
-                raise self._error(exc, what) from None
+                error = self._error(exc, what)
             except ErrorRejectAbortNack as exc:  # BaseException in bacpypes3
-                raise self._error(exc, what) from None
+                error = self._error(exc, what)
             except (OSError, ValueError, TypeError, RuntimeError) as exc:
                 raise self._error(exc, what) from exc
+        if error.code == FailureCode.TIMEOUT:
+            self.stats.timeouts += 1
+            self._cov_suspect()
+        raise error
 
     def _error(self, exc: BaseException, what: str) -> DriverError:
         return request_error(exc, device=self.device_id, what=what, timeout_s=self.device.timeout_s)
@@ -277,6 +325,11 @@ class BacnetDriver:
 
     async def read(self, points: Sequence[PointBase]) -> list[Reading]:
         pts = [self._bacnet_point(p) for p in points]
+        if not self.network.started:  # the local port could not be bound (connect logged why)
+            return [self._bad(p, FailureCode.UNREACHABLE, "the BACnet/IP port is not bound") for p in pts]
+        wrong = await self._check_identity()
+        if wrong is not None:
+            return [self._bad(p, wrong.code, str(wrong)) for p in pts]
         out: dict[int, Reading] = {}
         to_poll: list[int] = []
         now = self.clock()
@@ -296,6 +349,11 @@ class BacnetDriver:
         if to_poll:
             polled = await self._poll([pts[i] for i in to_poll])
             out.update(zip(to_poll, polled, strict=True))
+            if self._cov_lost and any(r.ok for r in polled):
+                # The device answers again (after a restart it has forgotten our subscriptions):
+                # subscribe now, not at the next retry or renewal.
+                self._cov_lost = False
+                self._cov_wake.set()
         return [out[i] for i in range(len(pts))]
 
     def _bacnet_point(self, point: PointBase) -> BacnetPoint:
@@ -406,6 +464,13 @@ class BacnetDriver:
             return WriteResult(p.id, value, None, False, f.code, f.detail)
         except (TypeError, ValueError) as exc:  # bacpypes3 refused the value (e.g. too large)
             return WriteResult(p.id, value, None, False, FailureCode.RANGE, str(exc))
+        if not self.network.started:
+            return WriteResult(
+                p.id, value, None, False, FailureCode.UNREACHABLE, "the BACnet/IP port is not bound"
+            )
+        wrong = await self._check_identity()
+        if wrong is not None:
+            return WriteResult(p.id, value, None, False, wrong.code, str(wrong))
         self.stats.wp_requests += 1
         try:
             await self._request(
@@ -415,9 +480,9 @@ class BacnetDriver:
         except DriverError as f:
             return WriteResult(p.id, value, None, False, f.code, str(f))
         if value is None:
-            self._written.get(p.id, set()).discard(prio)
+            self._written.get(p.id, {}).pop(prio, None)
         else:
-            self._written.setdefault(p.id, set()).add(prio)
+            self._written.setdefault(p.id, {})[prio] = value
         if self.device.readback_delay_s:
             await asyncio.sleep(self.device.readback_delay_s)
         try:
@@ -464,6 +529,18 @@ class BacnetDriver:
     def _encode(self, p: BacnetPoint, value: Value) -> Any:
         if value is None:
             return Null(())
+        if p.object_type == "binary-lighting-output":
+            if isinstance(value, str):
+                if value not in ("on", "off"):
+                    raise _CodecFailure(FailureCode.TYPE, f"binary lighting value {value!r} is not on/off")
+                return value
+            if value not in (0, 1, True, False):
+                raise _CodecFailure(
+                    FailureCode.TYPE, f"binary lighting value {value!r} is not 0/1/true/false"
+                )
+            return "on" if value else "off"
+        if p.object_type == "lighting-output" and isinstance(value, bool):
+            return Real(100.0 if value else 0.0)  # a dimmer used as a relay: on is full level
         if p.object_type.startswith("binary-"):
             if isinstance(value, str):
                 if value not in ("active", "inactive"):
@@ -504,6 +581,79 @@ class BacnetDriver:
             pa = None
         return pv, pa if isinstance(pa, list) else None
 
+    def remember(self, point: PointBase, value: Value, *, priority: int | None = None) -> None:
+        """Note that an earlier run of the agent wrote ``value`` at ``priority`` (default: the point's or
+        the device's) and did not release it, so :meth:`relinquish` may release it too (after checking
+        the slot still holds that value). The service calls this at startup, from the audit trail."""
+        p = self._bacnet_point(point)
+        if value is not None:
+            self._written.setdefault(p.id, {})[priority or p.priority or self.device.write_priority] = value
+
+    def held(self, point: PointBase) -> dict[int, Value]:
+        """The priorities at which this driver wrote ``point`` (and did not relinquish since), with the
+        value it wrote at each."""
+        return dict(self._written.get(point.id, {}))
+
+    async def relinquish(self, point: PointBase) -> list[WriteResult]:
+        """Release the priority slots this driver wrote, but only those that still hold our value.
+
+        Reads the priority-array first. A slot that is empty (the device restarted and forgot) is
+        forgotten without traffic; a slot holding another value (an occupant or another controller
+        wrote at our priority since) is left alone: ``slot_not_ours``. Otherwise Null is written there
+        and read back (``relinquish_failed`` when the slot still holds a value). One result per slot
+        acted on or left alone; ``requested`` is the value we had written, ``readback`` the present
+        value after (or the other party's value for ``slot_not_ours``). BACnet has no compare-and-swap:
+        a write landing between the read and the Null is not seen."""
+        p = self._bacnet_point(point)
+        held = self._written.get(p.id, {})
+        if not held:
+            return []
+        try:
+            pa = await self._rp(_objid(p), "priority-array")
+        except DriverError as f:
+            return [
+                WriteResult(p.id, v, None, False, f.code, f"priority {prio}: priority-array read failed: {f}")
+                for prio, v in sorted(held.items())
+            ]
+        out: list[WriteResult] = []
+        for prio, ours in sorted(held.items()):
+            if not isinstance(pa, list) or len(pa) < prio or _slot_empty(pa, prio):
+                held.pop(prio, None)
+                self._log.info("relinquish_not_needed", point=p.id, priority=prio, reason="slot empty")
+                continue
+            slot = pa[prio - 1]
+            try:
+                there = _convert(getattr(slot, slot._choice))
+            except _CodecFailure:
+                there = None
+            if not _equal(there, ours):
+                held.pop(prio, None)
+                out.append(
+                    WriteResult(
+                        p.id,
+                        ours,
+                        there,
+                        False,
+                        FailureCode.SLOT_NOT_OURS,
+                        f"priority {prio} holds {there!r}, not the {ours!r} we wrote: someone else's "
+                        "command, left alone",
+                    )
+                )
+                continue
+            result = await self.write(p, None, priority=prio)
+            out.append(
+                WriteResult(
+                    p.id,
+                    ours,
+                    result.readback,
+                    result.ok,
+                    result.code,
+                    result.detail,
+                    result.holding_priority,
+                )
+            )
+        return out
+
     async def active_priority(self, point: PointBase) -> int | None:
         """Which priority holds the present value (first non-null slot), None when all are relinquished.
 
@@ -523,19 +673,23 @@ class BacnetDriver:
     # ---- COV ----
 
     def _cov_suspect(self) -> None:
-        """A timeout: the device may have restarted and forgotten us. Poll until re-subscribed."""
+        """A timeout: the device may have restarted and forgotten us (or been replaced: check its
+        instance again). Poll until re-subscribed."""
+        self._identity_ok = False
         if self._spids:
-            for spid in self._spids.values():
-                self.network.unregister_cov(spid)
             self._spids.clear()
             self._cov_values.clear()
+            self._cov_lost = True  # the first good poll asks the COV loop to subscribe again
             self._cov_wake.set()
 
     async def _subscribe(self, key: tuple[str, int]) -> bool:
-        def handler(objid: Any, values: list[Any]) -> None:
-            self._on_notification(key, objid, values)
+        spid = self._spid_of.get(key)
+        if spid is None:
 
-        spid = self.network.register_cov(handler)
+            def handler(objid: Any, values: list[Any]) -> None:
+                self._on_notification(key, objid, values)
+
+            spid = self._spid_of[key] = self.network.register_cov(handler)
         req = SubscribeCOVRequest(
             subscriberProcessIdentifier=spid,
             monitoredObjectIdentifier=ObjectIdentifier(f"{key[0]},{key[1]}"),
@@ -547,7 +701,6 @@ class BacnetDriver:
         try:
             await self._request(self.network.app.request(req), "subscribe-cov")
         except DriverError as f:
-            self.network.unregister_cov(spid)
             if key not in self._cov_failing:  # the failure starts; cov_subscribe_recovered ends it
                 self._cov_failing.add(key)
                 self._log.warning(
@@ -557,9 +710,6 @@ class BacnetDriver:
         if key in self._cov_failing:
             self._cov_failing.discard(key)
             self._log.info("cov_subscribe_recovered", object=f"{key[0]},{key[1]}")
-        old = self._spids.get(key)
-        if old is not None and old != spid:
-            self.network.unregister_cov(old)
         self._spids[key] = spid
         return True
 
@@ -567,11 +717,15 @@ class BacnetDriver:
         renew_s = max(1.0, self.device.cov_lifetime_s / 2)
         while True:
             failed = False
-            for key in self._by_objid:
+            if await self._check_identity() is not None:  # not our device (yet): subscribe nothing
+                keys: list[tuple[str, int]] = []
+                failed = True
+            else:
+                keys = list(self._by_objid)
+            for key in keys:
                 if not await self._subscribe(key):
                     failed = True
-                    if key in self._spids:
-                        self.network.unregister_cov(self._spids.pop(key))
+                    self._spids.pop(key, None)
                     for p in self._by_objid[key]:
                         self._cov_values.pop(p.id, None)
             self._cov_wake.clear()
@@ -582,7 +736,9 @@ class BacnetDriver:
                     await self._cov_wake.wait()
 
     async def _unsubscribe_all(self) -> None:
-        for key, spid in list(self._spids.items()):
+        """Cancel every subscription this driver made (healthy or not: a device that missed a renewal may
+        still hold one); a subscription the device no longer knows is not an error."""
+        for key, spid in list(self._spid_of.items()):
             req = SubscribeCOVRequest(
                 subscriberProcessIdentifier=spid,
                 monitoredObjectIdentifier=ObjectIdentifier(f"{key[0]},{key[1]}"),
@@ -591,6 +747,7 @@ class BacnetDriver:
             with contextlib.suppress(DriverError):
                 await self._request(self.network.app.request(req), "unsubscribe-cov")
             self.network.unregister_cov(spid)
+        self._spid_of.clear()
         self._spids.clear()
         self._cov_values.clear()
 

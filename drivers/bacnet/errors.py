@@ -22,6 +22,8 @@ from drivers.base import (
 
 __all__ = ["error_code", "kebab", "request_error"]
 
+_NO_RESPONSE = bacnet_error("abort", "no-response")
+
 
 def kebab(text: Any) -> str:
     """A bacpypes3 name (``analogInput`` or ``analog-input``) in BACnet's kebab-case: ``analog-input``."""
@@ -53,7 +55,8 @@ def request_error(
 ) -> DriverError:
     """The DriverError for a failed bacpypes3 request; ``what`` says which request (and to whom).
 
-    A timeout is transient; a device's error reply is a :class:`DeviceRejectedError`; anything else
+    A timeout (ours, or the stack's abort ``no-response``) is a transient ``timeout``; a device's error
+    reply is a :class:`DeviceRejectedError`; anything else
     the stack raised (socket error, an address or value it cannot encode) is ``request_failed``."""
     if isinstance(exc, TimeoutError):
         return TransientError(
@@ -61,6 +64,15 @@ def request_error(
         )
     if isinstance(exc, ErrorRejectAbortNack):
         code = error_code(exc)
+        if code == _NO_RESPONSE:
+            # The stack's own APDU timeout (apdu_timeout_s below timeout_s) fired first: a timeout all the
+            # same, and must be treated as one (the device may have restarted and forgotten us).
+            return TransientError(
+                f"{what}: no answer (the stack gave up: abort no-response)",
+                device=device,
+                point=point,
+                code=FailureCode.TIMEOUT,
+            )
         # The code says it all; bacpypes3's repr of a PDU is an object address, not a reason.
         return DeviceRejectedError(
             f"{what}: {code.removeprefix('bacnet:')}", device=device, point=point, code=code

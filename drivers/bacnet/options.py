@@ -40,10 +40,14 @@ ObjectType = Literal[
     "multi-state-output",
     "multi-state-value",
     "accumulator",
+    "lighting-output",  # level 0-100 %, commandable; a light_relay role writes on = 100, off = 0
+    "binary-lighting-output",  # on/off (BACnetBinaryLightingPV), commandable
 ]
 OBJECT_TYPES: tuple[str, ...] = ObjectType.__args__  # type: ignore[attr-defined]
 # Outputs are always commandable (priority-array); values may be; inputs and accumulators never take writes.
-COMMANDABLE_TYPES: frozenset[str] = frozenset({"analog-output", "binary-output", "multi-state-output"})
+COMMANDABLE_TYPES: frozenset[str] = frozenset(
+    {"analog-output", "binary-output", "multi-state-output", "lighting-output", "binary-lighting-output"}
+)
 READ_ONLY_TYPES: frozenset[str] = frozenset(
     {"analog-input", "binary-input", "multi-state-input", "accumulator"}
 )
@@ -132,7 +136,9 @@ class BacnetDevice(BaseModel):
     )
     write_priority: int = Field(default=8, ge=1, le=16, description="8 = manual operator (ASHRAE 135)")
     relinquish_on_shutdown: bool = Field(
-        default=False, description="On shutdown, write Null at the priorities this agent wrote"
+        default=False,
+        description="On shutdown, release (write Null at) the priorities this agent wrote, where the slot "
+        "still holds the value it wrote; each release is audited",
     )
     cov: bool = Field(default=False, description="Subscribe to COV for every point (points may override)")
     cov_lifetime_s: int = Field(

@@ -21,7 +21,12 @@ def register(sub: Any) -> None:
         "`devices:` block ready to paste into site.yaml.",
     )
     d.add_argument("--target", required=True, help="device address (IP[:port]) or '*' for broadcast")
-    d.add_argument("--local", default="0.0.0.0:47809", help="local address[/prefix]:port to bind")
+    d.add_argument(
+        "--local",
+        default="0.0.0.0:47808",
+        help="local address[/prefix]:port to bind (default the standard BACnet port 47808, where broadcast "
+        "I-Am answers arrive; where the agent holds it, give another port and --target a device)",
+    )
     d.add_argument("--timeout", type=float, default=3.0)
     d.set_defaults(func=_discover)
 

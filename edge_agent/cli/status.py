@@ -122,11 +122,11 @@ def format_status(doc: Mapping[str, Any]) -> str:
                 f"  broker refused {_s(uplink.get('refused_total'))} publishes, last {refusal.get('reason')} "
                 f"on {refusal.get('topic')} (seq {refusal.get('seq_first')}..{refusal.get('seq_last')}, kept)"
             )
-    enforcement = doc.get("enforcement") or {}
-    opened = enforcement.get("open_findings") or []
-    gaps = enforcement.get("calendar_warnings") or []
-    listed = ("open_findings", "calendar_warnings")
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(enforcement.items()) if k not in listed) or "-"
+    enforcement = dict(doc.get("enforcement") or {})
+    masked = enforcement.pop("masked_points", None) or []
+    opened = enforcement.pop("open_findings", None) or []
+    gaps = enforcement.pop("calendar_warnings", None) or []
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(enforcement.items())) or "-"
     out.append(f"enforcement: {counts}")
     for f in opened if isinstance(opened, list) else []:
         if isinstance(f, Mapping):
@@ -134,6 +134,16 @@ def format_status(doc: Mapping[str, Any]) -> str:
                 f"  open finding: {_s(f.get('kind'))} {_s(f.get('subject'))} ({_s(f.get('rule'))}), "
                 f"open {_age(f.get('age_s'))}"
             )
+    for m in masked if isinstance(masked, list) else []:
+        if not isinstance(m, Mapping):
+            continue
+        prio = m.get("holding_priority")
+        holder = f"priority {prio}" if prio else "the device"
+        out.append(
+            f"  masked: {_s(m.get('point'))}: {holder} holds {_s(m.get('held_value'))} "
+            f"(we wrote {_s(m.get('requested'))} at {_s(m.get('since'))}; "
+            f"{_s(m.get('held_back'))} writes held back)"
+        )
     for gap in gaps if isinstance(gaps, list) else []:
         out.append(f"  calendar warning: {gap}")
     clock = doc.get("clock") or {}

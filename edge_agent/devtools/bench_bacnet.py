@@ -6,6 +6,10 @@ status-flags) three ways in interleaved rounds: (a) the driver's ReadPropertyMul
 driver with RPM off (one ReadProperty per property, how a plain poller reads), (c) a bare bacpypes3 RPM
 loop over the same object lists, no decoding or bookkeeping (the ceiling).
 
+With ``--response-ms`` (default 10) the same three are measured again against a simulator whose devices
+answer each request that much later, as real controllers do: there the number of requests, not the CPU,
+sets the pace.
+
 COV latency runs against an in-process simulator (the bench must change the building model itself): a
 setpoint changed in the model -> the notification decoded by the driver (its ``on_cov`` callback, which
 the runtime queues straight into the snapshot), p50/p95 over ``--changes`` changes.
@@ -71,7 +75,7 @@ async def _wait_bacnet(app: Any, address: str, instance: int, proc: subprocess.P
     raise RuntimeError(f"BACnet simulator did not answer at {address}")
 
 
-async def _throughput(seconds: float, progress: Any) -> dict[str, Any]:
+async def _throughput(seconds: float, progress: Any, response_ms: float = 0.0) -> dict[str, Any]:
     from bacpypes3.pdu import Address
     from bacpypes3.primitivedata import ObjectIdentifier
 
@@ -83,7 +87,11 @@ async def _throughput(seconds: float, progress: Any) -> dict[str, Any]:
 
     sim_port, local_port = free_udp_port(), free_udp_port(("127.0.0.1",))
     cmd = [sys.executable, "-m", "sim", "--port", "0", "--bacnet-port", str(sim_port), "--no-script"]
-    progress(f"starting simulator (child process): BACnet devices at 127.0.0.2-5:{sim_port}")
+    cmd += ["--bacnet-response-ms", str(response_ms)]
+    progress(
+        f"starting simulator (child process): BACnet devices at 127.0.0.2-5:{sim_port}, "
+        f"answering {response_ms:g} ms after each request"
+    )
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
     net = BacnetNetwork(options=BacnetNetworkOptions(local_address=f"127.0.0.1:{local_port}"))
     try:
@@ -193,7 +201,14 @@ async def _cov_latency(changes: int, progress: Any) -> dict[str, float]:
     return {"p50": round(statistics.median(lat), 2), "p95": round(sorted(lat)[int(0.95 * (len(lat) - 1))], 2)}
 
 
-async def bench_bacnet(*, seconds: float, changes: int, progress: Any) -> dict[str, Any]:
+async def bench_bacnet(
+    *, seconds: float, changes: int, progress: Any, response_ms: float = 10.0
+) -> dict[str, Any]:
+    """Throughput with an instant simulator, then (``response_ms`` > 0) with one that answers each
+    request ``response_ms`` later, as field controllers do; then COV latency."""
     res = await _throughput(seconds, progress)
+    if response_ms > 0:
+        res["slow_device"] = await _throughput(seconds, progress, response_ms)
+        res["slow_device"]["response_ms"] = response_ms
     res["cov_latency_ms"] = await _cov_latency(changes, progress)
     return res

@@ -21,8 +21,13 @@ the checks here run last and have no switch to turn them off:
 
 Every accepted write is read back by the driver; the audit ``write`` record holds the snapshot value
 before, the read-back after, the rule, the reason and the result (``ok``, ``readback_mismatch`` or
-the driver's error code). A read-back that differs (``readback_mismatch`` from any driver) is also a
-``masked_write`` finding. Refusals, driver codes and results share one vocabulary,
+the driver's error code). A write the device did not take as asked (``masked``: a higher BACnet
+priority holds the point; ``readback_mismatch``: the device clamped or overrode it) is ONE
+``masked_write`` finding naming the holder (the priority, or the value the device shows). The point
+is then not written again while the holder is unchanged (the snapshot still shows the held value and
+the policy still asks for the same value): those intents end ``masked`` without traffic, counted in
+``masked_points()`` (shown by ``status``). When the held value changes, the next intent writes again.
+Refusals, driver codes and results share one vocabulary,
 :class:`drivers.base.FailureCode`. A driver exception never escapes; an audit-store failure does (as
 an ExceptionGroup from the task group): the actuator does not keep writing when it can no longer
 record what it writes.
@@ -55,6 +60,7 @@ __all__ = [
     "TAMPER_PAUSE_S",
     "ActuationOutcome",
     "Actuator",
+    "MaskedPoint",
     "OpenTamper",
     "OutcomeStatus",
     "supports_relinquish",
@@ -64,7 +70,7 @@ RATE_WINDOW_S = 3600.0  # the sliding hour of the rate limit
 TAMPER_PAUSE_S = 3600.0  # default pause of a point after a tamper finding (enforcement.tamper_pause_min)
 REFUSAL_REPEAT_S = 3600.0  # an identical refusal is audited again only after this long (counted meanwhile)
 
-OutcomeStatus = Literal["ok", "readback_mismatch", "error", "refused", "rate_limited"]
+OutcomeStatus = Literal["ok", "readback_mismatch", "masked", "error", "refused", "rate_limited"]
 
 
 def supports_relinquish(driver: Driver) -> bool:
@@ -108,6 +114,30 @@ class OpenTamper:
 
 
 @dataclass(slots=True)
+class MaskedPoint:
+    """A point whose last write someone else holds: the holder, and the intents held back since."""
+
+    point_id: str
+    requested: Value  # what we wrote
+    held_value: Value  # what the device shows instead
+    holding_priority: int | None  # the BACnet priority holding it; None: the device clamps/overrides
+    since: str  # ISO time of the masked write
+    finding_seq: int
+    held_back: int = 0  # intents not written since, the holder being unchanged
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "point": self.point_id,
+            "requested": self.requested,
+            "held_value": self.held_value,
+            "holding_priority": self.holding_priority,
+            "since": self.since,
+            "finding_seq": self.finding_seq,
+            "held_back": self.held_back,
+        }
+
+
+@dataclass(slots=True)
 class _Refusal:
     code: FailureCode
     reason: str
@@ -146,6 +176,7 @@ class Actuator:
         self._rate_suppressed: dict[str, int] = defaultdict(int)  # writes held back since that finding
         self._refused_at: dict[tuple[str, str, str, str], tuple[float, int]] = {}  # -> (audited at, repeats)
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._masked: dict[str, MaskedPoint] = {}  # points someone else holds (no retry until that changes)
 
     # --- public -------------------------------------------------------------------------------
 
@@ -267,6 +298,17 @@ class Actuator:
         self._log.info("tamper_closed", point=point_id, finding_seq=t.seq, open_s=round(age))
         return rec.seq
 
+    def masked_points(self, snapshot: Mapping[str, PointState] | None = None) -> list[dict[str, Any]]:
+        """Points whose last write someone else holds (for ``status``), by point id. With the current
+        ``snapshot``, masks whose holder let go (the point no longer shows the held value) are
+        forgotten first."""
+        for pid, m in list(self._masked.items()):
+            state = (snapshot or {}).get(pid)
+            if state is not None and state.ok and not _same(state.value, m.held_value):
+                del self._masked[pid]
+                self._log.info("write_unmasked", point=pid, held_back=m.held_back, now=state.value)
+        return [m.as_dict() for _pid, m in sorted(self._masked.items())]
+
     def writes_in_window(self, point_id: str) -> int:
         """Writes to ``point_id`` counted against the rate limit right now."""
         dq = self._writes.get(point_id)
@@ -307,18 +349,52 @@ class Actuator:
                 refusal = _Refusal(FailureCode.RELINQUISH_UNSUPPORTED, "relinquish is a BACnet concept")
             if refusal is not None:
                 return self._refuse(intent, snap, refusal)
-            limited = self._rate_limit(intent, snap)
-            if limited is not None:
-                return limited
             value: Value = None if intent.relinquish else _normalise(point, intent.value)
             note = ""
             if not intent.relinquish and point.value_kind() == "number":
                 assert isinstance(intent.value, int | float)  # checked by _check_value
-                held = _to_device(pid, point, intent.value)
-                if isinstance(held, _Refusal):
-                    return self._refuse(intent, snap, held)
-                value, note = held
+                device_value = _to_device(pid, point, intent.value)
+                if isinstance(device_value, _Refusal):
+                    return self._refuse(intent, snap, device_value)
+                value, note = device_value
+            held = self._still_masked(intent, value, snap)
+            if held is not None:
+                return held
+            limited = self._rate_limit(intent, snap)
+            if limited is not None:
+                return limited
             return await self._write(intent, driver, device_id, point, value, snap, note)
+
+    def _still_masked(
+        self, intent: WriteIntent, value: Value, snap: Mapping[str, PointState]
+    ) -> ActuationOutcome | None:
+        """Hold back a write to a point someone else holds, while the holder is unchanged: the policy
+        asks for the same value and the snapshot still shows the held one. Otherwise forget the mask."""
+        pid = intent.point_id
+        m = self._masked.get(pid)
+        if m is None:
+            return None
+        state = snap.get(pid)
+        if (
+            not intent.relinquish
+            and state is not None
+            and state.ok
+            and _same(state.value, m.held_value)
+            and _same(value, m.requested)
+        ):
+            m.held_back += 1
+            holder = f"priority {m.holding_priority}" if m.holding_priority else "the device"
+            return ActuationOutcome(
+                intent,
+                "masked",
+                FailureCode.MASKED,
+                f"{pid}: {holder} holds {m.held_value!r} (finding {m.finding_seq}); not written again "
+                "until that changes",
+                m.held_value,
+            )
+        del self._masked[pid]
+        self._log.info("write_unmasked", point=pid, held_back=m.held_back, now=state.value if state else None)
+        return None
 
     def _rate_limit(self, intent: WriteIntent, snap: Mapping[str, PointState]) -> ActuationOutcome | None:
         """Count this write, or hold it back. No await in here: check and count are one step."""
@@ -422,6 +498,7 @@ class Actuator:
             return ActuationOutcome(intent, "error", code, detail, audit_seq=rec.seq)
 
         if wr.ok:
+            self._masked.pop(pid, None)
             result = "relinquished" if intent.relinquish else "ok"
             rec = self._audit.append(
                 AuditKind.WRITE,
@@ -435,14 +512,17 @@ class Actuator:
             log.info("write_applied", value=value, readback=wr.readback, rule=intent.rule, result=result)
             return ActuationOutcome(intent, "ok", None, wr.detail or "", wr.readback, audit_seq=rec.seq)
 
-        # Not the value we wrote, and no other failure: something else holds the point. (A BACnet
-        # ``masked`` write, a higher priority holding it, stays an error here for now.)
+        # Written, but the device shows another value: a higher BACnet priority holds the point
+        # (``masked``), or the device clamped or overrode it (``readback_mismatch``).
         masked = (
             not intent.relinquish
             and wr.readback is not None
-            and wr.code in (None, FailureCode.READBACK_MISMATCH)
+            and wr.code in (None, FailureCode.READBACK_MISMATCH, FailureCode.MASKED)
         )
-        result = FailureCode.READBACK_MISMATCH if masked else (wr.code or FailureCode.WRITE_FAILED)
+        if masked:
+            result = FailureCode.MASKED if wr.code == FailureCode.MASKED else FailureCode.READBACK_MISMATCH
+        else:
+            result = wr.code or FailureCode.WRITE_FAILED
         rec = self._audit.append(
             AuditKind.WRITE,
             subject=pid,
@@ -456,18 +536,31 @@ class Actuator:
         if not masked:
             log.warning("write_failed", code=result, detail=wr.detail, rule=intent.rule)
             return ActuationOutcome(intent, "error", result, wr.detail or "", wr.readback, audit_seq=rec.seq)
-        reason = (
-            f"wrote {value!r} to {pid}, read back {wr.readback!r}: something else holds the point "
-            "(a higher BACnet priority, a local override or a device clamp)"
+        prio = wr.holding_priority
+        holder = (
+            f"BACnet priority {prio} holds {wr.readback!r}"
+            if prio is not None
+            else f"the device holds {wr.readback!r} (it clamps the value, or a local override holds it)"
         )
+        reason = f"wrote {value!r} to {pid}, but {holder}; not written again until the holder changes"
         finding = self._audit.append_finding(
             "masked_write", subject=pid, rule=intent.rule, reason=reason, before=value, after=wr.readback
         )
-        log.warning("write_masked", value=value, readback=wr.readback, rule=intent.rule)
+        self._masked[pid] = MaskedPoint(
+            point_id=pid,
+            requested=value,
+            held_value=wr.readback,
+            holding_priority=prio,
+            since=self._clock.now().isoformat(),
+            finding_seq=finding.seq,
+        )
+        log.warning(
+            "write_masked", value=value, readback=wr.readback, holding_priority=prio, rule=intent.rule
+        )
         return ActuationOutcome(
             intent,
             "readback_mismatch",
-            FailureCode.READBACK_MISMATCH,
+            result,
             reason,
             wr.readback,
             rec.seq,
@@ -630,6 +723,15 @@ def _describe(exc: BaseException) -> str:
 def _before(snap: Mapping[str, PointState], pid: str) -> Value:
     state = snap.get(pid)
     return state.value if state is not None else None
+
+
+def _same(a: Value, b: Value) -> bool:
+    """Equal as device values: numbers within float32 precision, booleans as booleans."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is not None and b is not None and bool(a) == bool(b)
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-6)
+    return a == b
 
 
 def _show(value: Value, intent: WriteIntent) -> str:

@@ -284,6 +284,8 @@ class Enforcer:
             "readback_mismatch": self.counts["readback_mismatch"],
             "refused": self.counts["refused"],
             "rate_limited": self.counts["rate_limited"],
+            "masked": self.counts["masked"],  # intents held back: someone else holds the point
+            "masked_points": self.actuator.masked_points(self.snapshot.for_policy()),
             "errors": self.counts["error"],
             "findings": {k.split(":", 1)[1]: v for k, v in self.counts.items() if k.startswith("finding:")},
             "active_findings": len(opened),

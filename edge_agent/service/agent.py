@@ -78,7 +78,12 @@ class Agent:
         self._pools: dict[str, SharedResource] = {}  # protocol -> per-site resource: Modbus pool, BACnet port
         self.devices: dict[str, _DeviceRuntime] = {}
         self.listeners: list[ReadingsListener] = []
+        # Run when the loops have stopped, before the drivers close (BACnet relinquish at shutdown).
+        self.before_close: list[Callable[[], Awaitable[None]]] = []
         self._pushed: asyncio.Queue[tuple[str, list[Reading]]] = asyncio.Queue()
+        # The last pushed reading per point: a driver may answer a poll with it again (BACnet serves COV
+        # points from their notification); delivered once already, it is not delivered (stored) twice.
+        self._last_pushed: dict[str, Reading] = {}
         self.first_cycle = asyncio.Event()
         self._stop = asyncio.Event()
         self._cycles_done: set[str] = set()
@@ -157,7 +162,9 @@ class Agent:
             readings = await rt.driver.read(rt.config.points)
             latency = (time.perf_counter() - t0) * 1000
         self._note_status(rt.status, readings, latency)
-        await self._deliver(device_id, readings)
+        fresh = [r for r in readings if self._last_pushed.get(r.point_id) is not r]
+        if fresh:
+            await self._deliver(device_id, fresh)
         return readings
 
     async def _deliver(self, device_id: str, readings: Sequence[Reading]) -> None:
@@ -171,6 +178,8 @@ class Agent:
         """Readings a driver pushes (BACnet COV) go through the same pipeline as polled ones."""
         while True:
             device_id, readings = await self._pushed.get()
+            for r in readings:
+                self._last_pushed[r.point_id] = r
             try:
                 await self._deliver(device_id, readings)
             except Exception:  # a listener's bug: logged, and the next push is delivered
@@ -289,6 +298,11 @@ class Agent:
 
                 tg.create_task(cancel_extras_on_stop(), name="stopper")
         finally:
+            for hook in self.before_close:
+                try:
+                    await hook()
+                except Exception:  # shutting down: one hook's bug must not keep the drivers open
+                    self.log.exception("before_close_failed")
             await self.close()
             self.log.info("agent_stopped")
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from drivers.base import Reading
+from drivers.base import DriverError, FailureCode, Reading, WriteResult
 from edge_agent import __version__
 from edge_agent.config.load import ConfigError, LoadedConfig, load_config
 from edge_agent.core.clock import Clock, SystemClock
@@ -143,6 +143,7 @@ class Service:
             )
         self.agent.listeners.append(self._on_readings)
         self.agent.listeners.append(self.enforcer.notify)
+        self.agent.before_close.append(self._relinquish_on_exit)  # while the BACnet port is still open
         self.ready = asyncio.Event()
         self._reload_requested = asyncio.Event()
         self.started = self.clock.now()
@@ -380,6 +381,7 @@ class Service:
             reason="configuration validated and loaded",
         )  # fmt: skip
         self.actuator.restore_from_audit()  # logs rate_window_restored
+        self._restore_held()
         status = StatusServer(path=self.socket_path, provider=self.status_doc)
         await status.start()
         prom = None
@@ -407,7 +409,6 @@ class Service:
         finally:
             self.notifier.stopping("flushing the outbox")
             await self.flush()
-            await self._relinquish_on_exit()
             self.audit.append(
                 AuditKind.SHUTDOWN, subject=cfg.site.gateway_id, reason="edge-agent stopped",
                 after={"readings_total": self.readings_total, "backlog": self.outbox.stats().backlog},
@@ -432,29 +433,93 @@ class Service:
             await asyncio.sleep(10)
             self.notifier.status(self.status_line())
 
-    async def _relinquish_on_exit(self) -> None:
-        """BACnet: release the priority slots we hold, where site.yaml or policy.yaml ask for it."""
-        policy_wide = self.cfg.policy.enforcement.relinquish_on_exit
-        for dev_id, rt in self.agent.devices.items():
-            wanted = policy_wide or getattr(rt.config, "relinquish_on_shutdown", False)
-            if not wanted or not supports_relinquish(rt.driver):
+    def _restore_held(self) -> int:
+        """BACnet: the commands earlier runs wrote and did not release (the last audited write of each
+        point was ``ok``), handed to the drivers so that relinquish at exit can release them too; the
+        driver still releases a slot only while it holds that value. Returns the points restored."""
+        last: dict[str, Any] = {}
+        for rec in self.audit.records(kinds=[AuditKind.WRITE]):
+            if rec.result == "ok" and rec.after is not None:
+                last[rec.subject] = rec.after
+            elif rec.result in ("relinquished", FailureCode.SLOT_NOT_OURS):
+                last.pop(rec.subject, None)
+        restored = 0
+        for rt in self.agent.devices.values():
+            remember = getattr(rt.driver, "remember", None)
+            if remember is None:
                 continue
             for p in rt.config.points:
-                if not p.writable:
+                if p.writable and p.id in last:
+                    remember(p, last[p.id])
+                    restored += 1
+        if restored:
+            self.log.info("held_priorities_restored", points=restored)
+        return restored
+
+    async def _relinquish_on_exit(self, *, timeout_s: float = 10.0) -> None:
+        """BACnet: release the priority slots this agent wrote, where policy.yaml
+        (``enforcement.relinquish_on_exit``) or the device (``relinquish_on_shutdown``) asks for it.
+
+        Runs after the loops stop and before the drivers and the BACnet port close (an Agent
+        ``before_close`` hook). The driver reads each priority-array first and releases only slots still
+        holding the value we wrote; every slot released, failed or left alone (``slot_not_ours``) is an
+        audit ``write`` record with the present value before and after. Devices run at once, bounded
+        by ``timeout_s`` in all: a device that stopped answering cannot hold up the stop."""
+        policy_wide = self.cfg.policy.enforcement.relinquish_on_exit
+
+        async def device(dev_id: str, rt: Any) -> None:
+            relinquish = getattr(rt.driver, "relinquish", None)
+            for p in rt.config.points:
+                if not p.writable or relinquish is None:
                     continue
+                reading = self.agent.snapshot.reading(p.id)
+                before = reading.value if reading is not None else None
                 try:
-                    await asyncio.wait_for(rt.driver.write(p, None), timeout=5)
-                except (Exception, asyncio.CancelledError) as exc:  # shutting down: report, never hang
-                    self.log.warning("relinquish_failed", device=dev_id, point=p.id, error=str(exc))
+                    results: list[WriteResult] = await relinquish(p)
+                except DriverError as exc:
+                    self.log.warning("relinquish_failed", device=dev_id, point=p.id, code=exc.code)
                     continue
-                self.audit.append(
-                    AuditKind.WRITE,
-                    subject=p.id,
-                    after=None,
-                    rule="shutdown.relinquish",
-                    reason="released our priority at shutdown",
-                    result="relinquished",
-                )
+                for r in results:
+                    result = "relinquished" if r.ok else (r.code or FailureCode.WRITE_FAILED)
+                    self.audit.append(
+                        AuditKind.WRITE,
+                        subject=p.id,
+                        before=before,
+                        after=r.readback,
+                        rule="shutdown.relinquish",
+                        reason=f"release our priority at shutdown (we had written {r.requested!r}): "
+                        f"{r.detail or result}",
+                        result=result,
+                    )
+                    if r.ok:
+                        self.log.info(
+                            "relinquished", device=dev_id, point=p.id, before=before, after=r.readback
+                        )
+                    else:
+                        self.log.warning(
+                            "relinquish_failed"
+                            if r.code != FailureCode.SLOT_NOT_OURS
+                            else "relinquish_skipped",
+                            device=dev_id,
+                            point=p.id,
+                            code=result,
+                            detail=r.detail,
+                        )
+
+        wanted = {
+            dev_id: rt
+            for dev_id, rt in self.agent.devices.items()
+            if (policy_wide or getattr(rt.config, "relinquish_on_shutdown", False))
+            and supports_relinquish(rt.driver)
+        }
+        if not wanted:
+            return
+        try:
+            async with asyncio.timeout(timeout_s), asyncio.TaskGroup() as tg:
+                for dev_id, rt in wanted.items():
+                    tg.create_task(device(dev_id, rt), name=f"relinquish:{dev_id}")
+        except TimeoutError:
+            self.log.warning("relinquish_timeout", devices=sorted(wanted), timeout_s=timeout_s)
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

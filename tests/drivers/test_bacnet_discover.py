@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from drivers.bacnet.discover import discover, render_devices_yaml
 from drivers.bacnet.options import BacnetDevice
@@ -36,12 +37,19 @@ async def test_unicast_discovery_renders_valid_devices_yaml() -> None:
     assert not objs[("analog-value", 101)].commandable  # the energy register is read-only
     assert objs[("multi-state-value", 1)].states == ["off", "cool", "heat", "fan"]
     text = render_devices_yaml(devices)
-    block = yaml.safe_load(text)["devices"]
-    parsed = [BacnetDevice.model_validate(d) for d in block]  # the draft validates as site.yaml devices
+    # As drafted, writable numbers wait for their bounds: the schema refuses them until the integrator
+    # fills in the commented placeholders.
+    with pytest.raises(ValidationError, match="needs both `min:` and `max:`"):
+        [BacnetDevice.model_validate(d) for d in yaml.safe_load(text)["devices"]]
+    filled = (
+        text.replace("# min: <low>", "min: 0").replace("# max: <high>", "max: 100")
+        .replace("# min: 16", "min: 16").replace("# max: 32", "max: 32")
+    )  # fmt: skip
+    block = yaml.safe_load(filled)["devices"]
+    parsed = [BacnetDevice.model_validate(d) for d in block]  # then the draft validates as site.yaml devices
     points = {p.id: p for p in parsed[0].points}
-    # commandable, but a numeric write needs min/max first (check refuses writable without them)
-    assert points["fc-2f-av1"].role == "setpoint" and not points["fc-2f-av1"].writable
-    assert "add min: and max:" in text
+    assert points["fc-2f-av1"].role == "setpoint" and points["fc-2f-av1"].writable
+    assert (points["fc-2f-av1"].min, points["fc-2f-av1"].max) == (16, 32)
     assert points["fc-2f-msv1"].role == "ac_mode" and points["fc-2f-msv1"].states == {
         1: "off",
         2: "cool",
@@ -49,7 +57,13 @@ async def test_unicast_discovery_renders_valid_devices_yaml() -> None:
         4: "fan",
     }
     assert points["fc-2f-bo1"].role == "light_relay"
+    assert points["fc-2f-blo1"].role == "light_relay" and points["fc-2f-blo1"].writable
+    assert points["fc-2f-lo1"].object_type == "lighting-output" and points["fc-2f-lo1"].writable
     assert points["fc-2f-acc101"].cumulative
+    av1 = text[text.index("id: fc-2f-av1") :].split("- id:")[0]
+    assert "# min: 16  # required before the agent writes this point" in av1 and "# max: 32" in av1
+    lo1 = text[text.index("id: fc-2f-lo1") :].split("- id:")[0]
+    assert "# min: <low>" in lo1
 
 
 _NETNS_SCRIPT = textwrap.dedent("""

@@ -69,13 +69,12 @@ class Rig:
         self.background: list[asyncio.Task[None]] = []
 
     async def driver(self, points: list[BacnetPoint] | None = None, **kw: object) -> BacnetDriver:
-        opts: dict[str, object] = {"readback_delay_s": 0, "timeout_s": 0.5}
+        opts: dict[str, object] = {"readback_delay_s": 0, "timeout_s": 0.5, "device_instance": 1001}
         opts.update(kw)
         dev = BacnetDevice(
             protocol="bacnet",
             id="fc1",
             address=self.sim.address_of("FC-1F"),
-            device_instance=1001,
             points=points or ac_points(),
             **opts,
         )  # type: ignore[arg-type]
@@ -126,7 +125,7 @@ async def test_reads_every_object_type(rig: Rig) -> None:
     meter = rig.building.meters["f1-ls"]
     assert by["energy"].value == pytest.approx(meter.reading, rel=1e-6)
     assert by["counter"].value == int(meter.reading)
-    assert d.stats.rpm_requests == 1 and d.stats.rp_requests == 0
+    assert d.stats.rpm_requests == 1 and d.stats.rp_requests == 1  # the device_instance check
 
 
 async def test_rpm_batches_by_property_count(rig: Rig) -> None:
@@ -272,3 +271,193 @@ async def test_local_port_in_use_is_a_clear_error(rig: Rig) -> None:
     with pytest.raises(LocalAddressError) as info:
         await other.start()
     assert info.value.code == "port_in_use"
+
+
+async def test_a_higher_priority_holding_the_point_is_masked_naming_it(rig: Rig) -> None:
+    d = await rig.driver()
+    sp = d.device.points[0]
+    await rig.sim.command("FC-1F", "analog-value", 1, 22.0, priority=5)  # a BMS at critical equipment
+    result = await d.write(sp, 26.0)
+    assert (result.ok, result.code, result.readback, result.holding_priority) == (False, "masked", 22.0, 5)
+    assert rig.building.ac_units["f1-ac1"].setpoint == 22.0
+    await rig.sim.command("FC-1F", "analog-value", 1, None, priority=5)  # it lets go: ours shows
+    assert (await d.read([sp]))[0].value == 26.0
+
+
+async def test_a_device_that_clamps_is_a_readback_mismatch_without_a_holder(rig: Rig) -> None:
+    d = await rig.driver()
+    sp = d.device.points[0]
+    rig.sim.clamp("FC-1F", "analog-value", 1, 16.0, 25.0)
+    result = await d.write(sp, 26.0)
+    assert (result.ok, result.code, result.readback, result.holding_priority) == (
+        False,
+        "readback_mismatch",
+        25.0,
+        None,
+    )
+
+
+async def test_relinquish_releases_only_slots_that_still_hold_our_value(rig: Rig) -> None:
+    d = await rig.driver()
+    sp, _mode, power = d.device.points[:3]
+    assert (await d.write(sp, 26.0)).ok and (await d.write(power, False)).ok
+    assert d.held(sp) == {8: 26.0}
+    # The device restarts and forgets its commands; an occupant's panel then writes at our priority 8.
+    rig.sim.forget_commands("FC-1F")
+    await rig.sim.command("FC-1F", "analog-value", 1, 22.0, priority=8)
+    [left] = await d.relinquish(sp)
+    assert (left.ok, left.code, left.requested, left.readback) == (False, "slot_not_ours", 26.0, 22.0)
+    assert "priority 8 holds 22.0" in (left.detail or "")
+    assert await d.active_priority(sp) == 8 and rig.building.ac_units["f1-ac1"].setpoint == 22.0
+    assert d.held(sp) == {}
+    # The power slot was forgotten by the restart: nothing to release, nothing written.
+    wp = d.stats.wp_requests
+    assert await d.relinquish(power) == []
+    assert d.stats.wp_requests == wp
+    # Our own value still in its slot: released, and the present value falls back.
+    assert (await d.write(sp, 26.0)).ok
+    [done] = await d.relinquish(sp)
+    assert done.ok and done.requested == 26.0 and await d.active_priority(sp) is None
+    assert await d.relinquish(sp) == []  # released once
+
+
+async def test_close_cancels_subscriptions_and_writes_nothing(rig: Rig) -> None:
+    d = await rig.driver(relinquish_on_shutdown=True)
+    sp = d.device.points[0]
+    assert (await d.write(sp, 26.0)).ok
+    wp = d.stats.wp_requests
+    await d.close()  # relinquishing is the service's (audited) job, before close
+    assert d.stats.wp_requests == wp and await d.active_priority(sp) == 8
+
+
+async def test_a_wrong_device_instance_at_the_address_is_neither_read_nor_written(rig: Rig) -> None:
+    d = await rig.driver(device_instance=1002)  # FC-1F answers at this address; 1002 is FC-2F
+    readings = await d.read(d.device.points)
+    assert {r.code for r in readings} == {"wrong_device"} and all(r.quality is Quality.BAD for r in readings)
+    assert "is device 1001, not device 1002" in (readings[0].detail or "")
+    wp = d.stats.wp_requests
+    result = await d.write(d.device.points[0], 26.0)
+    assert (result.ok, result.code) == (False, "wrong_device") and d.stats.wp_requests == wp
+    assert d.stats.rpm_requests == 0 and d.stats.subscribe_requests == 0
+
+
+async def test_the_right_device_instance_is_checked_once(rig: Rig) -> None:
+    d = await rig.driver()
+    await d.read(d.device.points)
+    rp = d.stats.rp_requests
+    await d.read(d.device.points)
+    assert d.stats.rp_requests == rp  # confirmed: no further identity reads
+
+
+async def _until(cond: object, timeout: float = 3.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if cond():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met")
+
+
+def cov_points() -> list[BacnetPoint]:
+    return [
+        BacnetPoint(id="sp", object_type="analog-value", instance=1, cov=True),
+        BacnetPoint(id="power", object_type="binary-value", instance=1, cov=True),
+    ]
+
+
+async def test_cov_renewal_keeps_one_subscription_per_object_and_close_cancels_it(rig: Rig) -> None:
+    d = await rig.driver(cov_points(), cov_lifetime_s=60)
+    await _until(lambda: len(rig.sim.subscriptions("FC-1F")) == 2)
+    first = rig.sim.subscriptions("FC-1F")
+    for n in (4, 6):  # two renewals
+        d._cov_wake.set()
+        await _until(lambda n=n: d.stats.subscribe_requests >= n)
+    assert rig.sim.subscriptions("FC-1F") == first  # renewed in place: same process ids, no additions
+    pushed: list[Reading] = []
+    d.on_cov = pushed.extend
+    before = d.stats.cov_notifications
+    rig.building.set_setpoint("f1-ac1", 24.5, source="occupant")
+    await _until(lambda: any(r.point_id == "sp" and r.value == 24.5 for r in pushed))
+    await asyncio.sleep(0.2)
+    assert d.stats.cov_notifications - before == 1  # one change, one notification
+    await d.close()
+    assert rig.sim.subscriptions("FC-1F") == []
+
+
+async def test_a_no_response_abort_is_a_timeout_and_cov_returns_when_the_device_does(rig: Rig) -> None:
+    # The stack's APDU timeout (0.2 s) fires before the driver's (1 s): bacpypes3 aborts no-response.
+    net = BacnetNetwork(
+        options=BacnetNetworkOptions(local_address=f"127.0.0.1:{free_udp_port()}", apdu_timeout_s=0.2)
+    )
+    dev = BacnetDevice(
+        protocol="bacnet",
+        id="fc1",
+        address=rig.sim.address_of("FC-1F"),
+        device_instance=1001,
+        points=[*cov_points(), BacnetPoint(id="room", object_type="analog-input", instance=1)],
+        timeout_s=1.0,
+        cov_lifetime_s=3600,  # renewal far away: only the timeout handling can bring COV back
+    )
+    d = BacnetDriver(device=dev, network=net)
+    await d.connect()
+    task = asyncio.create_task(d.run(), name="driver:fc1")
+    try:
+        await _until(lambda: len(rig.sim.subscriptions("FC-1F")) == 2)
+        await rig.sim.stop()
+        assert (await d.read(dev.points))[2].code == "timeout"  # the polled point notices at once
+        down = await d.read(dev.points)  # and the COV points are polled again from then on
+        assert {r.code for r in down} == {"timeout"} and d.stats.timeouts >= 1
+        await rig.sim.restart()  # back, with no subscriptions and no commands
+        assert rig.sim.subscriptions("FC-1F") == []
+        up = await d.read(dev.points)
+        assert all(r.ok for r in up)
+        await _until(lambda: len(rig.sim.subscriptions("FC-1F")) == 2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await d.close()
+        await net.close()
+
+
+async def test_a_port_that_could_not_be_bound_gives_bad_readings_not_an_exception(rig: Rig) -> None:
+    net = BacnetNetwork(options=BacnetNetworkOptions(local_address=f"127.0.0.1:{free_udp_port()}"))
+    dev = BacnetDevice(
+        protocol="bacnet",
+        id="fc1",
+        address=rig.sim.address_of("FC-1F"),
+        device_instance=1001,
+        points=ac_points(),
+    )
+    d = BacnetDriver(device=dev, network=net)  # connect() never succeeded
+    readings = await d.read(dev.points)
+    assert {r.code for r in readings} == {"unreachable"}
+    assert (await d.write(dev.points[0], 26.0)).code == "unreachable"
+
+
+async def test_lighting_outputs_read_write_and_follow_the_circuit(rig: Rig) -> None:
+    pts = [
+        BacnetPoint(
+            id="blo", object_type="binary-lighting-output", instance=1, writable=True, role="light_relay"
+        ),
+        BacnetPoint(id="lo", object_type="lighting-output", instance=1, writable=True, role="light_relay"),
+        BacnetPoint(
+            id="level", object_type="lighting-output", instance=2, writable=True, unit="%", min=0, max=100
+        ),
+        BacnetPoint(id="relay", object_type="binary-output", instance=1),
+    ]
+    light = rig.building.lights["f1-l1"]
+    rig.building.set_light("f1-l1", True)  # switched at the panel: every object of the circuit shows it
+    d = await rig.driver(pts)
+    first = await d.read(pts)
+    assert [r.value for r in first[:2]] == [True, 100.0] and all(r.ok for r in first)
+    off = await d.write(pts[0], False)  # binary lighting output: off
+    assert off.ok and off.readback is False and light.on is False
+    assert [r.value for r in await d.read(pts)][:2] == [False, 0.0]  # the dimmer follows the circuit
+    on = await d.write(pts[1], True)  # a dimmer as a relay: on = 100 %
+    assert on.ok and on.readback == 100.0 and light.on is True
+    assert (await d.read(pts))[3].value is True  # and the relay object shows it too
+    dim = await d.write(pts[2], 40.0)
+    assert dim.ok and dim.readback == 40.0 and rig.building.lights["f1-l2"].on is True
+    assert await d.active_priority(pts[2]) == 8
+    assert (await d.write(pts[0], 2)).code == "type"
+    [released] = await d.relinquish(pts[1])
+    assert released.ok

@@ -44,8 +44,10 @@ def with_interval(cfg: LoadedConfig, interval_s: float) -> LoadedConfig:
 
 
 class Rig:
-    def __init__(self, sim: Simulator, svc: Service, cfg: LoadedConfig, clock: FakeClock) -> None:
-        self.sim, self.svc, self.cfg, self.clock = sim, svc, cfg, clock
+    def __init__(
+        self, sim: Simulator, svc: Service, cfg: LoadedConfig, clock: FakeClock, task: asyncio.Task[int]
+    ) -> None:
+        self.sim, self.svc, self.cfg, self.clock, self.task = sim, svc, cfg, clock, task
 
     @property
     def building(self) -> Building:
@@ -72,7 +74,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         # The script's 14:00 occupant (f2-ac1 to 22 °C) is corrected on the first cycle: let it settle so
         # the tests compare a model that holds still.
         await wait_for(lambda: _writes(svc, "f2-ac1.setpoint"), 5.0)
-        yield Rig(sim, svc, cfg, clock)
+        yield Rig(sim, svc, cfg, clock, task)
     finally:
         if svc is not None:
             svc.agent.stop()
@@ -203,6 +205,10 @@ async def test_occupant_setpoint_is_corrected_over_bacnet_by_cov(rig: Rig) -> No
 async def test_cov_still_drives_enforcement_after_a_reload_changes_the_device(rig: Rig) -> None:
     """A reload that changes a BACnet device gives it a new driver: it must subscribe again."""
     uid = "f2-ac2"
+    bacnet = rig.sim.bacnet
+    assert bacnet is not None
+    await wait_for(lambda: len(bacnet.subscriptions("FC-2F")) == 6, 3.0)  # 2 units x 3 COV objects
+    before = bacnet.subscriptions("FC-2F")
     site = rig.cfg.site
     devices = [d.model_copy(update={"timeout_s": 4.0}) if d.id == uid else d for d in site.devices]
     summary = await rig.svc.apply_config(
@@ -211,8 +217,144 @@ async def test_cov_still_drives_enforcement_after_a_reload_changes_the_device(ri
     assert summary["changed"] == [uid]
     driver = rig.svc.agent.devices[uid].driver
     await wait_for(lambda: bool(driver._spids), 3.0)  # type: ignore[attr-defined]
+    # The old driver cancelled its subscriptions: the controller holds as many as before, not more
+    await wait_for(lambda: len(bacnet.subscriptions("FC-2F")) == 6, 3.0)
+    assert bacnet.subscriptions("FC-2F") != before  # f2-ac2's are new (new process ids)
 
     ac = rig.building.ac_units[uid]
     rig.building.set_setpoint(uid, 22.0, source="occupant")
     took = await wait_for(lambda: ac.setpoint == 26.0, 2.0)  # poll interval is 30 s: only COV can do it
     assert took < 2.0
+
+
+async def test_a_higher_priority_holding_a_setpoint_is_one_finding_and_no_fight(rig: Rig) -> None:
+    uid = "f2-ac2"
+    bacnet = rig.sim.bacnet
+    assert bacnet is not None
+    # A BMS commands 22 °C at priority 5 (critical equipment control): above our 8.
+    await bacnet.command("FC-2F", "analog-value", 2, 22.0, priority=5)
+    await wait_for(lambda: any(r.result == "masked_write" for r in rig.svc.audit.records()), 3.0)
+    [finding] = [r for r in rig.svc.audit.records() if r.result == "masked_write"]
+    assert finding.subject == f"{uid}.setpoint" and "priority 5 holds 22.0" in finding.reason
+    await wait_for(lambda: not rig.svc.enforcer._writing, 3.0)  # the background cycle's write is done
+    writes = len(_writes(rig.svc, f"{uid}.setpoint"))
+    for _ in range(18):  # the field report: 18 futile writes in 3 minutes. Now none.
+        rig.clock.advance(10)
+        await rig.svc.agent.poll_once(uid)  # fresh readings: stale ones would decide nothing at all
+        outcomes = await rig.svc.enforcer.cycle()
+        assert [o.status for o in outcomes if o.intent.point_id == f"{uid}.setpoint"] == ["masked"]
+    assert len(_writes(rig.svc, f"{uid}.setpoint")) == writes
+    assert not [r for r in rig.svc.audit.records() if r.result == "tamper"]
+    [masked] = rig.svc.status_doc()["enforcement"]["masked_points"]
+    assert (masked["point"], masked["holding_priority"], masked["held_value"]) == (f"{uid}.setpoint", 5, 22.0)
+    # The BMS lets go: our 26 °C at priority 8 shows through, and the point is no longer listed.
+    await bacnet.command("FC-2F", "analog-value", 2, None, priority=5)
+    await wait_for(lambda: rig.building.ac_units[uid].setpoint == 26.0, 3.0)
+    await wait_for(lambda: rig.svc.agent.snapshot.reading(f"{uid}.setpoint").value == 26.0, 3.0)  # type: ignore[union-attr]
+    await rig.svc.enforcer.cycle()
+    assert rig.svc.status_doc()["enforcement"]["masked_points"] == []
+
+
+async def test_relinquish_on_exit_releases_only_our_own_commands_and_audits_each(rig: Rig) -> None:
+    bacnet = rig.sim.bacnet
+    assert bacnet is not None
+    policy = rig.cfg.policy
+    enforcement = policy.enforcement.model_copy(update={"relinquish_on_exit": True})
+    await rig.svc.apply_config(
+        dataclasses.replace(rig.cfg, policy=policy.model_copy(update={"enforcement": enforcement}))
+    )
+    await wait_for(lambda: _writes(rig.svc, "f1-l1"), 5.0)  # daylight: the agent switched 1F off
+    await wait_for(lambda: rig.svc.agent.snapshot.reading("f1-l1").value is False, 3.0)  # type: ignore[union-attr]
+    light = rig.sim_object("light", "f1-l1", "on")
+    assert light.priorityArray[OUR_PRIORITY - 1].null is None
+    # The occupant's panel writes 27 °C at our own priority 8 on f2-ac1 (which the agent set to 26):
+    # allowed by the policy, so the agent leaves it; at shutdown it must stay.
+    await bacnet.command("FC-2F", "analog-value", 1, 27.0, priority=OUR_PRIORITY)
+    await wait_for(lambda: rig.svc.agent.snapshot.reading("f2-ac1.setpoint").value == 27.0, 3.0)  # type: ignore[union-attr]
+    rig.svc.agent.stop()
+    await asyncio.wait_for(rig.task, 15)
+    sp = rig.sim_object("ac", "f2-ac1", "setpoint")
+    assert float(sp.priorityArray[OUR_PRIORITY - 1].real) == 27.0  # the occupant's command stands
+    assert rig.building.ac_units["f2-ac1"].setpoint == 27.0
+    assert light.priorityArray[OUR_PRIORITY - 1].null is not None  # ours is released
+    records = [r for r in rig.svc.audit.records() if r.rule == "shutdown.relinquish"]
+    by_point = {r.subject: r for r in records}
+    assert by_point["f2-ac1.setpoint"].result == "slot_not_ours"
+    assert (by_point["f2-ac1.setpoint"].before, by_point["f2-ac1.setpoint"].after) == (27.0, 27.0)
+    assert "we had written 26.0" in by_point["f2-ac1.setpoint"].reason
+    assert by_point["f1-l1"].result == "relinquished" and by_point["f1-l1"].before is False
+    # only points the agent wrote: nothing for the ones it never touched
+    written = {
+        r.subject
+        for r in rig.svc.audit.records()
+        if r.kind == AuditKind.WRITE and r.rule != "shutdown.relinquish"
+    }
+    assert set(by_point) <= written
+    kinds = [r.kind for r in rig.svc.audit.records()]
+    assert kinds.index(AuditKind.SHUTDOWN) > max(
+        i for i, r in enumerate(rig.svc.audit.records()) if r.rule == "shutdown.relinquish"
+    )
+    assert verify(rig.svc._audit_conn).ok
+
+
+async def test_a_cov_value_is_delivered_once_not_again_by_the_next_poll(rig: Rig) -> None:
+    uid = "f2-ac2"
+    delivered: list[tuple[str, Any, Any]] = []
+
+    def listen(device_id: str, readings: Any, changed: Any) -> None:
+        delivered.extend((r.point_id, r.ts, r.value) for r in readings if r.point_id.startswith(uid))
+
+    rig.svc.agent.listeners.append(listen)
+    rig.building.set_setpoint(uid, 22.0, source="occupant")
+    await wait_for(lambda: (f"{uid}.setpoint", rig.clock.now(), 26.0) in delivered, 3.0)
+    for _ in range(3):  # polls inside the interval answer the COV points from their notifications
+        await rig.svc.agent.poll_once(uid)
+    setpoints = [d for d in delivered if d[0] == f"{uid}.setpoint"]
+    assert len(setpoints) == len(set(setpoints)), setpoints  # no reading stored twice
+    assert any(d[0] == f"{uid}.room_temp" for d in delivered)  # polled points still delivered
+
+
+async def test_policy_explain_reads_without_subscribing(rig: Rig) -> None:
+    """`policy explain` (a dry run: read_once) must leave no COV subscription behind on the devices."""
+    from edge_agent.service.agent import read_once
+
+    bacnet = rig.sim.bacnet
+    assert bacnet is not None
+    before = {d.name: bacnet.subscriptions(d.name) for d in bacnet.devices}
+    # its own BACnet port, as on a gateway where the service runs beside it
+    net = rig.cfg.site.network_options("bacnet").model_copy(
+        update={"local_address": f"127.0.0.1:{free_udp_port()}"}
+    )
+    cfg = dataclasses.replace(rig.cfg, site=rig.cfg.site.model_copy(update={"bacnet": net}))
+    agent = await read_once(cfg, FakeClock(START))
+    drivers = [rt.driver for rt in agent.devices.values() if rt.config.protocol == "bacnet"]
+    assert drivers and all(d.stats.subscribe_requests == 0 for d in drivers)  # type: ignore[attr-defined]
+    assert {d.name: bacnet.subscriptions(d.name) for d in bacnet.devices} == before
+    assert agent.snapshot.reading("f2-ac1.setpoint").value == 26.0  # type: ignore[union-attr]
+
+
+async def test_relinquish_on_exit_also_releases_what_an_earlier_run_wrote(rig: Rig, tmp_path: Path) -> None:
+    """Restarted (an upgrade), then stopped for good: the first run's 26 °C is released by the second."""
+    rig.svc.agent.stop()
+    await asyncio.wait_for(rig.task, 15)
+    rig.svc.close()
+    sp = rig.sim_object("ac", "f2-ac1", "setpoint")
+    assert float(sp.priorityArray[OUR_PRIORITY - 1].real) == 26.0  # the first run released nothing
+    policy = rig.cfg.policy
+    enforcement = policy.enforcement.model_copy(update={"relinquish_on_exit": True})
+    cfg = dataclasses.replace(rig.cfg, policy=policy.model_copy(update={"enforcement": enforcement}))
+    svc = Service(cfg, state_dir=tmp_path, clock=rig.clock, enforce_tick_s=POLL_S)
+    task = asyncio.create_task(svc.run(), name="test:service-2")
+    try:
+        await asyncio.wait_for(svc.ready.wait(), 10)
+        svc.agent.stop()
+        await asyncio.wait_for(task, 15)
+        assert sp.priorityArray[OUR_PRIORITY - 1].null is not None  # released by the second run
+        released = [r for r in svc.audit.records() if r.rule == "shutdown.relinquish"]
+        assert {r.subject for r in released} >= {"f2-ac1.setpoint"}
+        assert all(r.result == "relinquished" for r in released)
+    finally:
+        if not task.done():
+            svc.agent.stop()
+            await asyncio.wait_for(task, 15)
+        svc.close()

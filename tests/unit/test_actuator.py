@@ -409,23 +409,56 @@ async def test_masked_write_becomes_a_finding(rig: Rig) -> None:
     assert out.audit_seq == write.seq and out.finding_seq == finding.seq
 
 
-async def test_masked_write_is_an_error_with_the_holding_priority_audited(rig: Rig) -> None:
-    # BACnet: a higher priority holds another value. Stays an error (no finding) for now; the audit
-    # record keeps the driver's detail, which names the priority.
+async def test_masked_write_is_one_finding_naming_the_priority_and_no_retry_until_it_changes(
+    rig: Rig,
+) -> None:
+    # BACnet: priority 5 holds 24 °C above our 8. One finding naming the holder, then no more writes
+    # (and no tamper finding from the rate limit) while the holder keeps 24 °C.
     rig.a.result[SETPOINT.id] = WriteResult(
         SETPOINT.id,
         26.0,
         24.0,
         False,
         FailureCode.MASKED,
-        "priority 6 holds 24.0 above our 8",
-        holding_priority=6,
+        "priority 5 holds 24.0 above our 8",
+        holding_priority=5,
     )
     [out] = await rig.actuator.apply([intent(value=26.0)], snap(24.0))
-    assert (out.status, out.code, out.readback, out.finding_seq) == ("error", "masked", 24.0, None)
-    [write] = rig.records()
+    assert (out.status, out.code, out.readback) == ("readback_mismatch", "masked", 24.0)
+    write, finding = rig.records()
     assert (write.kind, write.result, write.after) == ("write", "masked", 24.0)
-    assert "priority 6 holds 24.0" in write.reason
+    assert "priority 5 holds 24.0" in write.reason
+    assert (finding.result, finding.subject) == ("masked_write", SETPOINT.id)
+    assert "priority 5" in finding.reason and out.finding_seq == finding.seq
+    for _ in range(3 * rig.max_writes):  # 18 ticks of the field report: nothing sent, nothing audited
+        rig.clock.advance(10)
+        [held] = await rig.actuator.apply([intent(value=26.0)], snap(24.0))
+        assert (held.status, held.code, held.audit_seq) == ("masked", "masked", None)
+    assert len(rig.a.calls) == 1 and len(rig.records()) == 2
+    [m] = rig.actuator.masked_points()
+    assert (m["point"], m["holding_priority"], m["held_value"], m["held_back"]) == (
+        SETPOINT.id,
+        5,
+        24.0,
+        3 * rig.max_writes,
+    )
+    # The holder changes its value (or lets go): the next intent writes again.
+    del rig.a.result[SETPOINT.id]
+    [again] = await rig.actuator.apply([intent(value=26.0)], snap(23.0))
+    assert again.ok and len(rig.a.calls) == 2 and rig.actuator.masked_points() == []
+
+
+async def test_a_clamped_write_names_the_value_the_device_holds(rig: Rig) -> None:
+    rig.a.hold[SETPOINT.id] = 25.0  # the device clamps at 25 °C
+    [out] = await rig.actuator.apply([intent(value=26.0)], snap(24.0))
+    assert out.status == "readback_mismatch"
+    finding = rig.records()[-1]
+    assert finding.result == "masked_write" and "holds 25.0" in finding.reason
+    [held] = await rig.actuator.apply([intent(value=26.0)], snap(25.0))
+    assert held.status == "masked" and len(rig.a.calls) == 1
+    # The policy asks for another value: that is tried (the clamp may not apply to it).
+    [other] = await rig.actuator.apply([intent(value=24.0)], snap(25.0))
+    assert other.status == "readback_mismatch" and len(rig.a.calls) == 2
 
 
 async def test_readback_mismatch_is_recognised_by_its_one_spelling(rig: Rig) -> None:

@@ -155,6 +155,18 @@ def test_format_status_human_view() -> None:
     assert "devices (0)" in format_status({})
 
 
+def test_format_status_names_the_holder_of_a_masked_point() -> None:
+    masked = {
+        "point": "f1-ac1-sp", "requested": 26.0, "held_value": 22.0, "holding_priority": 5,
+        "since": "2025-07-01T08:00:00+00:00", "finding_seq": 7, "held_back": 17,
+    }  # fmt: skip
+    doc = {**DOC, "enforcement": {"written": 1, "masked": 17, "masked_points": [masked]}}
+    text = format_status(doc)
+    assert "enforcement: masked 17, written 1" in text
+    assert "masked: f1-ac1-sp: priority 5 holds 22.0 (we wrote 26.0 at 2025-07-01T08:00:00+00:00; " in text
+    assert "17 writes held back" in text
+
+
 # --- status_main (sync: it runs its own event loop), agent served from a thread --------------
 
 

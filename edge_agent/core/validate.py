@@ -15,7 +15,8 @@ Rules (each adds a flag, several may apply to one reading):
     intervals are known and that median is above zero. Rates, not raw deltas, so a missed poll that
     doubles the interval does not look like a spike.
   A ``spike`` or ``counter_backwards`` reading does not become the baseline; after
-  ``rebaseline_after`` (3) such readings in a row the latest one does (a real step change is accepted).
+  ``rebaseline_after`` (3) such readings in a row the latest one does (a real step change is accepted)
+  and carries ``rebaseline`` as well, so the ledger excludes the step instead of booking it as energy.
 - ``not_finite``: NaN or infinity; no other check runs.
 - ``unknown_point``: the point id is not configured; no other check runs.
 
@@ -43,6 +44,7 @@ FLAGS: frozenset[str] = frozenset(
         "spike",
         "not_finite",
         "unknown_point",
+        "rebaseline",
     }
 )
 
@@ -157,4 +159,5 @@ class Validator:
             # Persistent: the device really is somewhere else now. Start over from here.
             st.rates.clear()
             self._accept(st, v, ts, None)
+            return [flag, "rebaseline"]
         return [flag]

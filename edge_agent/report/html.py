@@ -383,36 +383,81 @@ def _enforcement(report: Report) -> list[str]:
     return h
 
 
+_EVENT_NAMES = {
+    "rollover": "计数器翻转 Counter rollover",
+    "counter_reset": "计数器复位 Counter reset",
+    "counter_backwards": "计数器倒退 Counter backwards",
+    "rebaseline": "重设基准 Re-baselined",
+    "step": "跳变剔除 Step excluded",
+    "meter_replaced": "换表 Meter replaced",
+    "clock_held": "时钟不可信暂存 Held (clock untrusted)",
+    "invalid": "无效读数 Invalid readings",
+    "out_of_order": "乱序读数 Out-of-order readings",
+}
+
+
 def _quality(report: Report) -> list[str]:
     q = report.quality
     ev = q.events
-    rows = [
-        "<tr><td>估算电量占比 Estimated share (gaps filled)</td>"
-        + _num("quality.estimated_share", q.estimated_share, 3, pct=True)
-        + "</tr>",
-        f"<tr><td>已填补缺口 Gaps filled (≤ {q.max_gap_intervals} intervals, linear)</td>"
+    rows = []
+    for unit, u in q.by_unit.items():
+        rows.append(
+            f"<tr><td>估算占比 Estimated share, main meters ({escape(_unit(unit))})</td>"
+            + _num(f"quality.unit.{unit}.estimated_share", u.estimated_share, 3, pct=True)
+            + "</tr>"
+        )
+        rows.append(
+            f"<tr><td>剔除（未计入）Excluded, not booked ({escape(_unit(unit))})</td>"
+            + _num(f"quality.unit.{unit}.excluded", u.excluded, 2)
+            + "</tr>"
+        )
+    rows += [
+        "<tr><td>已分摊缺口 Gaps allocated (linear, estimated, counted)</td>"
         + _num("quality.gaps_filled", q.gaps_filled, 0)
         + "</tr>",
-        "<tr><td>未填补缺口 Gaps left unfilled</td>"
-        + _num("quality.gaps_unfilled", q.gaps_unfilled, 0)
+        f"<tr><td>长缺口 Long gaps (&gt; {q.max_gap_intervals} intervals)</td>"
+        + _num("quality.long_gaps", q.long_gaps, 0)
         + "</tr>",
         f"<tr><td>异常值 Outliers ({escape(q.outlier_policy)})</td>"
         + _num("quality.outliers", q.outliers, 0)
         + "</tr>",
-        "<tr><td>剔除的异常电量 Outlier energy excluded</td>"
-        + _num("quality.outlier_energy_excluded", q.outlier_energy_excluded, 3)
-        + "</tr>",
     ]
-    for k in ("rollover", "counter_reset", "counter_backwards", "rebaseline", "invalid", "out_of_order"):
-        rows.append(f"<tr><td>{escape(k)}</td>" + _num(f"quality.events.{k}", ev.get(k, 0), 0) + "</tr>")
+    for k, label in _EVENT_NAMES.items():
+        rows.append(f"<tr><td>{escape(label)}</td>" + _num(f"quality.events.{k}", ev.get(k, 0), 0) + "</tr>")
+    for pid, energy in q.unallocated_energy.items():  # databases written before gaps were allocated
+        rows.append(
+            f"<tr><td>未分配 Unallocated (old data) {escape(pid)}</td>"
+            + _num(f"quality.unallocated.{pid}", energy, 2)
+            + "</tr>"
+        )
     h = ["<h2>8 数据质量 Data quality</h2>", _table(["项目 Item", "数值 Value"], rows)]
+    long_gaps = [g for g in q.gaps if g.missing_intervals > q.max_gap_intervals]
+    if long_gaps:
+        unit_of = {m.point: m.unit for m in report.meters}
+        h.append("<h3>长缺口 Long gaps (energy allocated linearly, counted as estimated)</h3>")
+        h.append(
+            _table(
+                [
+                    *("表 Meter", "开始 From", "结束 To"),
+                    *("缺失时段 Missing intervals", "电量 Energy", "单位 Unit"),
+                ],
+                [
+                    f"<tr><td>{escape(g.point)}</td><td>{escape(g.start.strftime('%Y-%m-%d %H:%M'))}</td>"
+                    f"<td>{escape(g.end.strftime('%Y-%m-%d %H:%M'))}</td>"
+                    + _num(f"gap.{g.point}.{g.start.isoformat()}.missing", g.missing_intervals, 0)
+                    + _num(f"gap.{g.point}.{g.start.isoformat()}.energy", g.energy, 2)
+                    + f"<td>{escape(_unit(unit_of.get(g.point, '')))}</td></tr>"
+                    for g in long_gaps
+                ],
+            )
+        )
     rows = [
         f"<tr><td>{escape(m.point)}</td><td>{escape(m.code)}</td><td>{escape(m.zone or '')}</td>"
-        f"<td>{escape(m.unit)}</td>"
+        f"<td>{escape(_unit(m.unit))}</td>"
         + _num(f"meter.{m.point}.total", m.total, 2)
         + _num(f"meter.{m.point}.estimated", m.estimated, 2)
-        + _num(f"meter.{m.point}.outlier_excluded", m.outlier_excluded, 2)
-        + _num(f"meter.{m.point}.unallocated", m.unallocated, 2)
+        + _num(f"meter.{m.point}.estimated_share", m.estimated_share, 2, pct=True)
+        + _num(f"meter.{m.point}.excluded", m.excluded, 2)
         + _num(f"meter.{m.point}.coverage", q.slot_coverage.get(m.point), 1, pct=True)
         + "</tr>"
         for m in report.meters
@@ -421,9 +466,13 @@ def _quality(report: Report) -> list[str]:
         _table(
             [
                 *("表 Meter", "编码 Code", "区域 Zone", "单位 Unit", "总量 Total", "估算 Estimated"),
-                *("剔除 Excluded", "未分配 Unallocated", "时段覆盖 Slot coverage"),
+                *("估算占比 Est. share", "剔除（未计入）Excluded", "时段覆盖 Slot coverage"),
             ],
             rows,
         )
     )
     return h
+
+
+def _unit(unit: str) -> str:
+    return "m³" if unit == "m3" else unit

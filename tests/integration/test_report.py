@@ -265,7 +265,7 @@ def test_ledger_matches_the_model_integral_within_half_a_percent(quarter: Quarte
     )
 
 
-def test_gaps_are_filled_only_when_bounded_and_always_marked(quarter: Quarter) -> None:
+def test_gaps_of_any_length_are_allocated_counted_and_marked(quarter: Quarter) -> None:
     data = _totals(quarter)
     t = data["totals"]
     short = [
@@ -273,9 +273,11 @@ def test_gaps_are_filled_only_when_bounded_and_always_marked(quarter: Quarter) -
     ]
     assert len(short) == 1 and short[0].filled and short[0].missing == 2
     assert t["f1.ls.energy"].estimated >= quarter.short_gap_energy * 0.99
-    long = [g for g in data["gaps"] if g.point_id == "water.volume" and not g.filled]
-    assert len(long) == 1 and long[0].missing == 12
-    assert t["water.volume"].unallocated == pytest.approx(quarter.long_gap_energy, rel=1e-3, abs=0.002)
+    long = [g for g in data["gaps"] if g.point_id == "water.volume" and g.missing > 4]
+    assert len(long) == 1 and long[0].missing == 12 and long[0].filled
+    assert long[0].energy == pytest.approx(quarter.long_gap_energy, rel=1e-3, abs=0.002)
+    assert t["water.volume"].unallocated == 0.0
+    assert t["water.volume"].estimated >= quarter.long_gap_energy * 0.99  # counted, as estimated
     assert t["main.energy"].estimated == 0  # no gap on the main meter: nothing estimated there
 
 
@@ -339,10 +341,15 @@ def test_report_html_json_csv_agree_with_the_model(quarter: Quarter, tmp_path: P
     assert v["enforcement.lights_off_total"] == 1
     assert v["enforcement.tamper"] == 1 and v["enforcement.failed_writes"] == 1
     assert "exemption.dc" in fig.values
-    # data quality shows the filled gap and the unfilled one
-    assert v["quality.gaps_filled"] >= 1 and v["quality.gaps_unfilled"] == 1
-    assert 0 < v["quality.estimated_share"] < 0.05
-    assert v["meter.water.volume.unallocated"] == pytest.approx(quarter.long_gap_energy, abs=0.01)
+    # data quality: every gap allocated, the long one listed with its energy; shares per unit and meter
+    assert v["quality.gaps_filled"] >= 2 and v["quality.long_gaps"] == 1
+    assert report["quality"]["long_gap_energy"]["water.volume"] == pytest.approx(
+        quarter.long_gap_energy, abs=0.01
+    )
+    assert set(report["quality"]["by_unit"]) == {"kWh", "m3"}  # never kWh and m³ added together
+    assert v["quality.unit.kWh.estimated_share"] == 0  # no gap on the main meter
+    assert 0 < v["quality.unit.m3.estimated_share"] < 0.05
+    assert 0 < v["meter.f1.ls.energy.estimated_share"] < 0.05
     # no ledger data for 2025: no comparison, said so
     assert report["last_year"]["by_category"][0]["last_year"] is None
     # CSV: the ledger by meter and day sums to the same totals

@@ -31,7 +31,8 @@ the counter does not show.
   the ``outlier_kept`` column (it counts). ``exclude``: not booked and the baseline does not move: if the
   counter was right after all, the energy is counted with the next good reading (so it was not
   excluded: only the event is counted in ``ledger_quality``); if it stays, the validator re-baselines
-  and the step becomes an exclusion.
+  and the step becomes an exclusion. When the validator confirms the suspects were a change of load
+  (``load_change``: an air conditioner starting), they are re-counted as ``start_up``, not outliers.
 - Readings more than one interval apart are a gap. The increase over a gap of any length is booked:
   spread linearly over the gap as ``estimated`` (``ledger_gap`` keeps the gap and its energy; the
   report lists gaps longer than ``max_gap_intervals`` as data-quality items).
@@ -100,6 +101,7 @@ QUALITY_KINDS: tuple[str, ...] = (
     "step",
     "meter_replaced",
     "outlier",
+    "start_up",
     "gap_filled",
     "gap_unfilled",  # only in databases written before gaps of any length were allocated
     "clock_held",
@@ -594,14 +596,28 @@ class Ledger:
             self._q(pid, at, "clock_held", energy)
             self._advance(st, pid, v, t, held)
             return False
-        self._book_span(m, st, t, energy, outlier)
+        if "load_change" in flags:
+            # The validator saw the suspect readings before this one confirmed by a sustained new rate
+            # (an air conditioner starting): they were a start-up, not outliers. Re-counted as such.
+            for sv, sts in st.suspects:
+                claimed = (sv - st.value) * m.scale
+                self._q(pid, sts, "outlier", -claimed, count=-1)
+                self._q(pid, sts, "start_up", claimed)
+        self._book_span(m, st, t, energy, outlier, [x for _, x in st.suspects])
         self._advance(st, pid, v, t, held)
         return True
 
-    def _book_span(self, m: MeterInfo, st: _State, t: float, energy: float, outlier: bool) -> None:
-        """Book ``energy`` (and what was held) over [baseline time, t]: measured, or a gap's estimate."""
+    def _book_span(
+        self, m: MeterInfo, st: _State, t: float, energy: float, outlier: bool, via: Sequence[float] = ()
+    ) -> None:
+        """Book ``energy`` (and what was held) over [baseline time, t]: measured, or a gap's estimate.
+
+        ``via``: times of readings in between that were not followed (excluded outliers): the counter was
+        read then, so the span is not a gap unless its readings are more than an interval apart."""
         pid, t0 = m.point_id, st.ts
-        missing = math.ceil((t - t0) / INTERVAL_S - 1e-9) - 1
+        times = [t0, *sorted(x for x in via if t0 < x < t), t]
+        widest = max(b - a for a, b in itertools.pairwise(times))
+        missing = math.ceil(widest / INTERVAL_S - 1e-9) - 1
         pending, held, st.pending, st.held = st.pending, st.held, 0.0, 0
         if held:
             _log.info("ledger_clock_hold_released", point=pid, readings=held, energy=pending, unit=m.unit)
@@ -628,13 +644,14 @@ class Ledger:
             return False
         k = max(range(1, len(seq)), key=lambda i: seq[i][0] - seq[i - 1][0])
         pid = m.point_id
+        via = [x for _, x in seq]
         if k > 1:
-            self._book_span(m, st, seq[k - 1][1], (seq[k - 1][0] - st.value) * m.scale, False)
+            self._book_span(m, st, seq[k - 1][1], (seq[k - 1][0] - st.value) * m.scale, False, via)
             self._advance(st, pid, seq[k - 1][0], seq[k - 1][1], False)
         self._exclude(m, st, seq[k][1], seq[k][0], "step")
         self._advance(st, pid, seq[k][0], seq[k][1], False)
         if k < len(seq) - 1:
-            self._book_span(m, st, t, (v - st.value) * m.scale, False)
+            self._book_span(m, st, t, (v - st.value) * m.scale, False, via)
             self._advance(st, pid, v, t, False)
         return True
 
@@ -701,13 +718,13 @@ class Ledger:
         self._state[pid] = _State(v, t, old.pending, old.held) if old is not None else _State(v, t)
         self._dirty.add(pid)
 
-    def _q(self, pid: str, t: float, kind: str, energy: float) -> None:
+    def _q(self, pid: str, t: float, kind: str, energy: float, count: int = 1) -> None:
         key = (pid, _slot(t), kind)
         acc = self._quality.get(key)
         if acc is None:
-            self._quality[key] = [1.0, energy]
+            self._quality[key] = [float(count), energy]
         else:
-            acc[0] += 1
+            acc[0] += count
             acc[1] += energy
 
     def _book(self, pid: str, t0: float, t1: float, energy: float, column: int) -> None:
@@ -792,7 +809,7 @@ class Ledger:
             t.measured, t.estimated, t.outlier_kept, t.outlier_excluded, t.slots = m, e, ok, ox, n
         for pid, kind, n in self.conn.execute(
             "SELECT point_id, kind, SUM(count) FROM ledger_quality WHERE slot >= ? AND slot < ?"
-            " GROUP BY point_id, kind",
+            " GROUP BY point_id, kind HAVING SUM(count) != 0",
             (lo, hi),
         ):
             out.setdefault(pid, MeterTotals()).counts[kind] = int(n)

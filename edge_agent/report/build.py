@@ -52,6 +52,7 @@ from edge_agent.report.model import (
     KpiFigure,
     Kpis,
     LastYear,
+    LeftOut,
     LightsOff,
     MeterFigures,
     PueTargets,
@@ -155,6 +156,17 @@ def build_report(
         totals=Totals(
             by_category=_by_category(inp, kg),
             kgce=_r(kg.total),
+            left_out=tuple(
+                LeftOut(
+                    code=c,
+                    zh=inp.label(c)[0],
+                    en=inp.label(c)[1],
+                    quantity=_r(q),
+                    unit=inp.units.get(c, ""),
+                    reason="no_factor" if c in kg.no_factor else "unit_mismatch",
+                )
+                for c, q in kg.left_out.items()
+            ),
             by_end_use=by_end_use,
             unmetered=unmetered,
         ),
@@ -310,7 +322,13 @@ def _kpis(inp: _Inputs, period_kg: KgceResult) -> Kpis:
         unit_mismatch=tuple(period_kg.unit_mismatch),
         factors=tuple(
             CoalFactor(
-                code=f.category, zh=f.zh, en=f.en, unit=f.unit, kgce_per_unit=f.kgce_per_unit, source=f.source
+                code=f.category,
+                zh=f.zh,
+                en=f.en,
+                unit=f.unit,
+                kgce_per_unit=f.kgce_per_unit,
+                source=f.source,
+                edition=f.edition,
             )
             for f in inp.factors.values()
             if f.category in inp.cats

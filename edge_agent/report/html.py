@@ -21,7 +21,8 @@ body{font-family:"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:2em auto
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:2px solid #4e79a7;padding-bottom:.2em;margin-top:1.8em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em}
 th{background:#eef2f7;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.muted{color:#777;font-size:.9em}.bad{color:#c0392b}.good{color:#27ae60}svg{display:block;margin:.5em 0}
+.muted{color:#777;font-size:.9em}.bad{color:#c0392b}.warn{color:#b9770e;font-weight:bold}.good{color:#27ae60}
+svg{display:block;margin:.5em 0}
 """
 
 
@@ -147,14 +148,26 @@ def _totals(report: Report) -> list[str]:
         for r in t.by_category
     ]
     rows.append(
-        '<tr><th colspan="4">合计折标煤 Total standard coal (kgce)</th>'
+        '<tr><th colspan="4">综合能耗（折标煤）Total energy consumption (kgce)</th>'
         + _num("kgce.total", t.kgce)
         + "</tr>"
     )
-    return [
+    h = [
         "<h2>1 分类能耗 Totals by category</h2>",
         _table(["类别 Category", "单位 Unit", "总量 Total", "其中估算 Estimated", "折标煤 kgce"], rows),
     ]
+    for lo in t.left_out:
+        why = (
+            "无折标系数 no coal factor (set coal_factors in site.yaml)"
+            if lo.reason == "no_factor"
+            else "单位与折标系数不符 unit differs from the factor's"
+        )
+        h.append(
+            f'<p class="warn" data-key="kgce.left_out.{escape(lo.code)}" data-value="{lo.quantity!r}">'
+            f"⚠ 未计入综合能耗 Not in the total: {escape(lo.code)} {escape(lo.zh)} {escape(lo.en)} "
+            f"{_fmt(lo.quantity, 2)} {escape(_unit(lo.unit))}: {why}</p>"
+        )
+    return h
 
 
 def _end_use(report: Report) -> list[str]:
@@ -239,10 +252,10 @@ def _kpis(report: Report) -> list[str]:
     rows = [
         f"<tr><td>{escape(f.code)} {escape(f.zh)} {escape(f.en)}</td><td>{escape(f.unit)}</td>"
         + _num(f"factor.{f.code}", f.kgce_per_unit, 5)
-        + f"<td>{escape(f.source)}</td></tr>"
+        + f"<td>{escape(f.edition)}</td><td>{escape(f.source)}</td></tr>"
         for f in kpi.factors
     ]
-    h.append(_table(["能源 Energy", "单位 Unit", "折标系数 kgce/unit", "来源 Source"], rows))
+    h.append(_table(["能源 Energy", "单位 Unit", "折标系数 kgce/unit", "版本 Edition", "说明 Note"], rows))
     h.append(
         "<p>本期 This period: "
         f"<span data-key='kpi.period_kgce' data-value='{kpi.period_kgce!r}'>"

@@ -36,6 +36,7 @@ __all__ = [
     "KpiFigure",
     "Kpis",
     "LastYear",
+    "LeftOut",
     "LightsOff",
     "MeterFigures",
     "PueTargets",
@@ -102,6 +103,7 @@ class EndUseTotal:
 class Totals:
     by_category: tuple[CategoryTotal, ...]
     kgce: float  # standard coal of all categories with a factor
+    left_out: tuple[LeftOut, ...]  # energy not converted: shown as a warning with its quantity
     by_end_use: tuple[EndUseTotal, ...]
     unmetered: Mapping[str, float]  # category code -> main meters minus their end-use meters
 
@@ -133,6 +135,19 @@ class CoalFactor:
     unit: str
     kgce_per_unit: float
     source: str
+    edition: str  # the standard and edition of the value ("site.yaml coal_factors" for an override)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeftOut:
+    """Energy of the period that is not in 综合能耗 (no factor, or a unit the factor does not take)."""
+
+    code: str
+    zh: str
+    en: str
+    quantity: float
+    unit: str
+    reason: Literal["no_factor", "unit_mismatch"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

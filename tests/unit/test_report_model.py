@@ -55,3 +55,19 @@ def test_html_renders_from_the_model(report: Report) -> None:
     assert 'data-key="category.01000.total" data-value="4920.0"' in html
     assert "data-key='exemption.f3'" in html and "2026-09-30" in html
     assert "生成 Generated 2026-08-01T09:30:15+00:00" in html
+
+
+def test_energy_without_a_factor_is_a_warning_with_its_quantity(report: Report) -> None:
+    from edge_agent.report.model import LeftOut
+
+    assert report.totals.left_out == ()  # electricity and water only: nothing left out
+    lpg = LeftOut(
+        code="09000", zh="人工煤气", en="manufactured gas", quantity=12.5, unit="m3", reason="no_factor"
+    )
+    html = render_html(
+        dataclasses.replace(report, totals=dataclasses.replace(report.totals, left_out=(lpg,)))
+    )
+    assert 'data-key="kgce.left_out.09000" data-value="12.5"' in html
+    assert "未计入综合能耗 Not in the total: 09000 人工煤气" in html and "12.50 m³" in html
+    assert "综合能耗（折标煤）" in html
+    assert "GB/T 2589-2020" in render_html(report)  # each factor with its edition

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from html import escape
 
+from edge_agent.report.kpi import MIN_PROJECTION_DAYS
 from edge_agent.report.model import DailyRow, Report
 
 __all__ = ["render_html"]
@@ -223,6 +224,12 @@ def _kpis(report: Report) -> list[str]:
         f" {kpi.days_covered}; 预测方法 projection: {escape(kpi.projection_method)}."
         f" 目标来源 Targets: {escape(kpi.targets_source or '-')}</p>",
     ]
+    if kpi.days_covered < MIN_PROJECTION_DAYS:
+        h.append(
+            f'<p class="warn" data-key="kpi.no_projection" data-value="{kpi.days_covered}">'
+            f"数据不足 {MIN_PROJECTION_DAYS} 天，不作全年预测 Fewer than {MIN_PROJECTION_DAYS} days of data"
+            f" ({kpi.days_covered}): no projection for the year.</p>"
+        )
     rows = []
     for r in kpi.rows:
         cls = "" if r.on_track is None else (' class="good"' if r.on_track else ' class="bad"')
@@ -327,6 +334,15 @@ def _balance(report: Report) -> list[str]:
     return h
 
 
+_HVAC_RULES = {
+    "hvac.after_hours": "下班后关闭空调 AC switched off after hours",
+    "hvac.after_hours_off": "下班后关闭空调 AC switched off after hours",
+    "hvac.window_open": "开窗关闭空调 AC off with a window open",
+    "hvac.mode": "运行模式纠正 Mode corrected",
+    "hvac.power": "空调开关 AC power",
+}
+
+
 def _enforcement(report: Report) -> list[str]:
     enf = report.enforcement
     h = ["<h2>7 节能管控 Enforcement (audit trail)</h2>"]
@@ -339,14 +355,32 @@ def _enforcement(report: Report) -> list[str]:
     ]
     rows.append(
         "<tr><th>合计 Total</th>"
+        + _num("enforcement.summer_26_total", sum(z.summer_26 for z in enf.setpoint_corrections), 0)
+        + _num("enforcement.winter_20_total", sum(z.winter_20 for z in enf.setpoint_corrections), 0)
         + _num("enforcement.setpoint_corrections_total", enf.setpoint_corrections_total, 0)
-        + "<td></td></tr>"
+        + "</tr>"
     )
     h.append(
         _table(
-            ["区域 Zone", "夏季≥26 °C 纠正 Summer corrections", "冬季≤20 °C 纠正 Winter corrections"], rows
+            [
+                *("区域 Zone", "夏季≥26 °C 纠正 Summer corrections", "冬季≤20 °C 纠正 Winter corrections"),
+                "合计 Both",
+            ],
+            [r.replace("</tr>", "<td></td></tr>") if i < len(rows) - 1 else r for i, r in enumerate(rows)],
         )
     )
+    if enf.hvac_other:
+        h.append(
+            _table(
+                ["空调管控 HVAC action", "次数 Count"],
+                [
+                    f"<tr><td>{escape(_HVAC_RULES.get(rule, rule))}</td>"
+                    + _num(f"enforcement.hvac.{rule}", n, 0)
+                    + "</tr>"
+                    for rule, n in enf.hvac_other.items()
+                ],
+            )
+        )
     rows = [
         f"<tr><td>{escape(z.zone)}</td>" + _num(f"enforcement.lights.{z.zone}", z.count, 0) + "</tr>"
         for z in enf.lights_off

@@ -29,6 +29,7 @@ from typing import Protocol
 
 __all__ = [
     "DEFAULT_COAL_FACTORS",
+    "MIN_PROJECTION_DAYS",
     "PROJECTION_METHOD",
     "PUE_TARGETS",
     "CoalFactorRow",
@@ -90,6 +91,8 @@ DEFAULT_COAL_FACTORS: Mapping[str, CoalFactorRow] = MappingProxyType(
 
 # How annual_kpis projects the year; the report prints it next to the figures.
 PROJECTION_METHOD = "linear by days with data: to_date x days_in_year / days_covered"
+# Fewer days than this and there is no projection (a 10-hour demo day is not a year).
+MIN_PROJECTION_DAYS = 14
 
 # GB/T 51161 / national policy figures quoted in STANDARDS.md: national average, new large centres.
 PUE_TARGETS: Mapping[str, float] = MappingProxyType({"national_average": 1.5, "new_large": 1.3})
@@ -223,14 +226,15 @@ def annual_kpis(
     year: int,
     days_covered: int,
 ) -> list[KpiRow]:
-    """The three checklist KPIs, year to date, against annual targets, with a linear projection."""
+    """The three checklist KPIs, year to date, against annual targets, with a linear projection (only
+    from ``MIN_PROJECTION_DAYS`` days of data on; before that projection and on_track are None)."""
     if floor_area_m2 <= 0 or occupants <= 0:
         raise ValueError(f"floor area {floor_area_m2} and occupants {occupants} must be positive")
-    scale = days_in_year(year) / days_covered if days_covered > 0 else None
+    scale = days_in_year(year) / days_covered if days_covered >= MIN_PROJECTION_DAYS else None
     rows = [
         (
             "kgce_per_m2",
-            "单位建筑面积能耗",
+            "单位建筑面积综合能耗",
             "energy per floor area",
             "kgce/m²",
             kgce_per_m2(kgce_to_date, floor_area_m2),

@@ -155,3 +155,21 @@ def test_intensities_per_m2_and_per_person() -> None:
         kgce_per_m2(1.0, 0)
     with pytest.raises(ValueError):
         per_person(1.0, 0)
+
+
+def test_fewer_than_fourteen_days_no_projection_and_no_verdict() -> None:
+    def first(days: int) -> object:
+        return annual_kpis(
+            kgce_to_date=5.0,
+            water_m3_to_date=None,
+            floor_area_m2=100,
+            occupants=2,
+            targets=T(),
+            year=2026,
+            days_covered=days,
+        )[0]
+
+    demo_day = first(1)  # a 10-hour demo day is not a year, and is not "on track"
+    assert demo_day.projection is None and demo_day.on_track is None  # type: ignore[attr-defined]
+    assert first(13).projection is None  # type: ignore[attr-defined]
+    assert first(14).projection == pytest.approx(0.05 * 365 / 14)  # type: ignore[attr-defined]

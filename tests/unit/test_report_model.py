@@ -71,3 +71,17 @@ def test_energy_without_a_factor_is_a_warning_with_its_quantity(report: Report) 
     assert "未计入综合能耗 Not in the total: 09000 人工煤气" in html and "12.50 m³" in html
     assert "综合能耗（折标煤）" in html
     assert "GB/T 2589-2020" in render_html(report)  # each factor with its edition
+
+
+def test_enforcement_table_totals_each_season_and_shows_after_hours_switch_offs(report: Report) -> None:
+    html = render_html(report)
+    enf = report.enforcement
+    summer = sum(z.summer_26 for z in enf.setpoint_corrections)
+    winter = sum(z.winter_20 for z in enf.setpoint_corrections)
+    assert (summer, winter) == (2, 1)  # the synthetic audit trail: two summer, one winter correction
+    assert f'data-key="enforcement.summer_26_total" data-value="{summer}"' in html
+    assert f'data-key="enforcement.winter_20_total" data-value="{winter}"' in html
+    assert f'data-key="enforcement.setpoint_corrections_total" data-value="{summer + winter}"' in html
+    assert enf.hvac_other == {"hvac.after_hours_off": 1}
+    assert "下班后关闭空调 AC switched off after hours" in html
+    assert 'data-key="enforcement.hvac.hvac.after_hours_off" data-value="1"' in html

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from html import escape
+from zoneinfo import ZoneInfo
 
 from edge_agent.report.kpi import MIN_PROJECTION_DAYS
 from edge_agent.report.model import DailyRow, Report
@@ -130,7 +131,11 @@ def render_html(report: Report) -> str:
         f" · 统计期 Period {escape(p.start.isoformat())} – {escape(p.end.isoformat())}"
         f" (不含 exclusive, {p.days} 天 days)"
         f" · 建筑面积 Floor area {_fmt(b.floor_area_m2, 0)} m² · 用能人数 Occupants {b.occupants}"
-        f" · 生成 Generated {escape(report.generated_at.isoformat(timespec='seconds'))}</p>",
+        " · 生成 Generated "
+        + escape(
+            report.generated_at.astimezone(ZoneInfo(report.building.timezone)).isoformat(timespec="seconds")
+        )
+        + "</p>",
     ]
     for section in (_totals, _end_use, _last_year, _kpis, _data_centre, _balance, _enforcement, _quality):
         h += section(report)
@@ -141,7 +146,7 @@ def render_html(report: Report) -> str:
 def _totals(report: Report) -> list[str]:
     t = report.totals
     rows = [
-        f"<tr><td>{escape(r.code)} {escape(r.zh)} {escape(r.en)}</td><td>{escape(r.unit)}</td>"
+        f"<tr><td>{escape(r.code)} {escape(r.zh)} {escape(r.en)}</td><td>{escape(_unit(r.unit))}</td>"
         + _num(f"category.{r.code}.total", r.total)
         + _num(f"category.{r.code}.estimated", r.estimated)
         + _num(f"category.{r.code}.kgce", r.kgce)
@@ -180,9 +185,13 @@ def _end_use(report: Report) -> list[str]:
         + "</tr>"
         for r in t.by_end_use
     ]
+    split = {cov.code[:2] for cov in report.coverage if cov.end_use_total}
     rows += [
-        f"<tr><td>{escape(c)} 未分项 unmetered remainder</td>" + _num(f"unmetered.{c}", v) + "<td></td></tr>"
+        f"<tr><td>{escape(c)} 未分项 not sub-metered remainder</td>"
+        + _num(f"unmetered.{c}", v)
+        + "<td></td></tr>"
         for c, v in t.unmetered.items()
+        if c[:2] in split  # a category without end-use meters has no "remainder" (water)
     ]
     labels = {r.code: f"{r.zh} {r.en}" for r in t.by_end_use}
     labels["unmetered"] = "未分项 unmetered"
@@ -234,7 +243,7 @@ def _kpis(report: Report) -> list[str]:
     for r in kpi.rows:
         cls = "" if r.on_track is None else (' class="good"' if r.on_track else ' class="bad"')
         rows.append(
-            f"<tr><td>{escape(r.zh)} {escape(r.en)}</td><td>{escape(r.unit)}</td>"
+            f"<tr><td>{escape(r.zh)} {escape(r.en)}</td><td>{escape(_unit(r.unit))}</td>"
             + _num(f"kpi.{r.key}.to_date", r.to_date, 3)
             + _num(f"kpi.{r.key}.target", r.target, 2)
             + _num(f"kpi.{r.key}.share_of_target", r.share_of_target, pct=True)
@@ -257,7 +266,7 @@ def _kpis(report: Report) -> list[str]:
         )
     )
     rows = [
-        f"<tr><td>{escape(f.code)} {escape(f.zh)} {escape(f.en)}</td><td>{escape(f.unit)}</td>"
+        f"<tr><td>{escape(f.code)} {escape(f.zh)} {escape(f.en)}</td><td>{escape(_unit(f.unit))}</td>"
         + _num(f"factor.{f.code}", f.kgce_per_unit, 5)
         + f"<td>{escape(f.edition)}</td><td>{escape(f.source)}</td></tr>"
         for f in kpi.factors
@@ -301,10 +310,23 @@ def _data_centre(report: Report) -> list[str]:
 
 
 def _balance(report: Report) -> list[str]:
+    meters = {m.point: m for m in report.meters}
+
+    def name(pid: str) -> str:
+        m = meters.get(pid)
+        return m.name if m is not None and m.name else pid
+
+    def remainder(children: Sequence[str]) -> str:
+        # Under a data centre the IT meter is the child: the rest is its cooling, UPS losses, lighting
+        if children and all(meters[c].it_load for c in children if c in meters):
+            return "非IT负荷 non-IT load"
+        return "未计量 not sub-metered"
+
     rows = [
-        f"<tr><td>{escape(r.point)}</td><td>{escape(', '.join(r.children))}</td>"
+        f"<tr><td>{escape(name(r.point))}</td><td>{escape(', '.join(name(c) for c in r.children))}</td>"
         + _num(f"balance.{r.point}.parent_total", r.parent_total)
         + _num(f"balance.{r.point}.children_total", r.children_total)
+        + f"<td>{escape(remainder(r.children))}</td>"
         + _num(f"balance.{r.point}.unmetered", r.unmetered)
         + _num(f"balance.{r.point}.unmetered_share", r.unmetered_share, pct=True)
         + "</tr>"
@@ -314,23 +336,21 @@ def _balance(report: Report) -> list[str]:
         "<h2>6 计量平衡与覆盖 Meter balance and coverage</h2>",
         _table(
             [
-                "上级表 Meter",
-                "下级表 Sub-meters",
-                "上级 Parent",
-                "下级合计 Children",
-                "差额 Unmetered",
-                "占比 Share",
+                *("上级表 Meter", "下级表 Sub-meters", "上级 Parent", "下级合计 Children"),
+                *("差额 Remainder", "差额电量 Remainder energy", "占比 Share"),
             ],
             rows,
         ),
     ]
+    # 分项计量 coverage only where a main meter has end-use meters (a water main alone is not "0 %")
     rows = [
-        f"<tr><td>{escape(r.point)} ({escape(r.code)})</td>"
+        f"<tr><td>{escape(name(r.point))} ({escape(r.code)})</td>"
         + _num(f"coverage.{r.point}", r.coverage, pct=True)
         + "</tr>"
         for r in report.coverage
+        if r.end_use_total
     ]
-    h.append(_table(["总表 Main meter", "分项覆盖率 End-use coverage"], rows))
+    h.append(_table(["总表 Main meter", "分项计量覆盖率 End-use coverage"], rows))
     return h
 
 
@@ -499,7 +519,8 @@ def _quality(report: Report) -> list[str]:
             )
         )
     rows = [
-        f"<tr><td>{escape(m.point)}</td><td>{escape(m.code)}</td><td>{escape(m.zone or '')}</td>"
+        f"<tr><td>{escape(m.name or m.point)}<br><span class='muted'>{escape(m.point)}</span></td>"
+        f"<td>{escape(m.code)}</td><td>{escape(m.zone or '')}</td>"
         f"<td>{escape(_unit(m.unit))}</td>"
         + _num(f"meter.{m.point}.total", m.total, 2)
         + _num(f"meter.{m.point}.estimated", m.estimated, 2)
@@ -522,4 +543,4 @@ def _quality(report: Report) -> list[str]:
 
 
 def _unit(unit: str) -> str:
-    return "m³" if unit == "m3" else unit
+    return unit.replace("m3", "m³").replace("m2", "m²")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import io
 import json
 import shutil
 import sqlite3
@@ -353,10 +355,21 @@ def test_report_html_json_csv_agree_with_the_model(quarter: Quarter, tmp_path: P
     # no ledger data for 2025: no comparison, said so
     assert report["last_year"]["by_category"][0]["last_year"] is None
     # CSV: the ledger by meter and day sums to the same totals
-    rows = stem.with_suffix(".csv").read_text(encoding="utf-8").splitlines()
-    main_rows = [r.split(",") for r in rows[1:] if r.split(",")[1] == "main.energy"]
-    assert len(main_rows) == 92
-    assert sum(float(r[6]) for r in main_rows) == pytest.approx(v["category.01000.total"], abs=0.1)
+    text = stem.with_suffix(".csv").read_text(encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows[-1]["date"].startswith("说明 note: only rows with in_total=1")
+    rows = rows[:-1]
+    main_rows = [r for r in rows if r["point"] == "main.energy"]
+    assert len(main_rows) == 92 and {(r["level"], r["in_total"], r["parent"]) for r in main_rows} == {
+        ("0", "1", "")
+    }
+    assert sum(float(r["total"]) for r in main_rows) == pytest.approx(v["category.01000.total"], abs=0.1)
+    # the rows that say they sum to the total do, per code category; summing every kWh row would not
+    in_total = [r for r in rows if r["in_total"] == "1" and r["code"].startswith("01")]
+    assert sum(float(r["total"]) for r in in_total) == pytest.approx(v["category.01000.total"], abs=0.1)
+    assert sum(float(r["total"]) for r in rows if r["unit"] == "kWh") > 1.5 * v["category.01000.total"]
+    sub = next(r for r in rows if r["point"] == "f1.ac.energy")
+    assert (sub["level"], sub["in_total"]) != ("0", "1") and sub["parent"]
 
 
 def test_month_report_and_bad_input(quarter: Quarter, tmp_path: Path) -> None:

@@ -7,7 +7,9 @@ Labels are Chinese first, then English. Every figure a reader (or a test) may ch
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from datetime import date
 from html import escape
 from zoneinfo import ZoneInfo
 
@@ -49,8 +51,11 @@ def _table(head: Sequence[str], rows: Sequence[str]) -> str:
     return f"<table><tr>{th}</tr>{''.join(rows)}</table>"
 
 
-def _bars_daily(daily: Sequence[DailyRow], codes: Sequence[str], labels: Mapping[str, str]) -> str:
-    """Stacked daily bars of electricity by end use, the rest of the main meter as 'unmetered'."""
+def _bars_daily(
+    daily: Sequence[DailyRow], codes: Sequence[str], labels: Mapping[str, str], *, monthly: bool = False
+) -> str:
+    """Stacked bars of electricity by end use per day (or per month, rows from ``_months``), the rest of
+    the main meter as 'unmetered'."""
     if not daily:
         return '<p class="muted">无数据 No data</p>'
     w, h, left, bottom = 1000, 260, 60, 30
@@ -80,41 +85,84 @@ def _bars_daily(daily: Sequence[DailyRow], codes: Sequence[str], labels: Mapping
                 f'fill="{color}"><title>{escape(day)} {escape(labels.get(c, c))}: '
                 f"{parts[c]:,.1f} kWh</title></rect>"
             )
-        if len(daily) <= 31 or day.endswith("-01"):
-            out.append(f'<text x="{x:.1f}" y="{h - bottom + 14}" font-size="10">{escape(day[5:])}</text>')
+        tick = day[:7] if monthly else day[5:]
+        every = max(1, math.ceil(len(daily) * 36 / (w - left)))  # a label needs about 36 px
+        if i % every == 0:
+            out.append(f'<text x="{x:.1f}" y="{h - bottom + 14}" font-size="10">{escape(tick)}</text>')
+    # the legend flows: each entry as wide as its label, a new line when the next would leave the box
+    lx, ly = float(left), h + 10
     for j, c in enumerate(series):
         color = _PALETTE[j % len(_PALETTE)] if c != "unmetered" else "#bbb"
-        x = left + j * 190
-        out.append(f'<rect x="{x}" y="{h + 10}" width="12" height="12" fill="{color}"/>')
-        out.append(f'<text x="{x + 16}" y="{h + 21}" font-size="11">{escape(labels.get(c, c))}</text>')
+        text = labels.get(c, c)
+        ew = 16 + _text_width(text, 11) + 14
+        if lx + ew > w and lx > left:
+            lx, ly = float(left), ly + 18
+        out.append(f'<rect x="{lx:.1f}" y="{ly}" width="12" height="12" fill="{color}"/>')
+        out.append(f'<text x="{lx + 16:.1f}" y="{ly + 11}" font-size="11">{escape(text)}</text>')
+        lx += ew
     out.append("</svg>")
-    return "".join(out)
+    svg = "".join(out)
+    return svg.replace(f'height="{h + 40}"', f'height="{ly + 24}"', 1)
 
 
-def _hbars(items: Sequence[tuple[str, float, float | None]], unit: str) -> str:
-    """Horizontal bars: (label, value, reference line as a fraction of the value axis or None)."""
+def _text_width(text: str, size: float) -> float:
+    """Rough rendered width: CJK characters are square, Latin about 0.6 em."""
+    return sum(size if ord(ch) > 0x2E80 else 0.6 * size for ch in text)
+
+
+def _months(daily: Sequence[DailyRow]) -> list[DailyRow]:
+    """The daily rows summed by calendar month (each row dated the 1st)."""
+    acc: dict[date, dict[str, float]] = {}
+    for d in daily:
+        row = acc.setdefault(d.date.replace(day=1), {})
+        for k, v in d.values.items():
+            row[k] = row.get(k, 0.0) + float(v or 0.0)
+    return [DailyRow(date=k, values=v) for k, v in sorted(acc.items())]
+
+
+def _hbars(
+    items: Sequence[tuple[str, float, float | None]], unit: str, *, base: float = 0.0, ref_label: str = ""
+) -> str:
+    """Horizontal bars on their own axis from ``base``: (label, value, reference line or None).
+
+    The label column is as wide as the longest label; the value is written after the bar, or inside it
+    when it would leave the box; the reference line's label sits under the last bar, not over a label.
+    """
     if not items:
         return ""
-    w, row = 700, 26
-    top = max([v for _, v, _ in items] + [r for _, _, r in items if r is not None]) or 1.0
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{row * len(items) + 10}" role="img">'
-    ]
+    lw = max(_text_width(label, 12) for label, _, _ in items) + 12
+    w, row, vw = 720, 26, 110  # vw: room for the value text after the bar
+    plot = w - lw - vw
+    top = max([v for _, v, _ in items] + [r for _, _, r in items if r is not None])
+    top = base + (top - base) * 1.08 if top > base else base + 1.0
+    refs = [r for _, _, r in items if r is not None]
+    height = row * len(items) + (24 if refs else 10)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" role="img">']
+
+    def x_of(v: float) -> float:
+        return lw + plot * max(0.0, min(v, top) - base) / (top - base)
+
     for i, (label, v, ref) in enumerate(items):
         y = 5 + i * row
-        bw = (w - 330) * v / top
+        bw = x_of(v) - lw
         color = _PALETTE[i % len(_PALETTE)]
         if ref is not None:
             color = "#c0392b" if v > ref else "#59a14f"
         out.append(f'<text x="0" y="{y + 15}" font-size="12">{escape(label)}</text>')
-        out.append(f'<rect x="240" y="{y}" width="{bw:.1f}" height="{row - 8}" fill="{color}"/>')
-        out.append(f'<text x="{244 + bw:.1f}" y="{y + 14}" font-size="11">{v:,.2f} {escape(unit)}</text>')
-        if ref is not None:
-            rx = 240 + (w - 330) * ref / top
-            out.append(
-                f'<line x1="{rx:.1f}" x2="{rx:.1f}" y1="{y - 2}" y2="{y + row - 6}" '
-                'stroke="#000" stroke-width="2"/>'
-            )
+        out.append(f'<rect x="{lw:.1f}" y="{y}" width="{bw:.1f}" height="{row - 8}" fill="{color}"/>')
+        out.append(f'<text x="{lw + bw + 4:.1f}" y="{y + 14}" font-size="11">{v:,.2f} {escape(unit)}</text>')
+    if refs:
+        rx = x_of(refs[0])
+        y_end = 5 + len(items) * row
+        out.append(
+            f'<line x1="{rx:.1f}" x2="{rx:.1f}" y1="3" y2="{y_end - 6}" stroke="#000" stroke-width="2"'
+            ' stroke-dasharray="4 2"/>'
+        )
+        text = f"{ref_label} {refs[0]:,.2f}".strip()
+        tx = min(rx, w - _text_width(text, 10) - 2)
+        out.append(f'<text x="{tx:.1f}" y="{y_end + 8}" font-size="10">{escape(text)}</text>')
+    if base:
+        out.append(f'<text x="{lw:.1f}" y="{height - 2}" font-size="9" fill="#777">{base:g}</text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -196,13 +244,20 @@ def _end_use(report: Report) -> list[str]:
     labels = {r.code: f"{r.zh} {r.en}" for r in t.by_end_use}
     labels["unmetered"] = "未分项 unmetered"
     elec = [r for r in t.by_end_use if r.code.startswith("01")]
-    return [
+    h = [
         "<h2>2 分项能耗 End use (分项计量)</h2>",
         _table(["分项 End use", "总量 Total", "占比 Share"], rows),
         _hbars([(f"{r.zh} {r.en}", float(r.total or 0), None) for r in elec], "kWh"),
-        "<h3>逐日用电 Daily electricity (kWh)</h3>",
-        _bars_daily(report.daily, [r.code for r in elec], labels),
     ]
+    codes = [r.code for r in elec]
+    if report.period.kind in ("quarter", "year"):
+        h += [
+            "<h3>逐月用电 Monthly electricity (kWh)</h3>",
+            _bars_daily(_months(report.daily), codes, labels, monthly=True),
+        ]
+    if report.period.kind != "year":  # a year of daily bars is unreadable: the CSV has the days
+        h += ["<h3>逐日用电 Daily electricity (kWh)</h3>", _bars_daily(report.daily, codes, labels)]
+    return h
 
 
 def _last_year(report: Report) -> list[str]:
@@ -259,12 +314,14 @@ def _kpis(report: Report) -> list[str]:
             rows,
         )
     )
-    h.append(
-        _hbars(
-            [(f"{r.zh} {r.en}", float(r.projection or 0), r.target) for r in kpi.rows if r.target],
-            "(projection; line = target)",
-        )
-    )
+    for r in kpi.rows:  # one small chart per KPI, each on its own axis with its own target
+        if not r.target:
+            continue
+        bars = [("年累计 To date", float(r.to_date or 0), r.target)]
+        if r.projection is not None:
+            bars.append(("全年预测 Projection", float(r.projection), r.target))
+        h.append(f"<h3>{escape(r.zh)} {escape(r.en)} ({escape(_unit(r.unit))})</h3>")
+        h.append(_hbars(bars, _unit(r.unit), ref_label="目标 target"))
     rows = [
         f"<tr><td>{escape(f.code)} {escape(f.zh)} {escape(f.en)}</td><td>{escape(_unit(f.unit))}</td>"
         + _num(f"factor.{f.code}", f.kgce_per_unit, 5)
@@ -305,7 +362,14 @@ def _data_centre(report: Report) -> list[str]:
             f'<p class="muted">参考 Reference: 全国平均 national average {tg.national_average},'
             f" 新建大型 new large centres {tg.new_large}</p>"
         )
-        h.append(_hbars([(m.month, float(m.pue or 0), tg.national_average) for m in dc.monthly], "PUE"))
+        h.append(
+            _hbars(
+                [(m.month, float(m.pue), tg.national_average) for m in dc.monthly if m.pue is not None],
+                "",
+                base=1.0,  # a PUE is never below 1: the bars start there
+                ref_label="全国平均 national average",
+            )
+        )
     return h
 
 

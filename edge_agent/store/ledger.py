@@ -59,7 +59,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from drivers.base import PointBase, Quality, Reading
@@ -91,7 +91,13 @@ __all__ = [
 ]
 
 INTERVAL_S = 900
-_log = get_logger("edge_agent.ledger")
+
+
+def _log() -> Any:
+    # Looked up at each use, not bound at import: a logger bound before configure_logging() would keep
+    # structlog's default console renderer (plain text on stdout, not the agent's JSON lines).
+    return get_logger("edge_agent.ledger")
+
 Resolution = Literal["15min", "hour", "day", "month"]
 QUALITY_KINDS: tuple[str, ...] = (
     "rollover",
@@ -590,7 +596,7 @@ class Ledger:
                 return False
         if held:
             if st.held == 0:
-                _log.warning("ledger_clock_hold_started", point=pid, value=v)
+                _log().warning("ledger_clock_hold_started", point=pid, value=v)
             st.pending += energy
             st.held += 1
             self._q(pid, at, "clock_held", energy)
@@ -620,7 +626,7 @@ class Ledger:
         missing = math.ceil(widest / INTERVAL_S - 1e-9) - 1
         pending, held, st.pending, st.held = st.pending, st.held, 0.0, 0
         if held:
-            _log.info("ledger_clock_hold_released", point=pid, readings=held, energy=pending, unit=m.unit)
+            _log().info("ledger_clock_hold_released", point=pid, readings=held, energy=pending, unit=m.unit)
         if missing <= 0 and pending == 0.0:
             self._book(pid, t0, t, energy, 2 if outlier else 0)
             return
@@ -665,7 +671,7 @@ class Ledger:
 
     def _exclude(self, m: MeterInfo, st: _State, t: float, v: float, reason: str) -> None:
         amount = (v - st.value) * m.scale
-        _log.info(
+        _log().info(
             "ledger_counter_excluded", point=m.point_id, reason=reason, before=st.value, after=v,
             amount=amount, unit=m.unit,
         )  # fmt: skip

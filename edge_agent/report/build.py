@@ -439,6 +439,7 @@ def _meters(inp: _Inputs) -> tuple[MeterFigures, ...]:
                 estimated_share=_r(t.estimated_share, 6),
                 excluded=_r(t.excluded),
                 rebased=_r(t.rebased),
+                held=_r(t.held),
                 slots=t.slots,
                 events=dict(sorted(t.counts.items())),
             )

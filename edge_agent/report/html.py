@@ -590,6 +590,7 @@ def _quality(report: Report) -> list[str]:
         + _num(f"meter.{m.point}.estimated", m.estimated, 2)
         + _num(f"meter.{m.point}.estimated_share", m.estimated_share, 2, pct=True)
         + _num(f"meter.{m.point}.excluded", m.excluded, 2)
+        + _num(f"meter.{m.point}.held", m.held, 2)
         + _num(f"meter.{m.point}.coverage", q.slot_coverage.get(m.point), 1, pct=True)
         + "</tr>"
         for m in report.meters
@@ -598,7 +599,8 @@ def _quality(report: Report) -> list[str]:
         _table(
             [
                 *("表 Meter", "编码 Code", "区域 Zone", "单位 Unit", "总量 Total", "估算 Estimated"),
-                *("估算占比 Est. share", "剔除（未计入）Excluded", "时段覆盖 Slot coverage"),
+                *("估算占比 Est. share", "剔除（未计入）Excluded", "暂存 Held (clock untrusted)"),
+                "时段覆盖 Slot coverage",
             ],
             rows,
         )

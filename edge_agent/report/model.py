@@ -262,6 +262,7 @@ class MeterFigures:
     estimated_share: float  # estimated / total of this meter
     excluded: float  # counter increase not booked (a step re-baselined, a meter swap), this meter's unit
     rebased: float  # counter decreases not booked (resets, re-baselines), <= 0
+    held: float  # read under an untrusted clock, not booked yet (booked when the clock is trusted again)
     slots: int
     events: Mapping[str, int]  # ledger quality event -> count
 

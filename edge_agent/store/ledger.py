@@ -98,6 +98,7 @@ def _log() -> Any:
     # structlog's default console renderer (plain text on stdout, not the agent's JSON lines).
     return get_logger("edge_agent.ledger")
 
+
 Resolution = Literal["15min", "hour", "day", "month"]
 QUALITY_KINDS: tuple[str, ...] = (
     "rollover",
@@ -569,9 +570,21 @@ class Ledger:
             self._exclude(m, st, at, v, "step" if v >= st.value else "rebaseline")
             self._advance(st, pid, v, t, held)
             return False
-        if "rollover" in flags and m.rollover is not None and v < st.value:
+        rolled = False
+        if (
+            m.rollover is not None
+            and v < st.value
+            and (
+                "rollover" in flags
+                # the validator's baseline moved past an excluded reading: judge the wrap from ours
+                or (
+                    not flags & {"counter_reset", "counter_backwards"}
+                    and m.rollover - st.value + v <= 0.1 * m.rollover
+                )
+            )
+        ):
             delta = m.rollover - st.value + v
-            self._q(pid, at, "rollover", delta * m.scale)
+            rolled = True
         elif v < st.value:
             if "counter_reset" in flags:
                 self._exclude(m, st, at, v, "counter_reset")
@@ -594,6 +607,8 @@ class Ledger:
                 if len(st.suspects) < 64:
                     st.suspects.append((v, t))
                 return False
+        if rolled:  # counted only now that the reading is followed (the reconciliation adds a range each)
+            self._q(pid, at, "rollover", energy)
         if held:
             if st.held == 0:
                 _log().warning("ledger_clock_hold_started", point=pid, value=v)

@@ -18,6 +18,9 @@ system-deps:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
 	  else echo "mosquitto missing: sudo apt-get install mosquitto (uplink tests will be skipped)"; fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; \
+	  else echo "chromium missing: sudo apt-get install chromium fonts-noto-cjk (the report's browser test will be skipped)"; fi; }
 
 demo: $(BIN)/.installed
 	$(BIN)/edge-agent demo

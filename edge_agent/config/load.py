@@ -181,8 +181,8 @@ class LedgerOptions(_Strict):
         default=4,
         ge=0,
         le=96,
-        description="A gap of at most this many missing intervals is filled linearly (marked estimated); "
-        "longer gaps stay unfilled and their energy is reported apart",
+        description="Every gap is allocated linearly and counted (marked estimated); a gap of more than "
+        "this many missing intervals is also listed in the report as a data-quality item with its energy",
     )
     outliers: Literal["exclude", "keep"] = Field(
         default="exclude",

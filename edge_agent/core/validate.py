@@ -10,12 +10,17 @@ Rules (each adds a flag, several may apply to one reading):
   - ``counter_reset``: it went down to near zero (``new <= reset_fraction * last``, 5 %): a meter reset
     or replacement. The new value becomes the baseline.
   - ``counter_backwards``: any other decrease. The old baseline is kept (a glitch should not move it).
-  - ``spike``: the increase per second is more than ``spike_factor`` (10x) the median increase per
-    second over the last ``spike_window`` (8) accepted intervals, once at least ``spike_min_samples`` (3)
-    intervals are known and that median is above zero. Rates, not raw deltas, so a missed poll that
-    doubles the interval does not look like a spike.
+  - ``spike``: the increase per second is more than ``spike_factor`` (100x) the meter's peak rate: the
+    largest of the last ``spike_window`` (8) accepted intervals and of its own daily maxima over the last
+    ``peak_days`` (31) days, once at least ``spike_min_samples`` (3) intervals are known and that peak is
+    above zero. Rates, not raw deltas, so a missed poll that doubles the interval does not look like a
+    spike; the daily maxima, so an air conditioner starting in the morning after a night (or a weekend)
+    on standby is not one either. A suspect followed by a reading whose rate since the suspect is also
+    beyond the old regime is a real change of load, not a step: that reading is accepted and flagged
+    ``load_change`` (the suspects before it were a start-up, not outliers).
   A ``spike`` or ``counter_backwards`` reading does not become the baseline; after
-  ``rebaseline_after`` (3) such readings in a row the latest one does (a real step change is accepted).
+  ``rebaseline_after`` (3) such readings in a row the latest one does (a real step change is accepted)
+  and carries ``rebaseline`` as well, so the ledger excludes the step instead of booking it as energy.
 - ``not_finite``: NaN or infinity; no other check runs.
 - ``unknown_point``: the point id is not configured; no other check runs.
 
@@ -43,6 +48,8 @@ FLAGS: frozenset[str] = frozenset(
         "spike",
         "not_finite",
         "unknown_point",
+        "rebaseline",
+        "load_change",
     }
 )
 
@@ -60,6 +67,8 @@ class _CounterState:
     last_ts: datetime
     rates: deque[float] = field(default_factory=deque)
     suspects: int = 0  # consecutive spike/backwards readings since the last accepted one
+    day_peaks: dict[int, float] = field(default_factory=dict)  # day number (UTC) -> largest rate
+    suspect_at: tuple[float, datetime] | None = None  # the last spike reading (value, time)
 
 
 class Validator:
@@ -75,6 +84,7 @@ class Validator:
         reset_fraction: float = 0.05,
         rollover_fraction: float = 0.10,
         rebaseline_after: int = 3,
+        peak_days: int = 31,
     ) -> None:
         self._points: dict[str, PointBase] = {p.id: p for p in points}
         self.spike_factor = spike_factor
@@ -83,6 +93,7 @@ class Validator:
         self.reset_fraction = reset_fraction
         self.rollover_fraction = rollover_fraction
         self.rebaseline_after = rebaseline_after
+        self.peak_days = peak_days
         self._state: dict[str, _CounterState] = {}
 
     def seed(self, point_id: str, value: float, ts: datetime) -> None:
@@ -121,7 +132,17 @@ class Validator:
         if v >= st.last:
             dt = (ts - st.last_ts).total_seconds()
             rate = (v - st.last) / dt if dt > 0 else None
-            if rate is not None and self._is_spike(st, rate):
+            if rate is not None and self._is_spike(st, rate, ts):
+                if st.suspect_at is not None and v >= st.suspect_at[0]:
+                    sdt = (ts - st.suspect_at[1]).total_seconds()
+                    since = (v - st.suspect_at[0]) / sdt if sdt > 0 else 0.0
+                    if self._is_spike(st, since, ts):
+                        # Still far above the old regime after the jump: the load changed (a start-up),
+                        # the counter did not step. Accepted; the new rate starts the window.
+                        st.rates.clear()
+                        self._accept(st, v, ts, since)
+                        return ["load_change"]
+                st.suspect_at = (v, ts)
                 return self._suspect(st, v, ts, "spike")
             self._accept(st, v, ts, rate)
             return []
@@ -138,18 +159,26 @@ class Validator:
             return ["counter_reset"]
         return self._suspect(st, v, ts, "counter_backwards")
 
-    def _is_spike(self, st: _CounterState, rate: float) -> bool:
+    def _is_spike(self, st: _CounterState, rate: float, ts: datetime) -> bool:
         if len(st.rates) < self.spike_min_samples:
             return False
         # Against the largest recent rate, not the median: a load switching on (standby -> full AC) is
         # an ordinary 10-50x step; a register glitch or a bogus jump is orders of magnitude beyond it.
-        peak = max(st.rates)
+        # And against the meter's own daily maxima: this morning's start-up is yesterday's load.
+        today = _day(ts)
+        history = [r for d, r in st.day_peaks.items() if today - self.peak_days <= d <= today]
+        peak = max([*st.rates, *history])
         return peak > 0 and rate > self.spike_factor * peak
 
     def _accept(self, st: _CounterState, v: float, ts: datetime, rate: float | None) -> None:
-        st.last, st.last_ts, st.suspects = v, ts, 0
+        st.last, st.last_ts, st.suspects, st.suspect_at = v, ts, 0, None
         if rate is not None:
             st.rates.append(rate)
+            day = _day(ts)
+            if rate > st.day_peaks.get(day, 0.0):
+                st.day_peaks[day] = rate
+                for old in [d for d in st.day_peaks if d < day - self.peak_days]:
+                    del st.day_peaks[old]
 
     def _suspect(self, st: _CounterState, v: float, ts: datetime, flag: str) -> list[str]:
         st.suspects += 1
@@ -157,4 +186,9 @@ class Validator:
             # Persistent: the device really is somewhere else now. Start over from here.
             st.rates.clear()
             self._accept(st, v, ts, None)
+            return [flag, "rebaseline"]
         return [flag]
+
+
+def _day(ts: datetime) -> int:
+    return int(ts.timestamp() // 86400)

@@ -52,6 +52,7 @@ from edge_agent.report.model import (
     KpiFigure,
     Kpis,
     LastYear,
+    LeftOut,
     LightsOff,
     MeterFigures,
     PueTargets,
@@ -60,6 +61,7 @@ from edge_agent.report.model import (
     SetpointCorrections,
     TamperFinding,
     Totals,
+    UnitQuality,
     YearOnYear,
 )
 from edge_agent.store.audit import AuditKind, AuditRecord
@@ -154,6 +156,17 @@ def build_report(
         totals=Totals(
             by_category=_by_category(inp, kg),
             kgce=_r(kg.total),
+            left_out=tuple(
+                LeftOut(
+                    code=c,
+                    zh=inp.label(c)[0],
+                    en=inp.label(c)[1],
+                    quantity=_r(q),
+                    unit=inp.units.get(c, ""),
+                    reason="no_factor" if c in kg.no_factor else "unit_mismatch",
+                )
+                for c, q in kg.left_out.items()
+            ),
             by_end_use=by_end_use,
             unmetered=unmetered,
         ),
@@ -309,7 +322,13 @@ def _kpis(inp: _Inputs, period_kg: KgceResult) -> Kpis:
         unit_mismatch=tuple(period_kg.unit_mismatch),
         factors=tuple(
             CoalFactor(
-                code=f.category, zh=f.zh, en=f.en, unit=f.unit, kgce_per_unit=f.kgce_per_unit, source=f.source
+                code=f.category,
+                zh=f.zh,
+                en=f.en,
+                unit=f.unit,
+                kgce_per_unit=f.kgce_per_unit,
+                source=f.source,
+                edition=f.edition,
             )
             for f in inp.factors.values()
             if f.category in inp.cats
@@ -417,6 +436,10 @@ def _meters(inp: _Inputs) -> tuple[MeterFigures, ...]:
                 outlier_kept=_r(t.outlier_kept),
                 outlier_excluded=_r(t.outlier_excluded),
                 unallocated=_r(t.unallocated),
+                estimated_share=_r(t.estimated_share, 6),
+                excluded=_r(t.excluded),
+                rebased=_r(t.rebased),
+                held=_r(t.held),
                 slots=t.slots,
                 events=dict(sorted(t.counts.items())),
             )
@@ -468,22 +491,42 @@ def _quality(inp: _Inputs) -> DataQuality:
     for t in totals.values():
         for k, v in t.counts.items():
             events[k] = events.get(k, 0) + v
-    # Over every meter, so an estimated stretch on a sub-meter shows too (roots alone would hide it).
-    booked = sum(t.total for pid, t in totals.items() if pid in ledger.meters)
-    est = sum(t.estimated for pid, t in totals.items() if pid in ledger.meters)
+    by_unit: dict[str, list[float]] = {}
+    for m in ledger.roots():  # each unit of energy once: the main meters, never sub-meters on top
+        mt = totals.get(m.point_id)
+        if mt is not None:
+            acc = by_unit.setdefault(m.unit, [0.0, 0.0, 0.0])
+            acc[0] += mt.total
+            acc[1] += mt.estimated
+    for pid, t in totals.items():
+        if pid in ledger.meters and t.excluded:
+            by_unit.setdefault(ledger.meters[pid].unit, [0.0, 0.0, 0.0])[2] += t.excluded
     gaps = ledger.gaps(inp.start, inp.end)
+    long = [g for g in gaps if g.missing > ledger.max_gap_intervals]
+    long_energy: dict[str, float] = {}
+    for g in long:
+        long_energy[g.point_id] = long_energy.get(g.point_id, 0.0) + g.energy
     return DataQuality(
         expected_slots_per_meter=expected_slots,
         slot_coverage={pid: _r(t.slots / expected_slots, 4) for pid, t in sorted(totals.items())},
-        estimated_share=_r(est / booked if booked > 0 else 0.0, 6),
+        by_unit={
+            unit: UnitQuality(
+                unit=unit,
+                booked=_r(b),
+                estimated=_r(e),
+                estimated_share=_r(e / b if b > 0 else 0.0, 6),
+                excluded=_r(x),
+            )
+            for unit, (b, e, x) in sorted(by_unit.items())
+        },
         events=dict(sorted(events.items())),
         outliers=events.get("outlier", 0),
-        outlier_energy_excluded=_r(sum(t.outlier_excluded for t in totals.values())),
         outlier_energy_kept=_r(sum(t.outlier_kept for t in totals.values())),
         outlier_policy=ledger.outliers,
         max_gap_intervals=ledger.max_gap_intervals,
         gaps_filled=sum(1 for g in gaps if g.filled),
-        gaps_unfilled=sum(1 for g in gaps if not g.filled),
+        long_gaps=len(long),
+        long_gap_energy={pid: _r(e) for pid, e in sorted(long_energy.items())},
         unallocated_energy={pid: _r(t.unallocated) for pid, t in sorted(totals.items()) if t.unallocated},
         gaps=tuple(
             Gap(

@@ -1,4 +1,10 @@
-"""The CSV form of the report: the ledger of the period, one row per meter per local day."""
+"""The CSV form of the report: the ledger of the period, one row per meter per local day.
+
+Each row names its meter, its parent meter and its level in the meter tree (0: a main meter). Only the
+rows with ``in_total`` = 1 (the main meters) add up to a category's total: a sub-meter's energy is
+already in its parent's, so summing every electricity row counts it twice or three times. The last row
+says so for a reader who opens the file without this note.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +15,44 @@ from zoneinfo import ZoneInfo
 from edge_agent.report.model import Report
 from edge_agent.store.ledger import Ledger, parse_period
 
-__all__ = ["render_csv"]
+__all__ = ["HEADER", "render_csv"]
 
-_VALUES = ("total", "measured", "estimated", "outlier_kept", "outlier_excluded")
+_VALUES = ("total", "measured", "estimated", "outlier_kept")
+HEADER = (
+    *("date", "point", "name", "code", "parent", "level", "in_total", "zone", "institution", "unit"),
+    *_VALUES,
+)
+NOTE = (
+    "说明 note: only rows with in_total=1 (level 0, main meters) add up to each category's total, per unit;"
+    " rows of level 1+ are parts of their parent meter"
+)
 
 
 def render_csv(report: Report, ledger: Ledger) -> str:
-    """Every column of the interval table, summed by local day, for the report's period and meters."""
+    """The interval table summed by local day, for the report's period and meters, with the tree."""
     start, end = parse_period(report.period.label).bounds(ZoneInfo(report.building.timezone))
+    roots = {m.point_id for m in ledger.roots()}
+
+    def level(pid: str) -> int:
+        depth, seen = 0, {pid}
+        m = ledger.meters[pid]
+        while m.parent is not None and m.parent in ledger.meters and m.parent not in seen:
+            seen.add(m.parent)
+            m = ledger.meters[m.parent]
+            depth += 1
+        return depth
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["date", "point", "code", "zone", "institution", "unit", *_VALUES])
+    w.writerow(HEADER)
     for b in sorted(ledger.series(start, end, "day"), key=lambda b: (b.start, b.point_id)):
         m = ledger.meters.get(b.point_id)
         if m is None:
             continue
         w.writerow(
-            [b.start.date().isoformat(), b.point_id, m.code, m.zone or "", m.institution or "", m.unit]
-            + [f"{x:.3f}" for x in (b.total, b.measured, b.estimated, b.outlier_kept, b.outlier_excluded)]
+            [b.start.date().isoformat(), b.point_id, m.name or "", m.code, m.parent or "", level(m.point_id)]
+            + [1 if m.point_id in roots else 0, m.zone or "", m.institution or "", m.unit]
+            + [f"{x:.3f}" for x in (b.total, b.measured, b.estimated, b.outlier_kept)]
         )
+    w.writerow([NOTE])
     return buf.getvalue()

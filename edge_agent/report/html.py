@@ -7,9 +7,13 @@ Labels are Chinese first, then English. Every figure a reader (or a test) may ch
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from datetime import date
 from html import escape
+from zoneinfo import ZoneInfo
 
+from edge_agent.report.kpi import MIN_PROJECTION_DAYS
 from edge_agent.report.model import DailyRow, Report
 
 __all__ = ["render_html"]
@@ -21,7 +25,8 @@ body{font-family:"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:2em auto
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:2px solid #4e79a7;padding-bottom:.2em;margin-top:1.8em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em}
 th{background:#eef2f7;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.muted{color:#777;font-size:.9em}.bad{color:#c0392b}.good{color:#27ae60}svg{display:block;margin:.5em 0}
+.muted{color:#777;font-size:.9em}.bad{color:#c0392b}.warn{color:#b9770e;font-weight:bold}.good{color:#27ae60}
+svg{display:block;margin:.5em 0}
 """
 
 
@@ -46,8 +51,11 @@ def _table(head: Sequence[str], rows: Sequence[str]) -> str:
     return f"<table><tr>{th}</tr>{''.join(rows)}</table>"
 
 
-def _bars_daily(daily: Sequence[DailyRow], codes: Sequence[str], labels: Mapping[str, str]) -> str:
-    """Stacked daily bars of electricity by end use, the rest of the main meter as 'unmetered'."""
+def _bars_daily(
+    daily: Sequence[DailyRow], codes: Sequence[str], labels: Mapping[str, str], *, monthly: bool = False
+) -> str:
+    """Stacked bars of electricity by end use per day (or per month, rows from ``_months``), the rest of
+    the main meter as 'unmetered'."""
     if not daily:
         return '<p class="muted">无数据 No data</p>'
     w, h, left, bottom = 1000, 260, 60, 30
@@ -77,41 +85,84 @@ def _bars_daily(daily: Sequence[DailyRow], codes: Sequence[str], labels: Mapping
                 f'fill="{color}"><title>{escape(day)} {escape(labels.get(c, c))}: '
                 f"{parts[c]:,.1f} kWh</title></rect>"
             )
-        if len(daily) <= 31 or day.endswith("-01"):
-            out.append(f'<text x="{x:.1f}" y="{h - bottom + 14}" font-size="10">{escape(day[5:])}</text>')
+        tick = day[:7] if monthly else day[5:]
+        every = max(1, math.ceil(len(daily) * 36 / (w - left)))  # a label needs about 36 px
+        if i % every == 0:
+            out.append(f'<text x="{x:.1f}" y="{h - bottom + 14}" font-size="10">{escape(tick)}</text>')
+    # the legend flows: each entry as wide as its label, a new line when the next would leave the box
+    lx, ly = float(left), h + 10
     for j, c in enumerate(series):
         color = _PALETTE[j % len(_PALETTE)] if c != "unmetered" else "#bbb"
-        x = left + j * 190
-        out.append(f'<rect x="{x}" y="{h + 10}" width="12" height="12" fill="{color}"/>')
-        out.append(f'<text x="{x + 16}" y="{h + 21}" font-size="11">{escape(labels.get(c, c))}</text>')
+        text = labels.get(c, c)
+        ew = 16 + _text_width(text, 11) + 14
+        if lx + ew > w and lx > left:
+            lx, ly = float(left), ly + 18
+        out.append(f'<rect x="{lx:.1f}" y="{ly}" width="12" height="12" fill="{color}"/>')
+        out.append(f'<text x="{lx + 16:.1f}" y="{ly + 11}" font-size="11">{escape(text)}</text>')
+        lx += ew
     out.append("</svg>")
-    return "".join(out)
+    svg = "".join(out)
+    return svg.replace(f'height="{h + 40}"', f'height="{ly + 24}"', 1)
 
 
-def _hbars(items: Sequence[tuple[str, float, float | None]], unit: str) -> str:
-    """Horizontal bars: (label, value, reference line as a fraction of the value axis or None)."""
+def _text_width(text: str, size: float) -> float:
+    """Rough rendered width: CJK characters are square, Latin about 0.6 em."""
+    return sum(size if ord(ch) > 0x2E80 else 0.6 * size for ch in text)
+
+
+def _months(daily: Sequence[DailyRow]) -> list[DailyRow]:
+    """The daily rows summed by calendar month (each row dated the 1st)."""
+    acc: dict[date, dict[str, float]] = {}
+    for d in daily:
+        row = acc.setdefault(d.date.replace(day=1), {})
+        for k, v in d.values.items():
+            row[k] = row.get(k, 0.0) + float(v or 0.0)
+    return [DailyRow(date=k, values=v) for k, v in sorted(acc.items())]
+
+
+def _hbars(
+    items: Sequence[tuple[str, float, float | None]], unit: str, *, base: float = 0.0, ref_label: str = ""
+) -> str:
+    """Horizontal bars on their own axis from ``base``: (label, value, reference line or None).
+
+    The label column is as wide as the longest label; the value is written after the bar, or inside it
+    when it would leave the box; the reference line's label sits under the last bar, not over a label.
+    """
     if not items:
         return ""
-    w, row = 700, 26
-    top = max([v for _, v, _ in items] + [r for _, _, r in items if r is not None]) or 1.0
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{row * len(items) + 10}" role="img">'
-    ]
+    lw = max(_text_width(label, 12) for label, _, _ in items) + 12
+    w, row, vw = 720, 26, 110  # vw: room for the value text after the bar
+    plot = w - lw - vw
+    top = max([v for _, v, _ in items] + [r for _, _, r in items if r is not None])
+    top = base + (top - base) * 1.08 if top > base else base + 1.0
+    refs = [r for _, _, r in items if r is not None]
+    height = row * len(items) + (24 if refs else 10)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" role="img">']
+
+    def x_of(v: float) -> float:
+        return lw + plot * max(0.0, min(v, top) - base) / (top - base)
+
     for i, (label, v, ref) in enumerate(items):
         y = 5 + i * row
-        bw = (w - 330) * v / top
+        bw = x_of(v) - lw
         color = _PALETTE[i % len(_PALETTE)]
         if ref is not None:
             color = "#c0392b" if v > ref else "#59a14f"
         out.append(f'<text x="0" y="{y + 15}" font-size="12">{escape(label)}</text>')
-        out.append(f'<rect x="240" y="{y}" width="{bw:.1f}" height="{row - 8}" fill="{color}"/>')
-        out.append(f'<text x="{244 + bw:.1f}" y="{y + 14}" font-size="11">{v:,.2f} {escape(unit)}</text>')
-        if ref is not None:
-            rx = 240 + (w - 330) * ref / top
-            out.append(
-                f'<line x1="{rx:.1f}" x2="{rx:.1f}" y1="{y - 2}" y2="{y + row - 6}" '
-                'stroke="#000" stroke-width="2"/>'
-            )
+        out.append(f'<rect x="{lw:.1f}" y="{y}" width="{bw:.1f}" height="{row - 8}" fill="{color}"/>')
+        out.append(f'<text x="{lw + bw + 4:.1f}" y="{y + 14}" font-size="11">{v:,.2f} {escape(unit)}</text>')
+    if refs:
+        rx = x_of(refs[0])
+        y_end = 5 + len(items) * row
+        out.append(
+            f'<line x1="{rx:.1f}" x2="{rx:.1f}" y1="3" y2="{y_end - 6}" stroke="#000" stroke-width="2"'
+            ' stroke-dasharray="4 2"/>'
+        )
+        text = f"{ref_label} {refs[0]:,.2f}".strip()
+        tx = min(rx, w - _text_width(text, 10) - 2)
+        out.append(f'<text x="{tx:.1f}" y="{y_end + 8}" font-size="10">{escape(text)}</text>')
+    if base:
+        out.append(f'<text x="{lw:.1f}" y="{height - 2}" font-size="9" fill="#777">{base:g}</text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -128,7 +179,11 @@ def render_html(report: Report) -> str:
         f" · 统计期 Period {escape(p.start.isoformat())} – {escape(p.end.isoformat())}"
         f" (不含 exclusive, {p.days} 天 days)"
         f" · 建筑面积 Floor area {_fmt(b.floor_area_m2, 0)} m² · 用能人数 Occupants {b.occupants}"
-        f" · 生成 Generated {escape(report.generated_at.isoformat(timespec='seconds'))}</p>",
+        " · 生成 Generated "
+        + escape(
+            report.generated_at.astimezone(ZoneInfo(report.building.timezone)).isoformat(timespec="seconds")
+        )
+        + "</p>",
     ]
     for section in (_totals, _end_use, _last_year, _kpis, _data_centre, _balance, _enforcement, _quality):
         h += section(report)
@@ -139,7 +194,7 @@ def render_html(report: Report) -> str:
 def _totals(report: Report) -> list[str]:
     t = report.totals
     rows = [
-        f"<tr><td>{escape(r.code)} {escape(r.zh)} {escape(r.en)}</td><td>{escape(r.unit)}</td>"
+        f"<tr><td>{escape(r.code)} {escape(r.zh)} {escape(r.en)}</td><td>{escape(_unit(r.unit))}</td>"
         + _num(f"category.{r.code}.total", r.total)
         + _num(f"category.{r.code}.estimated", r.estimated)
         + _num(f"category.{r.code}.kgce", r.kgce)
@@ -147,14 +202,26 @@ def _totals(report: Report) -> list[str]:
         for r in t.by_category
     ]
     rows.append(
-        '<tr><th colspan="4">合计折标煤 Total standard coal (kgce)</th>'
+        '<tr><th colspan="4">综合能耗（折标煤）Total energy consumption (kgce)</th>'
         + _num("kgce.total", t.kgce)
         + "</tr>"
     )
-    return [
+    h = [
         "<h2>1 分类能耗 Totals by category</h2>",
         _table(["类别 Category", "单位 Unit", "总量 Total", "其中估算 Estimated", "折标煤 kgce"], rows),
     ]
+    for lo in t.left_out:
+        why = (
+            "无折标系数 no coal factor (set coal_factors in site.yaml)"
+            if lo.reason == "no_factor"
+            else "单位与折标系数不符 unit differs from the factor's"
+        )
+        h.append(
+            f'<p class="warn" data-key="kgce.left_out.{escape(lo.code)}" data-value="{lo.quantity!r}">'
+            f"⚠ 未计入综合能耗 Not in the total: {escape(lo.code)} {escape(lo.zh)} {escape(lo.en)} "
+            f"{_fmt(lo.quantity, 2)} {escape(_unit(lo.unit))}: {why}</p>"
+        )
+    return h
 
 
 def _end_use(report: Report) -> list[str]:
@@ -166,20 +233,31 @@ def _end_use(report: Report) -> list[str]:
         + "</tr>"
         for r in t.by_end_use
     ]
+    split = {cov.code[:2] for cov in report.coverage if cov.end_use_total}
     rows += [
-        f"<tr><td>{escape(c)} 未分项 unmetered remainder</td>" + _num(f"unmetered.{c}", v) + "<td></td></tr>"
+        f"<tr><td>{escape(c)} 未分项 not sub-metered remainder</td>"
+        + _num(f"unmetered.{c}", v)
+        + "<td></td></tr>"
         for c, v in t.unmetered.items()
+        if c[:2] in split  # a category without end-use meters has no "remainder" (water)
     ]
     labels = {r.code: f"{r.zh} {r.en}" for r in t.by_end_use}
     labels["unmetered"] = "未分项 unmetered"
     elec = [r for r in t.by_end_use if r.code.startswith("01")]
-    return [
+    h = [
         "<h2>2 分项能耗 End use (分项计量)</h2>",
         _table(["分项 End use", "总量 Total", "占比 Share"], rows),
         _hbars([(f"{r.zh} {r.en}", float(r.total or 0), None) for r in elec], "kWh"),
-        "<h3>逐日用电 Daily electricity (kWh)</h3>",
-        _bars_daily(report.daily, [r.code for r in elec], labels),
     ]
+    codes = [r.code for r in elec]
+    if report.period.kind in ("quarter", "year"):
+        h += [
+            "<h3>逐月用电 Monthly electricity (kWh)</h3>",
+            _bars_daily(_months(report.daily), codes, labels, monthly=True),
+        ]
+    if report.period.kind != "year":  # a year of daily bars is unreadable: the CSV has the days
+        h += ["<h3>逐日用电 Daily electricity (kWh)</h3>", _bars_daily(report.daily, codes, labels)]
+    return h
 
 
 def _last_year(report: Report) -> list[str]:
@@ -210,11 +288,17 @@ def _kpis(report: Report) -> list[str]:
         f" {kpi.days_covered}; 预测方法 projection: {escape(kpi.projection_method)}."
         f" 目标来源 Targets: {escape(kpi.targets_source or '-')}</p>",
     ]
+    if kpi.days_covered < MIN_PROJECTION_DAYS:
+        h.append(
+            f'<p class="warn" data-key="kpi.no_projection" data-value="{kpi.days_covered}">'
+            f"数据不足 {MIN_PROJECTION_DAYS} 天，不作全年预测 Fewer than {MIN_PROJECTION_DAYS} days of data"
+            f" ({kpi.days_covered}): no projection for the year.</p>"
+        )
     rows = []
     for r in kpi.rows:
         cls = "" if r.on_track is None else (' class="good"' if r.on_track else ' class="bad"')
         rows.append(
-            f"<tr><td>{escape(r.zh)} {escape(r.en)}</td><td>{escape(r.unit)}</td>"
+            f"<tr><td>{escape(r.zh)} {escape(r.en)}</td><td>{escape(_unit(r.unit))}</td>"
             + _num(f"kpi.{r.key}.to_date", r.to_date, 3)
             + _num(f"kpi.{r.key}.target", r.target, 2)
             + _num(f"kpi.{r.key}.share_of_target", r.share_of_target, pct=True)
@@ -230,19 +314,21 @@ def _kpis(report: Report) -> list[str]:
             rows,
         )
     )
-    h.append(
-        _hbars(
-            [(f"{r.zh} {r.en}", float(r.projection or 0), r.target) for r in kpi.rows if r.target],
-            "(projection; line = target)",
-        )
-    )
+    for r in kpi.rows:  # one small chart per KPI, each on its own axis with its own target
+        if not r.target:
+            continue
+        bars = [("年累计 To date", float(r.to_date or 0), r.target)]
+        if r.projection is not None:
+            bars.append(("全年预测 Projection", float(r.projection), r.target))
+        h.append(f"<h3>{escape(r.zh)} {escape(r.en)} ({escape(_unit(r.unit))})</h3>")
+        h.append(_hbars(bars, _unit(r.unit), ref_label="目标 target"))
     rows = [
-        f"<tr><td>{escape(f.code)} {escape(f.zh)} {escape(f.en)}</td><td>{escape(f.unit)}</td>"
+        f"<tr><td>{escape(f.code)} {escape(f.zh)} {escape(f.en)}</td><td>{escape(_unit(f.unit))}</td>"
         + _num(f"factor.{f.code}", f.kgce_per_unit, 5)
-        + f"<td>{escape(f.source)}</td></tr>"
+        + f"<td>{escape(f.edition)}</td><td>{escape(f.source)}</td></tr>"
         for f in kpi.factors
     ]
-    h.append(_table(["能源 Energy", "单位 Unit", "折标系数 kgce/unit", "来源 Source"], rows))
+    h.append(_table(["能源 Energy", "单位 Unit", "折标系数 kgce/unit", "版本 Edition", "说明 Note"], rows))
     h.append(
         "<p>本期 This period: "
         f"<span data-key='kpi.period_kgce' data-value='{kpi.period_kgce!r}'>"
@@ -276,15 +362,35 @@ def _data_centre(report: Report) -> list[str]:
             f'<p class="muted">参考 Reference: 全国平均 national average {tg.national_average},'
             f" 新建大型 new large centres {tg.new_large}</p>"
         )
-        h.append(_hbars([(m.month, float(m.pue or 0), tg.national_average) for m in dc.monthly], "PUE"))
+        h.append(
+            _hbars(
+                [(m.month, float(m.pue), tg.national_average) for m in dc.monthly if m.pue is not None],
+                "",
+                base=1.0,  # a PUE is never below 1: the bars start there
+                ref_label="全国平均 national average",
+            )
+        )
     return h
 
 
 def _balance(report: Report) -> list[str]:
+    meters = {m.point: m for m in report.meters}
+
+    def name(pid: str) -> str:
+        m = meters.get(pid)
+        return m.name if m is not None and m.name else pid
+
+    def remainder(children: Sequence[str]) -> str:
+        # Under a data centre the IT meter is the child: the rest is its cooling, UPS losses, lighting
+        if children and all(meters[c].it_load for c in children if c in meters):
+            return "非IT负荷 non-IT load"
+        return "未计量 not sub-metered"
+
     rows = [
-        f"<tr><td>{escape(r.point)}</td><td>{escape(', '.join(r.children))}</td>"
+        f"<tr><td>{escape(name(r.point))}</td><td>{escape(', '.join(name(c) for c in r.children))}</td>"
         + _num(f"balance.{r.point}.parent_total", r.parent_total)
         + _num(f"balance.{r.point}.children_total", r.children_total)
+        + f"<td>{escape(remainder(r.children))}</td>"
         + _num(f"balance.{r.point}.unmetered", r.unmetered)
         + _num(f"balance.{r.point}.unmetered_share", r.unmetered_share, pct=True)
         + "</tr>"
@@ -294,24 +400,31 @@ def _balance(report: Report) -> list[str]:
         "<h2>6 计量平衡与覆盖 Meter balance and coverage</h2>",
         _table(
             [
-                "上级表 Meter",
-                "下级表 Sub-meters",
-                "上级 Parent",
-                "下级合计 Children",
-                "差额 Unmetered",
-                "占比 Share",
+                *("上级表 Meter", "下级表 Sub-meters", "上级 Parent", "下级合计 Children"),
+                *("差额 Remainder", "差额电量 Remainder energy", "占比 Share"),
             ],
             rows,
         ),
     ]
+    # 分项计量 coverage only where a main meter has end-use meters (a water main alone is not "0 %")
     rows = [
-        f"<tr><td>{escape(r.point)} ({escape(r.code)})</td>"
+        f"<tr><td>{escape(name(r.point))} ({escape(r.code)})</td>"
         + _num(f"coverage.{r.point}", r.coverage, pct=True)
         + "</tr>"
         for r in report.coverage
+        if r.end_use_total
     ]
-    h.append(_table(["总表 Main meter", "分项覆盖率 End-use coverage"], rows))
+    h.append(_table(["总表 Main meter", "分项计量覆盖率 End-use coverage"], rows))
     return h
+
+
+_HVAC_RULES = {
+    "hvac.after_hours": "下班后关闭空调 AC switched off after hours",
+    "hvac.after_hours_off": "下班后关闭空调 AC switched off after hours",
+    "hvac.window_open": "开窗关闭空调 AC off with a window open",
+    "hvac.mode": "运行模式纠正 Mode corrected",
+    "hvac.power": "空调开关 AC power",
+}
 
 
 def _enforcement(report: Report) -> list[str]:
@@ -326,14 +439,32 @@ def _enforcement(report: Report) -> list[str]:
     ]
     rows.append(
         "<tr><th>合计 Total</th>"
+        + _num("enforcement.summer_26_total", sum(z.summer_26 for z in enf.setpoint_corrections), 0)
+        + _num("enforcement.winter_20_total", sum(z.winter_20 for z in enf.setpoint_corrections), 0)
         + _num("enforcement.setpoint_corrections_total", enf.setpoint_corrections_total, 0)
-        + "<td></td></tr>"
+        + "</tr>"
     )
     h.append(
         _table(
-            ["区域 Zone", "夏季≥26 °C 纠正 Summer corrections", "冬季≤20 °C 纠正 Winter corrections"], rows
+            [
+                *("区域 Zone", "夏季≥26 °C 纠正 Summer corrections", "冬季≤20 °C 纠正 Winter corrections"),
+                "合计 Both",
+            ],
+            [r.replace("</tr>", "<td></td></tr>") if i < len(rows) - 1 else r for i, r in enumerate(rows)],
         )
     )
+    if enf.hvac_other:
+        h.append(
+            _table(
+                ["空调管控 HVAC action", "次数 Count"],
+                [
+                    f"<tr><td>{escape(_HVAC_RULES.get(rule, rule))}</td>"
+                    + _num(f"enforcement.hvac.{rule}", n, 0)
+                    + "</tr>"
+                    for rule, n in enf.hvac_other.items()
+                ],
+            )
+        )
     rows = [
         f"<tr><td>{escape(z.zone)}</td>" + _num(f"enforcement.lights.{z.zone}", z.count, 0) + "</tr>"
         for z in enf.lights_off
@@ -383,36 +514,83 @@ def _enforcement(report: Report) -> list[str]:
     return h
 
 
+_EVENT_NAMES = {
+    "rollover": "计数器翻转 Counter rollover",
+    "counter_reset": "计数器复位 Counter reset",
+    "counter_backwards": "计数器倒退 Counter backwards",
+    "rebaseline": "重设基准 Re-baselined",
+    "step": "跳变剔除 Step excluded",
+    "meter_replaced": "换表 Meter replaced",
+    "clock_held": "时钟不可信暂存 Held (clock untrusted)",
+    "invalid": "无效读数 Invalid readings",
+    "out_of_order": "乱序读数 Out-of-order readings",
+}
+
+
 def _quality(report: Report) -> list[str]:
     q = report.quality
     ev = q.events
-    rows = [
-        "<tr><td>估算电量占比 Estimated share (gaps filled)</td>"
-        + _num("quality.estimated_share", q.estimated_share, 3, pct=True)
-        + "</tr>",
-        f"<tr><td>已填补缺口 Gaps filled (≤ {q.max_gap_intervals} intervals, linear)</td>"
+    rows = []
+    for unit, u in q.by_unit.items():
+        rows.append(
+            f"<tr><td>估算占比 Estimated share, main meters ({escape(_unit(unit))})</td>"
+            + _num(f"quality.unit.{unit}.estimated_share", u.estimated_share, 3, pct=True)
+            + "</tr>"
+        )
+        rows.append(
+            f"<tr><td>剔除（未计入）Excluded, not booked ({escape(_unit(unit))})</td>"
+            + _num(f"quality.unit.{unit}.excluded", u.excluded, 2)
+            + "</tr>"
+        )
+    rows += [
+        "<tr><td>已分摊缺口 Gaps allocated (linear, estimated, counted)</td>"
         + _num("quality.gaps_filled", q.gaps_filled, 0)
         + "</tr>",
-        "<tr><td>未填补缺口 Gaps left unfilled</td>"
-        + _num("quality.gaps_unfilled", q.gaps_unfilled, 0)
+        f"<tr><td>长缺口 Long gaps (&gt; {q.max_gap_intervals} intervals)</td>"
+        + _num("quality.long_gaps", q.long_gaps, 0)
         + "</tr>",
         f"<tr><td>异常值 Outliers ({escape(q.outlier_policy)})</td>"
         + _num("quality.outliers", q.outliers, 0)
         + "</tr>",
-        "<tr><td>剔除的异常电量 Outlier energy excluded</td>"
-        + _num("quality.outlier_energy_excluded", q.outlier_energy_excluded, 3)
-        + "</tr>",
     ]
-    for k in ("rollover", "counter_reset", "counter_backwards", "rebaseline", "invalid", "out_of_order"):
-        rows.append(f"<tr><td>{escape(k)}</td>" + _num(f"quality.events.{k}", ev.get(k, 0), 0) + "</tr>")
+    for k, label in _EVENT_NAMES.items():
+        rows.append(f"<tr><td>{escape(label)}</td>" + _num(f"quality.events.{k}", ev.get(k, 0), 0) + "</tr>")
+    for pid, energy in q.unallocated_energy.items():  # databases written before gaps were allocated
+        rows.append(
+            f"<tr><td>未分配 Unallocated (old data) {escape(pid)}</td>"
+            + _num(f"quality.unallocated.{pid}", energy, 2)
+            + "</tr>"
+        )
     h = ["<h2>8 数据质量 Data quality</h2>", _table(["项目 Item", "数值 Value"], rows)]
+    long_gaps = [g for g in q.gaps if g.missing_intervals > q.max_gap_intervals]
+    if long_gaps:
+        unit_of = {m.point: m.unit for m in report.meters}
+        h.append("<h3>长缺口 Long gaps (energy allocated linearly, counted as estimated)</h3>")
+        h.append(
+            _table(
+                [
+                    *("表 Meter", "开始 From", "结束 To"),
+                    *("缺失时段 Missing intervals", "电量 Energy", "单位 Unit"),
+                ],
+                [
+                    f"<tr><td>{escape(g.point)}</td><td>{escape(g.start.strftime('%Y-%m-%d %H:%M'))}</td>"
+                    f"<td>{escape(g.end.strftime('%Y-%m-%d %H:%M'))}</td>"
+                    + _num(f"gap.{g.point}.{g.start.isoformat()}.missing", g.missing_intervals, 0)
+                    + _num(f"gap.{g.point}.{g.start.isoformat()}.energy", g.energy, 2)
+                    + f"<td>{escape(_unit(unit_of.get(g.point, '')))}</td></tr>"
+                    for g in long_gaps
+                ],
+            )
+        )
     rows = [
-        f"<tr><td>{escape(m.point)}</td><td>{escape(m.code)}</td><td>{escape(m.zone or '')}</td>"
-        f"<td>{escape(m.unit)}</td>"
+        f"<tr><td>{escape(m.name or m.point)}<br><span class='muted'>{escape(m.point)}</span></td>"
+        f"<td>{escape(m.code)}</td><td>{escape(m.zone or '')}</td>"
+        f"<td>{escape(_unit(m.unit))}</td>"
         + _num(f"meter.{m.point}.total", m.total, 2)
         + _num(f"meter.{m.point}.estimated", m.estimated, 2)
-        + _num(f"meter.{m.point}.outlier_excluded", m.outlier_excluded, 2)
-        + _num(f"meter.{m.point}.unallocated", m.unallocated, 2)
+        + _num(f"meter.{m.point}.estimated_share", m.estimated_share, 2, pct=True)
+        + _num(f"meter.{m.point}.excluded", m.excluded, 2)
+        + _num(f"meter.{m.point}.held", m.held, 2)
         + _num(f"meter.{m.point}.coverage", q.slot_coverage.get(m.point), 1, pct=True)
         + "</tr>"
         for m in report.meters
@@ -421,9 +599,14 @@ def _quality(report: Report) -> list[str]:
         _table(
             [
                 *("表 Meter", "编码 Code", "区域 Zone", "单位 Unit", "总量 Total", "估算 Estimated"),
-                *("剔除 Excluded", "未分配 Unallocated", "时段覆盖 Slot coverage"),
+                *("估算占比 Est. share", "剔除（未计入）Excluded", "暂存 Held (clock untrusted)"),
+                "时段覆盖 Slot coverage",
             ],
             rows,
         )
     )
     return h
+
+
+def _unit(unit: str) -> str:
+    return unit.replace("m3", "m³").replace("m2", "m²")

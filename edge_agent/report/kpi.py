@@ -29,6 +29,7 @@ from typing import Protocol
 
 __all__ = [
     "DEFAULT_COAL_FACTORS",
+    "MIN_PROJECTION_DAYS",
     "PROJECTION_METHOD",
     "PUE_TARGETS",
     "CoalFactorRow",
@@ -55,30 +56,43 @@ class CoalFactorRow:
     unit: str  # ledger unit of the category
     kgce_per_unit: float
     source: str
+    edition: str = ""  # the standard and edition the value is taken from ("site" for an override)
 
 
-_GB = "GB/T 2589-2020"
+# The defaults, each with the edition its value comes from. Values as quoted in STANDARDS.md (to be checked
+# against the standard's text before relying on the edition): GB/T 2589-2020 keeps the 2008 reference values
+# for these fuels; natural gas is the exception (a range by heating value in 2020, 1.2143 is the 2008 value).
+_GB20 = "GB/T 2589-2020"
+_GB08 = "GB/T 2589-2008"
 DEFAULT_COAL_FACTORS: Mapping[str, CoalFactorRow] = MappingProxyType(
     {
-        "01000": CoalFactorRow(
-            "01000", "电力", "electricity", "kWh", 0.1229, f"{_GB}, equivalent value 当量值"
-        ),
-        "03000": CoalFactorRow(
-            "03000",
-            "天然气",
-            "natural gas",
-            "m3",
-            1.2143,
-            f"{_GB} (unconfirmed; range 1.1000-1.3300 by heating value: set the supplier's)",
-        ),
-        "04000": CoalFactorRow("04000", "热力", "district heat", "MJ", 0.03412, f"{_GB} (unconfirmed)"),
-        "10000": CoalFactorRow("10000", "汽油", "gasoline", "kg", 1.4714, f"{_GB} (unconfirmed)"),
-        "12000": CoalFactorRow("12000", "柴油", "diesel", "kg", 1.4571, f"{_GB} (unconfirmed)"),
+        row.category: row
+        for row in (
+            CoalFactorRow("01000", "电力", "electricity", "kWh", 0.1229, "equivalent value 当量值", _GB20),
+            CoalFactorRow(
+                "03000",
+                "天然气",
+                "natural gas",
+                "m3",
+                1.2143,
+                "reference value of the 2008 edition; GB/T 2589-2020 gives 1.1000-1.3300 by heating value:"
+                " set the supplier's (coal_factors)",
+                _GB08,
+            ),
+            CoalFactorRow("04000", "热力", "district heat", "MJ", 0.03412, "heat 热力", _GB20),
+            CoalFactorRow("07000", "煤", "coal", "kg", 0.7143, "raw coal 原煤", _GB20),
+            CoalFactorRow("08000", "液化石油气", "liquefied petroleum gas", "kg", 1.7143, "LPG", _GB20),
+            CoalFactorRow("10000", "汽油", "gasoline", "kg", 1.4714, "by mass (about 0.73 kg/L)", _GB20),
+            CoalFactorRow("11000", "煤油", "kerosene", "kg", 1.4714, "by mass", _GB20),
+            CoalFactorRow("12000", "柴油", "diesel", "kg", 1.4571, "by mass (about 0.84 kg/L)", _GB20),
+        )
     }
 )
 
 # How annual_kpis projects the year; the report prints it next to the figures.
 PROJECTION_METHOD = "linear by days with data: to_date x days_in_year / days_covered"
+# Fewer days than this and there is no projection (a 10-hour demo day is not a year).
+MIN_PROJECTION_DAYS = 14
 
 # GB/T 51161 / national policy figures quoted in STANDARDS.md: national average, new large centres.
 PUE_TARGETS: Mapping[str, float] = MappingProxyType({"national_average": 1.5, "new_large": 1.3})
@@ -112,7 +126,7 @@ def coal_table(overrides: Mapping[str, _FactorLike] | None = None) -> dict[str, 
     for code, f in (overrides or {}).items():
         base = table.get(code)
         zh, en = (base.zh, base.en) if base is not None else (code, code)
-        table[code] = CoalFactorRow(code, zh, en, f.unit, f.kgce_per_unit, f.source)
+        table[code] = CoalFactorRow(code, zh, en, f.unit, f.kgce_per_unit, f.source, "site.yaml coal_factors")
     return table
 
 
@@ -122,6 +136,7 @@ class KgceResult:
     by_category: dict[str, float]  # category code -> kgce
     no_factor: list[str]  # energy categories with a quantity but no factor (left out, listed)
     unit_mismatch: list[str]  # categories whose ledger unit differs from the factor's (left out)
+    left_out: dict[str, float]  # category code -> quantity not in the total (no factor, unit mismatch)
 
 
 def to_kgce(
@@ -131,6 +146,7 @@ def to_kgce(
     by: dict[str, float] = {}
     missing: list[str] = []
     mismatch: list[str] = []
+    left: dict[str, float] = {}
     for code, qty in sorted(quantities.items()):
         if code.startswith("02"):
             continue
@@ -138,12 +154,14 @@ def to_kgce(
         if f is None:
             if qty:
                 missing.append(code)
+                left[code] = qty
             continue
         if units.get(code, f.unit).lower() != f.unit.lower():
             mismatch.append(code)
+            left[code] = qty
             continue
         by[code] = qty * f.kgce_per_unit
-    return KgceResult(sum(by.values()), by, missing, mismatch)
+    return KgceResult(sum(by.values()), by, missing, mismatch, left)
 
 
 def days_in_year(year: int) -> int:
@@ -208,14 +226,15 @@ def annual_kpis(
     year: int,
     days_covered: int,
 ) -> list[KpiRow]:
-    """The three checklist KPIs, year to date, against annual targets, with a linear projection."""
+    """The three checklist KPIs, year to date, against annual targets, with a linear projection (only
+    from ``MIN_PROJECTION_DAYS`` days of data on; before that projection and on_track are None)."""
     if floor_area_m2 <= 0 or occupants <= 0:
         raise ValueError(f"floor area {floor_area_m2} and occupants {occupants} must be positive")
-    scale = days_in_year(year) / days_covered if days_covered > 0 else None
+    scale = days_in_year(year) / days_covered if days_covered >= MIN_PROJECTION_DAYS else None
     rows = [
         (
             "kgce_per_m2",
-            "单位建筑面积能耗",
+            "单位建筑面积综合能耗",
             "energy per floor area",
             "kgce/m²",
             kgce_per_m2(kgce_to_date, floor_area_m2),

@@ -36,6 +36,7 @@ __all__ = [
     "KpiFigure",
     "Kpis",
     "LastYear",
+    "LeftOut",
     "LightsOff",
     "MeterFigures",
     "PueTargets",
@@ -44,6 +45,7 @@ __all__ = [
     "SetpointCorrections",
     "TamperFinding",
     "Totals",
+    "UnitQuality",
     "YearOnYear",
 ]
 
@@ -101,6 +103,7 @@ class EndUseTotal:
 class Totals:
     by_category: tuple[CategoryTotal, ...]
     kgce: float  # standard coal of all categories with a factor
+    left_out: tuple[LeftOut, ...]  # energy not converted: shown as a warning with its quantity
     by_end_use: tuple[EndUseTotal, ...]
     unmetered: Mapping[str, float]  # category code -> main meters minus their end-use meters
 
@@ -132,6 +135,19 @@ class CoalFactor:
     unit: str
     kgce_per_unit: float
     source: str
+    edition: str  # the standard and edition of the value ("site.yaml coal_factors" for an override)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeftOut:
+    """Energy of the period that is not in 综合能耗 (no factor, or a unit the factor does not take)."""
+
+    code: str
+    zh: str
+    en: str
+    quantity: float
+    unit: str
+    reason: Literal["no_factor", "unit_mismatch"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -241,8 +257,12 @@ class MeterFigures:
     measured: float
     estimated: float
     outlier_kept: float
-    outlier_excluded: float
-    unallocated: float
+    outlier_excluded: float  # old databases only: excluded outliers are no longer booked
+    unallocated: float  # old databases only: gaps of any length are now allocated (estimated)
+    estimated_share: float  # estimated / total of this meter
+    excluded: float  # counter increase not booked (a step re-baselined, a meter swap), this meter's unit
+    rebased: float  # counter decreases not booked (resets, re-baselines), <= 0
+    held: float  # read under an untrusted clock, not booked yet (booked when the clock is trusted again)
     slots: int
     events: Mapping[str, int]  # ledger quality event -> count
 
@@ -320,19 +340,30 @@ class Gap:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class UnitQuality:
+    """One unit's main meters (each unit of energy once): never kWh and m³ added together."""
+
+    unit: str
+    booked: float
+    estimated: float
+    estimated_share: float
+    excluded: float  # counter increase not booked (steps, swaps), all meters of the unit
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DataQuality:
     expected_slots_per_meter: int
     slot_coverage: Mapping[str, float]  # point -> share of the period's slots with a figure
-    estimated_share: float
+    by_unit: Mapping[str, UnitQuality]  # ledger unit -> main meters' figures (per meter: MeterFigures)
     events: Mapping[str, int]
     outliers: int
-    outlier_energy_excluded: float
     outlier_energy_kept: float
     outlier_policy: str
-    max_gap_intervals: int
-    gaps_filled: int
-    gaps_unfilled: int
-    unallocated_energy: Mapping[str, float]  # point -> energy of unfilled gaps
+    max_gap_intervals: int  # a gap longer than this is listed as a data-quality item
+    gaps_filled: int  # every gap is allocated (estimated)
+    long_gaps: int
+    long_gap_energy: Mapping[str, float]  # point -> energy carried by its long gaps (estimated, counted)
+    unallocated_energy: Mapping[str, float]  # old databases only: unfilled gaps
     gaps: tuple[Gap, ...]  # the first 200
 
 

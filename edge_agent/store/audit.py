@@ -91,6 +91,7 @@ class AuditKind(StrEnum):
     CLOCK_STEP = "clock_step"
     RELOAD = "reload"
     DROP = "drop"  # data that could not be kept (outbox full, too old), with a count
+    METER = "meter"  # an operator's meter operation (replacement): counter values, the excluded jump
 
 
 _DDL = """

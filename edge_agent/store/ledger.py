@@ -8,42 +8,63 @@ counts) and ``outlier_excluded`` (the same, excluded: shown, not counted). Hourl
 figures are computed on query by summing slots grouped in the site's time zone (so day and month
 boundaries are local, and a zone with a half-hour offset still gets its own hours right).
 
-How a reading becomes energy (``Ledger.ingest``):
+How a reading becomes energy (``Ledger.ingest``). The invariant an auditor checks (``Ledger.reconcile``):
+for every meter, booked energy + energy held + audited exclusions = the counter difference (with
+rollovers) since its first reading. Nothing the counter shows is dropped without an exclusion row
+(``ledger_exclusion``: time, counter values before and after, amount, reason), and nothing is booked that
+the counter does not show.
 
-- The first reading of a meter only sets its baseline (kept in ``ledger_state``, so a restart resumes).
+- The first reading of a meter only sets its baseline (kept in ``ledger_state``, so a restart resumes;
+  its origin in ``ledger_origin`` for the reconciliation).
 - Increase ``new - last``, spread over the time between the two readings in proportion to the overlap
   with each slot (a 5-second pair across a slot boundary is split, as every ledger of this kind does).
 - ``rollover`` flag: ``rollover - last + new``.
-- ``counter_reset`` flag: the new value is the new baseline; nothing is counted (never a negative).
+- ``counter_reset`` flag: the new value is the new baseline; nothing is booked, the (negative) difference
+  is an exclusion with reason ``counter_reset``.
 - ``counter_backwards`` flag: ignored, the baseline stays (the validator does the same).
-- Any other decrease (the validator re-baselined after a persistent step): re-baseline, count nothing.
-- ``spike`` / ``out_of_range`` flags: an outlier, booked in the outlier columns by ``ledger.outliers``.
-  Excluded, the baseline does not move: if the counter was right after all, the energy is counted
-  with the next good reading, so a cumulative counter never loses energy for good.
-- Readings more than one interval apart are a gap. With at most ``max_gap_intervals`` whole intervals
-  missing the increase is spread linearly and booked as ``estimated``; a longer gap is not filled: its
-  energy stays in ``ledger_gap`` (reported as unallocated), never in the interval figures.
+- ``rebaseline`` flag (the validator accepted a persistent step: a meter swapped for one reading higher,
+  a CT ratio change...): the step up to the first suspect reading is an exclusion with reason ``step``,
+  never booked as energy; what the counter added from that first suspect reading on is booked.
+- Any other decrease (the validator re-baselined after a persistent step): re-baseline, book nothing,
+  exclusion with reason ``rebaseline``.
+- ``spike`` / ``out_of_range`` flags: an outlier, handled by ``ledger.outliers``. ``keep``: booked in
+  the ``outlier_kept`` column (it counts). ``exclude``: not booked and the baseline does not move: if the
+  counter was right after all, the energy is counted with the next good reading (so it was not
+  excluded: only the event is counted in ``ledger_quality``); if it stays, the validator re-baselines
+  and the step becomes an exclusion. When the validator confirms the suspects were a change of load
+  (``load_change``: an air conditioner starting), they are re-counted as ``start_up``, not outliers.
+- Readings more than one interval apart are a gap. The increase over a gap of any length is booked:
+  spread linearly over the gap as ``estimated`` (``ledger_gap`` keeps the gap and its energy; the
+  report lists gaps longer than ``max_gap_intervals`` as data-quality items).
+- ``clock_unsynced`` / ``clock_step`` flags (the gateway's clock cannot be trusted): the reading is held,
+  never booked at its timestamp. Its increase is kept in ``ledger_hold`` and booked, with the next
+  reading taken on a trusted clock, over the time from the last trusted reading to it (as a gap:
+  estimated). A meter's first reading under such a flag is skipped (no baseline at a wrong time). The
+  validator's spike and step flags on such readings are ignored (they come from rates over wrong times).
 - Bad readings, non-numbers and ``not_finite`` readings are counted as ``invalid``.
 
-Every event (rollover, reset, backwards, rebaseline, outlier, gap, invalid, out-of-order) is counted per
-slot in ``ledger_quality`` with the energy involved, so the report can show what was done to the data.
+Every event (rollover, reset, backwards, rebaseline, step, outlier, gap, clock hold, invalid,
+out-of-order) is counted per slot in ``ledger_quality`` with the energy involved, so the report can show
+what was done to the data.
 
 Give the ledger its own connection (``open_state_db``): an ingest is one transaction.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from drivers.base import PointBase, Quality, Reading
 from edge_agent.config.codes import category
+from edge_agent.core.logs import get_logger
 from edge_agent.store.db import ensure_schema
 
 if TYPE_CHECKING:
@@ -53,6 +74,7 @@ __all__ = [
     "INTERVAL_S",
     "QUALITY_KINDS",
     "Bucket",
+    "Exclusion",
     "GapRow",
     "IngestStats",
     "Ledger",
@@ -60,6 +82,7 @@ __all__ = [
     "MeterInfo",
     "MeterTotals",
     "Period",
+    "Reconciliation",
     "Resolution",
     "ValidatedLike",
     "canonical_unit",
@@ -68,19 +91,32 @@ __all__ = [
 ]
 
 INTERVAL_S = 900
+
+
+def _log() -> Any:
+    # Looked up at each use, not bound at import: a logger bound before configure_logging() would keep
+    # structlog's default console renderer (plain text on stdout, not the agent's JSON lines).
+    return get_logger("edge_agent.ledger")
+
+
 Resolution = Literal["15min", "hour", "day", "month"]
 QUALITY_KINDS: tuple[str, ...] = (
     "rollover",
     "counter_reset",
     "counter_backwards",
     "rebaseline",
+    "step",
+    "meter_replaced",
     "outlier",
+    "start_up",
     "gap_filled",
-    "gap_unfilled",
+    "gap_unfilled",  # only in databases written before gaps of any length were allocated
+    "clock_held",
     "invalid",
     "out_of_order",
 )
 _OUTLIER_FLAGS = frozenset({"spike", "out_of_range"})
+_CLOCK_FLAGS = frozenset({"clock_unsynced", "clock_step"})
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS ledger_interval (
@@ -114,6 +150,25 @@ CREATE TABLE IF NOT EXISTS ledger_state (
     point_id TEXT PRIMARY KEY,
     value    REAL NOT NULL,
     ts       REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_origin (
+    point_id TEXT PRIMARY KEY,
+    value    REAL NOT NULL,
+    ts       REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_hold (
+    point_id TEXT PRIMARY KEY,
+    pending  REAL NOT NULL,
+    count    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_exclusion (
+    point_id   TEXT NOT NULL,
+    ts         REAL NOT NULL,
+    from_value REAL NOT NULL,
+    to_value   REAL NOT NULL,
+    amount     REAL NOT NULL,
+    reason     TEXT NOT NULL,
+    PRIMARY KEY (point_id, ts, reason)
 );
 """
 
@@ -320,8 +375,11 @@ class MeterTotals:
     measured: float = 0.0
     estimated: float = 0.0
     outlier_kept: float = 0.0
-    outlier_excluded: float = 0.0
-    unallocated: float = 0.0  # energy of unfilled long gaps ending in the range (not in ``total``)
+    outlier_excluded: float = 0.0  # only in databases written before excluded outliers stopped being booked
+    unallocated: float = 0.0  # energy of unfilled long gaps ending in the range (old databases only)
+    excluded: float = 0.0  # counter increase not booked: steps re-baselined, meter swaps (ledger unit)
+    rebased: float = 0.0  # counter decreases not booked: resets, re-baselines (ledger unit, <= 0)
+    held: float = 0.0  # increase held under an untrusted clock, not yet booked (now, not per range)
     slots: int = 0  # 15-minute slots with a figure
     counts: dict[str, int] = field(default_factory=dict)  # quality kind -> events
 
@@ -360,12 +418,41 @@ class GapRow:
     filled: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Exclusion:
+    """A counter difference the ledger did not book, and why."""
+
+    point_id: str
+    ts: datetime
+    from_value: float  # counter values, the meter's unit
+    to_value: float
+    amount: float  # ledger unit; > 0: energy the counter shows that was not booked
+    reason: str  # step | counter_reset | rebaseline | meter_replaced
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciliation:
+    """One meter's whole history: booked + held + excluded must equal the counter difference."""
+
+    point_id: str
+    counter_difference: float  # (last - first + rollovers x range) x scale, ledger unit
+    booked: float
+    held: float
+    excluded: float  # signed sum of the exclusions
+
+    @property
+    def discrepancy(self) -> float:
+        return self.counter_difference - (self.booked + self.held + self.excluded)
+
+
 @dataclass(slots=True)
 class _State:
-    value: float  # the baseline: last reading booked
-    ts: float
-    seen_value: float = 0.0  # last excluded outlier after the baseline (not persisted)
-    seen_ts: float = float("-inf")
+    value: float  # the baseline: last counter value followed (booked, held or re-baselined)
+    ts: float  # end of the last booking: the next one starts here
+    pending: float = 0.0  # ledger-unit increase held under an untrusted clock
+    held: int = 0
+    # excluded outliers (value, time) since the baseline, not persisted
+    suspects: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -400,6 +487,11 @@ class Ledger:
             pid: _State(value, ts)
             for pid, value, ts in conn.execute("SELECT point_id, value, ts FROM ledger_state").fetchall()
         }
+        for pid, pending, count in conn.execute("SELECT point_id, pending, count FROM ledger_hold"):
+            if pid in self._state:
+                self._state[pid].pending, self._state[pid].held = pending, count
+        self._origins: list[tuple[str, float, float]] = []
+        self._exclusions: list[tuple[str, float, float, float, float, str]] = []
         self._intervals: dict[tuple[str, int], list[float]] = {}
         self._quality: dict[tuple[str, int, str], list[float]] = {}
         self._gaps: list[tuple[str, float, float, int, float, int]] = []
@@ -451,71 +543,209 @@ class Ledger:
             self._q(pid, t, "invalid", 0.0)
             return False
         v = float(v)
+        held = bool(flags & _CLOCK_FLAGS)
+        if held:
+            # The validator judged spikes and steps by rates over timestamps we cannot trust: a stale
+            # clock compresses a weekend into five minutes. Follow the counter; book it to the gap later.
+            flags = flags - _OUTLIER_FLAGS - {"rebaseline"}
         st = self._state.get(pid)
         if st is None:
+            if held:  # no baseline at a time we cannot trust
+                self._q(pid, t, "clock_held", 0.0)
+                return False
             self._set_state(pid, v, t)
+            self._origins.append((pid, v, t))
             return False
-        if t <= st.ts:
+        # A held reading's timestamp is not trusted, so it is not compared with the baseline's; its slot
+        # in ledger_quality is the baseline's (the last trusted time), never a wrong one.
+        at = st.ts if held else t
+        if not held and t <= st.ts:
             if not (t == st.ts and v == st.value):  # an exact repeat is harmless
                 self._q(pid, t, "out_of_order", 0.0)
             return False
-        if "rollover" in flags and m.rollover is not None and v < st.value:
+        if "rebaseline" in flags:
+            # The validator accepted a persistent step: the counter is somewhere else now. Not energy.
+            if not held and self._split_step(m, st, v, t):
+                return True
+            self._exclude(m, st, at, v, "step" if v >= st.value else "rebaseline")
+            self._advance(st, pid, v, t, held)
+            return False
+        rolled = False
+        if (
+            m.rollover is not None
+            and v < st.value
+            and (
+                "rollover" in flags
+                # the validator's baseline moved past an excluded reading: judge the wrap from ours
+                or (
+                    not flags & {"counter_reset", "counter_backwards"}
+                    and m.rollover - st.value + v <= 0.1 * m.rollover
+                )
+            )
+        ):
             delta = m.rollover - st.value + v
-            self._q(pid, t, "rollover", delta * m.scale)
+            rolled = True
         elif v < st.value:
             if "counter_reset" in flags:
-                self._q(pid, t, "counter_reset", 0.0)
-                self._set_state(pid, v, t)
+                self._exclude(m, st, at, v, "counter_reset")
+                self._advance(st, pid, v, t, held)
             elif "counter_backwards" in flags:
-                self._q(pid, t, "counter_backwards", (st.value - v) * m.scale)
+                self._q(pid, at, "counter_backwards", (st.value - v) * m.scale)
             else:
-                self._q(pid, t, "rebaseline", (st.value - v) * m.scale)
-                self._set_state(pid, v, t)
+                self._exclude(m, st, at, v, "rebaseline")
+                self._advance(st, pid, v, t, held)
             return False
         else:
             delta = v - st.value
         energy = delta * m.scale
-        t0 = st.ts
-        if flags & _OUTLIER_FLAGS:
+        outlier = bool(flags & _OUTLIER_FLAGS)
+        if outlier:
+            # Counted as an event with the increase it claims. Excluded: the baseline stays, a glitch is
+            # never counted, and a true step is counted by the next good reading or re-baselined.
+            self._q(pid, at, "outlier", energy)
             if self.outliers == "exclude":
-                # The baseline stays: a glitch is never counted, and a true step is counted (as a gap)
-                # by the next good reading. Booked as excluded: only what this reading adds to the last
-                # one seen, so a run of suspect readings is not shown several times over.
-                since_v, since_t = (st.seen_value, st.seen_ts) if st.seen_ts > st.ts else (st.value, st.ts)
-                claimed = max(0.0, v - since_v) * m.scale
-                self._q(pid, t, "outlier", claimed)
-                self._book(pid, since_t, t, claimed, 3)
-                st.seen_value, st.seen_ts = v, t
+                if len(st.suspects) < 64:
+                    st.suspects.append((v, t))
                 return False
-            self._q(pid, t, "outlier", energy)
-            self._book(pid, t0, t, energy, 2)
-            self._set_state(pid, v, t)
-            return True
-        span = t - t0
-        missing = math.ceil(span / INTERVAL_S - 1e-9) - 1
-        if missing <= 0:
-            self._book(pid, t0, t, energy, 0)
-        elif missing <= self.max_gap_intervals:
-            self._book(pid, t0, t, energy, 1)
-            self._q(pid, t, "gap_filled", energy)
-            self._gaps.append((pid, t0, t, missing, energy, 1))
-        else:
-            self._q(pid, t, "gap_unfilled", energy)
-            self._gaps.append((pid, t0, t, missing, energy, 0))
-        self._set_state(pid, v, t)
+        if rolled:  # counted only now that the reading is followed (the reconciliation adds a range each)
+            self._q(pid, at, "rollover", energy)
+        if held:
+            if st.held == 0:
+                _log().warning("ledger_clock_hold_started", point=pid, value=v)
+            st.pending += energy
+            st.held += 1
+            self._q(pid, at, "clock_held", energy)
+            self._advance(st, pid, v, t, held)
+            return False
+        if "load_change" in flags:
+            # The validator saw the suspect readings before this one confirmed by a sustained new rate
+            # (an air conditioner starting): they were a start-up, not outliers. Re-counted as such.
+            for sv, sts in st.suspects:
+                claimed = (sv - st.value) * m.scale
+                self._q(pid, sts, "outlier", -claimed, count=-1)
+                self._q(pid, sts, "start_up", claimed)
+        self._book_span(m, st, t, energy, outlier, [x for _, x in st.suspects])
+        self._advance(st, pid, v, t, held)
         return True
 
-    def _set_state(self, pid: str, v: float, t: float) -> None:
-        self._state[pid] = _State(v, t)
+    def _book_span(
+        self, m: MeterInfo, st: _State, t: float, energy: float, outlier: bool, via: Sequence[float] = ()
+    ) -> None:
+        """Book ``energy`` (and what was held) over [baseline time, t]: measured, or a gap's estimate.
+
+        ``via``: times of readings in between that were not followed (excluded outliers): the counter was
+        read then, so the span is not a gap unless its readings are more than an interval apart."""
+        pid, t0 = m.point_id, st.ts
+        times = [t0, *sorted(x for x in via if t0 < x < t), t]
+        widest = max(b - a for a, b in itertools.pairwise(times))
+        missing = math.ceil(widest / INTERVAL_S - 1e-9) - 1
+        pending, held, st.pending, st.held = st.pending, st.held, 0.0, 0
+        if held:
+            _log().info("ledger_clock_hold_released", point=pid, readings=held, energy=pending, unit=m.unit)
+        if missing <= 0 and pending == 0.0:
+            self._book(pid, t0, t, energy, 2 if outlier else 0)
+            return
+        # A gap (of any length) or readings held under an untrusted clock: the counter says how much was
+        # used, not when. Spread linearly over the span and marked estimated.
+        if outlier:
+            self._book(pid, t0, t, energy, 2)
+            energy = 0.0
+        total = energy + pending
+        self._book(pid, t0, t, total, 1)
+        self._q(pid, t, "gap_filled", total)
+        self._gaps.append((pid, t0, t, max(missing, 0), total, 1))
+
+    def _split_step(self, m: MeterInfo, st: _State, v: float, t: float) -> bool:
+        """A step up the validator re-baselined after suspect readings: exclude only the largest jump
+        between consecutive readings (the swap, with its own interval's energy, unknowable apart from it)
+        and book what the counter added before and after it. False when the readings do not rise steadily
+        (then the whole difference is excluded)."""
+        seq = [(st.value, st.ts), *((sv, sts) for sv, sts in st.suspects if st.ts < sts < t), (v, t)]
+        if len(seq) < 3 or any(b[0] < a[0] or b[1] <= a[1] for a, b in itertools.pairwise(seq)):
+            return False
+        k = max(range(1, len(seq)), key=lambda i: seq[i][0] - seq[i - 1][0])
+        pid = m.point_id
+        via = [x for _, x in seq]
+        if k > 1:
+            self._book_span(m, st, seq[k - 1][1], (seq[k - 1][0] - st.value) * m.scale, False, via)
+            self._advance(st, pid, seq[k - 1][0], seq[k - 1][1], False)
+        self._exclude(m, st, seq[k][1], seq[k][0], "step")
+        self._advance(st, pid, seq[k][0], seq[k][1], False)
+        if k < len(seq) - 1:
+            self._book_span(m, st, t, (v - st.value) * m.scale, False, via)
+            self._advance(st, pid, v, t, False)
+        return True
+
+    def _advance(self, st: _State, pid: str, v: float, t: float, held: bool) -> None:
+        if st.ts < t and not held:
+            st.suspects.clear()
+        st.value = v
+        if not held:
+            st.ts = t
         self._dirty.add(pid)
 
-    def _q(self, pid: str, t: float, kind: str, energy: float) -> None:
+    def _exclude(self, m: MeterInfo, st: _State, t: float, v: float, reason: str) -> None:
+        amount = (v - st.value) * m.scale
+        _log().info(
+            "ledger_counter_excluded", point=m.point_id, reason=reason, before=st.value, after=v,
+            amount=amount, unit=m.unit,
+        )  # fmt: skip
+        self._q(m.point_id, t, reason, amount)
+        self._exclusions.append((m.point_id, t, st.value, v, amount, reason))
+
+    def replace_meter(
+        self, point_id: str, *, old_final: float, new_initial: float, at: datetime
+    ) -> Exclusion:
+        """Record a meter swap: the old meter's last reading is booked up to ``at``, the jump to the new
+        meter's first reading is excluded (reason ``meter_replaced``) and becomes the baseline.
+
+        ``at`` must be after the ledger's last booking of this meter (LedgerError otherwise: a swap
+        earlier than readings already booked cannot be placed without a rebuild).
+        """
+        m = self.meters.get(point_id)
+        if m is None:
+            raise LedgerError(f"meter {point_id}: not a ledger meter", point=point_id, code="unknown_meter")
+        t = at.timestamp()
+        st = self._state.get(point_id)
+        if st is None:
+            self._set_state(point_id, new_initial, t)
+            self._origins.append((point_id, new_initial, t))
+        else:
+            if t <= st.ts:
+                raise LedgerError(
+                    f"meter {point_id}: replacement at {at.isoformat()} is not after the last booked reading"
+                    f" ({datetime.fromtimestamp(st.ts, UTC).isoformat()})",
+                    point=point_id,
+                    code="replace_before_baseline",
+                )
+            if old_final < st.value:
+                raise LedgerError(
+                    f"meter {point_id}: old final reading {old_final:g} is below the last booked"
+                    f" {st.value:g}",
+                    point=point_id,
+                    code="replace_old_final",
+                )
+            self._book_span(m, st, t, (old_final - st.value) * m.scale, False)
+            self._advance(st, point_id, old_final, t, False)
+            self._exclude(m, st, t, new_initial, "meter_replaced")
+            self._advance(st, point_id, new_initial, t, False)
+        self._flush()
+        return Exclusion(
+            point_id, at, old_final, new_initial, (new_initial - old_final) * m.scale, "meter_replaced"
+        )
+
+    def _set_state(self, pid: str, v: float, t: float) -> None:
+        old = self._state.get(pid)
+        self._state[pid] = _State(v, t, old.pending, old.held) if old is not None else _State(v, t)
+        self._dirty.add(pid)
+
+    def _q(self, pid: str, t: float, kind: str, energy: float, count: int = 1) -> None:
         key = (pid, _slot(t), kind)
         acc = self._quality.get(key)
         if acc is None:
-            self._quality[key] = [1.0, energy]
+            self._quality[key] = [float(count), energy]
         else:
-            acc[0] += 1
+            acc[0] += count
             acc[1] += energy
 
     def _book(self, pid: str, t0: float, t1: float, energy: float, column: int) -> None:
@@ -538,7 +768,7 @@ class Ledger:
         acc[column] += energy
 
     def _flush(self) -> None:
-        if not (self._intervals or self._quality or self._gaps or self._dirty):
+        if not (self._intervals or self._quality or self._gaps or self._dirty or self._exclusions):
             return
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
@@ -563,6 +793,16 @@ class Ledger:
                 "INSERT OR REPLACE INTO ledger_state (point_id, value, ts) VALUES (?, ?, ?)",
                 [(p, self._state[p].value, self._state[p].ts) for p in self._dirty],
             )
+            c.executemany(
+                "INSERT OR REPLACE INTO ledger_hold (point_id, pending, count) VALUES (?, ?, ?)",
+                [(p, self._state[p].pending, self._state[p].held) for p in self._dirty],
+            )
+            c.executemany("INSERT OR IGNORE INTO ledger_origin VALUES (?, ?, ?)", self._origins)
+            c.executemany(
+                "INSERT INTO ledger_exclusion VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (point_id, ts, reason)"
+                " DO UPDATE SET to_value = excluded.to_value, amount = amount + excluded.amount",
+                self._exclusions,
+            )
             c.execute("COMMIT")
         except BaseException:
             if c.in_transaction:
@@ -572,6 +812,8 @@ class Ledger:
         self._quality.clear()
         self._gaps.clear()
         self._dirty.clear()
+        self._origins.clear()
+        self._exclusions.clear()
 
     # ------------------------------------------------------------------------------------------ queries
 
@@ -588,7 +830,7 @@ class Ledger:
             t.measured, t.estimated, t.outlier_kept, t.outlier_excluded, t.slots = m, e, ok, ox, n
         for pid, kind, n in self.conn.execute(
             "SELECT point_id, kind, SUM(count) FROM ledger_quality WHERE slot >= ? AND slot < ?"
-            " GROUP BY point_id, kind",
+            " GROUP BY point_id, kind HAVING SUM(count) != 0",
             (lo, hi),
         ):
             out.setdefault(pid, MeterTotals()).counts[kind] = int(n)
@@ -598,7 +840,53 @@ class Ledger:
             (start.timestamp(), end.timestamp()),
         ):
             out.setdefault(pid, MeterTotals()).unallocated = energy
+        for pid, up, down in self.conn.execute(
+            "SELECT point_id, SUM(MAX(amount, 0)), SUM(MIN(amount, 0)) FROM ledger_exclusion"
+            " WHERE ts >= ? AND ts < ? GROUP BY point_id",
+            (start.timestamp(), end.timestamp()),
+        ):
+            t = out.setdefault(pid, MeterTotals())
+            t.excluded, t.rebased = float(up), float(down)
+        for pid, st in self._state.items():
+            if st.pending and pid in out:
+                out[pid].held = st.pending
         return out
+
+    def exclusions(self, start: datetime, end: datetime) -> list[Exclusion]:
+        """Every counter difference not booked in UTC [start, end), oldest first."""
+        rows = self.conn.execute(
+            "SELECT point_id, ts, from_value, to_value, amount, reason FROM ledger_exclusion"
+            " WHERE ts >= ? AND ts < ? ORDER BY ts, point_id",
+            (start.timestamp(), end.timestamp()),
+        ).fetchall()
+        return [
+            Exclusion(pid, datetime.fromtimestamp(ts, self.tz), fv, tv, amount, reason)
+            for pid, ts, fv, tv, amount, reason in rows
+        ]
+
+    def reconcile(self, point_id: str) -> Reconciliation | None:
+        """The auditor's check over a meter's whole history (None before its first reading)."""
+        m = self.meters[point_id]
+        origin = self.conn.execute(
+            "SELECT value FROM ledger_origin WHERE point_id = ?", (point_id,)
+        ).fetchone()
+        st = self._state.get(point_id)
+        if origin is None or st is None:
+            return None
+        (rollovers,) = self.conn.execute(
+            "SELECT COALESCE(SUM(count), 0) FROM ledger_quality WHERE point_id = ? AND kind = 'rollover'",
+            (point_id,),
+        ).fetchone()
+        (booked,) = self.conn.execute(
+            "SELECT COALESCE(SUM(measured + estimated + outlier_kept), 0) FROM ledger_interval"
+            " WHERE point_id = ?",
+            (point_id,),
+        ).fetchone()
+        (excluded,) = self.conn.execute(
+            "SELECT COALESCE(SUM(amount), 0) FROM ledger_exclusion WHERE point_id = ?", (point_id,)
+        ).fetchone()
+        diff = (st.value - origin[0] + int(rollovers) * (m.rollover or 0.0)) * m.scale
+        return Reconciliation(point_id, diff, float(booked), st.pending, float(excluded))
 
     def series(
         self, start: datetime, end: datetime, resolution: Resolution, *, points: Iterable[str] | None = None

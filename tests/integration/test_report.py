@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import io
 import json
 import shutil
 import sqlite3
@@ -265,7 +267,7 @@ def test_ledger_matches_the_model_integral_within_half_a_percent(quarter: Quarte
     )
 
 
-def test_gaps_are_filled_only_when_bounded_and_always_marked(quarter: Quarter) -> None:
+def test_gaps_of_any_length_are_allocated_counted_and_marked(quarter: Quarter) -> None:
     data = _totals(quarter)
     t = data["totals"]
     short = [
@@ -273,9 +275,11 @@ def test_gaps_are_filled_only_when_bounded_and_always_marked(quarter: Quarter) -
     ]
     assert len(short) == 1 and short[0].filled and short[0].missing == 2
     assert t["f1.ls.energy"].estimated >= quarter.short_gap_energy * 0.99
-    long = [g for g in data["gaps"] if g.point_id == "water.volume" and not g.filled]
-    assert len(long) == 1 and long[0].missing == 12
-    assert t["water.volume"].unallocated == pytest.approx(quarter.long_gap_energy, rel=1e-3, abs=0.002)
+    long = [g for g in data["gaps"] if g.point_id == "water.volume" and g.missing > 4]
+    assert len(long) == 1 and long[0].missing == 12 and long[0].filled
+    assert long[0].energy == pytest.approx(quarter.long_gap_energy, rel=1e-3, abs=0.002)
+    assert t["water.volume"].unallocated == 0.0
+    assert t["water.volume"].estimated >= quarter.long_gap_energy * 0.99  # counted, as estimated
     assert t["main.energy"].estimated == 0  # no gap on the main meter: nothing estimated there
 
 
@@ -339,17 +343,33 @@ def test_report_html_json_csv_agree_with_the_model(quarter: Quarter, tmp_path: P
     assert v["enforcement.lights_off_total"] == 1
     assert v["enforcement.tamper"] == 1 and v["enforcement.failed_writes"] == 1
     assert "exemption.dc" in fig.values
-    # data quality shows the filled gap and the unfilled one
-    assert v["quality.gaps_filled"] >= 1 and v["quality.gaps_unfilled"] == 1
-    assert 0 < v["quality.estimated_share"] < 0.05
-    assert v["meter.water.volume.unallocated"] == pytest.approx(quarter.long_gap_energy, abs=0.01)
+    # data quality: every gap allocated, the long one listed with its energy; shares per unit and meter
+    assert v["quality.gaps_filled"] >= 2 and v["quality.long_gaps"] == 1
+    assert report["quality"]["long_gap_energy"]["water.volume"] == pytest.approx(
+        quarter.long_gap_energy, abs=0.01
+    )
+    assert set(report["quality"]["by_unit"]) == {"kWh", "m3"}  # never kWh and m³ added together
+    assert v["quality.unit.kWh.estimated_share"] == 0  # no gap on the main meter
+    assert 0 < v["quality.unit.m3.estimated_share"] < 0.05
+    assert 0 < v["meter.f1.ls.energy.estimated_share"] < 0.05
     # no ledger data for 2025: no comparison, said so
     assert report["last_year"]["by_category"][0]["last_year"] is None
     # CSV: the ledger by meter and day sums to the same totals
-    rows = stem.with_suffix(".csv").read_text(encoding="utf-8").splitlines()
-    main_rows = [r.split(",") for r in rows[1:] if r.split(",")[1] == "main.energy"]
-    assert len(main_rows) == 92
-    assert sum(float(r[6]) for r in main_rows) == pytest.approx(v["category.01000.total"], abs=0.1)
+    text = stem.with_suffix(".csv").read_text(encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows[-1]["date"].startswith("说明 note: only rows with in_total=1")
+    rows = rows[:-1]
+    main_rows = [r for r in rows if r["point"] == "main.energy"]
+    assert len(main_rows) == 92 and {(r["level"], r["in_total"], r["parent"]) for r in main_rows} == {
+        ("0", "1", "")
+    }
+    assert sum(float(r["total"]) for r in main_rows) == pytest.approx(v["category.01000.total"], abs=0.1)
+    # the rows that say they sum to the total do, per code category; summing every kWh row would not
+    in_total = [r for r in rows if r["in_total"] == "1" and r["code"].startswith("01")]
+    assert sum(float(r["total"]) for r in in_total) == pytest.approx(v["category.01000.total"], abs=0.1)
+    assert sum(float(r["total"]) for r in rows if r["unit"] == "kWh") > 1.5 * v["category.01000.total"]
+    sub = next(r for r in rows if r["point"] == "f1.ac.energy")
+    assert (sub["level"], sub["in_total"]) != ("0", "1") and sub["parent"]
 
 
 def test_month_report_and_bad_input(quarter: Quarter, tmp_path: Path) -> None:

@@ -40,6 +40,24 @@ def test_default_factors_carry_sources() -> None:
     assert all(f.source for f in DEFAULT_COAL_FACTORS.values())
 
 
+def test_default_factors_cover_the_fuels_with_their_editions() -> None:
+    f = DEFAULT_COAL_FACTORS
+    assert {c: f[c].kgce_per_unit for c in ("07000", "08000", "10000", "11000", "12000", "04000")} == {
+        "07000": 0.7143,  # raw coal, kg
+        "08000": 1.7143,  # LPG, kg
+        "10000": 1.4714,  # gasoline, kg
+        "11000": 1.4714,  # kerosene, kg
+        "12000": 1.4571,  # diesel, kg
+        "04000": 0.03412,  # heat, MJ
+    }
+    # 1.2143 kgce/m3 is the 2008 edition's natural gas value, and labelled so (2020 gives a range)
+    assert f["03000"].kgce_per_unit == 1.2143 and f["03000"].edition == "GB/T 2589-2008"
+    assert all(row.edition.startswith("GB/T 2589-") for row in f.values())
+    r = to_kgce({"08000": 10.0, "09000": 3.0}, {"08000": "t"}, f)  # LPG in tonnes; town gas: no factor
+    assert r.total == 0 and r.left_out == {"08000": 10.0, "09000": 3.0}
+    assert (r.unit_mismatch, r.no_factor) == (["08000"], ["09000"])
+
+
 def test_kgce_by_category_water_never_energy() -> None:
     table = coal_table({"03000": F(1.1, "m3", "supplier 2026 heating value")})
     r = to_kgce(
@@ -50,6 +68,7 @@ def test_kgce_by_category_water_never_energy() -> None:
     assert r.by_category == {"01000": pytest.approx(12_290.0), "03000": pytest.approx(2_200.0)}
     assert r.total == pytest.approx(14_490.0)
     assert r.no_factor == ["06000"]
+    assert r.left_out == {"06000": 5.0}  # not silently gone: the report warns with the quantity
     assert table["03000"].source == "supplier 2026 heating value"
     assert to_kgce({"01000": 1.0}, {"01000": "MWh"}, table).unit_mismatch == ["01000"]
 
@@ -136,3 +155,21 @@ def test_intensities_per_m2_and_per_person() -> None:
         kgce_per_m2(1.0, 0)
     with pytest.raises(ValueError):
         per_person(1.0, 0)
+
+
+def test_fewer_than_fourteen_days_no_projection_and_no_verdict() -> None:
+    def first(days: int) -> object:
+        return annual_kpis(
+            kgce_to_date=5.0,
+            water_m3_to_date=None,
+            floor_area_m2=100,
+            occupants=2,
+            targets=T(),
+            year=2026,
+            days_covered=days,
+        )[0]
+
+    demo_day = first(1)  # a 10-hour demo day is not a year, and is not "on track"
+    assert demo_day.projection is None and demo_day.on_track is None  # type: ignore[attr-defined]
+    assert first(13).projection is None  # type: ignore[attr-defined]
+    assert first(14).projection == pytest.approx(0.05 * 365 / 14)  # type: ignore[attr-defined]

@@ -45,7 +45,14 @@ def test_backwards_keeps_baseline_until_persistent() -> None:
     # three readings in a row below the baseline (and not near zero): the new level is adopted
     v2 = Validator(points=[pt()])
     got = flags(v2, [1000, 1001, 500, 501, 502, 503])
-    assert got == [(), (), ("counter_backwards",), ("counter_backwards",), ("counter_backwards",), ()]
+    assert got == [
+        (),
+        (),
+        ("counter_backwards",),
+        ("counter_backwards",),
+        ("counter_backwards", "rebaseline"),  # the ledger excludes the step instead of booking it
+        (),
+    ]
 
 
 def test_rollover() -> None:
@@ -94,7 +101,7 @@ def test_flags_never_change_readings(values: list[float]) -> None:
         r = rd(x, i)
         out = v.validate(r)
         assert out.reading is r
-        assert set(out.flags) <= {"rollover", "counter_reset", "counter_backwards", "spike"}
+        assert set(out.flags) <= {"rollover", "counter_reset", "counter_backwards", "spike", "rebaseline"}
 
 
 def test_seeded_baseline_checks_the_first_reading_after_a_restart() -> None:
@@ -105,3 +112,28 @@ def test_seeded_baseline_checks_the_first_reading_after_a_restart() -> None:
     seeded.seed("s", 5.0, T0)  # not a counter: ignored
     assert seeded.validate(rd(90.0, 10)).flags == ("counter_backwards",)
     assert seeded.validate(rd(3.0, 11, "s")).flags == ()
+
+
+def test_start_up_after_standby_is_a_load_change_not_a_spike() -> None:
+    v = Validator(points=[pt()])
+    day = [0.01] * 40 + [5.0] * 40 + [0.01] * 16  # 15-minute increments: standby, full AC, standby
+    out: list[tuple[str, ...]] = []
+    value, minute = 1000.0, 0
+    for _day in range(3):
+        for inc in day:
+            value += inc
+            minute += 15
+            out.append(v.validate(rd(value, minute)).flags)
+    first_start = out[40:42]
+    # no history yet: the jump is a suspect until the next reading shows the load stayed
+    assert first_start == [("spike",), ("load_change",)]
+    # the next mornings: yesterday's peak is the meter's own history, nothing is flagged
+    assert all(f == () for f in out[96:])
+
+
+def test_a_step_that_stays_is_rebaselined_not_a_load_change() -> None:
+    v = Validator(points=[pt()])
+    values = [100.0 + i for i in range(10)] + [5000.0 + i for i in range(10, 14)]
+    got = flags(v, values)
+    assert got[10:13] == [("spike",), ("spike",), ("spike", "rebaseline")]
+    assert got[13] == ()

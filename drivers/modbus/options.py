@@ -53,6 +53,14 @@ class ModbusPoint(PointBase):
     )
     scale: float = Field(default=1.0, description="value = raw * scale + offset")
     offset: float = 0.0
+    invalid_raw: tuple[int, ...] = Field(
+        default=(),
+        description=(
+            "Raw register patterns that mean 'no value' (e.g. [0x8000, 0xFFFF] for 'no sensor'): the point's "
+            "registers as one unsigned number, high word first, before sign and scale; the reading is bad "
+            "with code no_value"
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_layout(self) -> ModbusPoint:
@@ -71,6 +79,15 @@ class ModbusPoint(PointBase):
             raise ValueError("type string needs `length:` in registers")
         if self.writable and self.table in ("input", "discrete"):
             raise ValueError(f"{self.table} points are read-only in Modbus; set writable: false")
+        if self.invalid_raw:
+            if self.type in ("bool", "bit", "string"):
+                raise ValueError(f"`invalid_raw:` applies to numeric types, not {self.type}")
+            top = 2 ** (16 * register_count(self)) - 1
+            for raw in self.invalid_raw:
+                if not 0 <= raw <= top:
+                    raise ValueError(
+                        f"invalid_raw {raw} is outside 0..{top:#x} for {register_count(self)} register(s)"
+                    )
         if self.address + register_count(self) - 1 > 65535:
             raise ValueError(f"address {self.address} + {register_count(self)} registers runs past 65535")
         return self

@@ -1,0 +1,94 @@
+"""What vendor manuals and misbehaving devices taught the Modbus driver (issue 11), over real sockets on
+127.0.0.1 against the bundled simulator's server with its device rules switched on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from drivers.base import Quality
+from drivers.modbus.codec import block_decoder, decode, raw_word
+from drivers.modbus.driver import EndpointPool, ModbusTcpDriver
+from drivers.modbus.options import ModbusDevice, ModbusPoint
+from sim.modbus_server import ModbusServer, UnitBank
+
+
+def device(port: int, points: list[ModbusPoint], *, unit_id: int = 1, **kw: Any) -> ModbusDevice:
+    return ModbusDevice(
+        protocol="modbus", id=kw.pop("id", "dev"), host="127.0.0.1", port=port, unit_id=unit_id,
+        points=points, **kw,
+    )  # fmt: skip
+
+
+def hp(pid: str, address: int, type_: str = "uint16", **kw: Any) -> ModbusPoint:
+    return ModbusPoint(id=pid, address=address, type=type_, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def drivers(pool: EndpointPool) -> AsyncIterator[Any]:
+    made: list[ModbusTcpDriver] = []
+
+    def make(dev: ModbusDevice, **kw: Any) -> ModbusTcpDriver:
+        d = ModbusTcpDriver(device=dev, pool=pool, **kw)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        await d.close()
+
+
+# --- item 4: "no value" sentinels ---------------------------------------------------------------------
+
+
+async def test_sentinel_register_is_a_bad_no_value_reading(drivers: Any) -> None:
+    bank = UnitBank(unit_id=1)
+    bank.map("holding", 0, [0x8000, 255, 0xFFFF], writable=True)
+    sp = hp("sp", 0, "int16", scale=0.1, invalid_raw=(0x8000, 0xFFFF), writable=True)
+    other = hp("other", 1)
+    room = hp("room", 2, "int16", scale=0.1, invalid_raw=(0x8000, 0xFFFF))
+    points = [sp, other, room]
+    async with ModbusServer(units=[bank]) as srv:
+        assert srv.port
+        drv = drivers(device(srv.port, points))
+        r_sp, r_other, r_room = await drv.read(points)
+        assert (r_sp.quality, r_sp.code, r_sp.value) == (Quality.BAD, "no_value", None)
+        assert r_sp.detail and "0x8000" in r_sp.detail
+        assert (r_room.quality, r_room.code) == (Quality.BAD, "no_value")
+        assert (r_other.quality, r_other.value) == (Quality.GOOD, 255)  # neighbours unaffected
+        bank.set("holding", 0, [265])
+        r_sp, _, _ = await drv.read(points)
+        assert (r_sp.quality, r_sp.value) == (Quality.GOOD, pytest.approx(26.5))
+        # without invalid_raw the same word is a (wrong) good value: the option is what makes it bad
+        bank.set("holding", 0, [0x8000])
+        plain = hp("plain", 0, "int16", scale=0.1)
+        [r] = await drivers(device(srv.port, [plain], id="plain")).read([plain])
+        assert (r.quality, r.value) == (Quality.GOOD, pytest.approx(-3276.8))
+
+
+def test_sentinel_on_a_two_register_value_follows_the_word_order() -> None:
+    p = hp("e", 0, "uint32", word_order="little", invalid_raw=(0xFFFFFFFE,))
+    assert raw_word([0xFFFE, 0xFFFF], p) == 0xFFFFFFFE
+    values, clean = block_decoder(0, 2, [p])([0xFFFE, 0xFFFF])
+    assert not clean and getattr(values[0], "code", None) == "no_value"
+    assert block_decoder(0, 2, [p])([0xFFFF, 0xFFFE])[0] == [0xFFFEFFFF]
+
+
+@given(st.integers(0, 0xFFFF), st.lists(st.integers(0, 0xFFFF), max_size=3))
+def test_a_sentinel_word_never_decodes_to_a_value(word: int, sentinels: list[int]) -> None:
+    p = hp("p", 0, "int16", scale=0.1, invalid_raw=(word, *sentinels))
+    values, clean = block_decoder(0, 1, [p])([word])
+    assert not clean and getattr(values[0], "code", None) == "no_value"
+    with pytest.raises(ValueError, match="sentinel"):
+        decode([word], p)
+
+
+def test_invalid_raw_is_checked_against_the_width() -> None:
+    with pytest.raises(ValueError, match="outside"):
+        hp("p", 0, "int16", invalid_raw=(0x10000,))
+    with pytest.raises(ValueError, match="numeric"):
+        hp("p", 0, "bit", bit=1, invalid_raw=(1,))

@@ -74,6 +74,9 @@ EXCEPTION_NAMES: dict[int, str] = {
 # Replies that mean "the device behind the gateway is not answering": later blocks of the same poll
 # would get the same answer after the same wait, so they are not sent.
 _DEVICE_DOWN_EXCEPTIONS = frozenset({10, 11})
+# Replies the plan learns from: 1 (function not served there) and 2 (address) split the block; 3 (value:
+# the request is longer than the device accepts) narrows the request size (planner.ReadPlan.on_refused).
+_LEARNED_EXCEPTIONS = frozenset({1, 2, 3})
 # pymodbus waits this long itself; ours (device.timeout_s, at most 60 s) always fires first.
 _PYMODBUS_TIMEOUT_S = 120.0
 _PLAN_CACHE_SIZE = 16
@@ -295,6 +298,9 @@ class ModbusTcpDriver:
         self._ep: Endpoint | None = pool.acquire(device.host, device.port)
         self._plans: dict[tuple[int, ...], _PlanState] = {}
         self._down: str | None = None  # device-level failure code, for logging state changes only
+        # Request sizes: the configured ones, narrowed by what the device refuses with exception 3.
+        self._max_registers = min(device.max_registers, PROTOCOL_MAX_REGISTERS)
+        self._max_bits = min(device.max_bits, PROTOCOL_MAX_BITS)
 
     # ---- lifecycle ------------------------------------------------------------------------------------
 
@@ -362,8 +368,8 @@ class ModbusTcpDriver:
         else:
             plan = ReadPlan(
                 usable,
-                max_registers=dev.max_registers,
-                max_bits=dev.max_bits,
+                max_registers=self._max_registers,
+                max_bits=self._max_bits,
                 max_gap=dev.max_gap,
                 unreadable=unreadable,
                 retry_every=self._retry_bad_every,
@@ -392,13 +398,22 @@ class ModbusTcpDriver:
                 await ep.ensure_connected(self._timeout)
             except _Unreachable as exc:
                 failed = (FailureCode.UNREACHABLE, str(exc))
-            for block in list(plan.blocks):
+            # By index over the live list: a refusal may split or re-cut blocks while the poll runs;
+            # splits only add blocks, so an unread one never moves below the index.
+            i = 0
+            while i < len(plan.blocks):
+                block = plan.blocks[i]
+                i += 1
+                if block.points and block.points[0].id in out:
+                    continue  # read already, as a part of a block split during this poll
                 if failed is not None:
                     self._fill(out, block, Quality.BAD, failed[0], failed[1])
                 elif not plan.due(block):
+                    n = plan.bad_exception(block)
                     self._fill(
-                        out, block, Quality.BAD, modbus_exception(2),
-                        f"illegal data address (remembered; retried every {plan.retry_every} polls)",
+                        out, block, Quality.BAD, modbus_exception(n),
+                        f"{EXCEPTION_NAMES.get(n, 'exception')} "
+                        f"(remembered; retried every {plan.retry_every} polls)",
                     )  # fmt: skip
                 else:
                     failed, good = await self._read_block(ep, st, block, out)
@@ -444,19 +459,28 @@ class ModbusTcpDriver:
         if rr.isError():
             n, code = _exception_code(rr)
             detail = f"{EXCEPTION_NAMES.get(n, 'exception')} ({block.table} {block.start}+{block.count})"
-            if n == 2:
-                parts = st.plan.on_illegal_address(block)
+            if n in _LEARNED_EXCEPTIONS:
+                parts = st.plan.on_refused(block, n)
+                self._learn_limits(st.plan, block, n)
                 if parts != [block]:
-                    # Split and read the parts now: the good points of a refused block lose no poll.
+                    # Read the parts now: the good points of a refused block lose no poll. The plan's
+                    # current blocks are asked each time: a part may itself be split or re-cut meanwhile.
+                    ids = {p.id for p in block.points}
                     any_good = False
-                    for part in parts:
+                    failed: tuple[str, str] | None = None
+                    while True:
+                        part = next(
+                            (b for b in st.plan.blocks if b.points and b.points[0].id in ids
+                             and b.points[0].id not in out),
+                            None,
+                        )  # fmt: skip
+                        if part is None:
+                            return failed, any_good
+                        if failed is not None:
+                            self._fill(out, part, Quality.BAD, failed[0], failed[1])
+                            continue
                         failed, good = await self._read_block(ep, st, part, out)
                         any_good = any_good or good
-                        if failed is not None:
-                            for rest in parts[parts.index(part) + 1 :]:
-                                self._fill(out, rest, Quality.BAD, failed[0], failed[1])
-                            return failed, any_good
-                    return None, any_good
             self._fill(out, block, Quality.BAD, code, detail)
             if n in _DEVICE_DOWN_EXCEPTIONS:
                 return (code, f"skipped after {detail} in this poll"), False
@@ -487,6 +511,23 @@ class ModbusTcpDriver:
             else:
                 out[pid] = make(pid, value, ts)
         return None, True
+
+    def _learn_limits(self, plan: ReadPlan, block: Block, n: int) -> None:
+        """Keep the request size a device taught with exception 3 for its later plans; log it once."""
+        if n != 3:
+            return
+        if plan.max_registers < self._max_registers:
+            self._max_registers = plan.max_registers
+            self._log.warning(
+                "modbus_request_size_learned", kind="registers", max=plan.max_registers,
+                refused=f"{block.table} {block.start}+{block.count}",
+            )  # fmt: skip
+        if plan.max_bits < self._max_bits:
+            self._max_bits = plan.max_bits
+            self._log.warning(
+                "modbus_request_size_learned", kind="bits", max=plan.max_bits,
+                refused=f"{block.table} {block.start}+{block.count}",
+            )  # fmt: skip
 
     def _state_change(self, code: str | None, detail: str | None) -> None:
         """Log only when the device goes down, changes failure, or comes back."""

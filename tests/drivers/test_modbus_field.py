@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from drivers.base import Quality
 from drivers.modbus.codec import block_decoder, decode, raw_word
@@ -92,3 +93,82 @@ def test_invalid_raw_is_checked_against_the_width() -> None:
         hp("p", 0, "int16", invalid_raw=(0x10000,))
     with pytest.raises(ValueError, match="numeric"):
         hp("p", 0, "bit", bit=1, invalid_raw=(1,))
+
+
+# --- item 1: learning from exceptions 01 and 03 -----------------------------------------------------
+
+
+async def test_exception_1_on_a_bridged_range_splits_and_is_remembered(drivers: Any) -> None:
+    bank = UnitBank(unit_id=1)
+    bank.map("holding", 0, range(30))
+    bank.other_function = [("holding", 10, 20)]  # e.g. energy registers served on FC4 only
+    points = [hp("a", 5), hp("b", 25)]
+    async with ModbusServer(units=[bank]) as srv:
+        assert srv.port
+        drv = drivers(device(srv.port, points, max_gap=30))
+        n0 = srv.request_count
+        readings = await drv.read(points)
+        assert [(r.quality, r.value) for r in readings] == [(Quality.GOOD, 5), (Quality.GOOD, 25)]
+        assert srv.request_count - n0 == 3  # the refused block, then its two runs
+        n1 = srv.request_count
+        for _ in range(5):
+            assert [r.value for r in await drv.read(points)] == [5, 25]
+        assert srv.request_count - n1 == 10  # the split is remembered: never the refused block again
+
+
+async def test_exception_1_on_a_single_point_is_bad_and_retried_rarely(drivers: Any) -> None:
+    bank = UnitBank(unit_id=1)
+    bank.map("holding", 0, range(30))
+    bank.other_function = [("holding", 10, 11)]
+    points = [hp("ok", 0), hp("fc4_only", 10)]
+    async with ModbusServer(units=[bank]) as srv:
+        assert srv.port
+        drv = drivers(device(srv.port, points, max_gap=0), retry_bad_every=3)
+        sent = []
+        for _ in range(4):
+            n = srv.request_count
+            ok, bad = await drv.read(points)
+            sent.append(srv.request_count - n)
+            assert ok.value == 0 and (bad.quality, bad.code) == (Quality.BAD, "modbus:1")
+            assert bad.detail and "illegal function" in bad.detail
+        assert sent == [2, 1, 2, 1]
+
+
+async def test_exception_3_teaches_the_device_request_size(drivers: Any) -> None:
+    bank = UnitBank(unit_id=1)
+    bank.map("holding", 0, range(100))
+    bank.max_read_registers = 16  # the manual: "at most 16 registers per read"
+    points = [hp(f"r{i}", i) for i in range(0, 100, 2)]  # 50 points over 99 registers
+    async with ModbusServer(units=[bank]) as srv:
+        assert srv.port
+        drv = drivers(device(srv.port, points, max_gap=8))
+        with capture_logs() as logs:
+            first = await drv.read(points)
+        assert [r.value for r in first] == list(range(0, 100, 2))  # nothing lost in the first poll
+        learned = [e for e in logs if e["event"] == "modbus_request_size_learned"]
+        assert learned and learned[-1]["max"] <= 16
+        n = srv.request_count
+        with capture_logs() as logs:
+            again = await drv.read(points)
+        assert [r.value for r in again] == list(range(0, 100, 2))
+        assert srv.request_count - n <= 100 // learned[-1]["max"] + 1  # no refused request any more
+        assert not [e for e in logs if e["event"] == "modbus_request_size_learned"]
+        # a new point set on the same device is planned with the learned size from the start
+        other = [hp("x", 0), hp("y", 60)]
+        n = srv.request_count
+        assert [r.value for r in await drv.read(other)] == [0, 60]
+        assert srv.request_count - n == 2
+
+
+async def test_exception_3_on_one_wide_point_is_bad_modbus_3(drivers: Any) -> None:
+    bank = UnitBank(unit_id=1)
+    bank.map("holding", 0, range(10))
+    bank.max_read_registers = 2
+    points = [hp("e", 0, "uint64"), hp("s", 5)]
+    async with ModbusServer(units=[bank]) as srv:
+        assert srv.port
+        drv = drivers(device(srv.port, points, max_gap=0))
+        e, s = await drv.read(points)
+        assert (e.quality, e.code) == (Quality.BAD, "modbus:3") and (s.quality, s.value) == (Quality.GOOD, 5)
+        e, s = await drv.read(points)
+        assert (e.quality, e.code) == (Quality.BAD, "modbus:3") and e.detail and "remembered" in e.detail

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import struct
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -77,6 +78,7 @@ _DEVICE_DOWN_EXCEPTIONS = frozenset({10, 11})
 # Replies the plan learns from: 1 (function not served there) and 2 (address) split the block; 3 (value:
 # the request is longer than the device accepts) narrows the request size (planner.ReadPlan.on_refused).
 _LEARNED_EXCEPTIONS = frozenset({1, 2, 3})
+_READ_FC = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 # pymodbus waits this long itself; ours (device.timeout_s, at most 60 s) always fires first.
 _PYMODBUS_TIMEOUT_S = 120.0
 _PLAN_CACHE_SIZE = 16
@@ -86,6 +88,43 @@ _log = structlog.get_logger("drivers.modbus")
 
 class _Unreachable(Exception):
     """The endpoint cannot be used now (connect failed, in backoff, connection lost)."""
+
+
+class _ProtocolReply(Exception):
+    """A reply that cannot be parsed or matched (wrong transaction or unit id, garbage, bad byte count)."""
+
+
+def _strict_frames(orig: Callable[[bytes, int, int], tuple[int, Any]]) -> Callable[..., tuple[int, Any]]:
+    """pymodbus's MBAP frame handler, made strict: a frame that is not the awaited reply raises.
+
+    pymodbus skips frames with a wrong transaction or unit id and leaves the request to time out; it
+    raises out of ``data_received`` on a byte count it cannot parse. Here a frame with protocol id not 0,
+    a length outside 2..254, another transaction id (0 is tolerated, as pymodbus does) or another unit id
+    raises :class:`_ProtocolReply`; an incomplete frame waits for more bytes.
+    """
+
+    def handle(data: bytes, exp_devid: int, exp_tid: int) -> tuple[int, Any]:
+        if len(data) < 7:
+            return 0, None
+        tid, proto, length = struct.unpack_from(">HHH", data)
+        unit = data[6]
+        if proto != 0 or not 2 <= length <= 254:
+            raise _ProtocolReply(f"not a Modbus TCP frame (protocol id {proto}, length {length})")
+        if exp_tid and tid and tid != exp_tid:
+            raise _ProtocolReply(f"reply with transaction id {tid}, expected {exp_tid}")
+        if exp_devid and unit != exp_devid:
+            raise _ProtocolReply(f"reply from unit {unit}, expected {exp_devid}")
+        if len(data) < 6 + length:
+            return 0, None
+        try:
+            used, pdu = orig(data[: 6 + length], exp_devid, exp_tid)
+        except ModbusException as exc:
+            raise _ProtocolReply(f"reply cannot be parsed: {exc}") from exc
+        if pdu is None:
+            raise _ProtocolReply("reply cannot be parsed")
+        return used, pdu
+
+    return handle
 
 
 class Endpoint:
@@ -118,6 +157,39 @@ class Endpoint:
             if fut is not None and not fut.done():
                 fut.set_exception(ConnectionException("connection lost"))
 
+    def _harden(self, client: AsyncModbusTcpClient) -> None:
+        """Make a reply that cannot be parsed or matched fail its request at once, with the connection
+        closed (the stream cannot be resynchronised), instead of a traceback from ``data_received`` or a
+        wait for the timeout."""
+        ctx = client.ctx
+        framer = ctx.framer
+        setattr(framer, "handleFrame", _strict_frames(framer.handleFrame))  # noqa: B010
+        receive = ctx.data_received
+
+        def fail(exc: Exception) -> None:
+            fut = getattr(ctx, "response_future", None)
+            if fut is not None and not fut.done():
+                fut.set_exception(exc if isinstance(exc, _ProtocolReply) else _ProtocolReply(str(exc)))
+            client.close()
+
+        def guarded(data: bytes) -> None:
+            # pymodbus silently empties a buffer above its limit: a streaming peer would only time out
+            if len(ctx.recv_buffer) + len(data) > ctx.max_buffer_size:
+                fail(_ProtocolReply(f"more than {ctx.max_buffer_size} bytes without a complete frame"))
+                return
+            try:
+                receive(data)
+            except Exception as exc:  # any parse failure: the stream cannot be resynchronised
+                fail(exc)
+
+        setattr(ctx, "data_received", guarded)  # noqa: B010
+
+    def drop(self) -> None:
+        """Close the connection without backoff (after a timeout or a bad reply: late or streaming bytes
+        must not reach the next request); the next exchange reconnects at once."""
+        if self.client is not None:
+            self.client.close()
+
     async def ensure_connected(self, timeout: float) -> None:
         """Connect if needed; raise _Unreachable while in backoff or when the connect fails."""
         if self.client is not None and self.client.connected:
@@ -137,6 +209,7 @@ class Endpoint:
                 reconnect_delay=0,  # no background reconnect task: we reconnect, with our backoff
                 trace_connect=self._on_connection_change,
             )
+            self._harden(self.client)
         ok = False
         try:
             async with asyncio.timeout(timeout):
@@ -445,9 +518,15 @@ class ModbusTcpDriver:
         try:
             rr = await self._request(ep, block)
         except TimeoutError:
+            ep.drop()  # a late or endless reply must not reach the next request
             detail = f"no reply within {self._timeout} s ({block.table} {block.start}+{block.count})"
             self._fill(out, block, Quality.BAD, FailureCode.TIMEOUT, detail)
             return (FailureCode.TIMEOUT, f"skipped after a timeout in this poll: {detail}"), False
+        except _ProtocolReply as exc:
+            ep.drop()
+            detail = f"{exc} ({block.table} {block.start}+{block.count})"
+            self._fill(out, block, Quality.BAD, FailureCode.PROTOCOL, detail)
+            return (FailureCode.PROTOCOL, f"skipped after a bad reply in this poll: {detail}"), False
         except (ConnectionException, OSError) as exc:
             ep.mark_failed(f"connection lost: {exc}")
             self._fill(out, block, Quality.BAD, FailureCode.UNREACHABLE, f"{ep.host}:{ep.port} {exc}")
@@ -486,15 +565,20 @@ class ModbusTcpDriver:
                 return (code, f"skipped after {detail} in this poll"), False
             return None, False
 
+        bits = block.table in ("coil", "discrete")
+        data: Sequence[int] = rr.bits if bits else rr.registers
+        expected = 8 * ((block.count + 7) // 8) if bits else block.count  # bits come in whole bytes
+        if rr.function_code != _READ_FC[block.table] or len(data) != expected:
+            ep.drop()
+            detail = (
+                f"reply of function {rr.function_code} with {len(data)} {'bits' if bits else 'registers'} "
+                f"to a read of {block.table} {block.start}+{block.count}"
+            )
+            self._fill(out, block, Quality.BAD, FailureCode.PROTOCOL, detail)
+            return (FailureCode.PROTOCOL, f"skipped after a bad reply in this poll: {detail}"), False
         if st.plan.is_bad(block):
             st.plan.on_success(block)
-        data: Sequence[int] = rr.bits if block.table in ("coil", "discrete") else rr.registers
         ts = self._clock()
-        if len(data) < block.count:
-            self._fill(
-                out, block, Quality.BAD, FailureCode.DECODE, f"short reply: {len(data)} of {block.count}"
-            )
-            return None, False
         decode, pids = st.decoder_of(block)
         values, clean = decode(data)
         make = _good_reading
@@ -585,9 +669,13 @@ class ModbusTcpDriver:
             except _Unreachable as exc:
                 return WriteResult(point.id, value, None, False, FailureCode.UNREACHABLE, str(exc))
             except TimeoutError:
+                ep.drop()
                 return WriteResult(
                     point.id, value, None, False, FailureCode.TIMEOUT, f"no reply within {self._timeout} s"
                 )
+            except _ProtocolReply as exc:
+                ep.drop()
+                return WriteResult(point.id, value, None, False, FailureCode.PROTOCOL, str(exc))
             except (ConnectionException, OSError) as exc:
                 ep.mark_failed(f"connection lost: {exc}")
                 return WriteResult(point.id, value, None, False, FailureCode.UNREACHABLE, str(exc))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from drivers.modbus.codec import block_decoder, decode, raw_word
 from drivers.modbus.driver import EndpointPool, ModbusTcpDriver
 from drivers.modbus.options import ModbusDevice, ModbusPoint
 from sim.modbus_server import ModbusServer, UnitBank
+from tests.drivers.hostile_modbus import MODES, HostileServer
 
 
 def device(port: int, points: list[ModbusPoint], *, unit_id: int = 1, **kw: Any) -> ModbusDevice:
@@ -172,3 +174,50 @@ async def test_exception_3_on_one_wide_point_is_bad_modbus_3(drivers: Any) -> No
         assert (e.quality, e.code) == (Quality.BAD, "modbus:3") and (s.quality, s.value) == (Quality.GOOD, 5)
         e, s = await drv.read(points)
         assert (e.quality, e.code) == (Quality.BAD, "modbus:3") and e.detail and "remembered" in e.detail
+
+
+# --- item 6: hostile replies ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_hostile_reply_is_protocol_closes_the_connection_and_logs_once(
+    mode: str, drivers: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    points = [hp("a", 0), hp("b", 1)]
+    async with HostileServer(mode) as srv:
+        drv = drivers(device(srv.port, points, timeout_s=5.0))  # far above what any answer here takes
+        with capture_logs() as logs:
+            for poll in range(3):
+                readings = await drv.read(points)
+                assert [(r.quality, r.code) for r in readings] == [(Quality.BAD, "protocol")] * 2, mode
+                assert all(r.detail for r in readings)
+                assert srv.connections == poll + 1  # a fresh connection per poll: the bad one was closed
+        assert [e["event"] for e in logs if e["log_level"] in ("warning", "error")] == ["device_failed"]
+    assert not [r for r in caplog.records if r.name == "asyncio"], "asyncio logged a traceback"
+
+
+async def test_a_streaming_device_costs_one_buffer_not_a_core(drivers: Any) -> None:
+    points = [hp("a", 0)]
+    async with HostileServer("stream") as srv:
+        drv = drivers(device(srv.port, points, timeout_s=5.0))
+        [r] = await drv.read(points)
+        assert (r.quality, r.code) == (Quality.BAD, "protocol")
+        for _ in range(50):  # the server notices the hang-up within a few loop turns
+            if srv.closed:
+                break
+            await asyncio.sleep(0.01)
+        assert srv.closed == 1
+
+
+async def test_after_a_timeout_a_late_reply_never_answers_the_next_request(drivers: Any) -> None:
+    bank = UnitBank(unit_id=1)
+    bank.map("holding", 0, [11, 22])
+    async with ModbusServer(units=[bank]) as srv:
+        assert srv.port
+        a, b = hp("a", 0), hp("b", 1)
+        drv = drivers(device(srv.port, [a, b], timeout_s=0.2, max_gap=0))
+        srv.set_offline(1)
+        assert [r.code for r in await drv.read([a])] == ["timeout"]
+        srv.set_offline(1, False)
+        assert [(r.point_id, r.value) for r in await drv.read([b])] == [("b", 22)]
+        assert [(r.point_id, r.value) for r in await drv.read([a])] == [("a", 11)]

@@ -1,5 +1,6 @@
-"""A "no value" sentinel on a setpoint register never causes a write (issue 11, item 4): the Service on the
-all-Modbus example site against the simulator, whose AC gateway reads 0x8000 for a missing value."""
+"""Modbus in the field (issue 11) end to end: the Service on the all-Modbus example site against the
+simulator, whose AC gateway reads 0x8000 for a missing value. A "no value" sentinel on a setpoint never
+causes a write (item 4); a point going bad and back is logged once each and shows in status (item 2)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from drivers.base import Quality
 from drivers.modbus.options import ModbusDevice
@@ -19,12 +21,13 @@ from sim.runner import Simulator
 from tests.integration.test_enforce_e2e import SITE, START, UNIT_OF, Rig
 
 
-def with_sentinel(cfg: LoadedConfig, point_id: str) -> LoadedConfig:
+def with_sentinel(cfg: LoadedConfig, *point_ids: str) -> LoadedConfig:
+    """The site with ``invalid_raw: [0x8000]`` on the given points (what the gateway's manual says)."""
     devices = []
     for d in cfg.site.devices:
-        if isinstance(d, ModbusDevice) and any(p.id == point_id for p in d.points):
+        if isinstance(d, ModbusDevice) and any(p.id in point_ids for p in d.points):
             points = [
-                p.model_copy(update={"invalid_raw": (0x8000,)}) if p.id == point_id else p for p in d.points
+                p.model_copy(update={"invalid_raw": (0x8000,)}) if p.id in point_ids else p for p in d.points
             ]
             d = d.model_copy(update={"points": points})
         devices.append(d)
@@ -39,7 +42,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     try:
         assert sim.modbus_port is not None
         cfg = retarget_modbus(load_config(SITE), "127.0.0.1", sim.modbus_port)
-        cfg = with_sentinel(cfg, "f2-ac1.setpoint")
+        cfg = with_sentinel(cfg, "f2-ac1.setpoint", "f2-ac1.room_temp")
         clock = FakeClock(START)
         svc = Service(cfg, state_dir=tmp_path, clock=clock)
         for rt in svc.agent.devices.values():
@@ -74,3 +77,24 @@ async def test_a_sentinel_setpoint_reading_never_causes_a_write(rig: Rig) -> Non
         ("f2-ac1.setpoint", "ok")
     ]
     assert rig.setpoint_register("f2-ac1") == 260
+
+
+async def test_a_point_going_bad_and_back_logs_once_each_and_status_says_degraded(rig: Rig) -> None:
+    unit = UNIT_OF["f2-ac1"]
+    with capture_logs() as logs:
+        rig.sim.modbus.set_no_value(unit, "input", 0)  # the room sensor falls off
+        for _ in range(5):
+            await rig.poll("f2-ac1")
+        status = rig.svc.agent.devices["f2-ac1"].status.as_dict()
+        assert (status["up"], status["state"], status["points_bad"]) == (True, "degraded", 1)
+        assert status["bad_codes"] == {"no_value": 1}
+        rig.sim.modbus.set_no_value(unit, "input", 0, on=False)
+        for _ in range(3):
+            await rig.poll("f2-ac1")
+        assert rig.svc.agent.devices["f2-ac1"].status.as_dict()["state"] == "up"
+    events = [(e["event"], e.get("point"), e.get("code")) for e in logs if e["event"].startswith("point_")]
+    assert events == [
+        ("point_bad", "f2-ac1.room_temp", "no_value"),
+        ("point_recovered", "f2-ac1.room_temp", None),
+    ]
+    assert [e["log_level"] for e in logs if e["event"].startswith("point_")] == ["warning", "info"]

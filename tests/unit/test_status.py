@@ -271,3 +271,17 @@ def test_socket_permissions_follow_mode(tmp_path: Path) -> None:
             return stat.S_IMODE(os.stat(tmp_path / "m.sock").st_mode)
 
     assert asyncio.run(go()) == 0o600
+
+
+def test_a_degraded_device_shows_its_bad_points_and_codes() -> None:
+    doc = {
+        "devices": [
+            {"id": "ac-gw", "points": 5, "up": True, "state": "degraded", "points_bad": 2,
+             "bad_codes": {"modbus:2": 1, "no_value": 1}},
+            {"id": "meter", "points": 3, "up": True, "state": "up", "points_bad": 0, "bad_codes": {}},
+        ]
+    }  # fmt: skip
+    lines = format_status(doc).splitlines()
+    assert "degraded (2 of 5 bad: modbus:2 x1, no_value x1)" in next(ln for ln in lines if "ac-gw" in ln)
+    assert " up " in next(ln for ln in lines if "meter" in ln) + " "
+    assert 'edge_agent_device_points_bad{device="ac-gw"} 2' in render_metrics(doc).splitlines()

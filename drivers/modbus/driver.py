@@ -371,6 +371,8 @@ class ModbusTcpDriver:
         self._ep: Endpoint | None = pool.acquire(device.host, device.port)
         self._plans: dict[tuple[int, ...], _PlanState] = {}
         self._down: str | None = None  # device-level failure code, for logging state changes only
+        # Points whose single-value writes the device refused on FC5/FC6 (exception 1): FC15/FC16 now.
+        self._multi_write: set[str] = set()
         # Request sizes: the configured ones, narrowed by what the device refuses with exception 3.
         self._max_registers = min(device.max_registers, PROTOCOL_MAX_REGISTERS)
         self._max_bits = min(device.max_bits, PROTOCOL_MAX_BITS)
@@ -626,7 +628,8 @@ class ModbusTcpDriver:
     # ---- writing --------------------------------------------------------------------------------------
 
     async def write(self, point: PointBase, value: Value, *, priority: int | None = None) -> WriteResult:
-        """Write (FC5 coil, FC6 one register, FC16 several), wait ``readback_delay_s``, read back, compare.
+        """Write (FC5 coil, FC6 one register, FC16 several; or the point's ``write_function``; FC15/FC16
+        after exception 1, remembered), wait ``readback_delay_s``, read back, compare.
 
         ``priority`` is a BACnet notion and is ignored. A point that is not writable is refused without
         touching the wire (code ``not_writable``).
@@ -657,15 +660,18 @@ class ModbusTcpDriver:
                             point, value, rr, "reading the register before the bit write"
                         )
                     regs = encode(value, point, current=rr.registers[0])
-                client = ep.client
-                assert client is not None
-                async with asyncio.timeout(self._timeout):
-                    if point.table == "coil":
-                        wr = await client.write_coil(point.address, bool(regs[0]), device_id=self._unit)
-                    elif len(regs) == 1:
-                        wr = await client.write_register(point.address, regs[0], device_id=self._unit)
-                    else:
-                        wr = await client.write_registers(point.address, regs, device_id=self._unit)
+                fc = self._write_function(point, len(regs))
+                wr = await self._send_write(ep, point, regs, fc)
+                refused_fc = wr.isError() and _exception_code(wr)[0] == 1
+                if refused_fc and point.write_function is None and fc in (5, 6):
+                    # The manual wants FC15/16 even for one value: remember it for this point, retry now.
+                    fc = 15 if fc == 5 else 16
+                    self._multi_write.add(point.id)
+                    self._log.warning(
+                        "modbus_write_function_learned", point=point.id, function=fc,
+                        refused=6 if fc == 16 else 5,
+                    )  # fmt: skip
+                    wr = await self._send_write(ep, point, regs, fc)
             except _Unreachable as exc:
                 return WriteResult(point.id, value, None, False, FailureCode.UNREACHABLE, str(exc))
             except TimeoutError:
@@ -698,6 +704,30 @@ class ModbusTcpDriver:
             point.id, value, reading.value, False, FailureCode.READBACK_MISMATCH,
             f"wrote {value!r}, device reports {reading.value!r}",
         )  # fmt: skip
+
+    def _write_function(self, point: ModbusPoint, count: int) -> int:
+        """The function code of a write: the point's ``write_function``; else FC5 (coil) or FC6 (one
+        register), or FC15/FC16 once the device refused those with exception 1; FC16 for several."""
+        if point.write_function is not None:
+            return point.write_function
+        multi = point.id in self._multi_write
+        if point.table == "coil":
+            return 15 if multi else 5
+        return 16 if multi or count > 1 else 6
+
+    async def _send_write(self, ep: Endpoint, point: ModbusPoint, regs: list[int], fc: int) -> ModbusPDU:
+        client = ep.client
+        if client is None or not client.connected:
+            raise ConnectionException("not connected")
+        unit = self._unit
+        async with asyncio.timeout(self._timeout):
+            if fc == 5:
+                return await client.write_coil(point.address, bool(regs[0]), device_id=unit)
+            if fc == 15:
+                return await client.write_coils(point.address, [bool(regs[0])], device_id=unit)
+            if fc == 6:
+                return await client.write_register(point.address, regs[0], device_id=unit)
+            return await client.write_registers(point.address, regs, device_id=unit)
 
     async def _read_one(self, point: ModbusPoint) -> Reading:
         """Read one point on its own (a read-back), outside the poll plans and their cache."""

@@ -53,6 +53,13 @@ class ModbusPoint(PointBase):
     )
     scale: float = Field(default=1.0, description="value = raw * scale + offset")
     offset: float = 0.0
+    write_function: Literal[5, 6, 15, 16] | None = Field(
+        default=None,
+        description=(
+            "Function code of writes: 6 or 16 for holding registers, 5 or 15 for coils. Default: 6 for one "
+            "register (16 once the device answers exception 1), 16 for several, 5 for a coil"
+        ),
+    )
     invalid_raw: tuple[int, ...] = Field(
         default=(),
         description=(
@@ -79,6 +86,20 @@ class ModbusPoint(PointBase):
             raise ValueError("type string needs `length:` in registers")
         if self.writable and self.table in ("input", "discrete"):
             raise ValueError(f"{self.table} points are read-only in Modbus; set writable: false")
+        if self.write_function is not None:
+            if not self.writable:
+                raise ValueError("`write_function:` is for writable points; set writable: true")
+            allowed = (5, 15) if self.table == "coil" else (6, 16)
+            if self.write_function not in allowed:
+                raise ValueError(
+                    f"write_function {self.write_function} does not write a {self.table} point; "
+                    f"use {allowed[0]} or {allowed[1]}"
+                )
+            if self.write_function == 6 and register_count(self) > 1:
+                raise ValueError(
+                    f"write_function 6 writes one register; a {self.type} takes "
+                    f"{register_count(self)}: use 16"
+                )
         if self.invalid_raw:
             if self.type in ("bool", "bit", "string"):
                 raise ValueError(f"`invalid_raw:` applies to numeric types, not {self.type}")

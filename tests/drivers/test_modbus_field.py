@@ -221,3 +221,72 @@ async def test_after_a_timeout_a_late_reply_never_answers_the_next_request(drive
         srv.set_offline(1, False)
         assert [(r.point_id, r.value) for r in await drv.read([b])] == [("b", 22)]
         assert [(r.point_id, r.value) for r in await drv.read([a])] == [("a", 11)]
+
+
+# --- item 3: write_function per point ------------------------------------------------------------------
+
+
+def _fc16_bank() -> UnitBank:
+    bank = UnitBank(unit_id=1)
+    bank.map("holding", 0, [260, 1], writable=True)
+    bank.fc16_only = True  # the manual: "all writes use function 16"
+    return bank
+
+
+async def test_fc06_refused_with_exception_1_falls_back_to_fc16_and_remembers(drivers: Any) -> None:
+    sp = hp("sp", 0, "int16", scale=0.1, writable=True)
+    async with ModbusServer(units=[_fc16_bank()]) as srv:
+        assert srv.port
+        drv = drivers(device(srv.port, [sp], readback_delay_s=0))
+        with capture_logs() as logs:
+            res = await drv.write(sp, 27.0)
+            assert res.ok and res.readback == pytest.approx(27.0)
+            n = srv.request_count
+            res = await drv.write(sp, 26.0)
+            assert res.ok and srv.request_count - n == 2  # FC16 at once (and the read-back): remembered
+        learned = [e for e in logs if e["event"] == "modbus_write_function_learned"]
+        assert [(e["point"], e["function"]) for e in learned] == [("sp", 16)]
+
+
+async def test_write_function_16_is_used_from_the_first_write(drivers: Any) -> None:
+    sp = hp("sp", 0, "int16", scale=0.1, writable=True, write_function=16)
+    async with ModbusServer(units=[_fc16_bank()]) as srv:
+        assert srv.port
+        drv = drivers(device(srv.port, [sp], readback_delay_s=0))
+        n = srv.request_count
+        res = await drv.write(sp, 25.5)
+        assert res.ok and srv.request_count - n == 2  # one write, one read-back: no refused FC06
+
+
+async def test_write_function_6_is_kept_even_when_refused(drivers: Any) -> None:
+    sp = hp("sp", 0, "int16", scale=0.1, writable=True, write_function=6)
+    async with ModbusServer(units=[_fc16_bank()]) as srv:
+        assert srv.port
+        drv = drivers(device(srv.port, [sp], readback_delay_s=0))
+        res = await drv.write(sp, 25.0)
+        assert (res.ok, res.code) == (False, "modbus:1")
+
+
+async def test_coil_write_function_15(drivers: Any) -> None:
+    bank = UnitBank(unit_id=1)
+    bank.map("coil", 0, [False], writable=True)
+    c = hp("c", 0, "bool", table="coil", writable=True, write_function=15)
+    async with ModbusServer(units=[bank]) as srv:
+        assert srv.port
+        drv = drivers(device(srv.port, [c], readback_delay_s=0))
+        res = await drv.write(c, True)
+        assert res.ok and bank.coil[0] is True
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"type": "int16", "write_function": 5}, "use 6 or 16"),
+        ({"type": "float32", "write_function": 6}, "use 16"),
+        ({"type": "bool", "table": "coil", "write_function": 16}, "use 5 or 15"),
+        ({"type": "int16", "write_function": 16, "writable": False}, "writable"),
+    ],
+)
+def test_write_function_is_checked_against_the_table_and_width(kw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ModbusPoint(id="p", address=0, writable=kw.pop("writable", True), **kw)

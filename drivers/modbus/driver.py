@@ -78,6 +78,8 @@ _DEVICE_DOWN_EXCEPTIONS = frozenset({10, 11})
 # Replies the plan learns from: 1 (function not served there) and 2 (address) split the block; 3 (value:
 # the request is longer than the device accepts) narrows the request size (planner.ReadPlan.on_refused).
 _LEARNED_EXCEPTIONS = frozenset({1, 2, 3})
+# A poll that ends in one of these without any good reading counts as the unit being silent.
+_SILENT_CODES = frozenset({FailureCode.TIMEOUT, modbus_exception(10), modbus_exception(11)})
 _READ_FC = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 # pymodbus waits this long itself; ours (device.timeout_s, at most 60 s) always fires first.
 _PYMODBUS_TIMEOUT_S = 120.0
@@ -371,6 +373,11 @@ class ModbusTcpDriver:
         self._ep: Endpoint | None = pool.acquire(device.host, device.port)
         self._plans: dict[tuple[int, ...], _PlanState] = {}
         self._down: str | None = None  # device-level failure code, for logging state changes only
+        # Dead-unit isolation: polls in a row without an answer, and the backoff they earned.
+        self._silent_polls = 0
+        self._silent_until = 0.0
+        self._silent_code: str = FailureCode.TIMEOUT
+        self._quarantine: Endpoint | None = None  # this unit's own connection while it is silent
         # Points whose single-value writes the device refused on FC5/FC6 (exception 1): FC15/FC16 now.
         self._multi_write: set[str] = set()
         # Request sizes: the configured ones, narrowed by what the device refuses with exception 3.
@@ -394,9 +401,27 @@ class ModbusTcpDriver:
     async def close(self) -> None:
         """Give the endpoint back; the pool closes it when no device uses it any more."""
         ep, self._ep = self._ep, None
+        self._leave_quarantine()
         if ep is not None:
             async with ep.lock:
                 self._pool.release(ep)
+
+    def _read_endpoint(self) -> Endpoint:
+        """The connection polls use: the shared one, or this unit's own while it is silent."""
+        shared = self._endpoint()
+        return self._quarantine if self._quarantine is not None else shared
+
+    def _enter_quarantine(self) -> None:
+        """A unit that did not answer polls over its own connection to the same gateway until it answers
+        again: its timeouts then hold no lock its neighbours need."""
+        if self._quarantine is None:
+            ep = self._endpoint()
+            self._quarantine = Endpoint(host=ep.host, port=ep.port, pool=self._pool)
+
+    def _leave_quarantine(self) -> None:
+        q, self._quarantine = self._quarantine, None
+        if q is not None:
+            q.close()
 
     def _endpoint(self) -> Endpoint:
         if self._ep is None:
@@ -462,10 +487,12 @@ class ModbusTcpDriver:
         if not points:
             return []
         st = self._state_for(points)
+        if self._silent_until > self._pool.monotonic():
+            return self._silent_readings(st)
         plan = st.plan
         plan.next_cycle()
         out: dict[str, Reading] = {}
-        ep = self._endpoint()
+        ep = self._read_endpoint()
         failed: tuple[str, str] | None = None  # (code, detail) that makes the rest of this poll fail fast
         any_good = False
         async with ep.lock:
@@ -497,9 +524,53 @@ class ModbusTcpDriver:
             out[pid] = Reading(pid, None, self._clock(), Quality.BAD, code, detail)
         if failed is not None and not any_good:
             self._state_change(failed[0], failed[1])
-        elif self._down is not None and any_good:
-            self._state_change(None, None)
+            self._note_silence(failed[0])
+        elif any_good:
+            if self._down is not None:
+                self._state_change(None, None)
+            self._silent_polls = 0
+            self._leave_quarantine()
         return list(map(out.__getitem__, st.ids))
+
+    def _note_silence(self, code: str) -> None:
+        """Count polls the unit did not answer; from the ``dead_after``-th on, back it off (capped,
+        doubling, jittered): while backed off a poll answers at once and the endpoint lock is left to
+        the unit's neighbours; each backoff ends in one probe (a normal poll, which stops at its first
+        timeout)."""
+        if code not in _SILENT_CODES:
+            self._silent_polls = 0
+            self._leave_quarantine()
+            return
+        self._silent_polls += 1
+        self._enter_quarantine()
+        over = self._silent_polls - self.device.dead_after
+        if over < 0:
+            return
+        dev = self.device
+        base = min(dev.dead_backoff_max_s, 2 * max(dev.interval_s, dev.timeout_s) * 2 ** min(over, 30))
+        delay = base * (0.5 + 0.5 * self._pool.jitter())
+        self._silent_until = self._pool.monotonic() + delay
+        self._silent_code = code
+        if over == 0:
+            self._log.warning(
+                "unit_backed_off", code=code, silent_polls=self._silent_polls, next_probe_s=round(delay, 1)
+            )
+
+    def _silent_readings(self, st: _PlanState) -> list[Reading]:
+        ts = self._clock()
+        left = self._silent_until - self._pool.monotonic()
+        detail = (
+            f"unit {self._unit} silent for {self._silent_polls} polls; backed off, next probe in {left:.1f} s"
+        )
+        code = self._silent_code
+        out = [Reading(pid, None, ts, Quality.BAD, code, detail) for pid in st.ids]
+        if st.rejected:
+            out = [
+                Reading(r.point_id, None, ts, Quality.BAD, *st.rejected[r.point_id])
+                if r.point_id in st.rejected else r
+                for r in out
+            ]  # fmt: skip
+        return out
 
     def _fill(self, out: dict[str, Reading], block: Block, quality: Quality, code: str, detail: str) -> None:
         ts = self._clock()

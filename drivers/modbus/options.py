@@ -136,4 +136,14 @@ class ModbusDevice(BaseModel):
         default=8, ge=0, le=120, description="Unused registers a read may bridge to save a request"
     )
     readback_delay_s: float = Field(default=0.2, ge=0, le=30, description="Wait before reading a write back")
+    dead_after: int = Field(
+        default=3, ge=1, le=1000,
+        description=(
+            "Polls in a row without an answer (timeout, or gateway exception 10/11) before the unit is "
+            "backed off: then polled once per backoff, so it stops holding a shared gateway's connection"
+        ),
+    )  # fmt: skip
+    dead_backoff_max_s: float = Field(
+        default=300.0, gt=0, le=86400, description="Longest backoff of a silent unit (doubling from 2 polls)"
+    )
     points: list[ModbusPoint] = Field(min_length=1)

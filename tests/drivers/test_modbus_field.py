@@ -290,3 +290,66 @@ async def test_coil_write_function_15(drivers: Any) -> None:
 def test_write_function_is_checked_against_the_table_and_width(kw: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ModbusPoint(id="p", address=0, writable=kw.pop("writable", True), **kw)
+
+
+# --- item 5: dead-unit isolation -----------------------------------------------------------------------
+
+
+async def test_a_silent_unit_is_backed_off_and_probed_once_per_backoff(drivers: Any, mono: Any) -> None:
+    live, dead = UnitBank(unit_id=1), UnitBank(unit_id=2)
+    live.map("holding", 0, [5])
+    dead.map("holding", 0, [6])
+    async with ModbusServer(units=[live, dead]) as srv:
+        assert srv.port
+        a, b = hp("a", 0), hp("b", 0)
+        drv_live = drivers(device(srv.port, [a], id="live", unit_id=1, timeout_s=0.2))
+        drv_dead = drivers(
+            device(srv.port, [b], id="dead", unit_id=2, timeout_s=0.2, interval_s=2, dead_after=3)
+        )
+        srv.set_offline(2)
+        with capture_logs() as logs:
+            for _ in range(3):  # three polls in a row without an answer: then backed off
+                assert [r.code for r in await drv_dead.read([b])] == ["timeout"]
+            n = srv.request_count
+            for _ in range(5):  # backed off: answered at once, nothing sent, the endpoint free
+                [r] = await drv_dead.read([b])
+                assert (r.quality, r.code) == (Quality.BAD, "timeout") and "backed off" in (r.detail or "")
+                assert [x.value for x in await drv_live.read([a])] == [5]
+            assert srv.request_count - n == 5  # only the live unit's reads
+            mono.advance(2 * 2 + 0.1)  # first backoff: two poll intervals (jitter fixed at 1.0)
+            n = srv.request_count
+            assert [r.code for r in await drv_dead.read([b])] == ["timeout"]  # the probe
+            assert srv.request_count - n == 1
+            n = srv.request_count
+            await drv_dead.read([b])
+            assert srv.request_count == n  # backed off again, now for twice as long
+            mono.advance(4.0)
+            await drv_dead.read([b])
+            assert srv.request_count == n  # still within the doubled backoff
+            srv.set_offline(2, False)
+            mono.advance(4.1)
+            assert [r.value for r in await drv_dead.read([b])] == [6]  # the probe finds it back
+            for _ in range(3):
+                assert [r.value for r in await drv_dead.read([b])] == [6]
+        assert [e["event"] for e in logs if e["event"] == "unit_backed_off"] == ["unit_backed_off"]
+
+
+async def test_a_silent_unit_waits_for_its_timeout_on_its_own_connection(drivers: Any) -> None:
+    live, dead = UnitBank(unit_id=1), UnitBank(unit_id=2)
+    live.map("holding", 0, [5])
+    dead.map("holding", 0, [6])
+    async with ModbusServer(units=[live, dead]) as srv:
+        assert srv.port
+        a, b = hp("a", 0), hp("b", 0)
+        drv_live = drivers(device(srv.port, [a], id="live", unit_id=1, timeout_s=5.0))
+        drv_dead = drivers(device(srv.port, [b], id="dead", unit_id=2, timeout_s=0.3, dead_after=100))
+        srv.set_offline(2)
+        assert [r.code for r in await drv_dead.read([b])] == ["timeout"]  # first silence: on the shared one
+        probe = asyncio.create_task(drv_dead.read([b]), name="dead-unit-poll")
+        await asyncio.sleep(0)  # the dead unit's request is on the wire
+        assert [r.value for r in await drv_live.read([a])] == [5]
+        assert not probe.done()  # the live unit did not wait behind the dead unit's timeout
+        assert [r.code for r in await probe] == ["timeout"]
+        srv.set_offline(2, False)
+        assert [r.value for r in await drv_dead.read([b])] == [6]
+        assert [r.value for r in await drv_live.read([a])] == [5]

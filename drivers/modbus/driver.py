@@ -43,7 +43,7 @@ from drivers.base import (
     utc_now,
 )
 from drivers.modbus.codec import BlockDecoder, CodecError, block_decoder, encode
-from drivers.modbus.options import ModbusDevice, ModbusPoint, register_count
+from drivers.modbus.options import ModbusDevice, ModbusPoint, register_count, write_function_of
 from drivers.modbus.planner import (
     PROTOCOL_MAX_BITS,
     PROTOCOL_MAX_REGISTERS,
@@ -779,12 +779,7 @@ class ModbusTcpDriver:
     def _write_function(self, point: ModbusPoint, count: int) -> int:
         """The function code of a write: the point's ``write_function``; else FC5 (coil) or FC6 (one
         register), or FC15/FC16 once the device refused those with exception 1; FC16 for several."""
-        if point.write_function is not None:
-            return point.write_function
-        multi = point.id in self._multi_write
-        if point.table == "coil":
-            return 15 if multi else 5
-        return 16 if multi or count > 1 else 6
+        return write_function_of(point, refused_single=point.id in self._multi_write)
 
     async def _send_write(self, ep: Endpoint, point: ModbusPoint, regs: list[int], fc: int) -> ModbusPDU:
         client = ep.client

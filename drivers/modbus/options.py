@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from drivers.base import PointBase
 
-__all__ = ["DATA_TYPES", "ModbusDevice", "ModbusPoint", "register_count"]
+__all__ = [
+    "DATA_TYPES",
+    "ModbusDevice",
+    "ModbusPoint",
+    "register_count",
+    "resolve_ref",
+    "write_function_of",
+]
 
 Table = Literal["holding", "input", "coil", "discrete"]
 DataType = Literal[
@@ -37,10 +44,58 @@ def register_count(point: ModbusPoint) -> int:
     return _WIDTH[point.type]
 
 
+# Reference ranges of the manuals' numbering (0xxxx coils, 1xxxx discrete inputs, 3xxxx input registers,
+# 4xxxx holding registers), 5 and 6 digits: ref = base + protocol address.
+_REF_RANGES: tuple[tuple[int, int, Table], ...] = (
+    (1, 9999, "coil"),
+    (10001, 19999, "discrete"),
+    (30001, 39999, "input"),
+    (40001, 49999, "holding"),
+    (100001, 165536, "discrete"),
+    (300001, 365536, "input"),
+    (400001, 465536, "holding"),
+)
+_READ_FC: dict[str, int] = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+
+
+def resolve_ref(ref: int) -> tuple[Table, int]:
+    """(table, 0-based protocol address) of a manual's reference number; ValueError if it is none."""
+    for lo, hi, table in _REF_RANGES:
+        if lo <= ref <= hi:
+            return table, ref - lo
+    raise ValueError(
+        f"ref {ref} is not a Modbus reference: 1-9999 coils, 10001-19999 discrete inputs, 30001-39999 "
+        "input registers, 40001-49999 holding registers (or the 6-digit 1xxxxx/3xxxxx/4xxxxx forms)"
+    )
+
+
+def _schema_address_or_ref(schema: dict[str, Any]) -> None:
+    required = [r for r in schema.get("required", []) if r != "address"]
+    if required:
+        schema["required"] = required
+    else:
+        schema.pop("required", None)
+    schema["anyOf"] = [{"required": ["address"]}, {"required": ["ref"]}]
+
+
 class ModbusPoint(PointBase):
+    model_config = ConfigDict(json_schema_extra=_schema_address_or_ref)
+
     table: Table = Field(default="holding", description="holding, input (registers); coil, discrete (bits)")
     address: int = Field(
-        ge=0, le=65535, description="Protocol address, 0-based (register 40001 is address 0)"
+        ge=0,
+        le=65535,
+        description=(
+            "Protocol address, 0-based (register 40001 is address 0); 1-based when the device sets "
+            "`address_base: 1`. Or give `ref:` instead"
+        ),
+    )
+    ref: int | None = Field(
+        default=None,
+        description=(
+            "The manual's reference number instead of `address:` (40001 = holding 0, 30001 = input 0, "
+            "10001 = discrete 0, 1 = coil 0; 6-digit 400001 forms too): sets table and address"
+        ),
     )
     type: DataType = Field(default="uint16", description="How the registers decode; `bool` for coil/discrete")
     bit: int | None = Field(default=None, ge=0, le=15, description="Bit of the register, for type `bit`")
@@ -68,6 +123,33 @@ class ModbusPoint(PointBase):
             "with code no_value"
         ),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_ref(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        ref = data.get("ref")
+        if ref is None:
+            if "address" not in data:
+                raise ValueError("a point needs `address:` (0-based protocol address) or `ref:` (e.g. 40001)")
+            return data
+        if "address" in data:
+            raise ValueError("give `address:` or `ref:`, not both")
+        if isinstance(ref, bool) or not isinstance(ref, int):
+            raise ValueError(f"ref {ref!r} is not a number")
+        table, address = resolve_ref(ref)
+        if "table" in data and data["table"] != table:
+            raise ValueError(f"ref {ref} is a {table} reference, but `table:` says {data['table']}")
+        return {**data, "table": table, "address": address}
+
+    def describe_address(self) -> str:
+        """How the driver reads (and writes) the point: ``holding 0 (40001) read FC3, write FC6``."""
+        lo = {t: lo for lo, _hi, t in _REF_RANGES[:4]}[self.table]
+        text = f"{self.table} {self.address} ({lo + self.address}) read FC{_READ_FC[self.table]}"
+        if self.writable:
+            text += f", write FC{write_function_of(self)}"
+        return text
 
     @model_validator(mode="after")
     def _check_layout(self) -> ModbusPoint:
@@ -114,10 +196,43 @@ class ModbusPoint(PointBase):
         return self
 
 
+def write_function_of(point: ModbusPoint, *, refused_single: bool = False) -> int:
+    """The function code a write of ``point`` uses: its ``write_function``; else FC5 for a coil, FC6 for
+    one register, FC16 for several; FC15/FC16 once the device refused FC5/FC6 (``refused_single``)."""
+    if point.write_function is not None:
+        return point.write_function
+    if point.table == "coil":
+        return 15 if refused_single else 5
+    return 16 if refused_single or register_count(point) > 1 else 6
+
+
 class ModbusDevice(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_based(cls, data: Any) -> Any:
+        """``address_base: 1``: the device's ``address:`` values count from 1, as its manual does."""
+        if not isinstance(data, dict) or data.get("address_base") != 1:
+            return data
+        if not isinstance(data.get("points"), list):
+            return data
+        points = []
+        for p in data["points"]:
+            address = p.get("address") if isinstance(p, dict) else None
+            if isinstance(address, int) and not isinstance(address, bool):
+                if address < 1:
+                    raise ValueError(
+                        f"point {p.get('id')}: address {address} with address_base 1 (addresses start at 1)"
+                    )
+                p = {**p, "address": p["address"] - 1}
+            points.append(p)
+        return {**data, "points": points}
+
     protocol: Literal["modbus"]
+    address_base: Literal[0, 1] = Field(
+        default=0, description="1 when the manual numbers registers from 1: `address:` is then 1-based"
+    )
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=64)
     name: str | None = None
     zone: str | None = Field(default=None, description="Default zone of the device's points")

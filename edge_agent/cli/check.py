@@ -23,6 +23,12 @@ def register(sub: Any) -> None:
     add_config(p)
     p.add_argument("site", nargs="?", help="site.yaml (same as -c)")
     p.add_argument("--json", action="store_true", help="one JSON object: ok, counts and every issue")
+    p.add_argument(
+        "--explain-addresses",
+        action="store_true",
+        help="also print every point's resolved protocol address and function codes (after `ref:` and "
+        "`address_base:`)",
+    )
     p.set_defaults(func=_check)
 
     p = sub.add_parser(
@@ -35,7 +41,9 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_schema)
 
 
-def check_main(path: str | Path, *, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+def check_main(
+    path: str | Path, *, out: IO[str] | None = None, err: IO[str] | None = None, explain: bool = False
+) -> int:
     """`edge-agent check`: issues to stderr, a one-line summary to stdout; 0 valid, 2 invalid."""
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
@@ -58,13 +66,26 @@ def check_main(path: str | Path, *, out: IO[str] | None = None, err: IO[str] | N
         f"policy {os.path.normpath(Path(path).parent / cfg.site.policy)}{warn}",
         file=out,
     )
+    if explain:
+        for line in _address_lines(cfg):
+            print(line, file=out)
     return 0
+
+
+def _address_lines(cfg: Any) -> list[str]:
+    """One row per point: device, point, and where its driver reads it (protocols that can say so)."""
+    rows = [["DEVICE", "POINT", "ADDRESS"]]
+    for device, point in cfg.points():
+        describe = getattr(point, "describe_address", None)
+        rows.append([device.id, point.id, describe() if callable(describe) else "-"])
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    return [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}" for r in rows]
 
 
 def _check(args: argparse.Namespace) -> int:
     path = args.site or args.config
     if not args.json:
-        return check_main(path)
+        return check_main(path, explain=args.explain_addresses)
     import dataclasses
     import json
 

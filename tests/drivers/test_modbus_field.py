@@ -353,3 +353,100 @@ async def test_a_silent_unit_waits_for_its_timeout_on_its_own_connection(drivers
         srv.set_offline(2, False)
         assert [r.value for r in await drv_dead.read([b])] == [6]
         assert [r.value for r in await drv_live.read([a])] == [5]
+
+
+# --- item 7: manual addressing ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ref", "table", "address"),
+    [
+        (40001, "holding", 0), (40003, "holding", 2), (30001, "input", 0), (10001, "discrete", 0),
+        (1, "coil", 0), (9999, "coil", 9998), (400001, "holding", 0), (465536, "holding", 65535),
+        (300257, "input", 256),
+    ],
+)  # fmt: skip
+def test_ref_resolves_to_the_table_and_0_based_address(ref: int, table: str, address: int) -> None:
+    type_ = "bool" if table in ("coil", "discrete") else "uint16"
+    p = ModbusPoint.model_validate({"id": "p", "ref": ref, "type": type_})
+    assert (p.table, p.address, p.ref) == (table, address, ref)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"ref": 20001}, "not a Modbus reference"),
+        ({"ref": 40001, "address": 0}, "not both"),
+        ({"ref": 30001, "table": "holding"}, "input reference"),
+        ({}, "`address:`"),
+    ],
+)
+def test_ref_mistakes_are_named(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ModbusPoint.model_validate({"id": "p", **data})
+
+
+def test_address_base_1_counts_from_1_and_refuses_0() -> None:
+    dev = ModbusDevice.model_validate(
+        {"protocol": "modbus", "id": "d", "host": "127.0.0.1", "address_base": 1,
+         "points": [{"id": "a", "address": 1}, {"id": "b", "ref": 40010}]}
+    )  # fmt: skip
+    assert [(p.table, p.address) for p in dev.points] == [("holding", 0), ("holding", 9)]  # ref is absolute
+    with pytest.raises(ValueError, match="address_base 1"):
+        ModbusDevice.model_validate(
+            {"protocol": "modbus", "id": "d", "host": "127.0.0.1", "address_base": 1,
+             "points": [{"id": "a", "address": 0}]}
+        )  # fmt: skip
+
+
+async def test_manual_addressing_reads_the_same_registers_from_the_simulator(drivers: Any) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from sim.runner import Simulator
+
+    start = datetime(2026, 7, 15, 14, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+    async with Simulator(seed=1, start=start, speed=0) as sim:
+        assert sim.modbus_port
+        base = {"protocol": "modbus", "host": "127.0.0.1", "port": sim.modbus_port, "unit_id": 11}
+        plain = ModbusDevice.model_validate({**base, "id": "plain", "points": [
+            {"id": "p.sp", "address": 2, "type": "int16", "scale": 0.1},
+            {"id": "p.room", "table": "input", "address": 0, "type": "int16", "scale": 0.1},
+        ]})  # fmt: skip
+        manual = ModbusDevice.model_validate({**base, "id": "manual", "address_base": 1, "points": [
+            {"id": "m.sp", "address": 3, "type": "int16", "scale": 0.1},  # "register 3" in a 1-based manual
+            {"id": "m.room", "ref": 30001, "type": "int16", "scale": 0.1},
+        ]})  # fmt: skip
+        a = await drivers(plain).read(plain.points)
+        b = await drivers(manual).read(manual.points)
+        assert [r.value for r in a] == [r.value for r in b] and all(r.ok for r in a + b)
+        assert manual.points[1].describe_address() == "input 0 (30001) read FC4"
+
+
+def test_check_explains_addresses_and_names_a_bad_ref_by_file_and_line(tmp_path: Any) -> None:
+    import io
+    from pathlib import Path
+
+    from edge_agent.cli.check import check_main
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "config"
+    policy = (fixtures / "modbus_policy.yaml").read_text("utf-8")
+    (tmp_path / "modbus_policy.yaml").write_text(policy, "utf-8")
+    text = (fixtures / "modbus_site.yaml").read_text("utf-8")
+    good = text.replace('f2-ac1 setpoint 设定温度", address: 2,', 'f2-ac1 setpoint 设定温度", ref: 40003,')
+    assert good != text
+    site = tmp_path / "modbus_site.yaml"
+    site.write_text(good, "utf-8")
+    out, err = io.StringIO(), io.StringIO()
+    assert check_main(site, out=out, err=err, explain=True) == 0
+    rows = {ln.split()[1]: ln for ln in out.getvalue().splitlines()[1:] if len(ln.split()) > 2}
+    assert rows["f2-ac1.setpoint"].endswith("holding 2 (40003) read FC3, write FC6")
+    assert rows["main.energy"].endswith("input 256 (30257) read FC4")
+    bad = good.replace("ref: 40003,", "ref: 20003,")
+    site.write_text(bad, "utf-8")
+    line = next(i for i, ln in enumerate(bad.splitlines(), 1) if "ref: 20003" in ln)
+    out, err = io.StringIO(), io.StringIO()
+    assert check_main(site, out=out, err=err) == 2
+    message = err.getvalue()
+    assert f"modbus_site.yaml:{line}:" in message and "20003 is not a Modbus reference" in message
+    assert "Traceback" not in err.getvalue()

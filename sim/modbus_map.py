@@ -234,6 +234,30 @@ def _water_meter() -> list[Reg]:
             rounding="floor",
         ),
         Reg(10, d, "holding", 2, "uint16", 0.01, "m3/h", "flow rate", lambda b: b.meters["water"].rate),
+        Reg(
+            10,
+            d,
+            "holding",
+            4,
+            "uint32",
+            1,
+            "m3",
+            "cumulative volume, whole m3 (the litres are in register 6)",
+            lambda b: math.floor(b.meters["water"].reading),
+            rounding="floor",
+        ),
+        Reg(
+            10,
+            d,
+            "holding",
+            6,
+            "uint16",
+            0.001,
+            "m3",
+            "cumulative volume, litres part 0-999 (add to registers 4-5)",
+            lambda b: b.meters["water"].reading % 1.0,
+            rounding="floor",
+        ),
     ]
 
 

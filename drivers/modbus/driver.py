@@ -324,13 +324,20 @@ def _good_reading(pid: str, value: Value, ts: datetime, _good: Quality = Quality
 
 
 class _PlanState:
-    __slots__ = ("decoders", "ids", "plan", "points", "rejected")
+    __slots__ = ("decoders", "ids", "plan", "points", "rejected", "sums")
 
-    def __init__(self, plan: ReadPlan, points: tuple[PointBase, ...], rejected: dict[str, tuple[str, str]]):
+    def __init__(
+        self,
+        plan: ReadPlan,
+        points: tuple[PointBase, ...],
+        rejected: dict[str, tuple[str, str]],
+        sums: Sequence[ModbusPoint] = (),
+    ):
         self.plan = plan
         self.points = points  # keeps the points alive: the cache key is their id()s
         self.ids = [p.id for p in points]
         self.rejected = rejected  # point id -> (code, detail) for points that cannot be planned
+        self.sums = tuple(sums)  # `sum_of` points, computed from their parts after the reads
         self.decoders: dict[Block, tuple[BlockDecoder, tuple[str, ...]]] = {}
 
     def decoder_of(self, block: Block) -> tuple[BlockDecoder, tuple[str, ...]]:
@@ -439,14 +446,28 @@ class ModbusTcpDriver:
             return st
         rejected: dict[str, tuple[str, str]] = {}
         usable: list[ModbusPoint] = []
+        sums: list[ModbusPoint] = []
         seen: set[str] = set()
         dev = self.device
-        for p in points:
+        by_id = {p.id: p for p in dev.points}
+        asked = {p.id for p in points}
+        # The parts of a sum_of point are read even when not asked for (their readings are not returned).
+        extra = [
+            by_id[pid]
+            for p in points
+            if isinstance(p, ModbusPoint) and p.sum_of
+            for pid in p.sum_of
+            if pid not in asked and pid in by_id
+        ]
+        for p in (*points, *extra):
             if p.id in seen:
                 continue
             seen.add(p.id)
             if not isinstance(p, ModbusPoint):
                 rejected[p.id] = (FailureCode.CONFIG, f"{type(p).__name__} is not a Modbus point")
+                continue
+            if p.sum_of is not None:
+                sums.append(p)
                 continue
             limit = (
                 min(dev.max_bits, PROTOCOL_MAX_BITS)
@@ -474,7 +495,7 @@ class ModbusTcpDriver:
                 unreadable=unreadable,
                 retry_every=self._retry_bad_every,
             )
-        st = _PlanState(plan, tuple(points), rejected)
+        st = _PlanState(plan, tuple(points), rejected, sums)
         if len(self._plans) >= _PLAN_CACHE_SIZE:
             del self._plans[next(iter(self._plans))]
         self._plans[key] = st
@@ -522,6 +543,8 @@ class ModbusTcpDriver:
                     any_good = any_good or good
         for pid, (code, detail) in st.rejected.items():
             out[pid] = Reading(pid, None, self._clock(), Quality.BAD, code, detail)
+        for sp in st.sums:
+            out[sp.id] = _sum_reading(sp, out, self._clock())
         if failed is not None and not any_good:
             self._state_change(failed[0], failed[1])
             self._note_silence(failed[0])
@@ -815,6 +838,30 @@ class ModbusTcpDriver:
         return WriteResult(
             point.id, value, None, False, code, f"{what}: {EXCEPTION_NAMES.get(n, 'exception')}"
         )
+
+
+def _sum_reading(point: ModbusPoint, out: dict[str, Reading], ts: datetime) -> Reading:
+    """A ``sum_of`` point from its parts' readings of this poll: bad (with the part's code) when a part
+    is bad, uncertain when one is, else the sum of value x factor."""
+    assert point.sum_of is not None
+    total = 0.0
+    quality = Quality.GOOD
+    flagged: Reading | None = None
+    for pid, factor in point.sum_of.items():
+        r = out.get(pid)
+        if r is None:
+            return Reading(point.id, None, ts, Quality.BAD, FailureCode.CONFIG, f"part {pid} was not read")
+        if r.quality is Quality.BAD:
+            return Reading(point.id, None, ts, Quality.BAD, r.code, f"part {pid}: {r.detail}")
+        if not isinstance(r.value, int | float) or isinstance(r.value, bool):
+            return Reading(point.id, None, ts, Quality.BAD, FailureCode.TYPE, f"part {pid} is not a number")
+        if r.quality is not Quality.GOOD and flagged is None:
+            quality, flagged = r.quality, r
+        total += float(r.value) * factor
+    if flagged is not None:
+        detail = f"part {flagged.point_id}: {flagged.detail}"
+        return Reading(point.id, total, ts, quality, flagged.code, detail)
+    return Reading(point.id, total, ts, Quality.GOOD)
 
 
 def _same(point: ModbusPoint, wrote: Value, got: Value) -> bool:

@@ -75,7 +75,7 @@ def _schema_address_or_ref(schema: dict[str, Any]) -> None:
         schema["required"] = required
     else:
         schema.pop("required", None)
-    schema["anyOf"] = [{"required": ["address"]}, {"required": ["ref"]}]
+    schema["anyOf"] = [{"required": ["address"]}, {"required": ["ref"]}, {"required": ["sum_of"]}]
 
 
 class ModbusPoint(PointBase):
@@ -115,6 +115,14 @@ class ModbusPoint(PointBase):
             "register (16 once the device answers exception 1), 16 for several, 5 for a coil"
         ),
     )
+    sum_of: dict[str, float] | None = Field(
+        default=None,
+        description=(
+            "A composite point: the sum of other points of the same device, each times its factor, e.g. "
+            "{water.m3: 1, water.litres: 0.001} for a total split over two registers. No address of its own; "
+            "bad when any part is bad"
+        ),
+    )
     invalid_raw: tuple[int, ...] = Field(
         default=(),
         description=(
@@ -130,9 +138,13 @@ class ModbusPoint(PointBase):
         if not isinstance(data, dict):
             return data
         ref = data.get("ref")
+        if data.get("sum_of") is not None:
+            if "address" in data or ref is not None:
+                raise ValueError("a `sum_of:` point has no `address:` or `ref:` of its own")
+            return {**data, "address": 0, "type": data.get("type", "float64")}
         if ref is None:
             if "address" not in data:
-                raise ValueError("a point needs `address:` (0-based protocol address) or `ref:` (e.g. 40001)")
+                raise ValueError("a point needs `address:` (0-based), `ref:` (e.g. 40001) or `sum_of:`")
             return data
         if "address" in data:
             raise ValueError("give `address:` or `ref:`, not both")
@@ -145,6 +157,8 @@ class ModbusPoint(PointBase):
 
     def describe_address(self) -> str:
         """How the driver reads (and writes) the point: ``holding 0 (40001) read FC3, write FC6``."""
+        if self.sum_of is not None:
+            return "sum of " + " + ".join(f"{pid} x {f:g}" for pid, f in self.sum_of.items())
         lo = {t: lo for lo, _hi, t in _REF_RANGES[:4]}[self.table]
         text = f"{self.table} {self.address} ({lo + self.address}) read FC{_READ_FC[self.table]}"
         if self.writable:
@@ -153,6 +167,14 @@ class ModbusPoint(PointBase):
 
     @model_validator(mode="after")
     def _check_layout(self) -> ModbusPoint:
+        if self.sum_of is not None:
+            if not self.sum_of:
+                raise ValueError("`sum_of:` names at least one point")
+            if self.writable:
+                raise ValueError("a `sum_of:` point is computed, not writable")
+            if self.invalid_raw or self.write_function is not None:
+                raise ValueError("`invalid_raw:`, `write_function:` belong on the parts of a `sum_of:` point")
+            return self
         bits = self.table in ("coil", "discrete")
         if bits and self.type != "bool":
             raise ValueError(f"a {self.table} point has type bool, not {self.type}")
@@ -262,3 +284,15 @@ class ModbusDevice(BaseModel):
         default=300.0, gt=0, le=86400, description="Longest backoff of a silent unit (doubling from 2 polls)"
     )
     points: list[ModbusPoint] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_sums(self) -> ModbusDevice:
+        by_id = {p.id: p for p in self.points}
+        for p in self.points:
+            for part in p.sum_of or {}:
+                other = by_id.get(part)
+                if other is None:
+                    raise ValueError(f"point {p.id}: sum_of names {part!r}, not a point of device {self.id}")
+                if other.sum_of is not None:
+                    raise ValueError(f"point {p.id}: sum_of names {part!r}, itself a sum_of point")
+        return self

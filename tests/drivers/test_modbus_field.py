@@ -450,3 +450,71 @@ def test_check_explains_addresses_and_names_a_bad_ref_by_file_and_line(tmp_path:
     message = err.getvalue()
     assert f"modbus_site.yaml:{line}:" in message and "20003 is not a Modbus reference" in message
     assert "Traceback" not in err.getvalue()
+
+
+# --- item 9: composite points ----------------------------------------------------------------------------
+
+
+async def test_a_total_split_over_two_registers_reads_as_one_full_resolution_value(drivers: Any) -> None:
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from sim.runner import Simulator
+
+    start = datetime(2026, 7, 15, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+    async with Simulator(seed=1, start=start, speed=0) as sim:
+        assert sim.modbus_port
+        dev = ModbusDevice.model_validate({
+            "protocol": "modbus", "id": "water", "host": "127.0.0.1", "port": sim.modbus_port, "unit_id": 10,
+            "points": [
+                {"id": "w.m3", "address": 4, "type": "uint32"},
+                {"id": "w.litres", "address": 6, "type": "uint16"},
+                {"id": "w.volume", "sum_of": {"w.m3": 1, "w.litres": 0.001}, "cumulative": True},
+                {"id": "w.reference", "address": 0, "type": "uint32", "scale": 0.001},
+            ],
+        })  # fmt: skip
+        drv = drivers(dev)
+        first = {r.point_id: r for r in await drv.read(dev.points)}
+        sim.step_to(start + timedelta(minutes=15))
+        later = {r.point_id: r for r in await drv.read(dev.points)}
+        for rs in (first, later):
+            assert rs["w.volume"].ok and rs["w.volume"].value == pytest.approx(rs["w.reference"].value)
+        # 15 minutes of flow: the whole-m3 register alone books whole m3 only; the sum has the litres
+        used = later["w.volume"].value - first["w.volume"].value  # type: ignore[operator]
+        assert used == pytest.approx(later["w.reference"].value - first["w.reference"].value)  # type: ignore[operator]
+        assert used > 0 and used != later["w.m3"].value - first["w.m3"].value  # type: ignore[operator]
+        # asked alone, the parts are still read
+        [alone] = await drv.read([dev.points[2]])
+        assert alone.ok and alone.value == pytest.approx(later["w.volume"].value)
+
+
+async def test_a_bad_part_makes_the_sum_bad_with_its_code(drivers: Any) -> None:
+    bank = UnitBank(unit_id=1)
+    bank.map("holding", 0, [0, 12, 0xFFFF])
+    dev = ModbusDevice.model_validate({
+        "protocol": "modbus", "id": "d", "host": "127.0.0.1", "port": 1, "unit_id": 1,
+        "points": [
+            {"id": "whole", "address": 0, "type": "uint32"},
+            {"id": "part", "address": 2, "invalid_raw": [0xFFFF]},
+            {"id": "sum", "sum_of": {"whole": 1, "part": 0.001}},
+        ],
+    })  # fmt: skip
+    async with ModbusServer(units=[bank]) as srv:
+        assert srv.port
+        dev = dev.model_copy(update={"port": srv.port})
+        drv = drivers(dev)
+        whole, part, total = await drv.read(dev.points)
+        assert whole.value == 12 and (part.code, total.code) == ("no_value", "no_value")
+        assert total.quality is Quality.BAD and total.value is None
+        bank.set("holding", 2, [345])
+        assert [r.value for r in await drv.read(dev.points)][2] == pytest.approx(12.345)
+
+
+def test_sum_of_is_checked() -> None:
+    base = {"protocol": "modbus", "id": "d", "host": "127.0.0.1"}
+    with pytest.raises(ValueError, match="not a point of device"):
+        ModbusDevice.model_validate({**base, "points": [{"id": "s", "sum_of": {"nope": 1}}]})
+    with pytest.raises(ValueError, match="no `address:`"):
+        ModbusPoint.model_validate({"id": "s", "address": 1, "sum_of": {"a": 1}})
+    with pytest.raises(ValueError, match="not writable"):
+        ModbusPoint.model_validate({"id": "s", "sum_of": {"a": 1}, "writable": True})

@@ -135,7 +135,7 @@ class Endpoint:
     Take :attr:`lock` around every exchange; :meth:`ensure_connected` and :meth:`mark_failed` assume it.
     """
 
-    def __init__(self, *, host: str, port: int, pool: EndpointPool) -> None:
+    def __init__(self, *, host: str, port: int, pool: EndpointPool, quiet: bool = False) -> None:
         self.host = host
         self.port = port
         self.lock = asyncio.Lock()
@@ -146,6 +146,7 @@ class Endpoint:
         self.last_error: str | None = None
         self._pool = pool
         self._up = False  # for logging state changes only
+        self._quiet = quiet  # a silent unit's own connection: the device's state changes say it all
 
     @property
     def connected(self) -> bool:
@@ -226,6 +227,8 @@ class Endpoint:
             self.last_error = None
             if not self._up:
                 self._up = True
+                if self._quiet:
+                    return
                 self._pool.log.info("endpoint_connected", endpoint=f"{self.host}:{self.port}")
             return
         self.mark_failed(error)
@@ -242,6 +245,8 @@ class Endpoint:
         self.last_error = error
         if self._up:
             self._up = False
+            if self._quiet:
+                return
             self._pool.log.warning("endpoint_disconnected", endpoint=f"{self.host}:{self.port}", error=error)
 
     def close(self) -> None:
@@ -423,7 +428,7 @@ class ModbusTcpDriver:
         again: its timeouts then hold no lock its neighbours need."""
         if self._quarantine is None:
             ep = self._endpoint()
-            self._quarantine = Endpoint(host=ep.host, port=ep.port, pool=self._pool)
+            self._quarantine = Endpoint(host=ep.host, port=ep.port, pool=self._pool, quiet=True)
 
     def _leave_quarantine(self) -> None:
         q, self._quarantine = self._quarantine, None

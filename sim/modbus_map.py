@@ -36,6 +36,7 @@ __all__ = [
     "AC_UNITS",
     "LIGHTING_UNIT",
     "METER_UNITS",
+    "NO_VALUE",
     "OUTDOOR_UNIT",
     "REGISTER_MAP",
     "ROOM_SENSOR_UNIT",
@@ -134,6 +135,7 @@ _INT_RANGE = {
     "uint64": (0, 2**64 - 1),
 }
 
+NO_VALUE = 0x8000  # what a register reads when its sensor is missing or failed (MANUAL.md)
 _VOLTS = 230.0
 _PF = 0.95
 
@@ -232,6 +234,30 @@ def _water_meter() -> list[Reg]:
             rounding="floor",
         ),
         Reg(10, d, "holding", 2, "uint16", 0.01, "m3/h", "flow rate", lambda b: b.meters["water"].rate),
+        Reg(
+            10,
+            d,
+            "holding",
+            4,
+            "uint32",
+            1,
+            "m3",
+            "cumulative volume, whole m3 (the litres are in register 6)",
+            lambda b: math.floor(b.meters["water"].reading),
+            rounding="floor",
+        ),
+        Reg(
+            10,
+            d,
+            "holding",
+            6,
+            "uint16",
+            0.001,
+            "m3",
+            "cumulative volume, litres part 0-999 (add to registers 4-5)",
+            lambda b: b.meters["water"].reading % 1.0,
+            rounding="floor",
+        ),
     ]
 
 
@@ -402,7 +428,19 @@ class BuildingModbus:
             self.banks[unit] = bank
         self._building = building
         self._unsubscribe: Callable[[], None] | None = None
+        # Registers that read the manual's "no value" word (no sensor fitted / sensor failed).
+        self.no_value: set[tuple[int, Table, int]] = set()
         self.open()
+
+    def set_no_value(self, unit: int, table: Table, address: int, on: bool = True) -> None:
+        """Make one register read NO_VALUE (0x8000, "no sensor") instead of the model's value, or stop."""
+        if not any(r.table == table and r.address == address for r in self._by_unit.get(unit, ())):
+            raise KeyError(f"unit {unit} has no {table} {address} in the map")
+        if on:
+            self.no_value.add((unit, table, address))
+        else:
+            self.no_value.discard((unit, table, address))
+        self.refresh([unit])
 
     def open(self) -> None:
         """Follow the model's changes (again, after close(): a simulator can be stopped and restarted)."""
@@ -419,7 +457,10 @@ class BuildingModbus:
         for unit in units if units is not None else list(self._by_unit):
             bank = self.banks[unit]
             for reg in self._by_unit[unit]:
-                bank.set(reg.table, reg.address, reg.raw(self.building))
+                if (unit, reg.table, reg.address) in self.no_value:
+                    bank.set(reg.table, reg.address, [NO_VALUE] * reg.count)
+                else:
+                    bank.set(reg.table, reg.address, reg.raw(self.building))
 
     def _on_change(self, change: Change) -> None:
         # Registers follow a change at once (script, API or Modbus), not only at the next step.

@@ -85,6 +85,11 @@ class UnitBank:
         self.discrete: dict[int, bool] = {}
         self.writable_holding: set[int] = set()
         self.writable_coil: set[int] = set()
+        # Quirks real devices document (MANUAL.md, "Device rules"); all off by default.
+        self.max_read_registers: int | None = None  # a longer FC3/FC4 read: exception 3
+        self.fc16_only = False  # FC6 (write single register): exception 1; the manual requires FC16
+        # (table, start, end): addresses served only on another function code; a read touching one: exc. 1
+        self.other_function: list[tuple[Table, int, int]] = []
 
     def table(self, table: Table) -> dict[int, int] | dict[int, bool]:
         if table == "holding":
@@ -204,6 +209,11 @@ class ModbusServer:
             if not 1 <= count <= limit:
                 raise ModbusException(ILLEGAL_DATA_VALUE, f"count {count}")
             table: Table = ("coil", "discrete", "holding", "input")[fc - 1]
+            if fc in (3, 4) and bank.max_read_registers is not None and count > bank.max_read_registers:
+                raise ModbusException(ILLEGAL_DATA_VALUE, f"count {count} above {bank.max_read_registers}")
+            for t, lo, hi in bank.other_function:
+                if t == table and start < hi and lo < start + count:
+                    raise ModbusException(ILLEGAL_FUNCTION, f"{table} {lo}..{hi - 1} not on fc {fc}")
             store = bank.table(table)
             self._check_mapped(store, start, count)
             if fc in (1, 2):
@@ -220,6 +230,8 @@ class ModbusServer:
             self._write(bank, "coil", addr, [raw == 0xFF00])
             return bytes([fc]) + data
         if fc == 6:
+            if bank.fc16_only:
+                raise ModbusException(ILLEGAL_FUNCTION, "this unit takes register writes by FC16 only")
             if len(data) != 4:
                 raise ModbusException(ILLEGAL_DATA_VALUE, "bad request length")
             addr, raw = struct.unpack(">HH", data)

@@ -58,7 +58,7 @@ def _layout(point: ModbusPoint) -> tuple[object, ...]:
 def _check_modbus_overlaps(out: SiteIssues, dpath: YamlPath, points: list[tuple[int, ModbusPoint]]) -> None:
     by_table: dict[str, list[tuple[int, ModbusPoint]]] = {}
     for p, pt in points:
-        if pt.table in ("holding", "input"):
+        if pt.table in ("holding", "input") and pt.sum_of is None:  # a sum_of point has no registers
             by_table.setdefault(pt.table, []).append((p, pt))
     for table, entries in by_table.items():
         entries.sort(key=lambda e: e[1].address)

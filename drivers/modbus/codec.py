@@ -31,6 +31,7 @@ __all__ = [
     "decoder_for",
     "encode",
     "non_finite_code",
+    "raw_word",
 ]
 
 Decoder = Callable[[Sequence[int]], Value]
@@ -148,13 +149,42 @@ def decoder_for(point: ModbusPoint) -> Decoder:
     )
 
 
+def raw_word(registers: Sequence[int], point: ModbusPoint) -> int:
+    """The point's registers as one unsigned number, high word first (after ``word_order``), bytes as read.
+
+    What ``invalid_raw`` sentinels are compared with: 0x8000 is the register 0x8000 whatever the type.
+    """
+    regs = list(registers)
+    if point.word_order == "little":
+        regs.reverse()
+    out = 0
+    for r in regs:
+        out = (out << 16) | (r & 0xFFFF)
+    return out
+
+
+def _no_value(raw: int, point: ModbusPoint) -> CodecError:
+    return CodecError(
+        f"point {point.id}: raw {raw:#06x} is a 'no value' sentinel (invalid_raw)",
+        point=point.id,
+        code=FailureCode.NO_VALUE,
+    )
+
+
 def decode(registers: Sequence[int], point: ModbusPoint) -> Value:
-    """The point's value from its registers (bits for coil/discrete). Raises CodecError "decode"."""
+    """The point's value from its registers (bits for coil/discrete).
+
+    Raises CodecError "decode", or "no_value" when the registers hold one of the point's ``invalid_raw``.
+    """
     n = register_count(point)
     if len(registers) != n:
         raise CodecError(
             f"{point.type} needs {n} registers, got {len(registers)}", point=point.id, code=FailureCode.DECODE
         )
+    if point.invalid_raw:
+        raw = raw_word(registers, point)
+        if raw in point.invalid_raw:
+            raise _no_value(raw, point)
     try:
         return decoder_for(point)(registers)
     except (struct.error, UnicodeDecodeError, IndexError, OverflowError) as exc:
@@ -181,15 +211,19 @@ def _whole_block_struct(jobs: Sequence[tuple[Any, ...]], count: int) -> struct.S
 
 
 def block_decoder(
-    start: int, count: int, points: Sequence[ModbusPoint], *, _whole: bool = True
+    start: int, count: int, points: Sequence[ModbusPoint], *, _whole: bool = True, _sentinels: bool = True
 ) -> BlockDecoder:
     """A decoder of a whole read reply: registers (bits) from ``start`` in, one value per point out.
 
     The hot path of a poll. The reply is packed to bytes once per byte order, and each numeric point is
     one precompiled ``unpack_from`` (no per-point packing). Returns ``(values, clean)``: a point whose
     registers do not decode gets a :class:`CodecError` in its place (the others are unaffected), and
-    ``clean`` is False when any value is a CodecError or a NaN/infinite float.
+    ``clean`` is False when any value is a CodecError or a NaN/infinite float. A point whose registers
+    hold one of its ``invalid_raw`` sentinels gets a CodecError with code ``no_value``.
     """
+    if _sentinels and any(p.invalid_raw for p in points):
+        inner = block_decoder(start, count, points, _whole=_whole, _sentinels=False)
+        return _with_sentinels(inner, start, points)
     jobs: list[tuple[int, int, int, Any, float, float, bool, bool, str]] = []
     need_be = need_le = False
     for p in points:
@@ -226,7 +260,7 @@ def block_decoder(
                 return values, True
             # A short reply, a NaN or an infinity: the point-by-point path says which and why.
             if fallback is None:
-                fallback = block_decoder(start, count, points, _whole=False)
+                fallback = block_decoder(start, count, points, _whole=False, _sentinels=False)
             return fallback(data)
 
         return run_whole
@@ -267,6 +301,28 @@ def block_decoder(
                 clean = False
                 append(CodecError(f"cannot decode point {pid}: {exc}", point=pid, code=FailureCode.DECODE))
         return out, clean and acc == 0.0
+
+    return run
+
+
+def _with_sentinels(inner: BlockDecoder, start: int, points: Sequence[ModbusPoint]) -> BlockDecoder:
+    """``inner``, then each sentinel point's raw registers compared with its ``invalid_raw``."""
+    checks = [
+        (i, p.address - start, p.address - start + register_count(p), p)
+        for i, p in enumerate(points)
+        if p.invalid_raw
+    ]
+
+    def run(data: Sequence[int]) -> tuple[list[Value | CodecError], bool]:
+        values, clean = inner(data)
+        for i, a, b, p in checks:
+            if isinstance(values[i], CodecError) or b > len(data):
+                continue
+            raw = raw_word(data[a:b], p)
+            if raw in p.invalid_raw:
+                values[i] = _no_value(raw, p)
+                clean = False
+        return values, clean
 
     return run
 

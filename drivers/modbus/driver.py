@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import struct
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -42,7 +43,7 @@ from drivers.base import (
     utc_now,
 )
 from drivers.modbus.codec import BlockDecoder, CodecError, block_decoder, encode
-from drivers.modbus.options import ModbusDevice, ModbusPoint, register_count
+from drivers.modbus.options import ModbusDevice, ModbusPoint, register_count, write_function_of
 from drivers.modbus.planner import (
     PROTOCOL_MAX_BITS,
     PROTOCOL_MAX_REGISTERS,
@@ -74,6 +75,12 @@ EXCEPTION_NAMES: dict[int, str] = {
 # Replies that mean "the device behind the gateway is not answering": later blocks of the same poll
 # would get the same answer after the same wait, so they are not sent.
 _DEVICE_DOWN_EXCEPTIONS = frozenset({10, 11})
+# Replies the plan learns from: 1 (function not served there) and 2 (address) split the block; 3 (value:
+# the request is longer than the device accepts) narrows the request size (planner.ReadPlan.on_refused).
+_LEARNED_EXCEPTIONS = frozenset({1, 2, 3})
+# A poll that ends in one of these without any good reading counts as the unit being silent.
+_SILENT_CODES = frozenset({FailureCode.TIMEOUT, modbus_exception(10), modbus_exception(11)})
+_READ_FC = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 # pymodbus waits this long itself; ours (device.timeout_s, at most 60 s) always fires first.
 _PYMODBUS_TIMEOUT_S = 120.0
 _PLAN_CACHE_SIZE = 16
@@ -85,13 +92,50 @@ class _Unreachable(Exception):
     """The endpoint cannot be used now (connect failed, in backoff, connection lost)."""
 
 
+class _ProtocolReply(Exception):
+    """A reply that cannot be parsed or matched (wrong transaction or unit id, garbage, bad byte count)."""
+
+
+def _strict_frames(orig: Callable[[bytes, int, int], tuple[int, Any]]) -> Callable[..., tuple[int, Any]]:
+    """pymodbus's MBAP frame handler, made strict: a frame that is not the awaited reply raises.
+
+    pymodbus skips frames with a wrong transaction or unit id and leaves the request to time out; it
+    raises out of ``data_received`` on a byte count it cannot parse. Here a frame with protocol id not 0,
+    a length outside 2..254, another transaction id (0 is tolerated, as pymodbus does) or another unit id
+    raises :class:`_ProtocolReply`; an incomplete frame waits for more bytes.
+    """
+
+    def handle(data: bytes, exp_devid: int, exp_tid: int) -> tuple[int, Any]:
+        if len(data) < 7:
+            return 0, None
+        tid, proto, length = struct.unpack_from(">HHH", data)
+        unit = data[6]
+        if proto != 0 or not 2 <= length <= 254:
+            raise _ProtocolReply(f"not a Modbus TCP frame (protocol id {proto}, length {length})")
+        if exp_tid and tid and tid != exp_tid:
+            raise _ProtocolReply(f"reply with transaction id {tid}, expected {exp_tid}")
+        if exp_devid and unit != exp_devid:
+            raise _ProtocolReply(f"reply from unit {unit}, expected {exp_devid}")
+        if len(data) < 6 + length:
+            return 0, None
+        try:
+            used, pdu = orig(data[: 6 + length], exp_devid, exp_tid)
+        except ModbusException as exc:
+            raise _ProtocolReply(f"reply cannot be parsed: {exc}") from exc
+        if pdu is None:
+            raise _ProtocolReply("reply cannot be parsed")
+        return used, pdu
+
+    return handle
+
+
 class Endpoint:
     """One TCP connection (host, port), its lock and its reconnect backoff.
 
     Take :attr:`lock` around every exchange; :meth:`ensure_connected` and :meth:`mark_failed` assume it.
     """
 
-    def __init__(self, *, host: str, port: int, pool: EndpointPool) -> None:
+    def __init__(self, *, host: str, port: int, pool: EndpointPool, quiet: bool = False) -> None:
         self.host = host
         self.port = port
         self.lock = asyncio.Lock()
@@ -102,6 +146,7 @@ class Endpoint:
         self.last_error: str | None = None
         self._pool = pool
         self._up = False  # for logging state changes only
+        self._quiet = quiet  # a silent unit's own connection: the device's state changes say it all
 
     @property
     def connected(self) -> bool:
@@ -114,6 +159,39 @@ class Endpoint:
             fut = getattr(self.client.ctx, "response_future", None)
             if fut is not None and not fut.done():
                 fut.set_exception(ConnectionException("connection lost"))
+
+    def _harden(self, client: AsyncModbusTcpClient) -> None:
+        """Make a reply that cannot be parsed or matched fail its request at once, with the connection
+        closed (the stream cannot be resynchronised), instead of a traceback from ``data_received`` or a
+        wait for the timeout."""
+        ctx = client.ctx
+        framer = ctx.framer
+        setattr(framer, "handleFrame", _strict_frames(framer.handleFrame))  # noqa: B010
+        receive = ctx.data_received
+
+        def fail(exc: Exception) -> None:
+            fut = getattr(ctx, "response_future", None)
+            if fut is not None and not fut.done():
+                fut.set_exception(exc if isinstance(exc, _ProtocolReply) else _ProtocolReply(str(exc)))
+            client.close()
+
+        def guarded(data: bytes) -> None:
+            # pymodbus silently empties a buffer above its limit: a streaming peer would only time out
+            if len(ctx.recv_buffer) + len(data) > ctx.max_buffer_size:
+                fail(_ProtocolReply(f"more than {ctx.max_buffer_size} bytes without a complete frame"))
+                return
+            try:
+                receive(data)
+            except Exception as exc:  # any parse failure: the stream cannot be resynchronised
+                fail(exc)
+
+        setattr(ctx, "data_received", guarded)  # noqa: B010
+
+    def drop(self) -> None:
+        """Close the connection without backoff (after a timeout or a bad reply: late or streaming bytes
+        must not reach the next request); the next exchange reconnects at once."""
+        if self.client is not None:
+            self.client.close()
 
     async def ensure_connected(self, timeout: float) -> None:
         """Connect if needed; raise _Unreachable while in backoff or when the connect fails."""
@@ -134,6 +212,7 @@ class Endpoint:
                 reconnect_delay=0,  # no background reconnect task: we reconnect, with our backoff
                 trace_connect=self._on_connection_change,
             )
+            self._harden(self.client)
         ok = False
         try:
             async with asyncio.timeout(timeout):
@@ -148,6 +227,8 @@ class Endpoint:
             self.last_error = None
             if not self._up:
                 self._up = True
+                if self._quiet:
+                    return
                 self._pool.log.info("endpoint_connected", endpoint=f"{self.host}:{self.port}")
             return
         self.mark_failed(error)
@@ -164,6 +245,8 @@ class Endpoint:
         self.last_error = error
         if self._up:
             self._up = False
+            if self._quiet:
+                return
             self._pool.log.warning("endpoint_disconnected", endpoint=f"{self.host}:{self.port}", error=error)
 
     def close(self) -> None:
@@ -246,13 +329,20 @@ def _good_reading(pid: str, value: Value, ts: datetime, _good: Quality = Quality
 
 
 class _PlanState:
-    __slots__ = ("decoders", "ids", "plan", "points", "rejected")
+    __slots__ = ("decoders", "ids", "plan", "points", "rejected", "sums")
 
-    def __init__(self, plan: ReadPlan, points: tuple[PointBase, ...], rejected: dict[str, tuple[str, str]]):
+    def __init__(
+        self,
+        plan: ReadPlan,
+        points: tuple[PointBase, ...],
+        rejected: dict[str, tuple[str, str]],
+        sums: Sequence[ModbusPoint] = (),
+    ):
         self.plan = plan
         self.points = points  # keeps the points alive: the cache key is their id()s
         self.ids = [p.id for p in points]
         self.rejected = rejected  # point id -> (code, detail) for points that cannot be planned
+        self.sums = tuple(sums)  # `sum_of` points, computed from their parts after the reads
         self.decoders: dict[Block, tuple[BlockDecoder, tuple[str, ...]]] = {}
 
     def decoder_of(self, block: Block) -> tuple[BlockDecoder, tuple[str, ...]]:
@@ -295,6 +385,16 @@ class ModbusTcpDriver:
         self._ep: Endpoint | None = pool.acquire(device.host, device.port)
         self._plans: dict[tuple[int, ...], _PlanState] = {}
         self._down: str | None = None  # device-level failure code, for logging state changes only
+        # Dead-unit isolation: polls in a row without an answer, and the backoff they earned.
+        self._silent_polls = 0
+        self._silent_until = 0.0
+        self._silent_code: str = FailureCode.TIMEOUT
+        self._quarantine: Endpoint | None = None  # this unit's own connection while it is silent
+        # Points whose single-value writes the device refused on FC5/FC6 (exception 1): FC15/FC16 now.
+        self._multi_write: set[str] = set()
+        # Request sizes: the configured ones, narrowed by what the device refuses with exception 3.
+        self._max_registers = min(device.max_registers, PROTOCOL_MAX_REGISTERS)
+        self._max_bits = min(device.max_bits, PROTOCOL_MAX_BITS)
 
     # ---- lifecycle ------------------------------------------------------------------------------------
 
@@ -313,9 +413,27 @@ class ModbusTcpDriver:
     async def close(self) -> None:
         """Give the endpoint back; the pool closes it when no device uses it any more."""
         ep, self._ep = self._ep, None
+        self._leave_quarantine()
         if ep is not None:
             async with ep.lock:
                 self._pool.release(ep)
+
+    def _read_endpoint(self) -> Endpoint:
+        """The connection polls use: the shared one, or this unit's own while it is silent."""
+        shared = self._endpoint()
+        return self._quarantine if self._quarantine is not None else shared
+
+    def _enter_quarantine(self) -> None:
+        """A unit that did not answer polls over its own connection to the same gateway until it answers
+        again: its timeouts then hold no lock its neighbours need."""
+        if self._quarantine is None:
+            ep = self._endpoint()
+            self._quarantine = Endpoint(host=ep.host, port=ep.port, pool=self._pool, quiet=True)
+
+    def _leave_quarantine(self) -> None:
+        q, self._quarantine = self._quarantine, None
+        if q is not None:
+            q.close()
 
     def _endpoint(self) -> Endpoint:
         if self._ep is None:
@@ -333,14 +451,28 @@ class ModbusTcpDriver:
             return st
         rejected: dict[str, tuple[str, str]] = {}
         usable: list[ModbusPoint] = []
+        sums: list[ModbusPoint] = []
         seen: set[str] = set()
         dev = self.device
-        for p in points:
+        by_id = {p.id: p for p in dev.points}
+        asked = {p.id for p in points}
+        # The parts of a sum_of point are read even when not asked for (their readings are not returned).
+        extra = [
+            by_id[pid]
+            for p in points
+            if isinstance(p, ModbusPoint) and p.sum_of
+            for pid in p.sum_of
+            if pid not in asked and pid in by_id
+        ]
+        for p in (*points, *extra):
             if p.id in seen:
                 continue
             seen.add(p.id)
             if not isinstance(p, ModbusPoint):
                 rejected[p.id] = (FailureCode.CONFIG, f"{type(p).__name__} is not a Modbus point")
+                continue
+            if p.sum_of is not None:
+                sums.append(p)
                 continue
             limit = (
                 min(dev.max_bits, PROTOCOL_MAX_BITS)
@@ -362,13 +494,13 @@ class ModbusTcpDriver:
         else:
             plan = ReadPlan(
                 usable,
-                max_registers=dev.max_registers,
-                max_bits=dev.max_bits,
+                max_registers=self._max_registers,
+                max_bits=self._max_bits,
                 max_gap=dev.max_gap,
                 unreadable=unreadable,
                 retry_every=self._retry_bad_every,
             )
-        st = _PlanState(plan, tuple(points), rejected)
+        st = _PlanState(plan, tuple(points), rejected, sums)
         if len(self._plans) >= _PLAN_CACHE_SIZE:
             del self._plans[next(iter(self._plans))]
         self._plans[key] = st
@@ -381,10 +513,12 @@ class ModbusTcpDriver:
         if not points:
             return []
         st = self._state_for(points)
+        if self._silent_until > self._pool.monotonic():
+            return self._silent_readings(st)
         plan = st.plan
         plan.next_cycle()
         out: dict[str, Reading] = {}
-        ep = self._endpoint()
+        ep = self._read_endpoint()
         failed: tuple[str, str] | None = None  # (code, detail) that makes the rest of this poll fail fast
         any_good = False
         async with ep.lock:
@@ -392,24 +526,79 @@ class ModbusTcpDriver:
                 await ep.ensure_connected(self._timeout)
             except _Unreachable as exc:
                 failed = (FailureCode.UNREACHABLE, str(exc))
-            for block in list(plan.blocks):
+            # By index over the live list: a refusal may split or re-cut blocks while the poll runs;
+            # splits only add blocks, so an unread one never moves below the index.
+            i = 0
+            while i < len(plan.blocks):
+                block = plan.blocks[i]
+                i += 1
+                if block.points and block.points[0].id in out:
+                    continue  # read already, as a part of a block split during this poll
                 if failed is not None:
                     self._fill(out, block, Quality.BAD, failed[0], failed[1])
                 elif not plan.due(block):
+                    n = plan.bad_exception(block)
                     self._fill(
-                        out, block, Quality.BAD, modbus_exception(2),
-                        f"illegal data address (remembered; retried every {plan.retry_every} polls)",
+                        out, block, Quality.BAD, modbus_exception(n),
+                        f"{EXCEPTION_NAMES.get(n, 'exception')} "
+                        f"(remembered; retried every {plan.retry_every} polls)",
                     )  # fmt: skip
                 else:
                     failed, good = await self._read_block(ep, st, block, out)
                     any_good = any_good or good
         for pid, (code, detail) in st.rejected.items():
             out[pid] = Reading(pid, None, self._clock(), Quality.BAD, code, detail)
+        for sp in st.sums:
+            out[sp.id] = _sum_reading(sp, out, self._clock())
         if failed is not None and not any_good:
             self._state_change(failed[0], failed[1])
-        elif self._down is not None and any_good:
-            self._state_change(None, None)
+            self._note_silence(failed[0])
+        elif any_good:
+            if self._down is not None:
+                self._state_change(None, None)
+            self._silent_polls = 0
+            self._leave_quarantine()
         return list(map(out.__getitem__, st.ids))
+
+    def _note_silence(self, code: str) -> None:
+        """Count polls the unit did not answer; from the ``dead_after``-th on, back it off (capped,
+        doubling, jittered): while backed off a poll answers at once and the endpoint lock is left to
+        the unit's neighbours; each backoff ends in one probe (a normal poll, which stops at its first
+        timeout)."""
+        if code not in _SILENT_CODES:
+            self._silent_polls = 0
+            self._leave_quarantine()
+            return
+        self._silent_polls += 1
+        self._enter_quarantine()
+        over = self._silent_polls - self.device.dead_after
+        if over < 0:
+            return
+        dev = self.device
+        base = min(dev.dead_backoff_max_s, 2 * max(dev.interval_s, dev.timeout_s) * 2 ** min(over, 30))
+        delay = base * (0.5 + 0.5 * self._pool.jitter())
+        self._silent_until = self._pool.monotonic() + delay
+        self._silent_code = code
+        if over == 0:
+            self._log.warning(
+                "unit_backed_off", code=code, silent_polls=self._silent_polls, next_probe_s=round(delay, 1)
+            )
+
+    def _silent_readings(self, st: _PlanState) -> list[Reading]:
+        ts = self._clock()
+        left = self._silent_until - self._pool.monotonic()
+        detail = (
+            f"unit {self._unit} silent for {self._silent_polls} polls; backed off, next probe in {left:.1f} s"
+        )
+        code = self._silent_code
+        out = [Reading(pid, None, ts, Quality.BAD, code, detail) for pid in st.ids]
+        if st.rejected:
+            out = [
+                Reading(r.point_id, None, ts, Quality.BAD, *st.rejected[r.point_id])
+                if r.point_id in st.rejected else r
+                for r in out
+            ]  # fmt: skip
+        return out
 
     def _fill(self, out: dict[str, Reading], block: Block, quality: Quality, code: str, detail: str) -> None:
         ts = self._clock()
@@ -430,9 +619,15 @@ class ModbusTcpDriver:
         try:
             rr = await self._request(ep, block)
         except TimeoutError:
+            ep.drop()  # a late or endless reply must not reach the next request
             detail = f"no reply within {self._timeout} s ({block.table} {block.start}+{block.count})"
             self._fill(out, block, Quality.BAD, FailureCode.TIMEOUT, detail)
             return (FailureCode.TIMEOUT, f"skipped after a timeout in this poll: {detail}"), False
+        except _ProtocolReply as exc:
+            ep.drop()
+            detail = f"{exc} ({block.table} {block.start}+{block.count})"
+            self._fill(out, block, Quality.BAD, FailureCode.PROTOCOL, detail)
+            return (FailureCode.PROTOCOL, f"skipped after a bad reply in this poll: {detail}"), False
         except (ConnectionException, OSError) as exc:
             ep.mark_failed(f"connection lost: {exc}")
             self._fill(out, block, Quality.BAD, FailureCode.UNREACHABLE, f"{ep.host}:{ep.port} {exc}")
@@ -444,33 +639,47 @@ class ModbusTcpDriver:
         if rr.isError():
             n, code = _exception_code(rr)
             detail = f"{EXCEPTION_NAMES.get(n, 'exception')} ({block.table} {block.start}+{block.count})"
-            if n == 2:
-                parts = st.plan.on_illegal_address(block)
+            if n in _LEARNED_EXCEPTIONS:
+                parts = st.plan.on_refused(block, n)
+                self._learn_limits(st.plan, block, n)
                 if parts != [block]:
-                    # Split and read the parts now: the good points of a refused block lose no poll.
+                    # Read the parts now: the good points of a refused block lose no poll. The plan's
+                    # current blocks are asked each time: a part may itself be split or re-cut meanwhile.
+                    ids = {p.id for p in block.points}
                     any_good = False
-                    for part in parts:
+                    failed: tuple[str, str] | None = None
+                    while True:
+                        part = next(
+                            (b for b in st.plan.blocks if b.points and b.points[0].id in ids
+                             and b.points[0].id not in out),
+                            None,
+                        )  # fmt: skip
+                        if part is None:
+                            return failed, any_good
+                        if failed is not None:
+                            self._fill(out, part, Quality.BAD, failed[0], failed[1])
+                            continue
                         failed, good = await self._read_block(ep, st, part, out)
                         any_good = any_good or good
-                        if failed is not None:
-                            for rest in parts[parts.index(part) + 1 :]:
-                                self._fill(out, rest, Quality.BAD, failed[0], failed[1])
-                            return failed, any_good
-                    return None, any_good
             self._fill(out, block, Quality.BAD, code, detail)
             if n in _DEVICE_DOWN_EXCEPTIONS:
                 return (code, f"skipped after {detail} in this poll"), False
             return None, False
 
+        bits = block.table in ("coil", "discrete")
+        data: Sequence[int] = rr.bits if bits else rr.registers
+        expected = 8 * ((block.count + 7) // 8) if bits else block.count  # bits come in whole bytes
+        if rr.function_code != _READ_FC[block.table] or len(data) != expected:
+            ep.drop()
+            detail = (
+                f"reply of function {rr.function_code} with {len(data)} {'bits' if bits else 'registers'} "
+                f"to a read of {block.table} {block.start}+{block.count}"
+            )
+            self._fill(out, block, Quality.BAD, FailureCode.PROTOCOL, detail)
+            return (FailureCode.PROTOCOL, f"skipped after a bad reply in this poll: {detail}"), False
         if st.plan.is_bad(block):
             st.plan.on_success(block)
-        data: Sequence[int] = rr.bits if block.table in ("coil", "discrete") else rr.registers
         ts = self._clock()
-        if len(data) < block.count:
-            self._fill(
-                out, block, Quality.BAD, FailureCode.DECODE, f"short reply: {len(data)} of {block.count}"
-            )
-            return None, False
         decode, pids = st.decoder_of(block)
         values, clean = decode(data)
         make = _good_reading
@@ -488,6 +697,23 @@ class ModbusTcpDriver:
                 out[pid] = make(pid, value, ts)
         return None, True
 
+    def _learn_limits(self, plan: ReadPlan, block: Block, n: int) -> None:
+        """Keep the request size a device taught with exception 3 for its later plans; log it once."""
+        if n != 3:
+            return
+        if plan.max_registers < self._max_registers:
+            self._max_registers = plan.max_registers
+            self._log.warning(
+                "modbus_request_size_learned", kind="registers", max=plan.max_registers,
+                refused=f"{block.table} {block.start}+{block.count}",
+            )  # fmt: skip
+        if plan.max_bits < self._max_bits:
+            self._max_bits = plan.max_bits
+            self._log.warning(
+                "modbus_request_size_learned", kind="bits", max=plan.max_bits,
+                refused=f"{block.table} {block.start}+{block.count}",
+            )  # fmt: skip
+
     def _state_change(self, code: str | None, detail: str | None) -> None:
         """Log only when the device goes down, changes failure, or comes back."""
         if code == self._down:
@@ -501,7 +727,8 @@ class ModbusTcpDriver:
     # ---- writing --------------------------------------------------------------------------------------
 
     async def write(self, point: PointBase, value: Value, *, priority: int | None = None) -> WriteResult:
-        """Write (FC5 coil, FC6 one register, FC16 several), wait ``readback_delay_s``, read back, compare.
+        """Write (FC5 coil, FC6 one register, FC16 several; or the point's ``write_function``; FC15/FC16
+        after exception 1, remembered), wait ``readback_delay_s``, read back, compare.
 
         ``priority`` is a BACnet notion and is ignored. A point that is not writable is refused without
         touching the wire (code ``not_writable``).
@@ -532,21 +759,28 @@ class ModbusTcpDriver:
                             point, value, rr, "reading the register before the bit write"
                         )
                     regs = encode(value, point, current=rr.registers[0])
-                client = ep.client
-                assert client is not None
-                async with asyncio.timeout(self._timeout):
-                    if point.table == "coil":
-                        wr = await client.write_coil(point.address, bool(regs[0]), device_id=self._unit)
-                    elif len(regs) == 1:
-                        wr = await client.write_register(point.address, regs[0], device_id=self._unit)
-                    else:
-                        wr = await client.write_registers(point.address, regs, device_id=self._unit)
+                fc = self._write_function(point, len(regs))
+                wr = await self._send_write(ep, point, regs, fc)
+                refused_fc = wr.isError() and _exception_code(wr)[0] == 1
+                if refused_fc and point.write_function is None and fc in (5, 6):
+                    # The manual wants FC15/16 even for one value: remember it for this point, retry now.
+                    fc = 15 if fc == 5 else 16
+                    self._multi_write.add(point.id)
+                    self._log.warning(
+                        "modbus_write_function_learned", point=point.id, function=fc,
+                        refused=6 if fc == 16 else 5,
+                    )  # fmt: skip
+                    wr = await self._send_write(ep, point, regs, fc)
             except _Unreachable as exc:
                 return WriteResult(point.id, value, None, False, FailureCode.UNREACHABLE, str(exc))
             except TimeoutError:
+                ep.drop()
                 return WriteResult(
                     point.id, value, None, False, FailureCode.TIMEOUT, f"no reply within {self._timeout} s"
                 )
+            except _ProtocolReply as exc:
+                ep.drop()
+                return WriteResult(point.id, value, None, False, FailureCode.PROTOCOL, str(exc))
             except (ConnectionException, OSError) as exc:
                 ep.mark_failed(f"connection lost: {exc}")
                 return WriteResult(point.id, value, None, False, FailureCode.UNREACHABLE, str(exc))
@@ -570,6 +804,25 @@ class ModbusTcpDriver:
             f"wrote {value!r}, device reports {reading.value!r}",
         )  # fmt: skip
 
+    def _write_function(self, point: ModbusPoint, count: int) -> int:
+        """The function code of a write: the point's ``write_function``; else FC5 (coil) or FC6 (one
+        register), or FC15/FC16 once the device refused those with exception 1; FC16 for several."""
+        return write_function_of(point, refused_single=point.id in self._multi_write)
+
+    async def _send_write(self, ep: Endpoint, point: ModbusPoint, regs: list[int], fc: int) -> ModbusPDU:
+        client = ep.client
+        if client is None or not client.connected:
+            raise ConnectionException("not connected")
+        unit = self._unit
+        async with asyncio.timeout(self._timeout):
+            if fc == 5:
+                return await client.write_coil(point.address, bool(regs[0]), device_id=unit)
+            if fc == 15:
+                return await client.write_coils(point.address, [bool(regs[0])], device_id=unit)
+            if fc == 6:
+                return await client.write_register(point.address, regs[0], device_id=unit)
+            return await client.write_registers(point.address, regs, device_id=unit)
+
     async def _read_one(self, point: ModbusPoint) -> Reading:
         """Read one point on its own (a read-back), outside the poll plans and their cache."""
         block = Block(point.table, point.address, register_count(point), (point,))
@@ -590,6 +843,30 @@ class ModbusTcpDriver:
         return WriteResult(
             point.id, value, None, False, code, f"{what}: {EXCEPTION_NAMES.get(n, 'exception')}"
         )
+
+
+def _sum_reading(point: ModbusPoint, out: dict[str, Reading], ts: datetime) -> Reading:
+    """A ``sum_of`` point from its parts' readings of this poll: bad (with the part's code) when a part
+    is bad, uncertain when one is, else the sum of value x factor."""
+    assert point.sum_of is not None
+    total = 0.0
+    quality = Quality.GOOD
+    flagged: Reading | None = None
+    for pid, factor in point.sum_of.items():
+        r = out.get(pid)
+        if r is None:
+            return Reading(point.id, None, ts, Quality.BAD, FailureCode.CONFIG, f"part {pid} was not read")
+        if r.quality is Quality.BAD:
+            return Reading(point.id, None, ts, Quality.BAD, r.code, f"part {pid}: {r.detail}")
+        if not isinstance(r.value, int | float) or isinstance(r.value, bool):
+            return Reading(point.id, None, ts, Quality.BAD, FailureCode.TYPE, f"part {pid} is not a number")
+        if r.quality is not Quality.GOOD and flagged is None:
+            quality, flagged = r.quality, r
+        total += float(r.value) * factor
+    if flagged is not None:
+        detail = f"part {flagged.point_id}: {flagged.detail}"
+        return Reading(point.id, total, ts, quality, flagged.code, detail)
+    return Reading(point.id, total, ts, Quality.GOOD)
 
 
 def _same(point: ModbusPoint, wrote: Value, got: Value) -> bool:

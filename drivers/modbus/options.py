@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drivers.base import PointBase, ValueKind
 
-__all__ = ["DATA_TYPES", "ModbusDevice", "ModbusPoint", "register_count"]
+__all__ = [
+    "DATA_TYPES",
+    "ModbusDevice",
+    "ModbusPoint",
+    "register_count",
+    "resolve_ref",
+    "write_function_of",
+]
 
 Table = Literal["holding", "input", "coil", "discrete"]
 DataType = Literal[
@@ -49,10 +56,58 @@ def register_count(point: ModbusPoint) -> int:
     return _WIDTH[point.type]
 
 
+# Reference ranges of the manuals' numbering (0xxxx coils, 1xxxx discrete inputs, 3xxxx input registers,
+# 4xxxx holding registers), 5 and 6 digits: ref = base + protocol address.
+_REF_RANGES: tuple[tuple[int, int, Table], ...] = (
+    (1, 9999, "coil"),
+    (10001, 19999, "discrete"),
+    (30001, 39999, "input"),
+    (40001, 49999, "holding"),
+    (100001, 165536, "discrete"),
+    (300001, 365536, "input"),
+    (400001, 465536, "holding"),
+)
+_READ_FC: dict[str, int] = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+
+
+def resolve_ref(ref: int) -> tuple[Table, int]:
+    """(table, 0-based protocol address) of a manual's reference number; ValueError if it is none."""
+    for lo, hi, table in _REF_RANGES:
+        if lo <= ref <= hi:
+            return table, ref - lo
+    raise ValueError(
+        f"ref {ref} is not a Modbus reference: 1-9999 coils, 10001-19999 discrete inputs, 30001-39999 "
+        "input registers, 40001-49999 holding registers (or the 6-digit 1xxxxx/3xxxxx/4xxxxx forms)"
+    )
+
+
+def _schema_address_or_ref(schema: dict[str, Any]) -> None:
+    required = [r for r in schema.get("required", []) if r != "address"]
+    if required:
+        schema["required"] = required
+    else:
+        schema.pop("required", None)
+    schema["anyOf"] = [{"required": ["address"]}, {"required": ["ref"]}, {"required": ["sum_of"]}]
+
+
 class ModbusPoint(PointBase):
+    model_config = ConfigDict(json_schema_extra=_schema_address_or_ref)
+
     table: Table = Field(default="holding", description="holding, input (registers); coil, discrete (bits)")
     address: int = Field(
-        ge=0, le=65535, description="Protocol address, 0-based (register 40001 is address 0)"
+        ge=0,
+        le=65535,
+        description=(
+            "Protocol address, 0-based (register 40001 is address 0); 1-based when the device sets "
+            "`address_base: 1`. Or give `ref:` instead"
+        ),
+    )
+    ref: int | None = Field(
+        default=None,
+        description=(
+            "The manual's reference number instead of `address:` (40001 = holding 0, 30001 = input 0, "
+            "10001 = discrete 0, 1 = coil 0; 6-digit 400001 forms too): sets table and address"
+        ),
     )
     type: DataType = Field(default="uint16", description="How the registers decode; `bool` for coil/discrete")
     bit: int | None = Field(default=None, ge=0, le=15, description="Bit of the register, for type `bit`")
@@ -104,8 +159,73 @@ class ModbusPoint(PointBase):
             raise ValueError("scale 0 maps every raw value to the offset; give the register's real scale")
         return v
 
+    write_function: Literal[5, 6, 15, 16] | None = Field(
+        default=None,
+        description=(
+            "Function code of writes: 6 or 16 for holding registers, 5 or 15 for coils. Default: 6 for one "
+            "register (16 once the device answers exception 1), 16 for several, 5 for a coil"
+        ),
+    )
+    sum_of: dict[str, float] | None = Field(
+        default=None,
+        description=(
+            "A composite point: the sum of other points of the same device, each times its factor, e.g. "
+            "{water.m3: 1, water.litres: 0.001} for a total split over two registers. No address of its own; "
+            "bad when any part is bad"
+        ),
+    )
+    invalid_raw: tuple[int, ...] = Field(
+        default=(),
+        description=(
+            "Raw register patterns that mean 'no value' (e.g. [0x8000, 0xFFFF] for 'no sensor'): the point's "
+            "registers as one unsigned number, high word first, before sign and scale; the reading is bad "
+            "with code no_value"
+        ),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_ref(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        ref = data.get("ref")
+        if data.get("sum_of") is not None:
+            if "address" in data or ref is not None:
+                raise ValueError("a `sum_of:` point has no `address:` or `ref:` of its own")
+            return {**data, "address": 0, "type": data.get("type", "float64")}
+        if ref is None:
+            if "address" not in data:
+                raise ValueError("a point needs `address:` (0-based), `ref:` (e.g. 40001) or `sum_of:`")
+            return data
+        if "address" in data:
+            raise ValueError("give `address:` or `ref:`, not both")
+        if isinstance(ref, bool) or not isinstance(ref, int):
+            raise ValueError(f"ref {ref!r} is not a number")
+        table, address = resolve_ref(ref)
+        if "table" in data and data["table"] != table:
+            raise ValueError(f"ref {ref} is a {table} reference, but `table:` says {data['table']}")
+        return {**data, "table": table, "address": address}
+
+    def describe_address(self) -> str:
+        """How the driver reads (and writes) the point: ``holding 0 (40001) read FC3, write FC6``."""
+        if self.sum_of is not None:
+            return "sum of " + " + ".join(f"{pid} x {f:g}" for pid, f in self.sum_of.items())
+        lo = {t: lo for lo, _hi, t in _REF_RANGES[:4]}[self.table]
+        text = f"{self.table} {self.address} ({lo + self.address}) read FC{_READ_FC[self.table]}"
+        if self.writable:
+            text += f", write FC{write_function_of(self)}"
+        return text
+
     @model_validator(mode="after")
     def _check_layout(self) -> ModbusPoint:
+        if self.sum_of is not None:
+            if not self.sum_of:
+                raise ValueError("`sum_of:` names at least one point")
+            if self.writable:
+                raise ValueError("a `sum_of:` point is computed, not writable")
+            if self.invalid_raw or self.write_function is not None:
+                raise ValueError("`invalid_raw:`, `write_function:` belong on the parts of a `sum_of:` point")
+            return self
         bits = self.table in ("coil", "discrete")
         if bits and self.type != "bool":
             raise ValueError(f"a {self.table} point has type bool, not {self.type}")
@@ -121,15 +241,71 @@ class ModbusPoint(PointBase):
             raise ValueError("type string needs `length:` in registers")
         if self.writable and self.table in ("input", "discrete"):
             raise ValueError(f"{self.table} points are read-only in Modbus; set writable: false")
+        if self.write_function is not None:
+            if not self.writable:
+                raise ValueError("`write_function:` is for writable points; set writable: true")
+            allowed = (5, 15) if self.table == "coil" else (6, 16)
+            if self.write_function not in allowed:
+                raise ValueError(
+                    f"write_function {self.write_function} does not write a {self.table} point; "
+                    f"use {allowed[0]} or {allowed[1]}"
+                )
+            if self.write_function == 6 and register_count(self) > 1:
+                raise ValueError(
+                    f"write_function 6 writes one register; a {self.type} takes "
+                    f"{register_count(self)}: use 16"
+                )
+        if self.invalid_raw:
+            if self.type in ("bool", "bit", "string"):
+                raise ValueError(f"`invalid_raw:` applies to numeric types, not {self.type}")
+            top = 2 ** (16 * register_count(self)) - 1
+            for raw in self.invalid_raw:
+                if not 0 <= raw <= top:
+                    raise ValueError(
+                        f"invalid_raw {raw} is outside 0..{top:#x} for {register_count(self)} register(s)"
+                    )
         if self.address + register_count(self) - 1 > 65535:
             raise ValueError(f"address {self.address} + {register_count(self)} registers runs past 65535")
         return self
 
 
+def write_function_of(point: ModbusPoint, *, refused_single: bool = False) -> int:
+    """The function code a write of ``point`` uses: its ``write_function``; else FC5 for a coil, FC6 for
+    one register, FC16 for several; FC15/FC16 once the device refused FC5/FC6 (``refused_single``)."""
+    if point.write_function is not None:
+        return point.write_function
+    if point.table == "coil":
+        return 15 if refused_single else 5
+    return 16 if refused_single or register_count(point) > 1 else 6
+
+
 class ModbusDevice(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_based(cls, data: Any) -> Any:
+        """``address_base: 1``: the device's ``address:`` values count from 1, as its manual does."""
+        if not isinstance(data, dict) or data.get("address_base") != 1:
+            return data
+        if not isinstance(data.get("points"), list):
+            return data
+        points = []
+        for p in data["points"]:
+            address = p.get("address") if isinstance(p, dict) else None
+            if isinstance(address, int) and not isinstance(address, bool):
+                if address < 1:
+                    raise ValueError(
+                        f"point {p.get('id')}: address {address} with address_base 1 (addresses start at 1)"
+                    )
+                p = {**p, "address": p["address"] - 1}
+            points.append(p)
+        return {**data, "points": points}
+
     protocol: Literal["modbus"]
+    address_base: Literal[0, 1] = Field(
+        default=0, description="1 when the manual numbers registers from 1: `address:` is then 1-based"
+    )
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=64)
     name: str | None = None
     zone: str | None = Field(default=None, description="Default zone of the device's points")
@@ -148,4 +324,26 @@ class ModbusDevice(BaseModel):
         default=8, ge=0, le=120, description="Unused registers a read may bridge to save a request"
     )
     readback_delay_s: float = Field(default=0.2, ge=0, le=30, description="Wait before reading a write back")
+    dead_after: int = Field(
+        default=3, ge=1, le=1000,
+        description=(
+            "Polls in a row without an answer (timeout, or gateway exception 10/11) before the unit is "
+            "backed off: then polled once per backoff, so it stops holding a shared gateway's connection"
+        ),
+    )  # fmt: skip
+    dead_backoff_max_s: float = Field(
+        default=300.0, gt=0, le=86400, description="Longest backoff of a silent unit (doubling from 2 polls)"
+    )
     points: list[ModbusPoint] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_sums(self) -> ModbusDevice:
+        by_id = {p.id: p for p in self.points}
+        for p in self.points:
+            for part in p.sum_of or {}:
+                other = by_id.get(part)
+                if other is None:
+                    raise ValueError(f"point {p.id}: sum_of names {part!r}, not a point of device {self.id}")
+                if other.sum_of is not None:
+                    raise ValueError(f"point {p.id}: sum_of names {part!r}, itself a sum_of point")
+        return self

@@ -26,6 +26,7 @@ __all__ = [
     "per_point_plan",
     "plan",
     "split_block",
+    "split_to_limit",
 ]
 
 PROTOCOL_MAX_REGISTERS = 125  # FC3/FC4 quantity limit
@@ -208,16 +209,41 @@ def split_block(block: Block) -> list[Block] | None:
     return out
 
 
+def split_to_limit(block: Block, limit: int) -> list[Block] | None:
+    """The block's clusters packed, in order, into blocks of at most ``limit`` registers (bits).
+
+    None when one cluster alone is wider than ``limit`` (the block cannot get narrower).
+    """
+    clusters = _clusters(block.points)
+    if any(c.end - c.start > limit for c in clusters):
+        return None
+    out: list[Block] = []
+    cur: _Cluster | None = None
+    for c in clusters:
+        if cur is not None and max(cur.end, c.end) - cur.start <= limit:
+            cur.points.extend(c.points)
+            cur.end = max(cur.end, c.end)
+            continue
+        if cur is not None:
+            out.append(Block(block.table, cur.start, cur.end - cur.start, tuple(cur.points)))
+        cur = _Cluster(c.start, c.end, list(c.points))
+    if cur is not None:
+        out.append(Block(block.table, cur.start, cur.end - cur.start, tuple(cur.points)))
+    return out
+
+
 class ReadPlan:
     """The plan of one point set on one device, and what the device taught us about it.
 
-    ``blocks`` is the current list of requests. :meth:`on_illegal_address` splits a refused block (or
-    marks a single-cluster block bad); :meth:`due` says whether a block is read this poll (bad blocks only
+    ``blocks`` is the current list of requests. :meth:`on_refused` splits a block the device refused with
+    exception 1 or 2 (or marks a single-cluster block bad), and narrows every block above the learned
+    request size on exception 3; :meth:`due` says whether a block is read this poll (bad blocks only
     every ``retry_every`` polls); :meth:`on_success` clears a bad block that answered again.
-    ``unreadable`` accumulates the addresses of bad blocks; pass it to the next plan of the same device.
+    ``unreadable`` accumulates the addresses of bad blocks, ``max_registers``/``max_bits`` the request
+    size learned from exception 3; pass both to the next plan of the same device.
     """
 
-    __slots__ = ("_bad", "_cycle", "blocks", "retry_every", "unreadable")
+    __slots__ = ("_bad", "_cycle", "blocks", "max_bits", "max_registers", "retry_every", "unreadable")
 
     def __init__(
         self,
@@ -233,6 +259,8 @@ class ReadPlan:
             raise ValueError(f"retry_every {retry_every} is below 1")
         self.unreadable: set[tuple[str, int]] = set(unreadable)
         self.retry_every = retry_every
+        self.max_registers = _limit("holding", max_registers, max_bits)
+        self.max_bits = _limit("coil", max_registers, max_bits)
         self.blocks: list[Block] = plan(
             points,
             max_registers=max_registers,
@@ -240,13 +268,13 @@ class ReadPlan:
             max_gap=max_gap,
             unreadable=self.unreadable,
         )
-        self._bad: set[Block] = set()
+        self._bad: dict[Block, int] = {}  # bad block -> the exception that made it bad
         self._cycle = 0
         if self.unreadable:
             # A block on a known-bad address starts bad: no wasted request every poll.
             for b in self.blocks:
                 if any((b.table, a) in self.unreadable for a in range(b.start, b.end)):
-                    self._bad.add(b)
+                    self._bad[b] = 2
 
     @classmethod
     def from_blocks(cls, blocks: Sequence[Block], *, retry_every: int = 30) -> ReadPlan:
@@ -257,6 +285,10 @@ class ReadPlan:
 
     def is_bad(self, block: Block) -> bool:
         return block in self._bad
+
+    def bad_exception(self, block: Block) -> int:
+        """The exception that made ``block`` bad (2 for one planned bad from ``unreadable``)."""
+        return self._bad.get(block, 2)
 
     @property
     def bad_blocks(self) -> list[Block]:
@@ -274,21 +306,58 @@ class ReadPlan:
 
         A block that cannot be split is marked bad and returned alone (its points read ``modbus:2``).
         """
+        return self.on_refused(block, 2)
+
+    def on_refused(self, block: Block, exception: int) -> list[Block]:
+        """Replace a block the device refused by its parts; returns the parts to read now.
+
+        Exception 1 (illegal function: the block reaches addresses served on another function code) and
+        2 (illegal data address) split the block like :func:`split_block`. Exception 3 (illegal data
+        value: the request is longer than the device accepts) halves the request size for the block's
+        kind (registers or bits), remembers it, and re-cuts every planned block above it. A block that
+        cannot get smaller is marked bad, its addresses unreadable, and returned alone.
+        """
         try:
             i = self.blocks.index(block)
         except ValueError:
             raise ValueError(f"{block!r} is not in this plan") from None
-        parts = split_block(block)
-        if parts is None:
-            self._bad.add(block)
-            self.unreadable.update((block.table, a) for a in range(block.start, block.end))
-            return [block]
-        self._bad.discard(block)
-        self.blocks[i : i + 1] = parts
-        return parts
+        if exception == 3:
+            bits = block.table in _BIT_TABLES
+            limit = max(1, block.count // 2)
+            parts = split_to_limit(block, limit) if block.count > 1 else None
+            if parts is not None:
+                if bits:
+                    self.max_bits = min(self.max_bits, limit)
+                else:
+                    self.max_registers = min(self.max_registers, limit)
+                self.blocks[i : i + 1] = parts
+                self._bad.pop(block, None)
+                self._narrow(bits=bits, limit=limit)
+                return parts
+        else:
+            parts = split_block(block)
+            if parts is not None:
+                self._bad.pop(block, None)
+                self.blocks[i : i + 1] = parts
+                return parts
+        self._bad[block] = exception
+        self.unreadable.update((block.table, a) for a in range(block.start, block.end))
+        return [block]
+
+    def _narrow(self, *, bits: bool, limit: int) -> None:
+        """Re-cut every block of this kind above ``limit`` (blocks that cannot be cut stay)."""
+        out: list[Block] = []
+        for b in self.blocks:
+            if (b.table in _BIT_TABLES) == bits and b.count > limit:
+                parts = split_to_limit(b, limit)
+                if parts is not None:
+                    out.extend(parts)
+                    continue
+            out.append(b)
+        self.blocks = out
 
     def on_success(self, block: Block) -> None:
         """A block answered: if it was bad, it is good again."""
         if block in self._bad:
-            self._bad.discard(block)
+            del self._bad[block]
             self.unreadable.difference_update((block.table, a) for a in range(block.start, block.end))

@@ -32,6 +32,12 @@ def register(sub: Any) -> None:
         help="judge whether USER (default edge-agent, the unit's User=) can read the credentials, TLS and "
         "key files site.yaml names, from their modes and owners (run as root)",
     )
+    p.add_argument(
+        "--explain-addresses",
+        action="store_true",
+        help="also print every point's resolved protocol address and function codes (after `ref:` and "
+        "`address_base:`)",
+    )
     p.set_defaults(func=_check)
 
     p = sub.add_parser(
@@ -51,6 +57,7 @@ def check_main(
     err: IO[str] | None = None,
     as_user: str | None = None,
     today: date | None = None,
+    explain: bool = False,
 ) -> int:
     """`edge-agent check`: issues to stderr, a one-line summary to stdout; 0 valid, 2 invalid.
 
@@ -78,6 +85,9 @@ def check_main(
         f"policy {os.path.normpath(Path(path).parent / cfg.site.policy)}{warn}",
         file=out,
     )
+    if explain:
+        for line in _address_lines(cfg):
+            print(line, file=out)
     return 0
 
 
@@ -102,11 +112,21 @@ def _calendar(cfg: Any, today: date | None) -> list[Any]:
     return calendar_issues(cfg, today)
 
 
+def _address_lines(cfg: Any) -> list[str]:
+    """One row per point: device, point, and where its driver reads it (protocols that can say so)."""
+    rows = [["DEVICE", "POINT", "ADDRESS"]]
+    for device, point in cfg.points():
+        describe = getattr(point, "describe_address", None)
+        rows.append([device.id, point.id, describe() if callable(describe) else "-"])
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    return [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}" for r in rows]
+
+
 def _check(args: argparse.Namespace) -> int:
     path = args.site or args.config
     today = datetime.now(UTC).date()
     if not args.json:
-        return check_main(path, as_user=args.as_service, today=today)
+        return check_main(path, as_user=args.as_service, today=today, explain=args.explain_addresses)
     import dataclasses
     import json
 

@@ -86,7 +86,7 @@ def format_status(doc: Mapping[str, Any]) -> str:
     devices = doc.get("devices") or []
     out.append(f"devices ({len(devices)}):")
     if devices:
-        rows = [["DEVICE", "UP", "LAST SUCCESS", "LATENCY", "LAST ERROR"]]
+        rows = [["DEVICE", "STATE", "LAST SUCCESS", "LATENCY", "LAST ERROR"]]
         for d in devices:
             lat = d.get("latency_ms")
             err = d.get("last_error")
@@ -95,7 +95,7 @@ def format_status(doc: Mapping[str, Any]) -> str:
             rows.append(
                 [
                     _s(d.get("id")),
-                    _s(d.get("up")),
+                    _device_state(d),
                     _s(d.get("last_success")),
                     f"{lat:.0f} ms" if isinstance(lat, int | float) else "-",
                     _s(err),
@@ -176,3 +176,14 @@ def status_main(
     else:
         stdout.write(format_status(doc) + "\n")
     return 0
+
+
+def _device_state(d: Mapping[str, Any]) -> str:
+    """``up``, ``down``, or ``degraded (2 of 5 bad: modbus:2 x1, no_value x1)``; older agents: yes/no."""
+    state = d.get("state")
+    if state is None:
+        return _s(d.get("up"))
+    if state != "degraded":
+        return str(state)
+    codes = ", ".join(f"{c} x{n}" for c, n in (d.get("bad_codes") or {}).items())
+    return f"degraded ({_s(d.get('points_bad'))} of {_s(d.get('points'))} bad: {codes})"

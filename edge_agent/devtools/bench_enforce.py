@@ -9,6 +9,9 @@ write of 26.0 has been read back (the enforcer's ``ok`` count for that point mov
 The policy copy used here raises ``max_writes_per_point_per_hour`` (to 1,000,000): the real limit (6)
 would otherwise stop the agent fighting after six writes per point, which is the point of the limit but
 not of this bench. Targets: Modbus p95 <= poll interval + 250 ms; BACnet (COV-driven) p95 <= 500 ms.
+
+``dead_units`` (Modbus) adds units on the AC units' endpoint that never answer, like a dead meter behind
+the same gateway; the CLI then runs the bench without and with them, side by side.
 """
 
 from __future__ import annotations
@@ -43,8 +46,37 @@ def _pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
+_DEAD_UNIT_BASE = 200  # unit ids of the bench's silent units (offline in the simulator: no reply at all)
+
+
+def _with_dead_units(cfg: Any, ac_devices: list[Any], n: int) -> Any:
+    """The site plus ``n`` Modbus units on the AC units' endpoint that never answer (a dead meter behind
+    the same gateway), polled as often as the AC units."""
+    from drivers.modbus.options import ModbusDevice, ModbusPoint
+
+    ref = ac_devices[0]
+    dead = [
+        ModbusDevice(
+            protocol="modbus",
+            id=f"dead-unit-{i + 1}",
+            host=ref.host,
+            port=ref.port,
+            unit_id=_DEAD_UNIT_BASE + i,
+            interval_s=ref.interval_s,
+            points=[ModbusPoint(id=f"dead-unit-{i + 1}.energy", address=0, type="uint32")],
+        )
+        for i in range(n)
+    ]
+    return dataclasses.replace(cfg, site=cfg.site.model_copy(update={"devices": [*cfg.site.devices, *dead]}))
+
+
 async def bench_enforce(
-    *, protocol: str, violations: int, config: Path | None, progress: Callable[[str], None]
+    *,
+    protocol: str,
+    violations: int,
+    config: Path | None,
+    progress: Callable[[str], None],
+    dead_units: int = 0,
 ) -> dict[str, Any]:
     from edge_agent.config.load import load_config
     from edge_agent.core.clock import ScaledClock
@@ -58,6 +90,8 @@ async def bench_enforce(
     ac_devices = [d for d in cfg.site.devices if any(p.role == "setpoint" for p in d.points)]
     if {d.protocol for d in ac_devices} != {protocol}:
         raise SystemExit(f"bench enforce: the AC units of {cfg.site_path} are not all on {protocol}")
+    if dead_units and protocol != "modbus":
+        raise SystemExit("bench enforce: --dead-units needs --protocol modbus")
     enforcement = cfg.policy.enforcement.model_copy(
         update={"max_writes_per_point_per_hour": BENCH_WRITE_LIMIT}
     )
@@ -71,6 +105,11 @@ async def bench_enforce(
     task = None
     try:
         cfg = retarget_to_sim(cfg, sim)
+        if dead_units:
+            ac_now = [d for d in cfg.site.devices if d.id in {a.id for a in ac_devices}]
+            cfg = _with_dead_units(cfg, ac_now, dead_units)
+            for i in range(dead_units):
+                sim.server.set_offline(_DEAD_UNIT_BASE + i)
         svc = Service(cfg, state_dir=state.name, clock=ScaledClock(start=_START, speed=1.0))
         counter = _WriteCounter(svc)
         task = asyncio.create_task(svc.run(), name="bench:service")
@@ -125,6 +164,7 @@ async def bench_enforce(
         raise RuntimeError("no violation was corrected")
     return {
         "protocol": protocol,
+        "dead_units": dead_units,
         "poll_interval_s": min(float(d.interval_s) for d in ac_devices),
         "violations": len(latencies),
         "failed": failures,

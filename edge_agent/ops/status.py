@@ -8,8 +8,8 @@ RuntimeDirectory (``/run/edge-agent/status.sock``), group ``edge-agent``, mode 0
 The document (the provider builds it; every key is optional, the human view prints "-"):
 
     agent:       {gateway_id, version, pid, started, uptime_s, config}
-    devices:     [{id, protocol, up, last_success, latency_ms, last_error, last_error_at,
-                   readings_total, errors_total}]
+    devices:     [{id, protocol, up, state (up/degraded/down), points_bad, bad_codes, last_success,
+                   latency_ms, last_error, last_error_at, readings_total, errors_total}]
     backlog:     {readings, oldest, age_s, bytes}
     uplink:      {connected, last_publish, published_total}
     enforcement: {<result>: count, ...}      e.g. written, failed, refused, exempt
@@ -263,6 +263,8 @@ def render_metrics(doc: Mapping[str, Any]) -> str:
          lambda d: _num(d.get("readings_total"))),
         ("edge_agent_device_errors_total", "counter", "Failed reads of the device",
          lambda d: _num(d.get("errors_total"))),
+        ("edge_agent_device_points_bad", "gauge", "Points of the device bad in its last poll",
+         lambda d: _num(d.get("points_bad"))),
     )  # fmt: skip
     for name, kind, help_text, value in per_device:  # metrics of one name stay together
         for d in devices:

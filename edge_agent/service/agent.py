@@ -38,13 +38,29 @@ class DeviceStatus:
     polls: int = 0
     readings_total: int = 0
     errors_total: int = 0  # bad readings
+    bad_points: dict[str, str] = field(default_factory=dict)  # point id -> code, as of the last poll
+
+    @property
+    def state(self) -> str | None:
+        """``up``, ``degraded`` (up, some points bad), ``down`` (every point bad), None before a poll."""
+        if self.up is None:
+            return None
+        if not self.up:
+            return "down"
+        return "degraded" if self.bad_points else "up"
 
     def as_dict(self) -> dict[str, Any]:
+        codes: dict[str, int] = {}
+        for code in self.bad_points.values():
+            codes[code] = codes.get(code, 0) + 1
         return {
             "id": self.device_id,
             "protocol": self.protocol,
             "points": self.points,
             "up": self.up,
+            "state": self.state,
+            "points_bad": len(self.bad_points),
+            "bad_codes": dict(sorted(codes.items())),
             "last_success": self.last_success.isoformat() if self.last_success else None,
             "latency_ms": None if self.last_latency_ms is None else round(self.last_latency_ms, 2),
             "last_error": self.last_error,
@@ -225,6 +241,9 @@ class Agent:
         if bad:
             st.last_error = f"{bad[0].point_id}: {bad[0].code} {bad[0].detail or ''}".strip()
             st.last_error_at = bad[0].ts
+        now_bad = {r.point_id: str(r.code or "bad") for r in bad}
+        was_up, prev_bad = st.up, st.bad_points
+        st.bad_points = now_bad
         if st.up is not up:
             # Log the change of state only, not every failed poll.
             if up:
@@ -232,8 +251,20 @@ class Agent:
             else:
                 self.log.warning("device_down", device=st.device_id, error=st.last_error)
             st.up = up
-        elif up and bad and st.polls % 100 == 1:
-            self.log.warning("device_points_bad", device=st.device_id, bad=len(bad), error=st.last_error)
+        if not up:
+            return  # every point bad: device_down says it once, not once per point
+        # One line per point state change while the device answers; points that come back with the
+        # device (down -> up) are said by device_up, points still bad are said here.
+        for r in bad:
+            code = now_bad[r.point_id]
+            if prev_bad.get(r.point_id) != code or was_up is not True:
+                self.log.warning(
+                    "point_bad", device=st.device_id, point=r.point_id, code=code,
+                    was=prev_bad.get(r.point_id), detail=r.detail,
+                )  # fmt: skip
+        if was_up is True:
+            for pid in prev_bad.keys() - now_bad.keys():
+                self.log.info("point_recovered", device=st.device_id, point=pid, was=prev_bad[pid])
 
     async def _poll_loop(self, device_id: str) -> None:
         rt = self.devices[device_id]

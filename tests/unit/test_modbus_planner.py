@@ -279,3 +279,21 @@ def test_plan_from_ready_made_blocks_splits_the_same_way() -> None:
     assert [(b.start, b.count) for b in rp.blocks] == [(0, 1), (1, 2)]
     assert rp.on_illegal_address(rp.blocks[1]) == [rp.blocks[1]] and rp.is_bad(rp.blocks[1])
     assert rp.unreadable == {("holding", 1), ("holding", 2)}
+
+
+@given(
+    st.lists(st.integers(0, 400), min_size=1, max_size=60, unique=True),
+    st.lists(st.tuples(st.integers(0, 30), st.sampled_from([1, 2, 3])), max_size=12),
+)
+def test_refusals_keep_every_point_covered_once_and_requests_within_the_learned_size(
+    addresses: list[int], refusals: list[tuple[int, int]]
+) -> None:
+    points = [pt(f"p{a}", a) for a in addresses]
+    rp = ReadPlan(points, max_gap=8)
+    for index, exception in refusals:
+        if rp.blocks:
+            rp.on_refused(rp.blocks[index % len(rp.blocks)], exception)
+        covered = sorted(p.id for b in rp.blocks for p in b.points)
+        assert covered == sorted(p.id for p in points)
+        assert all(b.count <= rp.max_registers or rp.is_bad(b) for b in rp.blocks)
+        assert all(b.start <= p.address and p.address < b.end for b in rp.blocks for p in b.points)

@@ -301,3 +301,17 @@ def test_format_status_lists_open_findings_with_age_and_calendar_warnings() -> N
     assert "open finding: tamper f2-ac1.setpoint (hvac.summer_min_cooling), open " in text
     assert "calendar warning: the national calendar for 2027" in text
     assert "open_findings" not in text  # listed one per line, not as a raw list
+
+
+def test_a_degraded_device_shows_its_bad_points_and_codes() -> None:
+    doc = {
+        "devices": [
+            {"id": "ac-gw", "points": 5, "up": True, "state": "degraded", "points_bad": 2,
+             "bad_codes": {"modbus:2": 1, "no_value": 1}},
+            {"id": "meter", "points": 3, "up": True, "state": "up", "points_bad": 0, "bad_codes": {}},
+        ]
+    }  # fmt: skip
+    lines = format_status(doc).splitlines()
+    assert "degraded (2 of 5 bad: modbus:2 x1, no_value x1)" in next(ln for ln in lines if "ac-gw" in ln)
+    assert " up " in next(ln for ln in lines if "meter" in ln) + " "
+    assert 'edge_agent_device_points_bad{device="ac-gw"} 2' in render_metrics(doc).splitlines()

@@ -113,11 +113,11 @@ def test_drop_example_names_every_reason_field() -> None:
     assert after["count"] == after["seq_last"] - after["seq_first"] + 1
 
 
-def test_status_example_matches_the_wire() -> None:
+def test_status_example_matches_the_wire(tmp_path: Path) -> None:
     from edge_agent.config.settings import MqttUplink
     from edge_agent.uplink.mqtt import MqttUplinkService
 
-    conn = open_state_db(":memory:")
+    conn = open_state_db(tmp_path / "state.db")  # a real file: a ":memory:" path would be created in the cwd
     clock = FakeClock(T0)
     svc = MqttUplinkService(
         options=MqttUplink(host="127.0.0.1"),

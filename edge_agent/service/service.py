@@ -337,8 +337,8 @@ class Service:
             try:
                 await self.reload()
             except Exception as exc:  # the audit write of the reload itself failed, or a bug: say so
-                self.log.error("reload_failed", error=f"{type(exc).__name__}: {exc}")
-                with contextlib.suppress(Exception):
+                self.log.error("reload_failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
+                with contextlib.suppress(sqlite3.Error, OSError):  # the trail itself may be what failed
                     self.audit.append(
                         AuditKind.RELOAD, subject=str(self.cfg.site_path), result="failed",
                         reason=f"reload failed, kept the running configuration: {type(exc).__name__}: {exc}",

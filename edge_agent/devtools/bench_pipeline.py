@@ -7,7 +7,7 @@ Two runs in the same invocation, one after the other against the same simulators
   and one message per reading (``batch_max: 1``).
 
 Figures per run: CPU of the agent process per 1,000 readings stored (end to end: polled, validated,
-stored, published), RSS, start to first stored reading, `check` time, state database bytes per stored
+stored, published), RSS, start to first stored reading, `check` time, outbox table bytes per held
 reading and MQTT bytes (topic + payload) per reading acknowledged upstream.
 """
 
@@ -63,6 +63,25 @@ def _query(db: Path, sql: str) -> int:
         return 0
     finally:
         conn.close()
+
+
+def _outbox_bytes_per_row(db: Path) -> float | None:
+    """Bytes the outbox's readings table uses per reading it holds (SQLite's dbstat: page bytes minus
+    unused bytes, so acknowledged and pruned rows do not count), or None when it holds none."""
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return None
+    try:
+        rows = conn.execute("SELECT count(*) FROM outbox_readings").fetchone()[0]
+        used = conn.execute(
+            "SELECT sum(pgsize - unused) FROM dbstat WHERE name = 'outbox_readings'"
+        ).fetchone()[0]
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return round(used / rows, 1) if rows and used else None
 
 
 def _stored(db: Path) -> int:
@@ -132,14 +151,21 @@ class _Wire:
 
 
 async def _run_agent(
-    site: Path, *, interval_s: float, seconds: float, wire: _Wire, progress: Callable[[str], None]
+    site: Path,
+    *,
+    interval_s: float,
+    seconds: float,
+    wire: _Wire,
+    progress: Callable[[str], None],
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     db = site.parent / "state.db"
     check_wall, check_cpu = await asyncio.to_thread(_check, site)
     t0 = time.perf_counter()
     log = (site.parent / "agent.log").open("wb")
+    prefix = [sys.executable] if profile is None else [sys.executable, "-m", "cProfile", "-o", str(profile)]
     proc = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, "-m", "edge_agent.cli", "run", "-c", str(site), "--log-level", "error"],
+        [*prefix, "-m", "edge_agent.cli", "run", "-c", str(site), "--log-level", "error"],
         stdout=subprocess.DEVNULL,
         stderr=log,
     )
@@ -184,8 +210,7 @@ async def _run_agent(
         log.close()
     stored = stored1 - stored0
     acked = acked1 - acked0
-    total = _stored(db)
-    disk = sum(p.stat().st_size for p in site.parent.glob("state.db*"))
+    disk = _outbox_bytes_per_row(db)
     return {
         "cpu_ms_per_1k_points": round((cpu1 - cpu0) / stored * 1e6, 2) if stored else None,
         "cpu_pct_of_core": round((cpu1 - cpu0) / (w1 - w0) * 100, 1),
@@ -194,15 +219,23 @@ async def _run_agent(
         "start_s": round(start_s, 2),
         "check_s": round(check_wall, 2),
         "check_cpu_s": round(check_cpu, 2),
-        "disk_bytes_per_reading": round(disk / total, 1) if total else None,
+        "disk_bytes_per_reading": disk,
         "wire_bytes_per_reading": round((wire1 - wire0) / acked, 1) if acked else None,
         "readings_acked_per_s": round(acked / (w1 - w0), 1),
     }
 
 
 async def bench_pipeline(
-    *, points: int, interval_s: float, seconds: float, progress: Callable[[str], None], baseline: bool = True
+    *,
+    points: int,
+    interval_s: float,
+    seconds: float,
+    progress: Callable[[str], None],
+    baseline: bool = True,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
+    """``profile``: run the agent (not the baseline) under cProfile and write its stats there (the
+    profiler's overhead inflates that run's CPU figure)."""
     if not _POLICY.is_file():
         raise BenchError(f"{_POLICY} not found: run the benchmark from a source checkout")
     per_device = min(points, 40)
@@ -255,7 +288,12 @@ async def bench_pipeline(
                             baseline=name == "baseline",
                         )
                         runs[name] = await _run_agent(
-                            site, interval_s=interval_s, seconds=seconds, wire=wire, progress=progress
+                            site,
+                            interval_s=interval_s,
+                            seconds=seconds,
+                            wire=wire,
+                            progress=progress,
+                            profile=profile if name == "agent" else None,
                         )
                     listener.cancel()
             except* BenchError as group:

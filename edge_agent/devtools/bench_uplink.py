@@ -164,4 +164,3 @@ async def bench_uplink(*, n: int = 50_000, baseline_n: int = 5_000, batch_max: i
         "baseline_readings": baseline_n,
         "per_message_readings_per_s": round(baseline_n / single_s, 1),
     }
-

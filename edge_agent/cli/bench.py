@@ -62,6 +62,79 @@ def register(sub: Any) -> None:
     b.add_argument("--baseline", type=int, default=5_000, help="readings for the per-message baseline")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=_modbus_or_uplink)
+    b = bsub.add_parser(
+        "pipeline",
+        help="the whole agent end to end (CPU, RSS, start-up, check, bytes) vs a per-point baseline",
+        description="Start simulators, mosquitto and the agent (`edge-agent run`) as child processes on a "
+        "generated site of N float32 points (40 per device), and measure the agent process: CPU per 1,000 "
+        "readings stored end to end, RSS, start to first stored reading, `check` time, outbox table "
+        "bytes per reading and MQTT bytes per reading. Then the same with one request per point and one "
+        "message per reading (how the common gateways work), in the same run.",
+    )
+    b.add_argument("--points", type=int, default=10_000, help="points in the site (default 10,000)")
+    b.add_argument("--interval", type=float, default=5.0, help="poll interval in seconds (default 5)")
+    b.add_argument("--seconds", type=float, default=30.0, help="measuring window per run (default 30)")
+    b.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the baseline run")
+    b.add_argument(
+        "--profile",
+        metavar="FILE",
+        type=Path,
+        help="run the agent under cProfile and write its stats to FILE (inflates its CPU figure)",
+    )
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=_pipeline)
+
+
+_PIPELINE_ROWS = (
+    ("cpu_ms_per_1k_points", "CPU ms per 1,000 readings"),
+    ("cpu_pct_of_core", "CPU % of one core"),
+    ("readings_per_s", "readings stored per s"),
+    ("rss_mb", "RSS MB"),
+    ("start_s", "start to first stored reading s"),
+    ("check_s", "check s (wall)"),
+    ("check_cpu_s", "check s (CPU)"),
+    ("disk_bytes_per_reading", "outbox bytes per reading held"),
+    ("wire_bytes_per_reading", "MQTT bytes per reading"),
+    ("readings_acked_per_s", "readings acked upstream per s"),
+)
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from edge_agent.devtools.bench_pipeline import bench_pipeline
+    from edge_agent.devtools.bench_uplink import BenchError
+
+    def progress(msg: str) -> None:
+        if not args.json:
+            print(msg, file=sys.stderr, flush=True)
+
+    if args.points < 1 or args.interval <= 0 or args.seconds <= 0:
+        print("--points, --interval and --seconds must be positive", file=sys.stderr)
+        return 2
+    try:
+        res = asyncio.run(
+            bench_pipeline(
+                points=args.points,
+                interval_s=args.interval,
+                seconds=args.seconds,
+                progress=progress,
+                baseline=args.baseline,
+                profile=args.profile.resolve() if args.profile else None,
+            )
+        )
+    except BenchError as exc:
+        print(f"bench pipeline: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    base = res.get("baseline", {})
+    print(f"\nthe whole agent, {res['points']:,} points every {res['interval_s']:g} s")
+    print(f"{'figure':<34} {'edge-agent':>12} {'baseline':>12}")
+    for key, label in _PIPELINE_ROWS:
+        a, b = res.get(key), base.get(key)
+        print(f"{label:<34} {'-' if a is None else a:>12} {'-' if b is None else b:>12}")
+    print("baseline: the same agent with one request per point and one MQTT message per reading")
+    return 0
 
 
 def _bacnet_arguments(parser: argparse.ArgumentParser) -> None:

@@ -30,7 +30,7 @@ from edge_agent.store.db import open_state_db
 from edge_agent.store.outbox import Outbox
 from edge_agent.uplink.mqtt import MqttUplinkService
 
-__all__ = ["BenchError", "bench_uplink"]
+__all__ = ["BenchError", "bench_uplink", "broker"]
 
 
 class BenchError(Exception):
@@ -47,7 +47,8 @@ def _mosquitto() -> str:
 
 
 @contextlib.contextmanager
-def _broker(workdir: Path) -> Iterator[int]:
+def broker(workdir: Path) -> Iterator[int]:
+    """A mosquitto of our own on a free 127.0.0.1 port (persistence off); yields the port, kills it after."""
     port = free_tcp_port()
     conf = workdir / "mosquitto.conf"
     lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false", "log_dest none"]
@@ -149,7 +150,7 @@ async def bench_uplink(*, n: int = 50_000, baseline_n: int = 5_000, batch_max: i
     """Returns drain rate (readings/s), bytes per stored reading, and the one-message-per-reading rate."""
     with tempfile.TemporaryDirectory(prefix="edge-bench-uplink-") as tmp:
         d = Path(tmp)
-        with _broker(d) as port:
+        with broker(d) as port:
             batched_s, size = await _drain(port, d / "batched.db", n, batch_max)
             v311_s, _ = await _drain(port, d / "batched311.db", n, batch_max, "3.1.1")
             single_s, _ = await _drain(port, d / "single.db", baseline_n, 1)
@@ -163,4 +164,3 @@ async def bench_uplink(*, n: int = 50_000, baseline_n: int = 5_000, batch_max: i
         "baseline_readings": baseline_n,
         "per_message_readings_per_s": round(baseline_n / single_s, 1),
     }
-

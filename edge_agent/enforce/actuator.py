@@ -439,9 +439,7 @@ class Actuator:
             "tamper_pause_started", point=pid, writes=len(dq), limit=self._max, rule=intent.rule,
             pause_s=self.tamper_pause_s, finding_seq=rec.seq,
         )  # fmt: skip
-        return ActuationOutcome(
-            intent, "rate_limited", FailureCode.RATE_LIMITED, detail, finding_seq=rec.seq
-        )
+        return ActuationOutcome(intent, "rate_limited", FailureCode.RATE_LIMITED, detail, finding_seq=rec.seq)
 
     async def _write(
         self,

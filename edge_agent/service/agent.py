@@ -166,7 +166,6 @@ class Agent:
     def stop(self) -> None:
         self._stop.set()
 
-
     async def poll_once(self, device_id: str) -> list[Reading]:
         """Read every point of one device now, update the snapshot, tell the listeners."""
         return await self._poll(self.devices[device_id])

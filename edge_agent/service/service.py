@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -168,8 +169,11 @@ class Service:
     def _on_readings(self, device_id: str, readings: Sequence[Reading], changed: Sequence[Reading]) -> None:
         self.readings_total += len(readings)
         validated = []
+        flags_at: dict[datetime, tuple[str, ...]] = {}  # a poll's readings share a few timestamps
         for vr in self.validator.validate_many(readings):
-            extra = self.monitor.flags(vr.reading.ts)
+            extra = flags_at.get(vr.reading.ts)
+            if extra is None:
+                extra = flags_at[vr.reading.ts] = self.monitor.flags(vr.reading.ts)
             validated.append(ValidatedReading(vr.reading, vr.flags + extra, vr.unit) if extra else vr)
         self._pending.extend(validated)
         self._ledger_pending.extend(validated)

@@ -29,6 +29,7 @@ theirs from other threads: the lock only covers this object.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import os
@@ -84,6 +85,7 @@ def _to_us(ts: datetime) -> int:
     return (ts - _EPOCH) // timedelta(microseconds=1)
 
 
+@functools.lru_cache(maxsize=4096)  # a batch's readings share a few timestamps: format each once
 def format_ts(ts_us: int) -> str:
     """ISO 8601 UTC with a ``Z``; microseconds only when present."""
     return (_EPOCH + timedelta(microseconds=ts_us)).isoformat().replace("+00:00", "Z")

@@ -40,6 +40,7 @@ from edge_agent.core.logs import get_logger
 from edge_agent.store.db import ensure_schema
 
 __all__ = [
+    "CATEGORY_OF",
     "ENERGY_TYPES",
     "EXPORT_COLUMNS",
     "SOURCES",
@@ -48,11 +49,13 @@ __all__ = [
     "ImportError_",
     "ImportResult",
     "RowError",
+    "SourceSum",
     "export_csv",
     "import_file",
     "list_entries",
     "parse_rows",
     "read_table",
+    "source_sums",
     "template_csv",
 ]
 
@@ -68,6 +71,16 @@ ENERGY_TYPES: dict[str, tuple[str, ...]] = {
     "lpg": ("kg",),
     "gasoline": ("L", "kg"),
     "diesel": ("L", "kg"),
+}
+# energy type -> the national category code of the ledger (edge_agent/config/codes.py)
+CATEGORY_OF: dict[str, str] = {
+    "electricity": "01000",
+    "water": "02000",
+    "natural_gas": "03000",
+    "heat": "04000",
+    "lpg": "08000",
+    "gasoline": "10000",
+    "diesel": "12000",
 }
 _VEHICLE_TYPES = frozenset({"gasoline", "diesel", "lpg", "natural_gas"})
 
@@ -393,8 +406,15 @@ def import_file(conn: sqlite3.Connection, path: Path, *, now: datetime) -> Impor
 def list_entries(
     conn: sqlite3.Connection, *, start: date | None = None, end: date | None = None
 ) -> list[HistoryEntry]:
-    """Entries overlapping [start, end), ordered by type, account, vehicle, period, source."""
-    ensure_schema(conn, _DDL)
+    """Entries overlapping [start, end), ordered by type, account, vehicle, period, source.
+
+    Reads only: a database that never had an import (or is opened read-only) has no entries.
+    """
+    if (
+        conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='ledger_entry'").fetchone()
+        is None
+    ):
+        return []
     sql = (
         "SELECT energy_type, account, vehicle, period_start, period_end, source, quantity, unit, note, file,"
         " row, imported_at FROM ledger_entry WHERE 1=1"
@@ -469,3 +489,40 @@ def template_csv() -> str:
     for row in _TEMPLATE_EXAMPLES:
         w.writerow(row)
     return buf.getvalue()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceSum:
+    """One category's imported quantity over a period from one source."""
+
+    code: str  # category code
+    unit: str
+    quantity: float
+    entries: int
+
+
+def source_sums(
+    conn: sqlite3.Connection, start: date, end: date, *, source: str = "bill"
+) -> dict[str, SourceSum]:
+    """Per category code, the entries of ``source`` over [start, end).
+
+    An entry that crosses a bound of the period (a water bill from the 5th to the 4th) counts in proportion
+    to the days of it inside the period. Quantities of one category in different units (fuel in L and kg)
+    are not added: the first unit in ``ENERGY_TYPES`` order wins and the others are left out (a later
+    version converts with a density).
+    """
+    acc: dict[str, tuple[str, float, int]] = {}
+    for e in list_entries(conn, start=start, end=end):
+        if e.source != source:
+            continue
+        code = CATEGORY_OF[e.energy_type]
+        days = (e.period_end - e.period_start).days
+        inside = (min(e.period_end, end) - max(e.period_start, start)).days
+        if days <= 0 or inside <= 0:
+            continue
+        q = e.quantity * inside / days
+        unit, total, n = acc.get(code, (e.unit, 0.0, 0))
+        if unit != e.unit:
+            continue
+        acc[code] = (unit, total + q, n + 1)
+    return {c: SourceSum(code=c, unit=u, quantity=q, entries=n) for c, (u, q, n) in acc.items()}

@@ -17,7 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from edge_agent.cli.common import add_config, db_path
+from edge_agent.cli.common import add_config, db_path, load_or_exit
 
 __all__ = ["register"]
 
@@ -61,6 +61,24 @@ def register(sub: Any) -> None:
     exp.add_argument("--to", dest="end", metavar="DATE", help="only entries starting before DATE")
     exp.add_argument("-o", "--out", metavar="FILE", help="write to FILE (default: stdout)")
     exp.set_defaults(func=export_main)
+
+    ana = lsub.add_parser(
+        "analysis",
+        help="year-over-year and vs-baseline analysis of the imported history",
+        description="Per energy type and in kgce: the year's figures by year, quarter and month against last "
+        "year and a baseline year, with per-m² and per-person figures "
+        "(method: edge_agent/report/analysis.py). "
+        "A change is shown only between two complete periods.",
+    )
+    add_config(ana)
+    ana.add_argument("--db", metavar="PATH", help="state database (default: storage.path of site.yaml)")
+    ana.add_argument("--year", type=int, required=True, help="the year analysed, e.g. 2025")
+    ana.add_argument("--baseline", type=int, metavar="YEAR", help="baseline year, e.g. 2023")
+    ana.add_argument(
+        "--by", choices=("year", "quarter", "month"), default="quarter", help="granularity (default quarter)"
+    )
+    ana.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    ana.set_defaults(func=analysis_main)
 
 
 def import_main(args: argparse.Namespace) -> int:
@@ -167,4 +185,69 @@ def export_main(args: argparse.Namespace) -> int:
         Path(args.out).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{v * 100:+.1f}%"
+
+
+def _q(v: float | None, complete: bool = True) -> str:
+    return "—" if v is None else f"{v:,.1f}" + ("" if complete else "*")
+
+
+def analysis_main(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from edge_agent.report.analysis import analyse
+    from edge_agent.report.kpi import coal_table
+    from edge_agent.store.db import open_state_db
+    from edge_agent.store.history import list_entries
+
+    cfg = load_or_exit(args.config)
+    path = db_path(args)
+    if not path.exists():
+        print(f"ledger analysis: no state database at {path} (give --db)", file=sys.stderr)
+        return 2
+    try:
+        conn = open_state_db(path, readonly=True)
+        try:
+            entries = list_entries(conn)
+        finally:
+            conn.close()
+    except (sqlite3.Error, OSError) as exc:
+        print(f"ledger analysis: {path}: {exc}", file=sys.stderr)
+        return 1
+    site = cfg.site
+    result = analyse(
+        entries,
+        year=args.year,
+        baseline_year=args.baseline,
+        floor_area_m2=site.floor_area_m2,
+        occupants=site.occupants,
+        factors=coal_table(site.coal_factors),
+    )
+    rows = [r for r in result.rows if r.granularity == args.by]
+    if args.json:
+        for r in rows:
+            print(json.dumps(dataclasses.asdict(r), ensure_ascii=False))
+        return 0
+    base = f"{args.baseline}" if args.baseline else "baseline"
+    print(
+        f"{'period':<9} {'type':<12} {'unit':<5} {'this':>13} {'kgce':>12} {'last year':>13} {'change':>8} "
+        f"{base:>13} {'change':>8} {'/m²':>8} {'/person':>9}"
+    )
+    for r in rows:
+        print(
+            f"{r.period:<9} {r.energy_type:<12} {r.unit:<5} "
+            f"{_q(r.quantity, r.complete):>13} {_q(r.kgce):>12} "
+            f"{_q(r.last_year, r.last_year_complete):>13} {_pct(r.change):>8} "
+            f"{_q(r.baseline, r.baseline_complete):>13} {_pct(r.change_vs_baseline):>8} "
+            f"{'' if r.per_m2 is None else f'{r.per_m2:.3f}':>8} "
+            f"{'' if r.per_person is None else f'{r.per_person:.2f}':>9}"
+        )
+    print("* incomplete: a month without data; no change is computed against it")
+    if result.left_out_of_kgce:
+        print(f"not in kgce (no coal factor for the unit): {', '.join(result.left_out_of_kgce)}")
     return 0

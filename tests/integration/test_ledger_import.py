@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import date
 from pathlib import Path
 
@@ -229,3 +230,26 @@ def test_export_round_trips_with_provenance(tmp_path: Path, capsys: pytest.Captu
 def test_export_without_database_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ledger", "export", "-c", SITE, "--db", str(tmp_path / "none.db")]) == 2
     assert "no state database" in capsys.readouterr().err
+
+
+def test_analysis_command_prints_the_year_over_year_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "state.db"
+    assert _import(db, HISTORY) == 0
+    capsys.readouterr()
+    argv = ["ledger", "analysis", "-c", SITE, "--db", str(db), "--year", "2025", "--baseline", "2023"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "2025Q1    electricity  kWh       132,230.0     16,251.1     136,320.0    -3.0%" in out
+    assert "95,040.0*" in out  # Q2 2024 misses May: marked, no change computed
+    assert "not in kgce (no coal factor for the unit): gasoline L" in out
+    assert main([*argv, "--by", "month", "--json"]) == 0
+    lines = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    may = next(r for r in lines if r["period"] == "2025-05" and r["energy_type"] == "electricity")
+    assert (may["quantity"], may["last_year"], may["change"], may["change_vs_baseline"]) == (
+        42835.0,
+        None,
+        None,
+        -0.068804,
+    )

@@ -1,0 +1,224 @@
+"""Year-over-year analysis of the statistics ledger's imported history (bills, manual readings).
+
+Method, so a reader can redo every figure by hand:
+
+- Months. An entry counts in each calendar month it overlaps, in proportion to its days in that month
+  (a water bill from 5 Jan to 4 Feb gives 27/31 to January and 4/31 to February; a year's fuel statement
+  gives each month its days / 365).
+- Sources. For one account (and vehicle) and month, the bill counts if there is one, else the manual
+  reading, else an imported meter figure: two sources of the same consumption are never added.
+- Completeness. A month has data for an energy type when an entry of that type overlaps it; a quarter or
+  a year is complete when all its months have data. A change (year over year, or against the baseline
+  year) is given only between two complete periods with a last figure above zero; otherwise it is None
+  and the row says which side is incomplete. Gaps are not filled here (issue 17 item 3).
+- kgce with the report's coal factors (edge_agent/report/kpi.py); heat bills in GJ are converted to the
+  factor's MJ (x 1000). Fuel in litres has no factor by volume: it is listed as left out of kgce.
+- Per m² and per person: the building's kgce of the period over site.yaml's floor area and occupants
+  (kpi.kgce_per_m2, kpi.per_person); water per person in m³.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Literal
+
+from edge_agent.report.kpi import CoalFactorRow, kgce_per_m2, per_person, to_kgce
+from edge_agent.store.history import CATEGORY_OF, ENERGY_TYPES, HistoryEntry
+
+__all__ = ["Analysis", "AnalysisRow", "Granularity", "analyse", "monthly_quantities"]
+
+Granularity = Literal["month", "quarter", "year"]
+_SOURCE_RANK = {"bill": 0, "manual": 1, "meter": 2}
+# units a bill may carry -> (the coal factor's unit, multiplier)
+_TO_FACTOR_UNIT = {("04000", "GJ"): ("MJ", 1000.0)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnalysisRow:
+    granularity: Granularity
+    period: str  # 2025, 2025Q1, 2025-01
+    energy_type: str  # an ENERGY_TYPES key, or "total" (kgce of all types)
+    unit: str  # the type's unit, "kgce" for total
+    quantity: float | None  # None: no data in the period
+    complete: bool
+    kgce: float | None
+    last_year: float | None
+    last_year_complete: bool
+    change: float | None  # (this - last) / last, both complete
+    baseline: float | None
+    baseline_complete: bool
+    change_vs_baseline: float | None
+    per_m2: float | None  # total rows: kgce per m²
+    per_person: float | None  # total rows: kgce per person; water rows: m³ per person
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Analysis:
+    year: int
+    baseline_year: int | None
+    floor_area_m2: float
+    occupants: int
+    left_out_of_kgce: tuple[str, ...]  # "gasoline L": types whose unit has no factor
+    rows: tuple[AnalysisRow, ...]
+
+
+_MonthKey = tuple[str, str, int, int]  # energy_type, unit, year, month
+
+
+def monthly_quantities(entries: Sequence[HistoryEntry]) -> dict[_MonthKey, float]:
+    """Per (type, unit, year, month) the quantity, by the rules of the module docstring."""
+    # (type, unit, account, vehicle, year, month) -> {source rank: quantity}
+    per: dict[tuple[str, str, str, str, int, int], dict[int, float]] = {}
+    for e in entries:
+        days = (e.period_end - e.period_start).days
+        if days <= 0:
+            continue
+        d = date(e.period_start.year, e.period_start.month, 1)
+        while d < e.period_end:
+            nxt = d.replace(day=calendar.monthrange(d.year, d.month)[1]) + timedelta(days=1)
+            inside = (min(nxt, e.period_end) - max(d, e.period_start)).days
+            if inside > 0:
+                key = (e.energy_type, e.unit, e.account, e.vehicle, d.year, d.month)
+                by_rank = per.setdefault(key, {})
+                rank = _SOURCE_RANK.get(e.source, 9)
+                by_rank[rank] = by_rank.get(rank, 0.0) + e.quantity * inside / days
+            d = nxt
+    out: dict[_MonthKey, float] = {}
+    for (etype, unit, _acct, _veh, y, m), by_rank in per.items():
+        k = (etype, unit, y, m)
+        out[k] = out.get(k, 0.0) + by_rank[min(by_rank)]
+    return out
+
+
+def _months(granularity: Granularity, year: int) -> list[tuple[str, list[int]]]:
+    if granularity == "year":
+        return [(str(year), list(range(1, 13)))]
+    if granularity == "quarter":
+        return [(f"{year}Q{q}", [3 * q - 2, 3 * q - 1, 3 * q]) for q in range(1, 5)]
+    return [(f"{year}-{m:02d}", [m]) for m in range(1, 13)]
+
+
+def _sum(
+    monthly: Mapping[_MonthKey, float], etype: str, unit: str, year: int, months: Sequence[int]
+) -> tuple[float | None, bool]:
+    vals = [monthly.get((etype, unit, year, m)) for m in months]
+    have = [v for v in vals if v is not None]
+    return (sum(have) if have else None), len(have) == len(vals)
+
+
+def _change(this: float | None, this_ok: bool, last: float | None, last_ok: bool) -> float | None:
+    if this is None or last is None or not (this_ok and last_ok) or last <= 0:
+        return None
+    return round((this - last) / last, 6)
+
+
+def _r(x: float | None, nd: int = 3) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+def _kgce(etype: str, unit: str, qty: float, factors: Mapping[str, CoalFactorRow]) -> float | None:
+    code = CATEGORY_OF[etype]
+    f_unit, mult = _TO_FACTOR_UNIT.get((code, unit), (unit, 1.0))
+    res = to_kgce({code: qty * mult}, {code: f_unit}, factors)
+    return res.by_category.get(code)
+
+
+def _total(tot: Mapping[int, tuple[float, bool, bool]], y: int | None) -> tuple[float | None, bool]:
+    """(kgce, complete) of one side; a type with data on some side of the comparison must be complete on
+    every side for the total to be."""
+    if y is None or y not in tot or not tot[y][2]:
+        return None, False
+    return tot[y][0], tot[y][1]
+
+
+def analyse(
+    entries: Sequence[HistoryEntry],
+    *,
+    year: int,
+    baseline_year: int | None,
+    floor_area_m2: float,
+    occupants: int,
+    factors: Mapping[str, CoalFactorRow],
+) -> Analysis:
+    monthly = monthly_quantities(entries)
+    types = sorted(
+        {(t, u) for t, u, _y, _m in monthly}, key=lambda tu: (list(ENERGY_TYPES).index(tu[0]), tu[1])
+    )
+    left_out = tuple(f"{t} {u}" for t, u in types if t != "water" and _kgce(t, u, 1.0, factors) is None)
+    rows: list[AnalysisRow] = []
+    for gran in ("year", "quarter", "month"):
+        g: Granularity = gran  # type: ignore[assignment]
+        for label, months in _months(g, year):
+            tot: dict[int, tuple[float, bool, bool]] = {}  # year -> (kgce, complete, any)
+            for t, u in types:
+                this, ok = _sum(monthly, t, u, year, months)
+                last, last_ok = _sum(monthly, t, u, year - 1, months)
+                base, base_ok = (
+                    _sum(monthly, t, u, baseline_year, months) if baseline_year is not None else (None, False)
+                )
+                kg = _kgce(t, u, this, factors) if this is not None else None
+                if t != "water" and (this, last, base) != (None, None, None):
+                    sides = {year: (this, ok), year - 1: (last, last_ok)}
+                    if baseline_year is not None:
+                        sides[baseline_year] = (base, base_ok)
+                    for y, (q, q_ok) in sides.items():
+                        k = _kgce(t, u, q if q is not None else 0.0, factors)
+                        if k is None:
+                            continue  # no factor: listed in left_out_of_kgce
+                        acc, acc_ok, acc_any = tot.get(y, (0.0, True, False))
+                        tot[y] = (acc + k, acc_ok and q_ok, acc_any or q is not None)
+                rows.append(
+                    AnalysisRow(
+                        granularity=g,
+                        period=label,
+                        energy_type=t,
+                        unit=u,
+                        quantity=_r(this),
+                        complete=ok,
+                        kgce=_r(kg),
+                        last_year=_r(last),
+                        last_year_complete=last_ok,
+                        change=_change(this, ok, last, last_ok),
+                        baseline=_r(base),
+                        baseline_complete=base_ok,
+                        change_vs_baseline=_change(this, ok, base, base_ok),
+                        per_m2=None,
+                        per_person=_r(per_person(this, occupants), 4)
+                        if t == "water" and this is not None
+                        else None,
+                    )
+                )
+
+            this_t, ok_t = _total(tot, year)
+            last_t, last_ok_t = _total(tot, year - 1)
+            base_t, base_ok_t = _total(tot, baseline_year)
+            rows.append(
+                AnalysisRow(
+                    granularity=g,
+                    period=label,
+                    energy_type="total",
+                    unit="kgce",
+                    quantity=_r(this_t),
+                    complete=ok_t,
+                    kgce=_r(this_t),
+                    last_year=_r(last_t),
+                    last_year_complete=last_ok_t,
+                    change=_change(this_t, ok_t, last_t, last_ok_t),
+                    baseline=_r(base_t),
+                    baseline_complete=base_ok_t,
+                    change_vs_baseline=_change(this_t, ok_t, base_t, base_ok_t),
+                    per_m2=_r(kgce_per_m2(this_t, floor_area_m2), 4) if this_t is not None else None,
+                    per_person=_r(per_person(this_t, occupants), 4) if this_t is not None else None,
+                )
+            )
+    return Analysis(
+        year=year,
+        baseline_year=baseline_year,
+        floor_area_m2=floor_area_m2,
+        occupants=occupants,
+        left_out_of_kgce=left_out,
+        rows=tuple(rows),
+    )

@@ -80,6 +80,19 @@ def register(sub: Any) -> None:
     ana.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     ana.set_defaults(func=analysis_main)
 
+    frm = lsub.add_parser(
+        "form",
+        help="the programme's consumption form of a year (能源资源消耗统计表) as XLSX or CSV",
+        description="Write the year's energy and resource consumption form from the imported history: per "
+        "energy type quantity, unit, coal factor, kgce, change on last year; totals, floor area, persons, "
+        "per-m² and per-person figures, water per person; fuel per official vehicle.",
+    )
+    add_config(frm)
+    frm.add_argument("--db", metavar="PATH", help="state database (default: storage.path of site.yaml)")
+    frm.add_argument("--year", type=int, required=True, help="the year of the form, e.g. 2025")
+    frm.add_argument("-o", "--out", required=True, metavar="FILE", help="FILE.xlsx or FILE.csv")
+    frm.set_defaults(func=form_main)
+
 
 def import_main(args: argparse.Namespace) -> int:
     from edge_agent.core.clock import SystemClock
@@ -196,29 +209,75 @@ def _q(v: float | None, complete: bool = True) -> str:
     return "—" if v is None else f"{v:,.1f}" + ("" if complete else "*")
 
 
+def _history(args: argparse.Namespace, command: str) -> list[Any] | int:
+    """The imported entries of the state database, or an exit code after a message."""
+    from edge_agent.store.db import open_state_db
+    from edge_agent.store.history import list_entries
+
+    path = db_path(args)
+    if not path.exists():
+        print(f"ledger {command}: no state database at {path} (give --db)", file=sys.stderr)
+        return 2
+    try:
+        conn = open_state_db(path, readonly=True)
+        try:
+            return list(list_entries(conn))
+        finally:
+            conn.close()
+    except (sqlite3.Error, OSError) as exc:
+        print(f"ledger {command}: {path}: {exc}", file=sys.stderr)
+        return 1
+
+
+def form_main(args: argparse.Namespace) -> int:
+    from edge_agent.report.analysis import analyse
+    from edge_agent.report.form import build_form, form_csv, write_xlsx
+    from edge_agent.report.kpi import coal_table
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".xlsx", ".csv"):
+        print(f"ledger form: {out}: give a .xlsx or .csv file name", file=sys.stderr)
+        return 2
+    cfg = load_or_exit(args.config)
+    entries = _history(args, "form")
+    if isinstance(entries, int):
+        return entries
+    site = cfg.site
+    factors = coal_table(site.coal_factors)
+    analysis = analyse(
+        entries,
+        year=args.year,
+        baseline_year=None,
+        floor_area_m2=site.floor_area_m2,
+        occupants=site.occupants,
+        factors=factors,
+    )
+    form = build_form(
+        analysis, entries, building_id=site.building_id, name=site.name or site.building_id, factors=factors
+    )
+    try:
+        if out.suffix.lower() == ".xlsx":
+            write_xlsx(form, out)
+        else:
+            out.write_text(form_csv(form), encoding="utf-8")
+    except OSError as exc:
+        print(f"ledger form: {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}: {form.year}, {form.total_kgce:,.1f} kgce, {form.kgce_per_m2:.3f} kgce/m²")
+    return 0
+
+
 def analysis_main(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
     from edge_agent.report.analysis import analyse
     from edge_agent.report.kpi import coal_table
-    from edge_agent.store.db import open_state_db
-    from edge_agent.store.history import list_entries
 
     cfg = load_or_exit(args.config)
-    path = db_path(args)
-    if not path.exists():
-        print(f"ledger analysis: no state database at {path} (give --db)", file=sys.stderr)
-        return 2
-    try:
-        conn = open_state_db(path, readonly=True)
-        try:
-            entries = list_entries(conn)
-        finally:
-            conn.close()
-    except (sqlite3.Error, OSError) as exc:
-        print(f"ledger analysis: {path}: {exc}", file=sys.stderr)
-        return 1
+    entries = _history(args, "analysis")
+    if isinstance(entries, int):
+        return entries
     site = cfg.site
     result = analyse(
         entries,

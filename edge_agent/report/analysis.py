@@ -28,7 +28,7 @@ from typing import Literal
 from edge_agent.report.kpi import CoalFactorRow, kgce_per_m2, per_person, to_kgce
 from edge_agent.store.history import CATEGORY_OF, ENERGY_TYPES, HistoryEntry
 
-__all__ = ["Analysis", "AnalysisRow", "Granularity", "analyse", "monthly_quantities"]
+__all__ = ["Analysis", "AnalysisRow", "Granularity", "analyse", "factor_for", "monthly_quantities"]
 
 Granularity = Literal["month", "quarter", "year"]
 _SOURCE_RANK = {"bill": 0, "manual": 1, "meter": 2}
@@ -117,6 +117,11 @@ def _change(this: float | None, this_ok: bool, last: float | None, last_ok: bool
 
 def _r(x: float | None, nd: int = 3) -> float | None:
     return None if x is None else round(x, nd)
+
+
+def factor_for(etype: str, unit: str, factors: Mapping[str, CoalFactorRow]) -> float | None:
+    """kgce per ``unit`` of ``etype`` (None: no factor for that unit, e.g. fuel in litres; water)."""
+    return None if etype == "water" else _kgce(etype, unit, 1.0, factors)
 
 
 def _kgce(etype: str, unit: str, qty: float, factors: Mapping[str, CoalFactorRow]) -> float | None:

@@ -13,6 +13,7 @@ import openpyxl
 import pytest
 
 from edge_agent.cli.app import main
+from edge_agent.config.load import load_config
 from edge_agent.store.db import open_state_db
 from edge_agent.store.history import TEMPLATE_COLUMNS, HistoryEntry, list_entries
 
@@ -252,4 +253,52 @@ def test_analysis_command_prints_the_year_over_year_table(
         None,
         None,
         -0.068804,
+    )
+
+
+def test_consumption_form_xlsx_read_back_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "state.db"
+    assert _import(db, HISTORY) == 0
+    xlsx = tmp_path / "form.xlsx"
+    assert main(["ledger", "form", "-c", SITE, "--db", str(db), "--year", "2025", "-o", str(xlsx)]) == 0
+    wb = openpyxl.load_workbook(xlsx)
+    assert wb.sheetnames == ["能源资源消耗统计表", "公务用车燃油"]
+    ws = wb["能源资源消耗统计表"]
+    cells = [[c.value for c in row] for row in ws.iter_rows()]
+    assert cells[0][0] == "公共机构能源资源消耗统计表（2025年）"
+    assert cells[2] == [
+        "能源品种",
+        "计量单位",
+        "实物量",
+        "折标系数",
+        "折标准煤(kgce)",
+        "同比变化(%)",
+        "数据完整",
+    ]
+    by_name = {row[0]: row for row in cells if row and row[0]}
+    # 2025 electricity: the 12 monthly bills, 52000 ... x 0.9312 rounded = 573619 kWh x 0.1229
+    assert by_name["电力"][1:6] == ["kWh", 573619.0, 0.1229, 70497.775, None]  # 2024 misses May: no change
+    assert by_name["汽油"][1:6] == ["L", 2702.8, None, None, -3.0]  # (2702.8 - 2786.4) / 2786.4
+    assert by_name["热力"][3] == pytest.approx(34.12) and by_name["热力"][6] == "否"  # GJ; December only
+    assert by_name["综合能耗合计"][4] == 110965.539  # 70497.775 + 26471.74 + 13996.024
+    site = load_config(SITE).site
+    assert by_name["建筑面积(m²)"][1] == site.floor_area_m2
+    assert by_name["用能人数(人，含编外人员)"][1] == site.occupants
+    assert by_name["单位建筑面积能耗(kgce/m²)"][1] == round(110965.539 / site.floor_area_m2, 4)
+    assert by_name["人均用水量(m³/人)"][1] == round(7212 / site.occupants, 4)
+    assert by_name["未折标准煤(无该计量单位的折标系数)"][1] == "汽油(L)"
+    vehicles = [[c.value for c in row] for row in wb["公务用车燃油"].iter_rows()]
+    assert vehicles == [
+        ["车辆号牌", "燃料品种", "计量单位", "用量", "账户"],
+        ["粤A12345", "汽油", "L", 1564.9, "fuel-card"],
+        ["粤A67890", "汽油", "L", 1137.9, "fuel-card"],
+    ]
+    out_csv = tmp_path / "form.csv"
+    assert main(["ledger", "form", "-c", SITE, "--db", str(db), "--year", "2025", "-o", str(out_csv)]) == 0
+    rows = list(csv.reader(out_csv.read_text(encoding="utf-8").splitlines()))
+    assert ["电力", "kWh", "573619.0", "0.1229", "70497.775", "", "是"] in rows
+    assert ["粤A67890", "汽油", "L", "1137.9", "fuel-card"] in rows
+    assert (
+        main(["ledger", "form", "-c", SITE, "--db", str(db), "--year", "2025", "-o", str(tmp_path / "f.pdf")])
+        == 2
     )

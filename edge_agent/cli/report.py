@@ -41,6 +41,12 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
         default="html",
         help="html, csv, json, pdf (printed by headless Chromium), or several: html,csv,json,pdf",
     )
+    p.add_argument(
+        "--public",
+        action="store_true",
+        help="also write the one-page public summary (定期公示): public-<building>-<period>.html and .png "
+        "(the PNG needs headless Chromium) for a lobby screen or the website",
+    )
     p.add_argument("--out", default="reports", metavar="DIR", help="output directory (default reports/)")
     p.add_argument("--db", metavar="PATH", help="state database (default: storage.path of site.yaml)")
     p.add_argument(
@@ -58,7 +64,7 @@ def report_main(args: argparse.Namespace) -> int:
     from edge_agent.core.clock import SystemClock
     from edge_agent.report.build import build_report
     from edge_agent.report.pdf import PdfUnavailable
-    from edge_agent.report.write import FORMATS, write_reports
+    from edge_agent.report.write import FORMATS, write_public, write_reports
     from edge_agent.store.audit import AuditLog
     from edge_agent.store.db import open_state_db
     from edge_agent.store.ledger import Ledger, parse_period
@@ -113,6 +119,8 @@ def report_main(args: argparse.Namespace) -> int:
             report = build_report(cfg=cfg, ledger=ledger, period=period, audit_records=records)
             try:
                 paths = write_reports(report, ledger, out_dir, formats)
+                if getattr(args, "public", False):
+                    paths += write_public(report, out_dir)
             except PdfUnavailable as exc:
                 print(f"report: {exc}", file=sys.stderr)
                 return 1

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["PdfUnavailable", "find_chromium", "html_to_pdf"]
+__all__ = ["PdfUnavailable", "find_chromium", "html_to_pdf", "html_to_png"]
 
 _CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 
@@ -31,10 +31,21 @@ def find_chromium() -> str | None:
 
 
 def html_to_pdf(html: str, out: Path, *, timeout_s: float = 120.0) -> Path:
+    return _print(html, out, ["--no-pdf-header-footer", f"--print-to-pdf={out.resolve()}"], timeout_s)
+
+
+def html_to_png(html: str, out: Path, *, size: tuple[int, int], timeout_s: float = 120.0) -> Path:
+    """A screenshot of the page at ``size`` (width, height) pixels."""
+    args = ["--hide-scrollbars", f"--window-size={size[0]},{size[1]}", f"--screenshot={out.resolve()}"]
+    return _print(html, out, args, timeout_s)
+
+
+def _print(html: str, out: Path, args: list[str], timeout_s: float) -> Path:
     browser = find_chromium()
     if browser is None:
         raise PdfUnavailable(
-            "PDF needs a headless Chromium: apt-get install chromium fonts-noto-cjk (or write --format html)"
+            "PDF and PNG need a headless Chromium: apt-get install chromium fonts-noto-cjk "
+            "(or write --format html)"
         )
     with tempfile.TemporaryDirectory(prefix="edge-agent-pdf-") as tmp:
         page = Path(tmp) / "report.html"
@@ -45,8 +56,7 @@ def html_to_pdf(html: str, out: Path, *, timeout_s: float = 120.0) -> Path:
             "--no-sandbox",
             "--disable-gpu",
             f"--user-data-dir={Path(tmp) / 'profile'}",
-            "--no-pdf-header-footer",
-            f"--print-to-pdf={out.resolve()}",
+            *args,
             page.as_uri(),
         ]
         try:

@@ -8,10 +8,11 @@ from pathlib import Path
 from edge_agent.report.csv import render_csv
 from edge_agent.report.html import render_html
 from edge_agent.report.model import Report
-from edge_agent.report.pdf import html_to_pdf
+from edge_agent.report.pdf import html_to_pdf, html_to_png
+from edge_agent.report.public import PUBLIC_SIZE, render_public
 from edge_agent.store.ledger import Ledger
 
-__all__ = ["FORMATS", "write_reports"]
+__all__ = ["FORMATS", "write_public", "write_reports"]
 
 FORMATS = ("html", "csv", "json", "pdf")
 
@@ -42,3 +43,14 @@ def write_reports(report: Report, ledger: Ledger, out_dir: Path, formats: Sequen
         path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
+
+
+def write_public(report: Report, out_dir: Path) -> list[Path]:
+    """The public summary: ``public-<building id>-<period>.html`` and its ``.png`` (headless Chromium)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"public-{report.building.building_id}-{report.period.label}"
+    html = render_public(report)
+    page = out_dir / f"{stem}.html"
+    page.write_text(html, encoding="utf-8")
+    png = html_to_png(html, out_dir / f"{stem}.png", size=PUBLIC_SIZE)
+    return [page, png]

@@ -68,4 +68,5 @@ def test_pdf_without_a_browser_is_a_clear_failure(
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     argv = ["report", "-c", SITE, "--period", "2026-07", "--demo", "--out", str(tmp_path), "--format", "pdf"]
     assert main(argv) == 1
-    assert "PDF needs a headless Chromium: apt-get install chromium fonts-noto-cjk" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "PDF and PNG need a headless Chromium: apt-get install chromium fonts-noto-cjk" in err

@@ -78,6 +78,12 @@ def register(sub: Any) -> None:
         "--by", choices=("year", "quarter", "month"), default="quarter", help="granularity (default quarter)"
     )
     ana.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    ana.add_argument(
+        "--fill",
+        action="store_true",
+        help="estimate missing months first (same month of the nearest year scaled by the trend, else "
+        "interpolation); estimated figures are marked ~",
+    )
     ana.set_defaults(func=analysis_main)
 
     frm = lsub.add_parser(
@@ -91,6 +97,9 @@ def register(sub: Any) -> None:
     frm.add_argument("--db", metavar="PATH", help="state database (default: storage.path of site.yaml)")
     frm.add_argument("--year", type=int, required=True, help="the year of the form, e.g. 2025")
     frm.add_argument("-o", "--out", required=True, metavar="FILE", help="FILE.xlsx or FILE.csv")
+    frm.add_argument(
+        "--fill", action="store_true", help="estimate missing months first (marked 估算 in the form)"
+    )
     frm.set_defaults(func=form_main)
 
 
@@ -205,8 +214,8 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{v * 100:+.1f}%"
 
 
-def _q(v: float | None, complete: bool = True) -> str:
-    return "—" if v is None else f"{v:,.1f}" + ("" if complete else "*")
+def _q(v: float | None, complete: bool = True, estimated: bool = False) -> str:
+    return "—" if v is None else f"{v:,.1f}" + ("" if complete else "*") + ("~" if estimated else "")
 
 
 def _history(args: argparse.Namespace, command: str) -> list[Any] | int:
@@ -251,6 +260,7 @@ def form_main(args: argparse.Namespace) -> int:
         floor_area_m2=site.floor_area_m2,
         occupants=site.occupants,
         factors=factors,
+        fill=args.fill,
     )
     form = build_form(
         analysis, entries, building_id=site.building_id, name=site.name or site.building_id, factors=factors
@@ -286,6 +296,7 @@ def analysis_main(args: argparse.Namespace) -> int:
         floor_area_m2=site.floor_area_m2,
         occupants=site.occupants,
         factors=coal_table(site.coal_factors),
+        fill=args.fill,
     )
     rows = [r for r in result.rows if r.granularity == args.by]
     if args.json:
@@ -300,13 +311,17 @@ def analysis_main(args: argparse.Namespace) -> int:
     for r in rows:
         print(
             f"{r.period:<9} {r.energy_type:<12} {r.unit:<5} "
-            f"{_q(r.quantity, r.complete):>13} {_q(r.kgce):>12} "
-            f"{_q(r.last_year, r.last_year_complete):>13} {_pct(r.change):>8} "
-            f"{_q(r.baseline, r.baseline_complete):>13} {_pct(r.change_vs_baseline):>8} "
+            f"{_q(r.quantity, r.complete, 'this' in r.estimated_in):>13} {_q(r.kgce):>12} "
+            f"{_q(r.last_year, r.last_year_complete, 'last_year' in r.estimated_in):>13} {_pct(r.change):>8} "
+            f"{_q(r.baseline, r.baseline_complete, 'baseline' in r.estimated_in):>13} "
+            f"{_pct(r.change_vs_baseline):>8} "
             f"{'' if r.per_m2 is None else f'{r.per_m2:.3f}':>8} "
             f"{'' if r.per_person is None else f'{r.per_person:.2f}':>9}"
         )
     print("* incomplete: a month without data; no change is computed against it")
+    methods = sorted({m for r in rows for m in r.methods})
+    if methods:
+        print(f"~ includes estimated months ({', '.join(methods)}; edge_agent/report/analysis.py fill_gaps)")
     if result.left_out_of_kgce:
         print(f"not in kgce (no coal factor for the unit): {', '.join(result.left_out_of_kgce)}")
     return 0

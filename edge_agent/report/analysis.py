@@ -10,7 +10,8 @@ Method, so a reader can redo every figure by hand:
 - Completeness. A month has data for an energy type when an entry of that type overlaps it; a quarter or
   a year is complete when all its months have data. A change (year over year, or against the baseline
   year) is given only between two complete periods with a last figure above zero; otherwise it is None
-  and the row says which side is incomplete. Gaps are not filled here (issue 17 item 3).
+  and the row says which side is incomplete. With ``fill`` missing months are estimated first
+  (``fill_gaps``) and every row using an estimate names the side and the method.
 - kgce with the report's coal factors (edge_agent/report/kpi.py); heat bills in GJ are converted to the
   factor's MJ (x 1000). Fuel in litres has no factor by volume: it is listed as left out of kgce.
 - Per m² and per person: the building's kgce of the period over site.yaml's floor area and occupants
@@ -28,7 +29,18 @@ from typing import Literal
 from edge_agent.report.kpi import CoalFactorRow, kgce_per_m2, per_person, to_kgce
 from edge_agent.store.history import CATEGORY_OF, ENERGY_TYPES, HistoryEntry
 
-__all__ = ["Analysis", "AnalysisRow", "Granularity", "analyse", "factor_for", "monthly_quantities"]
+__all__ = [
+    "MIN_COMMON_MONTHS",
+    "Analysis",
+    "AnalysisRow",
+    "Granularity",
+    "analyse",
+    "factor_for",
+    "fill_gaps",
+    "monthly_quantities",
+]
+
+MIN_COMMON_MONTHS = 6  # months both years must have to scale one year's month to the other
 
 Granularity = Literal["month", "quarter", "year"]
 _SOURCE_RANK = {"bill": 0, "manual": 1, "meter": 2}
@@ -53,6 +65,8 @@ class AnalysisRow:
     change_vs_baseline: float | None
     per_m2: float | None  # total rows: kgce per m²
     per_person: float | None  # total rows: kgce per person; water rows: m³ per person
+    estimated_in: tuple[str, ...] = ()  # sides holding filled months: "this", "last_year", "baseline"
+    methods: tuple[str, ...] = ()  # how those months were filled (see fill_gaps)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +105,69 @@ def monthly_quantities(entries: Sequence[HistoryEntry]) -> dict[_MonthKey, float
         k = (etype, unit, y, m)
         out[k] = out.get(k, 0.0) + by_rank[min(by_rank)]
     return out
+
+
+def fill_gaps(monthly: Mapping[_MonthKey, float]) -> tuple[dict[_MonthKey, float], dict[_MonthKey, str]]:
+    """Fill the months missing between a type's first and last month with data; (filled, method per month).
+
+    Methods, in order of preference:
+    - ``same_month_trend:<Y>``: the same month of the nearest other year Y with data in that month (the
+      earlier on a tie), scaled by the two years' ratio over the months both have (at least
+      ``MIN_COMMON_MONTHS``; the missing month excluded). May 2024 from May 2023 x (2024 / 2023 over the
+      other eleven months).
+    - ``interpolation``: linear between the nearest months with data before and after.
+    Nothing is extrapolated before the first or after the last month with data. Filled months count as
+    data for completeness; every row that uses one says so (``estimated_in``, ``methods``).
+    """
+    out = dict(monthly)
+    methods: dict[_MonthKey, str] = {}
+    for t, u in {(t, u) for t, u, _y, _m in monthly}:
+        have = {(y, m): q for (tt, uu, y, m), q in monthly.items() if (tt, uu) == (t, u)}
+        idx = sorted(y * 12 + m - 1 for y, m in have)
+        for i in range(idx[0], idx[-1] + 1):
+            y, m = divmod(i, 12)
+            m += 1
+            if (y, m) in have:
+                continue
+            est: float | None = None
+            others = sorted((abs(yy - y), yy) for yy, mm in have if mm == m and yy != y)
+            if others:
+                other = others[0][1]
+                common = [mm for mm in range(1, 13) if mm != m and (y, mm) in have and (other, mm) in have]
+                den = sum(have[(other, mm)] for mm in common)
+                if len(common) >= MIN_COMMON_MONTHS and den > 0:
+                    est = have[(other, m)] * sum(have[(y, mm)] for mm in common) / den
+                    methods[(t, u, y, m)] = f"same_month_trend:{other}"
+            if est is None:
+                before = max(j for j in idx if j < i)
+                after = min(j for j in idx if j > i)
+                qb, qa = (
+                    have[divmod(before, 12)[0], before % 12 + 1],
+                    have[divmod(after, 12)[0], after % 12 + 1],
+                )
+                est = qb + (qa - qb) * (i - before) / (after - before)
+                methods[(t, u, y, m)] = "interpolation"
+            out[(t, u, y, m)] = est
+    return out, methods
+
+
+def _estimated(
+    methods: Mapping[_MonthKey, str],
+    t: str,
+    u: str,
+    sides: Sequence[tuple[str, int | None]],
+    months: Sequence[int],
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    where: list[str] = []
+    how: set[str] = set()
+    for name, y in sides:
+        if y is None:
+            continue
+        found = [methods[(t, u, y, m)] for m in months if (t, u, y, m) in methods]
+        if found:
+            where.append(name)
+            how.update(found)
+    return tuple(where), tuple(sorted(how))
 
 
 def _months(granularity: Granularity, year: int) -> list[tuple[str, list[int]]]:
@@ -147,8 +224,13 @@ def analyse(
     floor_area_m2: float,
     occupants: int,
     factors: Mapping[str, CoalFactorRow],
+    fill: bool = False,
 ) -> Analysis:
+    """The analysis of ``year``; with ``fill`` missing months are estimated first (``fill_gaps``)."""
     monthly = monthly_quantities(entries)
+    methods: dict[_MonthKey, str] = {}
+    if fill:
+        monthly, methods = fill_gaps(monthly)
     types = sorted(
         {(t, u) for t, u, _y, _m in monthly}, key=lambda tu: (list(ENERGY_TYPES).index(tu[0]), tu[1])
     )
@@ -158,6 +240,8 @@ def analyse(
         g: Granularity = gran  # type: ignore[assignment]
         for label, months in _months(g, year):
             tot: dict[int, tuple[float, bool, bool]] = {}  # year -> (kgce, complete, any)
+            tot_est: set[str] = set()
+            tot_how: set[str] = set()
             for t, u in types:
                 this, ok = _sum(monthly, t, u, year, months)
                 last, last_ok = _sum(monthly, t, u, year - 1, months)
@@ -165,6 +249,16 @@ def analyse(
                     _sum(monthly, t, u, baseline_year, months) if baseline_year is not None else (None, False)
                 )
                 kg = _kgce(t, u, this, factors) if this is not None else None
+                est_in, est_how = _estimated(
+                    methods,
+                    t,
+                    u,
+                    (("this", year), ("last_year", year - 1), ("baseline", baseline_year)),
+                    months,
+                )
+                if t != "water" and _kgce(t, u, 1.0, factors) is not None:
+                    tot_est.update(est_in)
+                    tot_how.update(est_how)
                 if t != "water" and (this, last, base) != (None, None, None):
                     sides = {year: (this, ok), year - 1: (last, last_ok)}
                     if baseline_year is not None:
@@ -194,6 +288,8 @@ def analyse(
                         per_person=_r(per_person(this, occupants), 4)
                         if t == "water" and this is not None
                         else None,
+                        estimated_in=est_in,
+                        methods=est_how,
                     )
                 )
 
@@ -217,6 +313,8 @@ def analyse(
                     change_vs_baseline=_change(this_t, ok_t, base_t, base_ok_t),
                     per_m2=_r(kgce_per_m2(this_t, floor_area_m2), 4) if this_t is not None else None,
                     per_person=_r(per_person(this_t, occupants), 4) if this_t is not None else None,
+                    estimated_in=tuple(x for x in ("this", "last_year", "baseline") if x in tot_est),
+                    methods=tuple(sorted(tot_how)),
                 )
             )
     return Analysis(

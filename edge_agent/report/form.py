@@ -62,6 +62,7 @@ class FormRow:
     kgce: float | None
     change: float | None  # on last year, both years complete
     complete: bool
+    estimated: tuple[str, ...] = ()  # methods of months filled in this year's figure
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,6 +110,7 @@ def build_form(
             kgce=r.kgce,
             change=r.change,
             complete=r.complete,
+            estimated=r.methods if "this" in r.estimated_in else (),
         )
         for r in year_rows
         if r.energy_type != "total" and r.quantity is not None
@@ -157,9 +159,8 @@ def _table(form: ConsumptionForm) -> list[list[object]]:
         list(FORM_COLUMNS),
     ]
     for r in form.rows:
-        out.append(
-            [r.name_zh, r.unit, r.quantity, r.factor, r.kgce, _pct(r.change), "是" if r.complete else "否"]
-        )
+        done = ("估算(" + "、".join(r.estimated) + ")") if r.estimated else ("是" if r.complete else "否")
+        out.append([r.name_zh, r.unit, r.quantity, r.factor, r.kgce, _pct(r.change), done])
     out.append(["综合能耗合计", "kgce", None, None, form.total_kgce, _pct(form.total_change), None])
     out.append([])
     out.append(["建筑面积(m²)", form.floor_area_m2])

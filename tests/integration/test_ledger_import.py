@@ -302,3 +302,21 @@ def test_consumption_form_xlsx_read_back_and_csv(tmp_path: Path, capsys: pytest.
         main(["ledger", "form", "-c", SITE, "--db", str(db), "--year", "2025", "-o", str(tmp_path / "f.pdf")])
         == 2
     )
+
+
+def test_form_with_fill_marks_the_estimated_figures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "state.db"
+    assert _import(db, HISTORY) == 0
+    out = tmp_path / "form-2024.csv"
+    argv = ["ledger", "form", "-c", SITE, "--db", str(db), "--year", "2024", "-o", str(out)]
+    assert main([*argv, "--fill"]) == 0
+    rows = list(csv.reader(out.read_text(encoding="utf-8").splitlines()))
+    elec = next(r for r in rows if r and r[0] == "电力")
+    # 2024 without May (547200) + May estimated as 46000 x 0.96 = 44160
+    assert elec[2] == "591360.0" and elec[6] == "估算(same_month_trend:2023)"
+    assert main(argv) == 0  # without --fill: the year is incomplete, nothing estimated
+    rows = list(csv.reader(out.read_text(encoding="utf-8").splitlines()))
+    elec = next(r for r in rows if r and r[0] == "电力")
+    assert elec[2] == "547200.0" and elec[6] == "否"

@@ -75,3 +75,69 @@ def test_water_per_person_and_fuel_left_out_of_kgce(analysis: Analysis) -> None:
     assert analysis.left_out_of_kgce == ("gasoline L",)
     heat = _row(analysis, "2025", "heat")
     assert heat.kgce == 13996.024 and not heat.complete  # 410.2 GJ = 410200 MJ x 0.03412; December only
+
+
+@pytest.fixture(scope="module")
+def filled() -> Analysis:
+    header, rows = read_table(FIXTURE)
+    entries = parse_rows(FIXTURE.name, header, rows)
+    return analyse(
+        entries,
+        year=2025,
+        baseline_year=2023,
+        floor_area_m2=12000,
+        occupants=400,
+        factors=coal_table(),
+        fill=True,
+    )
+
+
+def test_a_missing_month_is_filled_from_the_same_month_scaled_by_the_trend(filled: Analysis) -> None:
+    q2 = _row(filled, "2025Q2", "electricity")
+    # May 2024 = May 2023 46000 x (2024 / 2023 over the other eleven months: 547200 / 570000 = 0.96) = 44160;
+    # 2024 and 2025 are equally near 2024: the earlier year is used
+    assert q2.last_year == 39360.0 + 44160.0 + 55680.0
+    assert q2.last_year_complete and q2.change == -0.03  # (135024 - 139200) / 139200
+    assert q2.estimated_in == ("last_year",) and q2.methods == ("same_month_trend:2023",)
+    q1 = _row(filled, "2025Q1", "electricity")
+    assert q1.estimated_in == () and q1.methods == ()  # nothing filled there: unchanged
+    assert q1 == _row(
+        analyse(
+            parse_rows(FIXTURE.name, *read_table(FIXTURE)),
+            year=2025,
+            baseline_year=2023,
+            floor_area_m2=12000,
+            occupants=400,
+            factors=coal_table(),
+        ),
+        "2025Q1",
+        "electricity",
+    )
+
+
+def test_filled_months_mark_every_total_that_uses_them(filled: Analysis) -> None:
+    q4 = _row(filled, "2025Q4", "total")
+    assert "baseline" in q4.estimated_in  # November 2023's gas bill is estimated
+    gas = _row(filled, "2025Q4", "natural_gas")
+    assert gas.baseline_complete and gas.methods == ("same_month_trend:2024",)
+
+
+def test_interpolation_when_no_other_year_has_the_month() -> None:
+    from datetime import date
+
+    from edge_agent.report.analysis import fill_gaps, monthly_quantities
+    from edge_agent.store.history import HistoryEntry
+
+    def e(m: int, q: float) -> HistoryEntry:
+        start = date(2025, m, 1)
+        end = date(2025, m + 1, 1)
+        return HistoryEntry(
+            energy_type="water", account="W", vehicle="", period_start=start, period_end=end, source="bill",
+            quantity=q, unit="m3", note="", file="f.csv", row=m,
+        )  # fmt: skip
+
+    monthly = monthly_quantities([e(1, 100.0), e(4, 400.0)])
+    out, methods = fill_gaps(monthly)
+    assert out[("water", "m3", 2025, 2)] == 200.0 and out[("water", "m3", 2025, 3)] == 300.0
+    assert methods == {("water", "m3", 2025, 2): "interpolation", ("water", "m3", 2025, 3): "interpolation"}
+    assert ("water", "m3", 2025, 5) not in out  # never extrapolated past the last month with data

@@ -30,6 +30,7 @@ from edge_agent.report.kpi import CoalFactorRow, kgce_per_m2, per_person, to_kgc
 from edge_agent.store.history import CATEGORY_OF, ENERGY_TYPES, HistoryEntry
 
 __all__ = [
+    "IMPLAUSIBLE_RATIO",
     "MIN_COMMON_MONTHS",
     "Analysis",
     "AnalysisRow",
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 MIN_COMMON_MONTHS = 6  # months both years must have to scale one year's month to the other
+IMPLAUSIBLE_RATIO = 3.0  # a month this many times off every other year's estimate is replaced
 
 Granularity = Literal["month", "quarter", "year"]
 _SOURCE_RANK = {"bill": 0, "manual": 1, "meter": 2}
@@ -107,8 +109,36 @@ def monthly_quantities(entries: Sequence[HistoryEntry]) -> dict[_MonthKey, float
     return out
 
 
+def _trend(have: Mapping[tuple[int, int], float], y: int, m: int, other: int) -> float | None:
+    """Month m of year y from the same month of ``other`` scaled by the ratio (None: too few months)."""
+    if (other, m) not in have:
+        return None
+    common = [mm for mm in range(1, 13) if mm != m and (y, mm) in have and (other, mm) in have]
+    den = sum(have[(other, mm)] for mm in common)
+    if len(common) < MIN_COMMON_MONTHS or den <= 0:
+        return None
+    return have[(other, m)] * sum(have[(y, mm)] for mm in common) / den
+
+
+def _implausible(have: Mapping[tuple[int, int], float], y: int, m: int) -> bool:
+    """More than IMPLAUSIBLE_RATIO times off the trend estimate from every other year with that month (at
+    least two such years: with one, nobody can tell which of the two is wrong)."""
+    q = have[(y, m)]
+    ests = [_trend(have, y, m, yy) for yy in sorted({yy for yy, mm in have if mm == m and yy != y})]
+    usable = [e for e in ests if e is not None and e > 0]
+    if len(usable) < 2:
+        return False
+    return all(q > IMPLAUSIBLE_RATIO * e or q < e / IMPLAUSIBLE_RATIO for e in usable)
+
+
 def fill_gaps(monthly: Mapping[_MonthKey, float]) -> tuple[dict[_MonthKey, float], dict[_MonthKey, str]]:
-    """Fill the months missing between a type's first and last month with data; (filled, method per month).
+    """Fill the months missing between a type's first and last month with data, after replacing implausible
+    ones; (filled, method per month).
+
+    Implausible: a month more than ``IMPLAUSIBLE_RATIO`` times above or below what each of at least two other
+    years gives for it (their same month scaled by the trend, as below): a bill typed with a digit too many,
+    a meter figure in Wh. It is replaced like a missing month; its method reads
+    ``implausible(<imported value>)→<method>``.
 
     Methods, in order of preference:
     - ``same_month_trend:<Y>``: the same month of the nearest other year Y with data in that month (the
@@ -123,21 +153,22 @@ def fill_gaps(monthly: Mapping[_MonthKey, float]) -> tuple[dict[_MonthKey, float
     methods: dict[_MonthKey, str] = {}
     for t, u in {(t, u) for t, u, _y, _m in monthly}:
         have = {(y, m): q for (tt, uu, y, m), q in monthly.items() if (tt, uu) == (t, u)}
+        bad = {ym: have[ym] for ym in have if _implausible(have, *ym)}
+        for ym in bad:
+            del have[ym]
         idx = sorted(y * 12 + m - 1 for y, m in have)
+        if not idx:
+            continue
         for i in range(idx[0], idx[-1] + 1):
             y, m = divmod(i, 12)
             m += 1
             if (y, m) in have:
                 continue
             est: float | None = None
-            others = sorted((abs(yy - y), yy) for yy, mm in have if mm == m and yy != y)
-            if others:
-                other = others[0][1]
-                common = [mm for mm in range(1, 13) if mm != m and (y, mm) in have and (other, mm) in have]
-                den = sum(have[(other, mm)] for mm in common)
-                if len(common) >= MIN_COMMON_MONTHS and den > 0:
-                    est = have[(other, m)] * sum(have[(y, mm)] for mm in common) / den
-                    methods[(t, u, y, m)] = f"same_month_trend:{other}"
+            how = ""
+            for _dist, other in sorted((abs(yy - y), yy) for yy, mm in have if mm == m and yy != y)[:1]:
+                est = _trend(have, y, m, other)
+                how = f"same_month_trend:{other}"
             if est is None:
                 before = max(j for j in idx if j < i)
                 after = min(j for j in idx if j > i)
@@ -146,8 +177,11 @@ def fill_gaps(monthly: Mapping[_MonthKey, float]) -> tuple[dict[_MonthKey, float
                     have[divmod(after, 12)[0], after % 12 + 1],
                 )
                 est = qb + (qa - qb) * (i - before) / (after - before)
-                methods[(t, u, y, m)] = "interpolation"
+                how = "interpolation"
+            if (y, m) in bad:
+                how = f"implausible({bad[(y, m)]:g})→{how}"
             out[(t, u, y, m)] = est
+            methods[(t, u, y, m)] = how
     return out, methods
 
 

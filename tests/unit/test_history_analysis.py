@@ -141,3 +141,27 @@ def test_interpolation_when_no_other_year_has_the_month() -> None:
     assert out[("water", "m3", 2025, 2)] == 200.0 and out[("water", "m3", 2025, 3)] == 300.0
     assert methods == {("water", "m3", 2025, 2): "interpolation", ("water", "m3", 2025, 3): "interpolation"}
     assert ("water", "m3", 2025, 5) not in out  # never extrapolated past the last month with data
+
+
+def test_an_implausible_month_is_replaced_and_says_what_it_was() -> None:
+    from datetime import date
+
+    from edge_agent.report.analysis import fill_gaps, monthly_quantities
+    from edge_agent.store.history import HistoryEntry
+
+    def e(y: int, m: int, q: float) -> HistoryEntry:
+        end = date(y + 1, 1, 1) if m == 12 else date(y, m + 1, 1)
+        return HistoryEntry(
+            energy_type="electricity", account="E", vehicle="", period_start=date(y, m, 1), period_end=end,
+            source="bill", quantity=q, unit="kWh", note="", file="f.csv", row=m,
+        )  # fmt: skip
+
+    entries = [e(y, m, 1000.0 * f) for y, f in ((2023, 1.0), (2024, 0.9), (2025, 0.8)) for m in range(1, 13)]
+    entries[12 + 6] = e(2024, 7, 9000.0)  # July 2024 typed with a digit too many (900 -> 9000)
+    out, methods = fill_gaps(monthly_quantities(entries))
+    # July 2024 from July 2023 (nearest, earlier on the tie) x 9900 / 11000 over the other eleven months
+    assert out[("electricity", "kWh", 2024, 7)] == pytest.approx(900.0)
+    assert methods == {("electricity", "kWh", 2024, 7): "implausible(9000)→same_month_trend:2023"}
+    # two years only: nobody can tell which one is wrong, so nothing is replaced
+    _, methods2 = fill_gaps(monthly_quantities([x for x in entries if x.period_start.year < 2025]))
+    assert methods2 == {}

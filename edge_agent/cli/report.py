@@ -36,7 +36,17 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     if not any("--config" in a.option_strings for a in p._actions):
         p.add_argument("-c", "--config", default="config/site.yaml", metavar="SITE_YAML")
     p.add_argument("--period", required=True, help="2026 (year), 2026Q3 (quarter) or 2026-07 (month)")
-    p.add_argument("--format", default="html", help="html, csv, json, or several: html,csv,json")
+    p.add_argument(
+        "--format",
+        default="html",
+        help="html, csv, json, pdf (printed by headless Chromium), or several: html,csv,json,pdf",
+    )
+    p.add_argument(
+        "--public",
+        action="store_true",
+        help="also write the one-page public summary (定期公示): public-<building>-<period>.html and .png "
+        "(the PNG needs headless Chromium) for a lobby screen or the website",
+    )
     p.add_argument("--out", default="reports", metavar="DIR", help="output directory (default reports/)")
     p.add_argument("--db", metavar="PATH", help="state database (default: storage.path of site.yaml)")
     p.add_argument(
@@ -53,7 +63,8 @@ def report_main(args: argparse.Namespace) -> int:
     from edge_agent.config.load import ConfigError, load_config
     from edge_agent.core.clock import SystemClock
     from edge_agent.report.build import build_report
-    from edge_agent.report.write import FORMATS, write_reports
+    from edge_agent.report.pdf import PdfUnavailable
+    from edge_agent.report.write import FORMATS, write_public, write_reports
     from edge_agent.store.audit import AuditLog
     from edge_agent.store.db import open_state_db
     from edge_agent.store.ledger import Ledger, parse_period
@@ -66,7 +77,8 @@ def report_main(args: argparse.Namespace) -> int:
     formats = [f.strip().lower() for f in str(args.format).split(",") if f.strip()]
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
-        print(f"report: unknown format {', '.join(bad) or '(none)'}; use html, csv or json", file=sys.stderr)
+        unknown = ", ".join(bad) or "(none)"
+        print(f"report: unknown format {unknown}; use html, csv, json or pdf", file=sys.stderr)
         return 2
     config = getattr(args, "config", None) or "config/site.yaml"
     try:
@@ -105,7 +117,13 @@ def report_main(args: argparse.Namespace) -> int:
             start, end = period.bounds(ZoneInfo(cfg.site.timezone))
             records = [r for r in audit.records(start) if r.time < end]
             report = build_report(cfg=cfg, ledger=ledger, period=period, audit_records=records)
-            paths = write_reports(report, ledger, out_dir, formats)
+            try:
+                paths = write_reports(report, ledger, out_dir, formats)
+                if getattr(args, "public", False):
+                    paths += write_public(report, out_dir)
+            except PdfUnavailable as exc:
+                print(f"report: {exc}", file=sys.stderr)
+                return 1
         finally:
             conn.close()
     except (sqlite3.Error, OSError) as exc:

@@ -189,6 +189,12 @@ class LedgerOptions(_Strict):
         description="Spike / out-of-range counter steps: exclude from totals (default) or keep; "
         "counted and shown either way",
     )
+    statistics_source: Literal["meter", "bill"] = Field(
+        default="meter",
+        description="Where a period has both meter data and an imported bill (`edge-agent ledger import`): "
+        "which one the statistics (totals, kgce, KPIs) use. The report shows both and the difference either "
+        "way; a category with bills but no meter uses its bills",
+    )
 
 
 EnergyCodeKey = Annotated[str, StringConstraints(pattern=CODE_PATTERN)]

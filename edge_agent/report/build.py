@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import overload
+from typing import Literal, overload
 from zoneinfo import ZoneInfo
 
 from edge_agent.config.codes import EnergyCode, code_table
@@ -59,12 +59,15 @@ from edge_agent.report.model import (
     Report,
     ReportPeriod,
     SetpointCorrections,
+    SourceRow,
+    Sources,
     TamperFinding,
     Totals,
     UnitQuality,
     YearOnYear,
 )
 from edge_agent.store.audit import AuditKind, AuditRecord
+from edge_agent.store.history import SourceSum, source_sums
 from edge_agent.store.ledger import Ledger, MeterInfo, MeterTotals, Period
 
 __all__ = ["build_report", "enforcement_summary"]
@@ -111,7 +114,9 @@ class _Inputs:
     factors: Mapping[str, CoalFactorRow]
     totals: Mapping[str, MeterTotals]  # per meter over the period
     units: Mapping[str, str]  # category code -> ledger unit
-    cats: _CategorySums
+    cats: _CategorySums  # what the statistics use: meters, or bills where ledger.statistics_source says
+    meter_cats: _CategorySums  # the meters' own sums
+    bills: Mapping[str, SourceSum]  # imported bills over the period, per category
 
     def label(self, code: str) -> tuple[str, str]:
         c = self.codes.get(code)
@@ -132,6 +137,11 @@ def build_report(
     tz = ZoneInfo(cfg.site.timezone)
     start, end = period.bounds(tz)
     totals = ledger.totals(start, end)
+    units = {m.category: m.unit for m in ledger.roots()}
+    meter_cats = _category_totals(ledger, totals)
+    bills = source_sums(ledger.conn, period.start, period.end)
+    for c, b in bills.items():
+        units.setdefault(c, b.unit)
     inp = _Inputs(
         cfg=cfg,
         ledger=ledger,
@@ -142,8 +152,10 @@ def build_report(
         codes=code_table(cfg.site.energy_codes),
         factors=coal_table(cfg.site.coal_factors),
         totals=totals,
-        units={m.category: m.unit for m in ledger.roots()},
-        cats=_category_totals(ledger, totals),
+        units=units,
+        cats=_statistics(cfg, meter_cats, bills, units),
+        meter_cats=meter_cats,
+        bills=bills,
     )
     kg = inp.kgce(inp.cats)
     by_end_use, unmetered, coverage = _end_use(inp)
@@ -179,7 +191,50 @@ def build_report(
         daily=_daily(inp),
         enforcement=enforcement_summary(audit_records, cfg=cfg, period=period),
         quality=_quality(inp),
+        sources=_sources(inp),
     )
+
+
+def _statistics(
+    cfg: LoadedConfig, meter_cats: _CategorySums, bills: Mapping[str, SourceSum], units: Mapping[str, str]
+) -> _CategorySums:
+    """The category sums the statistics use: a category's bills replace its meters where
+    ``ledger.statistics_source: bill`` says so (and the units agree); a category with bills and no meter
+    uses its bills either way."""
+    out = {c: dict(v) for c, v in meter_cats.items()}
+    for c, b in bills.items():
+        if units.get(c, b.unit) != b.unit:
+            continue
+        if c not in out or cfg.site.ledger.statistics_source == "bill":
+            out[c] = {"total": b.quantity, "measured": b.quantity, "estimated": 0.0, "outlier_kept": 0.0}
+    return out
+
+
+def _sources(inp: _Inputs) -> Sources:
+    """Meters and bills side by side for every category with a bill in the period."""
+    rows = []
+    for c, b in sorted(inp.bills.items()):
+        meter = inp.meter_cats[c]["total"] if c in inp.meter_cats else None
+        zh, en = inp.label(c)
+        bill_wins = meter is None or inp.cfg.site.ledger.statistics_source == "bill"
+        used: Literal["meter", "bill"] = "bill" if bill_wins and inp.units.get(c) == b.unit else "meter"
+        rows.append(
+            SourceRow(
+                code=c,
+                zh=zh,
+                en=en,
+                unit=b.unit,
+                meter=_r(meter),
+                bill=_r(b.quantity),
+                bill_entries=b.entries,
+                difference=_r(meter - b.quantity) if meter is not None else None,
+                difference_share=_r((meter - b.quantity) / b.quantity, 4)
+                if meter is not None and b.quantity > 0
+                else None,
+                used=used,
+            )
+        )
+    return Sources(statistics_source=inp.cfg.site.ledger.statistics_source, rows=tuple(rows))
 
 
 def _building(cfg: LoadedConfig) -> Building:
@@ -266,11 +321,12 @@ def _last_year(inp: _Inputs) -> LastYear:
     ledger = inp.ledger
     ly = inp.period.last_year()
     ly_totals = ledger.totals(*ly.bounds(inp.tz))
-    ly_cats = _category_totals(ledger, ly_totals)
+    ly_bills = source_sums(ledger.conn, ly.start, ly.end)
+    ly_cats = _statistics(inp.cfg, _category_totals(ledger, ly_totals), ly_bills, inp.units)
     rows = []
     for c, vals in sorted(inp.cats.items()):
         prev = ly_cats.get(c, {}).get("total", 0.0)
-        has = any(ly_totals[m.point_id].slots for m in ledger.roots() if m.category == c)
+        has = c in ly_bills or any(ly_totals[m.point_id].slots for m in ledger.roots() if m.category == c)
         zh, en = inp.label(c)
         rows.append(
             YearOnYear(
@@ -293,7 +349,10 @@ def _kpis(inp: _Inputs, period_kg: KgceResult) -> Kpis:
     site, ledger = inp.cfg.site, inp.ledger
     year = inp.period.start.year
     y_start = datetime(year, 1, 1, tzinfo=inp.tz).astimezone(UTC)
-    ytd_cats = _category_totals(ledger, ledger.totals(y_start, inp.end))
+    ytd_bills = source_sums(ledger.conn, date(year, 1, 1), inp.period.end)
+    ytd_cats = _statistics(
+        inp.cfg, _category_totals(ledger, ledger.totals(y_start, inp.end)), ytd_bills, inp.units
+    )
     ytd_kg = inp.kgce(ytd_cats)
     days = days_with_data(ledger.data_span(y_start, inp.end), inp.period.end)
     rows = annual_kpis(

@@ -185,7 +185,8 @@ def render_html(report: Report) -> str:
         )
         + "</p>",
     ]
-    for section in (_totals, _end_use, _last_year, _kpis, _data_centre, _balance, _enforcement, _quality):
+    sections = (_totals, _sources, _end_use, _last_year, _kpis, _data_centre, _balance, _enforcement)
+    for section in (*sections, _quality):
         h += section(report)
     h.append("</body></html>\n")
     return "\n".join(h)
@@ -222,6 +223,42 @@ def _totals(report: Report) -> list[str]:
             f"{_fmt(lo.quantity, 2)} {escape(_unit(lo.unit))}: {why}</p>"
         )
     return h
+
+
+def _sources(report: Report) -> list[str]:
+    """Meters and imported bills side by side; nothing when the period has no bill."""
+    src = report.sources
+    if not src.rows:
+        return []
+    rows = [
+        f"<tr><td>{escape(r.code)} {escape(r.zh)} {escape(r.en)}</td><td>{escape(_unit(r.unit))}</td>"
+        + _num(f"sources.{r.code}.meter", r.meter)
+        + _num(f"sources.{r.code}.bill", r.bill)
+        + _num(f"sources.{r.code}.difference", r.difference)
+        + _num(f"sources.{r.code}.difference_share", r.difference_share, pct=True)
+        + f'<td data-key="sources.{escape(r.code)}.used">'
+        + ("账单 bill" if r.used == "bill" else "表计 meter")
+        + "</td></tr>"
+        for r in src.rows
+    ]
+    used = "账单 bills" if src.statistics_source == "bill" else "表计 meters"
+    return [
+        "<h2>1a 表计与账单 Meters and bills</h2>",
+        f'<p class="muted">统计口径 Statistics use: {used} (ledger.statistics_source); '
+        "无表计的类别使用账单 a category without meters uses its bills</p>",
+        _table(
+            [
+                "类别 Category",
+                "单位 Unit",
+                "表计 Meters",
+                "账单 Bills",
+                "差额 Difference",
+                "差额率 Difference %",
+                "采用 Used",
+            ],
+            rows,
+        ),
+    ]
 
 
 def _end_use(report: Report) -> list[str]:

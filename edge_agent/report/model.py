@@ -43,6 +43,8 @@ __all__ = [
     "Report",
     "ReportPeriod",
     "SetpointCorrections",
+    "SourceRow",
+    "Sources",
     "TamperFinding",
     "Totals",
     "UnitQuality",
@@ -371,6 +373,28 @@ class DataQuality:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SourceRow:
+    """One category in a period with both meters and bills (or bills only): both figures and the gap."""
+
+    code: str
+    zh: str
+    en: str
+    unit: str
+    meter: float | None  # None: no meter of this category
+    bill: float
+    bill_entries: int
+    difference: float | None  # meter - bill
+    difference_share: float | None  # (meter - bill) / bill
+    used: Literal["meter", "bill"]  # what the statistics of this report use
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sources:
+    statistics_source: Literal["meter", "bill"]  # ledger.statistics_source of site.yaml
+    rows: tuple[SourceRow, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Report:
     schema: str = field(default=REPORT_SCHEMA, init=False)
     generated_at: datetime
@@ -386,6 +410,7 @@ class Report:
     daily: tuple[DailyRow, ...]
     enforcement: Enforcement
     quality: DataQuality
+    sources: Sources
 
     def __post_init__(self) -> None:  # the document gives the time to the second
         object.__setattr__(self, "generated_at", self.generated_at.replace(microsecond=0))

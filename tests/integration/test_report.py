@@ -378,7 +378,7 @@ def test_month_report_and_bad_input(quarter: Quarter, tmp_path: Path) -> None:
     assert r["period"]["days"] == 31 and len(r["daily"]) == 31
     assert r["enforcement"]["setpoint_corrections_total"] == 0  # all of them were in July
     assert _run_report(quarter, tmp_path, "--period", "2026Q7") == 2
-    assert _run_report(quarter, tmp_path, "--period", "2026Q3", "--format", "pdf") == 2
+    assert _run_report(quarter, tmp_path, "--period", "2026Q3", "--format", "docx") == 2
     p = argparse.ArgumentParser()
     add_report_arguments(p)
     missing = tmp_path / "nope.db"

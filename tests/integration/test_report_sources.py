@@ -1,0 +1,110 @@
+"""Reconciling sources (issue 17 item 2): where a period has meter data and an imported bill, the report
+shows both and the difference; ``ledger.statistics_source: bill`` makes the bill the statistics' figure; a
+category with bills and no meter (gas here) uses its bills either way. Real files, a real state database."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from drivers.base import Quality, Reading
+from edge_agent.config.load import load_config
+from edge_agent.report.build import build_report
+from edge_agent.report.html import render_html
+from edge_agent.report.model import Report
+from edge_agent.store.db import open_state_db
+from edge_agent.store.history import import_file
+from edge_agent.store.ledger import Ledger, parse_period
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures"
+TZ = ZoneInfo("Asia/Shanghai")
+
+BILLS = """period_start,period_end,energy_type,quantity,unit,account,vehicle,source,note
+2026-07,,electricity,1000,kWh,3301-0042-77,,bill,
+2026-07,,natural_gas,310,m3,G-9,,bill,no gas meter on the gateway
+2026-06-16,2026-07-15,water,300,m3,W-118,,bill,half of it in July
+"""
+
+
+@dataclass(frozen=True)
+class _VR:  # the ledger takes anything with .reading and .flags
+    reading: Reading
+    flags: tuple[str, ...] = ()
+
+
+def _report(tmp_path: Path, statistics_source: str | None) -> Report:
+    shutil.copy(FIXTURES / "config" / "modbus_site.yaml", tmp_path / "site.yaml")
+    shutil.copy(FIXTURES / "config" / "modbus_policy.yaml", tmp_path / "modbus_policy.yaml")
+    if statistics_source:
+        with (tmp_path / "site.yaml").open("a", encoding="utf-8") as fh:
+            fh.write(f"ledger:\n  statistics_source: {statistics_source}\n")
+    cfg = load_config(tmp_path / "site.yaml")
+    (tmp_path / "bills.csv").write_text(BILLS, encoding="utf-8")
+    conn = open_state_db(tmp_path / "state.db")
+    try:
+        ledger = Ledger.from_config(cfg, conn)
+        t0 = datetime(2026, 7, 1, tzinfo=TZ)
+        # one day of the main meter: 10 kWh per 15 minutes = 960 kWh
+        ledger.ingest(
+            [
+                _VR(Reading("main.energy", 5000.0 + 10 * i, t0 + timedelta(minutes=15 * i), Quality.GOOD))
+                for i in range(97)
+            ]
+        )
+        import_file(conn, tmp_path / "bills.csv", now=datetime(2026, 8, 1, tzinfo=TZ))
+        return build_report(cfg=cfg, ledger=ledger, period=parse_period("2026-07"))
+    finally:
+        conn.close()
+
+
+def test_meters_and_bills_side_by_side_meter_wins_by_default(tmp_path: Path) -> None:
+    report = _report(tmp_path, None)
+    assert report.sources.statistics_source == "meter"
+    rows = {r.code: r for r in report.sources.rows}
+    elec = rows["01000"]
+    assert (elec.meter, elec.bill, elec.difference, elec.difference_share, elec.used) == (
+        960.0,
+        1000.0,
+        -40.0,
+        -0.04,
+        "meter",
+    )
+    gas = rows["03000"]
+    assert (gas.meter, gas.bill, gas.difference, gas.used) == (None, 310.0, None, "bill")
+    water = rows["02000"]
+    assert water.bill == pytest.approx(150.0)  # 15 of the bill's 30 days fall in July
+    assert water.meter == 0.0 and water.used == "meter"
+    totals = {c.code: c.total for c in report.totals.by_category}
+    assert totals["01000"] == 960.0 and totals["03000"] == 310.0
+
+
+def test_statistics_source_bill_makes_the_bill_count(tmp_path: Path) -> None:
+    report = _report(tmp_path, "bill")
+    rows = {r.code: r for r in report.sources.rows}
+    assert rows["01000"].used == "bill" and rows["01000"].difference == -40.0
+    totals = {c.code: c for c in report.totals.by_category}
+    assert totals["01000"].total == 1000.0
+    assert totals["02000"].total == pytest.approx(150.0)
+    html = render_html(report)
+    assert "1a 表计与账单 Meters and bills" in html
+    assert 'data-key="sources.01000.bill" data-value="1000.0"' in html
+    assert 'data-key="sources.01000.difference" data-value="-40.0"' in html
+
+
+def test_no_bills_no_section(tmp_path: Path) -> None:
+    shutil.copy(FIXTURES / "config" / "modbus_site.yaml", tmp_path / "site.yaml")
+    shutil.copy(FIXTURES / "config" / "modbus_policy.yaml", tmp_path / "modbus_policy.yaml")
+    cfg = load_config(tmp_path / "site.yaml")
+    conn = open_state_db(tmp_path / "state.db")
+    try:
+        report = build_report(cfg=cfg, ledger=Ledger.from_config(cfg, conn), period=parse_period("2026-07"))
+    finally:
+        conn.close()
+    assert report.sources.rows == ()
+    assert "Meters and bills" not in render_html(report)

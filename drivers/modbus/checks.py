@@ -16,8 +16,10 @@ __all__ = ["check_site"]
 
 def check_site(devices: Sequence[DeviceEntry], out: SiteIssues) -> None:
     endpoints: dict[tuple[str, int, int], YamlPath] = {}
+    framers: dict[tuple[str, int], tuple[str, YamlPath]] = {}
     for entry in devices:
         _check_modbus_endpoint(out, entry.data, entry.path, endpoints)
+        _check_framer(out, entry.data, entry.path, framers)
         points = [(p, pt) for p, pt in entry.points if isinstance(pt, ModbusPoint)]
         _check_modbus_overlaps(out, entry.path, points)
 
@@ -39,6 +41,29 @@ def _check_modbus_endpoint(
         )
     else:
         seen[key] = (*dpath, "host")
+
+
+def _check_framer(
+    out: SiteIssues,
+    dev: Mapping[str, Any],
+    dpath: YamlPath,
+    seen: dict[tuple[str, int], tuple[str, YamlPath]],
+) -> None:
+    """One TCP endpoint speaks one framing: Modbus TCP, or RTU frames to a serial device server."""
+    host = dev.get("host")
+    port = dev.get("port", ModbusDevice.model_fields["port"].default)
+    framer = dev.get("framer", ModbusDevice.model_fields["framer"].default)
+    if not isinstance(host, str) or not isinstance(port, int) or not isinstance(framer, str):
+        return
+    key = (host.strip().lower(), port)
+    first = seen.get(key)
+    if first is None:
+        seen[key] = (framer, (*dpath, "framer"))
+    elif first[0] != framer:
+        out.add(
+            [*dpath, "framer"],
+            f"{host}:{port} is framed {first[0]!r} by {out.where(first[1])}; one endpoint speaks one framing",
+        )
 
 
 _ONE_REGISTER = frozenset({"int16", "uint16", "bit"})

@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
+from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
 from drivers.base import (
@@ -135,9 +136,14 @@ class Endpoint:
     Take :attr:`lock` around every exchange; :meth:`ensure_connected` and :meth:`mark_failed` assume it.
     """
 
-    def __init__(self, *, host: str, port: int, pool: EndpointPool, quiet: bool = False) -> None:
+    def __init__(
+        self, *, host: str, port: int, pool: EndpointPool, quiet: bool = False, framer: str = "tcp"
+    ) -> None:
         self.host = host
         self.port = port
+        # "rtu": RTU frames over TCP to a serial device server; every unit behind it shares one RS-485
+        # bus, so one connection and one lock serve them all (no per-unit quarantine connection).
+        self.framer = framer
         self.lock = asyncio.Lock()
         self.client: AsyncModbusTcpClient | None = None
         self.users = 0
@@ -165,8 +171,9 @@ class Endpoint:
         closed (the stream cannot be resynchronised), instead of a traceback from ``data_received`` or a
         wait for the timeout."""
         ctx = client.ctx
-        framer = ctx.framer
-        setattr(framer, "handleFrame", _strict_frames(framer.handleFrame))  # noqa: B010
+        if self.framer == "tcp":  # MBAP checks; pymodbus's RTU framer checks the CRC and the unit id
+            framer = ctx.framer
+            setattr(framer, "handleFrame", _strict_frames(framer.handleFrame))  # noqa: B010
         receive = ctx.data_received
 
         def fail(exc: Exception) -> None:
@@ -207,6 +214,7 @@ class Endpoint:
             self.client = AsyncModbusTcpClient(
                 self.host,
                 port=self.port,
+                framer=FramerType.RTU if self.framer == "rtu" else FramerType.SOCKET,
                 timeout=_PYMODBUS_TIMEOUT_S,
                 retries=0,
                 reconnect_delay=0,  # no background reconnect task: we reconnect, with our backoff
@@ -279,11 +287,12 @@ class EndpointPool:
         self.log = logger if logger is not None else _log
         self._endpoints: dict[tuple[str, int], Endpoint] = {}
 
-    def acquire(self, host: str, port: int) -> Endpoint:
-        """The endpoint for (host, port), created on first use; pair with :meth:`release`."""
+    def acquire(self, host: str, port: int, *, framer: str = "tcp") -> Endpoint:
+        """The endpoint for (host, port), created on first use; pair with :meth:`release`. ``framer``
+        is taken from the first user (``check`` refuses devices that disagree on one endpoint)."""
         ep = self._endpoints.get((host, port))
         if ep is None:
-            ep = self._endpoints[(host, port)] = Endpoint(host=host, port=port, pool=self)
+            ep = self._endpoints[(host, port)] = Endpoint(host=host, port=port, pool=self, framer=framer)
         ep.users += 1
         return ep
 
@@ -382,7 +391,7 @@ class ModbusTcpDriver:
         self._retry_bad_every = retry_bad_every
         self._unit = device.unit_id
         self._timeout = device.timeout_s
-        self._ep: Endpoint | None = pool.acquire(device.host, device.port)
+        self._ep: Endpoint | None = pool.acquire(device.host, device.port, framer=device.framer)
         self._plans: dict[tuple[int, ...], _PlanState] = {}
         self._down: str | None = None  # device-level failure code, for logging state changes only
         # Dead-unit isolation: polls in a row without an answer, and the backoff they earned.
@@ -426,7 +435,9 @@ class ModbusTcpDriver:
     def _enter_quarantine(self) -> None:
         """A unit that did not answer polls over its own connection to the same gateway until it answers
         again: its timeouts then hold no lock its neighbours need."""
-        if self._quarantine is None:
+        if self._quarantine is None and self.device.framer == "tcp":
+            # An RTU line has one bus behind the device server: a second connection would not spare
+            # the neighbours the dead unit's timeouts, only the backoff does.
             ep = self._endpoint()
             self._quarantine = Endpoint(host=ep.host, port=ep.port, pool=self._pool, quiet=True)
 

@@ -314,6 +314,13 @@ class ModbusDevice(BaseModel):
     unit_id: int = Field(
         default=1, ge=0, le=255, description="Unit (slave) id; devices behind one gateway share it"
     )
+    framer: Literal["tcp", "rtu"] = Field(
+        default="tcp",
+        description=(
+            "tcp: Modbus TCP (MBAP header). rtu: RTU frames (unit id, PDU, CRC) carried over TCP, as a "
+            "serial device server in transparent mode forwards them to its RS-485 bus"
+        ),
+    )
     interval_s: float = Field(default=10.0, gt=0, le=86400, description="Poll interval")
     timeout_s: float = Field(default=1.0, gt=0, le=60, description="Per-request timeout")
     max_registers: int = Field(

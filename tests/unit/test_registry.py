@@ -377,3 +377,23 @@ def test_register_refuses_clashes_and_malformed_specs() -> None:
     with pytest.raises(ValueError, match="go together"):
         dataclasses.replace(FAKE, network_model=None)
     assert list(PROTOCOLS) == ["modbus", "bacnet"]
+
+
+def test_one_modbus_endpoint_speaks_one_framing(tmp_path: Path) -> None:
+    text = textwrap.dedent(
+        """\
+        gateway_id: gw
+        building_id: "370102A001"
+        location: {lat: 36.65, lon: 117.12}
+        floor_area_m2: 1000
+        occupants: 10
+        devices:
+          - {protocol: modbus, id: a, host: ds, framer: rtu, unit_id: 1, points: [{id: x, address: 0}]}
+          - {protocol: modbus, id: b, host: ds, framer: rtu, unit_id: 2, points: [{id: y, address: 0}]}
+          - {protocol: modbus, id: c, host: ds, unit_id: 3, points: [{id: z, address: 0}]}
+        """
+    )
+    assert issues_of(write_site(tmp_path, text)) == [
+        "9:5: devices[2].framer: ds:502 is framed 'rtu' by devices[0].framer (line 7); "
+        "one endpoint speaks one framing",
+    ]

@@ -14,6 +14,9 @@ Behaviour (MANUAL.md, "RS-485: Modbus RTU"):
   code's length, as device servers' "frame by length" mode does. An unknown function code empties the
   buffer (the bus would resynchronise on the next silence).
 - ``garbage``: bytes written before the next reply, like line noise on a bus without bias resistors.
+- :class:`RtuSerialBus` is the same bus on a pseudo-terminal (its :attr:`RtuSerialBus.path` is the device
+  the agent opens): replies leave after the time their bytes take at the configured baud rate, and a
+  silence of more than 3.5 characters inside a request discards it (a broken frame, spec 2.5.1.1).
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import time
+import tty
 
 from sim.modbus_server import ModbusServer
 
-__all__ = ["RtuTcpFrontEnd", "crc16"]
+__all__ = ["RtuSerialBus", "RtuTcpFrontEnd", "crc16"]
 
 log = logging.getLogger("sim.modbus_rtu")
 
@@ -52,18 +58,14 @@ def request_length(buf: bytes | bytearray) -> int | None:
     return None
 
 
-class RtuTcpFrontEnd:
-    """RTU frames over TCP (a serial device server) in front of a :class:`ModbusServer`'s units."""
+class _Bus:
+    """The slaves' side of one RS-485 bus: which frames they answer and how."""
 
     def __init__(self, server: ModbusServer) -> None:
         self.server = server
-        self.host: str | None = None
-        self.port: int | None = None
         self.crc_errors = 0
         self.garbage = b""  # written (once) before the next reply
         self.corrupt_next = False  # the next reply goes out with a wrong CRC
-        self._server: asyncio.Server | None = None
-        self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     def reply(self, frame: bytes) -> bytes | None:
         """The RTU reply to one request frame, or None when the bus stays silent."""
@@ -85,7 +87,109 @@ class RtuTcpFrontEnd:
         if self.corrupt_next:
             self.corrupt_next = False
             crc = bytes((crc[0] ^ 0xFF, crc[1]))
-        return body + crc
+        out = body + crc
+        if self.garbage:
+            out, self.garbage = self.garbage + out, b""
+        return out
+
+    def frames(self, buf: bytearray) -> list[bytes]:
+        """Cut the complete requests off the front of ``buf``."""
+        out: list[bytes] = []
+        while True:
+            need = request_length(buf)
+            if need is None:
+                buf.clear()
+                return out
+            if need == 0 or len(buf) < need:
+                return out
+            out.append(bytes(buf[:need]))
+            del buf[:need]
+            self.server.request_count += 1
+
+
+class RtuSerialBus(_Bus):
+    """An RS-485 bus on a pseudo-terminal: open :attr:`path` as the serial port (8 data bits)."""
+
+    def __init__(
+        self, server: ModbusServer, *, baudrate: int = 9600, parity: str = "E", stopbits: int = 1
+    ) -> None:
+        super().__init__(server)
+        self.baudrate = baudrate
+        self.char_s = (1 + 8 + (0 if parity == "N" else 1) + stopbits) / baudrate
+        self.silence_s = 0.00175 if baudrate > 19200 else 3.5 * self.char_s
+        self.path = ""
+        self.broken_frames = 0
+        self._master = -1
+        self._slave = -1
+        self._buf = bytearray()
+        self._last_byte = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def start(self) -> None:
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)  # no echo, no line discipline until the client sets its own
+        os.set_blocking(self._master, False)
+        self.path = os.ttyname(self._slave)
+        asyncio.get_running_loop().add_reader(self._master, self._readable)
+        self._task = asyncio.create_task(self._answer(), name=f"sim-rtu-{self.path}")
+
+    async def stop(self) -> None:
+        if self._master < 0:
+            return
+        asyncio.get_running_loop().remove_reader(self._master)
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        os.close(self._master)
+        os.close(self._slave)
+        self._master = self._slave = -1
+
+    async def __aenter__(self) -> RtuSerialBus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self._master, 1024)
+        except (BlockingIOError, OSError):
+            return
+        now = time.monotonic()
+        if self._buf and now - self._last_byte > self.silence_s * 4:
+            # a silence inside a frame: the slaves drop what they had (tolerant x4: a pty is not a UART)
+            self.broken_frames += 1
+            self._buf.clear()
+        self._last_byte = now
+        self._buf += data
+        for frame in self.frames(self._buf):
+            self._inbox.put_nowait(frame)
+
+    async def _answer(self) -> None:
+        while True:
+            frame = await self._inbox.get()
+            resp = self.reply(frame)
+            if resp is None:
+                continue
+            # the slave waits the silence, then its bytes take their time on the wire
+            await asyncio.sleep(self.silence_s + len(resp) * self.char_s)
+            with contextlib.suppress(OSError):
+                os.write(self._master, resp)
+
+
+class RtuTcpFrontEnd(_Bus):
+    """RTU frames over TCP (a serial device server) in front of a :class:`ModbusServer`'s units."""
+
+    def __init__(self, server: ModbusServer) -> None:
+        super().__init__(server)
+        self.host: str | None = None
+        self.port: int | None = None
+        self._server: asyncio.Server | None = None
+        self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     async def start(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self._server = await asyncio.start_server(self._serve, host, port)
@@ -125,22 +229,11 @@ class RtuTcpFrontEnd:
                 if not chunk:
                     return
                 buf += chunk
-                while True:
-                    need = request_length(buf)
-                    if need is None:
-                        buf.clear()
-                        break
-                    if need == 0 or len(buf) < need:
-                        break
-                    frame, buf = bytes(buf[:need]), buf[need:]
-                    self.server.request_count += 1
+                for frame in self.frames(buf):
                     resp = self.reply(frame)
-                    if resp is None:
-                        continue
-                    if self.garbage:
-                        resp, self.garbage = self.garbage + resp, b""
-                    writer.write(resp)
-                    await writer.drain()
+                    if resp is not None:
+                        writer.write(resp)
+                        await writer.drain()
         except ConnectionError:
             pass
         finally:

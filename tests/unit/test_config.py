@@ -349,6 +349,7 @@ def test_point_models_come_from_the_registry() -> None:
 
     assert {name: spec.point_model for name, spec in PROTOCOLS.items()} == {
         "modbus": ModbusPoint,
+        "modbus_rtu": ModbusPoint,  # the same points on a serial bus
         "bacnet": BacnetPoint,
     }
 

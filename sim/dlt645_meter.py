@@ -8,6 +8,8 @@ Written from the standard's frame description (STANDARDS.md), independently of d
 - C 0x11 read data: reply 0x91 with the DI and the value (BCD, low byte first, sign in the top bit),
   every data byte +0x33; an unknown DI gets 0xD1 with error byte 0x02 (no such data).
 - A frame with a wrong checksum or end byte gets no reply. ``offline`` meters never answer.
+- Switches for tests: ``garbage`` (noise before the next reply), ``corrupt_next`` (a wrong checksum),
+  ``truncate_next`` (the reply breaks off halfway).
 - Replies are preceded by four FE and leave after ``turnaround_s`` plus their bytes' time at the baud rate.
 """
 
@@ -75,6 +77,9 @@ class Dlt645Bus:
         self.path = ""
         self.bad_frames = 0
         self.requests = 0
+        self.garbage = b""  # written (once) before the next reply: line noise
+        self.corrupt_next = False  # the next reply leaves with a wrong checksum
+        self.truncate_next = False  # the next reply breaks off in the middle
         self._master = self._slave = -1
         self._buf = bytearray()
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
@@ -162,6 +167,14 @@ class Dlt645Bus:
         while True:
             frame = await self._inbox.get()
             for reply in self.replies(frame):
+                if self.corrupt_next:
+                    self.corrupt_next = False
+                    reply = reply[:-2] + bytes(((reply[-2] + 1) % 256, 0x16))
+                if self.truncate_next:
+                    self.truncate_next = False
+                    reply = reply[: len(reply) // 2]
+                if self.garbage:
+                    reply, self.garbage = self.garbage + reply, b""
                 await asyncio.sleep(self.turnaround_s + len(reply) * self.char_s)
                 with contextlib.suppress(OSError):
                     os.write(self._master, reply)

@@ -21,9 +21,11 @@ __all__ = [
     "DATA_IDS",
     "PREAMBLE",
     "WILDCARD",
+    "BcdError",
     "DataId",
     "Frame",
     "FrameError",
+    "MeterErrorReply",
     "bcd_decode",
     "bcd_encode",
     "checksum",
@@ -48,6 +50,18 @@ _MAX_DATA = 200
 
 class FrameError(ValueError):
     """A frame that cannot be used: wrong checksum, wrong end byte, length past the buffer, bad BCD."""
+
+
+class BcdError(FrameError):
+    """A value byte whose nibbles are not both 0-9."""
+
+
+class MeterErrorReply(FrameError):
+    """The meter answered with an error reply (C 0xD1); ``error`` is its error byte."""
+
+    def __init__(self, message: str, *, error: int) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +154,7 @@ def bcd_decode(raw: bytes, *, signed: bool = False) -> int:
     for b in top_first:
         hi, lo = b >> 4, b & 0xF
         if hi > 9 or lo > 9:
-            raise FrameError(f"byte {b:02X} is not BCD")
+            raise BcdError(f"byte {b:02X} is not BCD")
         value = value * 100 + hi * 10 + lo
     return -value if negative else value
 
@@ -201,7 +215,7 @@ def decode_read_reply(frame: Frame, di: int) -> float | int:
     another DI, a short value or bad BCD."""
     if frame.control == READ_ERROR:
         err = frame.data[0] if frame.data else 0
-        raise FrameError(f"meter error reply {err:02X} for DI {di:08X}")
+        raise MeterErrorReply(f"meter error reply {err:02X} for DI {di:08X}", error=err)
     if frame.control not in (READ_REPLY, READ_REPLY_MORE):
         raise FrameError(f"control code {frame.control:02X} is not a read reply")
     if len(frame.data) < 4:

@@ -175,8 +175,9 @@ class RtuSerialBus(_Bus):
             resp = self.reply(frame)
             if resp is None:
                 continue
-            # the slave waits the silence, then its bytes take their time on the wire
-            await asyncio.sleep(self.silence_s + len(resp) * self.char_s)
+            # the request's bytes took their time on the wire (a pty delivers them at once), then the
+            # slave waits the silence, and its reply's bytes take theirs
+            await asyncio.sleep((len(frame) + len(resp)) * self.char_s + self.silence_s)
             with contextlib.suppress(OSError):
                 os.write(self._master, resp)
 

@@ -5,19 +5,22 @@ Two devices on one endpoint and unit id, and points whose registers overlap but 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from drivers.modbus.options import ModbusDevice, ModbusPoint, register_count
+from drivers.modbus.options import ModbusDevice, ModbusPoint, ModbusRtuDevice, register_count
 from drivers.spec import DeviceEntry, SiteIssues, YamlPath
 
-__all__ = ["check_site"]
+__all__ = ["check_rtu_site", "check_site"]
 
 
 def check_site(devices: Sequence[DeviceEntry], out: SiteIssues) -> None:
     endpoints: dict[tuple[str, int, int], YamlPath] = {}
+    framers: dict[tuple[str, int], tuple[str, YamlPath]] = {}
     for entry in devices:
         _check_modbus_endpoint(out, entry.data, entry.path, endpoints)
+        _check_framer(out, entry.data, entry.path, framers)
         points = [(p, pt) for p, pt in entry.points if isinstance(pt, ModbusPoint)]
         _check_modbus_overlaps(out, entry.path, points)
 
@@ -39,6 +42,29 @@ def _check_modbus_endpoint(
         )
     else:
         seen[key] = (*dpath, "host")
+
+
+def _check_framer(
+    out: SiteIssues,
+    dev: Mapping[str, Any],
+    dpath: YamlPath,
+    seen: dict[tuple[str, int], tuple[str, YamlPath]],
+) -> None:
+    """One TCP endpoint speaks one framing: Modbus TCP, or RTU frames to a serial device server."""
+    host = dev.get("host")
+    port = dev.get("port", ModbusDevice.model_fields["port"].default)
+    framer = dev.get("framer", ModbusDevice.model_fields["framer"].default)
+    if not isinstance(host, str) or not isinstance(port, int) or not isinstance(framer, str):
+        return
+    key = (host.strip().lower(), port)
+    first = seen.get(key)
+    if first is None:
+        seen[key] = (framer, (*dpath, "framer"))
+    elif first[0] != framer:
+        out.add(
+            [*dpath, "framer"],
+            f"{host}:{port} is framed {first[0]!r} by {out.where(first[1])}; one endpoint speaks one framing",
+        )
 
 
 _ONE_REGISTER = frozenset({"int16", "uint16", "bit"})
@@ -89,3 +115,57 @@ def _desc(p: ModbusPoint) -> str:
         parts.append(f"word_order {p.word_order}")
     parts.append(f"byte_order {p.byte_order}")
     return ", ".join(parts)
+
+
+_LINE_KEYS = ("baudrate", "parity", "stopbits", "bytesize")
+
+
+def check_rtu_site(devices: Sequence[DeviceEntry], out: SiteIssues) -> None:
+    """Serial buses: one unit id once per port, one set of line settings per port, and the port itself
+    (a warning: ``check`` may run on another machine than the gateway)."""
+    units: dict[tuple[str, int], YamlPath] = {}
+    lines: dict[str, tuple[tuple[object, ...], YamlPath]] = {}
+    for entry in devices:
+        dev, dpath = entry.data, entry.path
+        port = dev.get("port")
+        unit = dev.get("unit_id", ModbusRtuDevice.model_fields["unit_id"].default)
+        if not isinstance(port, str) or not isinstance(unit, int):
+            continue
+        if (port, unit) in units:
+            out.add(
+                [*dpath, "unit_id"],
+                f"unit {unit} on {port} is already polled as {out.where(units[(port, unit)])}; "
+                "two slaves with one address on a bus answer at once and garble each other",
+            )
+        else:
+            units[(port, unit)] = (*dpath, "unit_id")
+        settings = tuple(dev.get(k, ModbusRtuDevice.model_fields[k].default) for k in _LINE_KEYS)
+        first = lines.get(port)
+        if first is None:
+            lines[port] = (settings, (*dpath, "port"))
+            _check_port(out, port, (*dpath, "port"))
+        elif first[0] != settings:
+            out.add(
+                [*dpath, "port"],
+                f"{port} is set to {_line(first[0])} by {out.where(first[1])}, here {_line(settings)}: "
+                "every device on one bus uses the same line settings",
+            )
+        points = [(p, pt) for p, pt in entry.points if isinstance(pt, ModbusPoint)]
+        _check_modbus_overlaps(out, dpath, points)
+
+
+def _line(settings: tuple[object, ...]) -> str:
+    baud, parity, stop, size = settings
+    return f"{baud} {size}{parity}{stop}"
+
+
+def _check_port(out: SiteIssues, port: str, path: YamlPath) -> None:
+    if not os.path.exists(port):
+        out.add(path, f"serial port {port} does not exist on this machine", severity="warning")
+    elif not os.access(port, os.R_OK | os.W_OK):
+        out.add(
+            path,
+            f"serial port {port} is not readable and writable by this user: add the service user to the "
+            "port's group (dialout) and enable deploy/systemd's serial drop-in",
+            severity="warning",
+        )

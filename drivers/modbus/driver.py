@@ -27,8 +27,9 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
+from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
 from drivers.base import (
@@ -43,7 +44,13 @@ from drivers.base import (
     utc_now,
 )
 from drivers.modbus.codec import BlockDecoder, CodecError, block_decoder, encode
-from drivers.modbus.options import ModbusDevice, ModbusPoint, register_count, write_function_of
+from drivers.modbus.options import (
+    ModbusDevice,
+    ModbusPoint,
+    ModbusRtuDevice,
+    register_count,
+    write_function_of,
+)
 from drivers.modbus.planner import (
     PROTOCOL_MAX_BITS,
     PROTOCOL_MAX_REGISTERS,
@@ -135,11 +142,28 @@ class Endpoint:
     Take :attr:`lock` around every exchange; :meth:`ensure_connected` and :meth:`mark_failed` assume it.
     """
 
-    def __init__(self, *, host: str, port: int, pool: EndpointPool, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        pool: EndpointPool,
+        quiet: bool = False,
+        framer: str = "tcp",
+        line: ModbusRtuDevice | None = None,
+    ) -> None:
         self.host = host
         self.port = port
+        # A serial RS-485 bus (``line``: its port path and settings; host is the path, port 0): one
+        # client and one lock for every unit on it, and the line's silence between frames.
+        self.line = line
+        self.silence_s = line.silence_s() if line is not None else 0.0
+        self._last_io = 0.0  # monotonic end of the last exchange, for the inter-frame silence
+        # "rtu": RTU frames over TCP to a serial device server; every unit behind it shares one RS-485
+        # bus, so one connection and one lock serve them all (no per-unit quarantine connection).
+        self.framer = framer
         self.lock = asyncio.Lock()
-        self.client: AsyncModbusTcpClient | None = None
+        self.client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         self.users = 0
         self.failures = 0  # consecutive failed connects/losses, drives the backoff
         self.retry_at = 0.0  # monotonic time before which no connect is attempted
@@ -147,6 +171,11 @@ class Endpoint:
         self._pool = pool
         self._up = False  # for logging state changes only
         self._quiet = quiet  # a silent unit's own connection: the device's state changes say it all
+
+    @property
+    def name(self) -> str:
+        """host:port, or the serial port's path."""
+        return self.host if self.line is not None else f"{self.host}:{self.port}"
 
     @property
     def connected(self) -> bool:
@@ -160,13 +189,14 @@ class Endpoint:
             if fut is not None and not fut.done():
                 fut.set_exception(ConnectionException("connection lost"))
 
-    def _harden(self, client: AsyncModbusTcpClient) -> None:
+    def _harden(self, client: AsyncModbusTcpClient | AsyncModbusSerialClient) -> None:
         """Make a reply that cannot be parsed or matched fail its request at once, with the connection
         closed (the stream cannot be resynchronised), instead of a traceback from ``data_received`` or a
         wait for the timeout."""
         ctx = client.ctx
-        framer = ctx.framer
-        setattr(framer, "handleFrame", _strict_frames(framer.handleFrame))  # noqa: B010
+        if self.framer == "tcp":  # MBAP checks; pymodbus's RTU framer checks the CRC and the unit id
+            framer = ctx.framer
+            setattr(framer, "handleFrame", _strict_frames(framer.handleFrame))  # noqa: B010
         receive = ctx.data_received
 
         def fail(exc: Exception) -> None:
@@ -187,6 +217,17 @@ class Endpoint:
 
         setattr(ctx, "data_received", guarded)  # noqa: B010
 
+    async def quiet_line(self) -> None:
+        """On a serial bus, wait out the inter-frame silence since the last exchange ended (the wire's
+        own time, so the real monotonic clock)."""
+        if self.silence_s:
+            wait = self._last_io + self.silence_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    def note_io(self) -> None:
+        self._last_io = time.monotonic()
+
     def drop(self) -> None:
         """Close the connection without backoff (after a timeout or a bad reply: late or streaming bytes
         must not reach the next request); the next exchange reconnects at once."""
@@ -200,13 +241,28 @@ class Endpoint:
         now = self._pool.monotonic()
         if now < self.retry_at:
             raise _Unreachable(
-                f"{self.host}:{self.port} unreachable ({self.last_error}); "
+                f"{self.name} unreachable ({self.last_error}); "
                 f"next attempt in {self.retry_at - now:.1f} s"
             )
-        if self.client is None:
+        if self.client is None and self.line is not None:
+            self.client = AsyncModbusSerialClient(
+                self.line.port,
+                framer=FramerType.RTU,
+                baudrate=self.line.baudrate,
+                bytesize=self.line.bytesize,
+                parity=self.line.parity,
+                stopbits=self.line.stopbits,
+                timeout=_PYMODBUS_TIMEOUT_S,
+                retries=0,
+                reconnect_delay=0,
+                trace_connect=self._on_connection_change,
+            )
+            self._harden(self.client)
+        elif self.client is None:
             self.client = AsyncModbusTcpClient(
                 self.host,
                 port=self.port,
+                framer=FramerType.RTU if self.framer == "rtu" else FramerType.SOCKET,
                 timeout=_PYMODBUS_TIMEOUT_S,
                 retries=0,
                 reconnect_delay=0,  # no background reconnect task: we reconnect, with our backoff
@@ -229,10 +285,10 @@ class Endpoint:
                 self._up = True
                 if self._quiet:
                     return
-                self._pool.log.info("endpoint_connected", endpoint=f"{self.host}:{self.port}")
+                self._pool.log.info("endpoint_connected", endpoint=self.name)
             return
         self.mark_failed(error)
-        raise _Unreachable(f"{self.host}:{self.port} {error}")
+        raise _Unreachable(f"{self.name} {error}")
 
     def mark_failed(self, error: str) -> None:
         """Drop the connection and wait a jittered, doubling delay before the next connect."""
@@ -247,7 +303,7 @@ class Endpoint:
             self._up = False
             if self._quiet:
                 return
-            self._pool.log.warning("endpoint_disconnected", endpoint=f"{self.host}:{self.port}", error=error)
+            self._pool.log.warning("endpoint_disconnected", endpoint=self.name, error=error)
 
     def close(self) -> None:
         if self.client is not None:
@@ -279,11 +335,17 @@ class EndpointPool:
         self.log = logger if logger is not None else _log
         self._endpoints: dict[tuple[str, int], Endpoint] = {}
 
-    def acquire(self, host: str, port: int) -> Endpoint:
-        """The endpoint for (host, port), created on first use; pair with :meth:`release`."""
+    def acquire(
+        self, host: str, port: int, *, framer: str = "tcp", line: ModbusRtuDevice | None = None
+    ) -> Endpoint:
+        """The endpoint for (host, port), created on first use; pair with :meth:`release`. ``framer``
+        and a serial ``line`` (host = its path, port 0) are taken from the first user (``check``
+        refuses devices that disagree on one endpoint)."""
         ep = self._endpoints.get((host, port))
         if ep is None:
-            ep = self._endpoints[(host, port)] = Endpoint(host=host, port=port, pool=self)
+            ep = self._endpoints[(host, port)] = Endpoint(
+                host=host, port=port, pool=self, framer=framer, line=line
+            )
         ep.users += 1
         return ep
 
@@ -306,7 +368,9 @@ class EndpointPool:
         await asyncio.sleep(0)  # let the transports' close callbacks run
 
 
-async def read_block_raw(client: AsyncModbusTcpClient, block: Block, *, device_id: int) -> ModbusPDU:
+async def read_block_raw(
+    client: AsyncModbusTcpClient | AsyncModbusSerialClient, block: Block, *, device_id: int
+) -> ModbusPDU:
     """One pymodbus read of a block (the bare loop the benchmark measures against)."""
     t = block.table
     if t == "holding":
@@ -361,7 +425,7 @@ class ModbusTcpDriver:
     def __init__(
         self,
         *,
-        device: ModbusDevice,
+        device: ModbusDevice | ModbusRtuDevice,
         pool: EndpointPool,
         clock: UtcClock = utc_now,
         logger: Any = None,
@@ -376,13 +440,17 @@ class ModbusTcpDriver:
         self._pool = pool
         self._clock = clock
         self._log = (logger if logger is not None else _log).bind(
-            device=device.id, endpoint=f"{device.host}:{device.port}"
+            device=device.id,
+            endpoint=device.port if isinstance(device, ModbusRtuDevice) else f"{device.host}:{device.port}",
         )
         self._planner = planner
         self._retry_bad_every = retry_bad_every
         self._unit = device.unit_id
         self._timeout = device.timeout_s
-        self._ep: Endpoint | None = pool.acquire(device.host, device.port)
+        if isinstance(device, ModbusRtuDevice):
+            self._ep: Endpoint | None = pool.acquire(device.port, 0, framer="rtu", line=device)
+        else:
+            self._ep = pool.acquire(device.host, device.port, framer=device.framer)
         self._plans: dict[tuple[int, ...], _PlanState] = {}
         self._down: str | None = None  # device-level failure code, for logging state changes only
         # Dead-unit isolation: polls in a row without an answer, and the backoff they earned.
@@ -426,7 +494,9 @@ class ModbusTcpDriver:
     def _enter_quarantine(self) -> None:
         """A unit that did not answer polls over its own connection to the same gateway until it answers
         again: its timeouts then hold no lock its neighbours need."""
-        if self._quarantine is None:
+        if self._quarantine is None and self._endpoint().framer == "tcp":
+            # An RTU line has one bus behind the device server: a second connection would not spare
+            # the neighbours the dead unit's timeouts, only the backoff does.
             ep = self._endpoint()
             self._quarantine = Endpoint(host=ep.host, port=ep.port, pool=self._pool, quiet=True)
 
@@ -609,8 +679,12 @@ class ModbusTcpDriver:
         client = ep.client
         if client is None or not client.connected:
             raise ConnectionException("not connected")
-        async with asyncio.timeout(self._timeout):
-            return await read_block_raw(client, block, device_id=self._unit)
+        await ep.quiet_line()
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await read_block_raw(client, block, device_id=self._unit)
+        finally:
+            ep.note_io()
 
     async def _read_block(
         self, ep: Endpoint, st: _PlanState, block: Block, out: dict[str, Reading]
@@ -630,8 +704,8 @@ class ModbusTcpDriver:
             return (FailureCode.PROTOCOL, f"skipped after a bad reply in this poll: {detail}"), False
         except (ConnectionException, OSError) as exc:
             ep.mark_failed(f"connection lost: {exc}")
-            self._fill(out, block, Quality.BAD, FailureCode.UNREACHABLE, f"{ep.host}:{ep.port} {exc}")
-            return (FailureCode.UNREACHABLE, f"{ep.host}:{ep.port} connection lost: {exc}"), False
+            self._fill(out, block, Quality.BAD, FailureCode.UNREACHABLE, f"{ep.name} {exc}")
+            return (FailureCode.UNREACHABLE, f"{ep.name} connection lost: {exc}"), False
         except ModbusException as exc:
             self._fill(out, block, Quality.BAD, FailureCode.PROTOCOL, str(exc))
             return None, False
@@ -814,14 +888,18 @@ class ModbusTcpDriver:
         if client is None or not client.connected:
             raise ConnectionException("not connected")
         unit = self._unit
-        async with asyncio.timeout(self._timeout):
-            if fc == 5:
-                return await client.write_coil(point.address, bool(regs[0]), device_id=unit)
-            if fc == 15:
-                return await client.write_coils(point.address, [bool(regs[0])], device_id=unit)
-            if fc == 6:
-                return await client.write_register(point.address, regs[0], device_id=unit)
-            return await client.write_registers(point.address, regs, device_id=unit)
+        await ep.quiet_line()
+        try:
+            async with asyncio.timeout(self._timeout):
+                if fc == 5:
+                    return await client.write_coil(point.address, bool(regs[0]), device_id=unit)
+                if fc == 15:
+                    return await client.write_coils(point.address, [bool(regs[0])], device_id=unit)
+                if fc == 6:
+                    return await client.write_register(point.address, regs[0], device_id=unit)
+                return await client.write_registers(point.address, regs, device_id=unit)
+        finally:
+            ep.note_io()
 
     async def _read_one(self, point: ModbusPoint) -> Reading:
         """Read one point on its own (a read-back), outside the poll plans and their cache."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -14,6 +14,7 @@ __all__ = [
     "DATA_TYPES",
     "ModbusDevice",
     "ModbusPoint",
+    "ModbusRtuDevice",
     "register_count",
     "resolve_ref",
     "write_function_of",
@@ -279,7 +280,9 @@ def write_function_of(point: ModbusPoint, *, refused_single: bool = False) -> in
     return 16 if refused_single or register_count(point) > 1 else 6
 
 
-class ModbusDevice(BaseModel):
+class _ModbusUnit(BaseModel):
+    """What every Modbus device has, however it is reached (TCP, RTU over TCP, RTU on a serial port)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
@@ -302,17 +305,14 @@ class ModbusDevice(BaseModel):
             points.append(p)
         return {**data, "points": points}
 
-    protocol: Literal["modbus"]
     address_base: Literal[0, 1] = Field(
         default=0, description="1 when the manual numbers registers from 1: `address:` is then 1-based"
     )
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=64)
     name: str | None = None
     zone: str | None = Field(default=None, description="Default zone of the device's points")
-    host: str = Field(description="IP address or host name of the device or its Modbus gateway")
-    port: int = Field(default=502, ge=1, le=65535)
     unit_id: int = Field(
-        default=1, ge=0, le=255, description="Unit (slave) id; devices behind one gateway share it"
+        default=1, ge=0, le=255, description="Unit (slave) id; devices behind one gateway or bus share it"
     )
     interval_s: float = Field(default=10.0, gt=0, le=86400, description="Poll interval")
     timeout_s: float = Field(default=1.0, gt=0, le=60, description="Per-request timeout")
@@ -337,7 +337,7 @@ class ModbusDevice(BaseModel):
     points: list[ModbusPoint] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _check_sums(self) -> ModbusDevice:
+    def _check_sums(self) -> Self:
         by_id = {p.id: p for p in self.points}
         for p in self.points:
             for part in p.sum_of or {}:
@@ -347,3 +347,46 @@ class ModbusDevice(BaseModel):
                 if other.sum_of is not None:
                     raise ValueError(f"point {p.id}: sum_of names {part!r}, itself a sum_of point")
         return self
+
+
+class ModbusDevice(_ModbusUnit):
+    """A Modbus TCP device, or an RS-485 slave behind a serial device server (``framer: rtu``)."""
+
+    protocol: Literal["modbus"]
+    host: str = Field(description="IP address or host name of the device or its Modbus gateway")
+    port: int = Field(default=502, ge=1, le=65535)
+    framer: Literal["tcp", "rtu"] = Field(
+        default="tcp",
+        description=(
+            "tcp: Modbus TCP (MBAP header). rtu: RTU frames (unit id, PDU, CRC) carried over TCP, as a "
+            "serial device server in transparent mode forwards them to its RS-485 bus"
+        ),
+    )
+
+
+class ModbusRtuDevice(_ModbusUnit):
+    """A Modbus RTU slave on an RS-485 bus at a serial port of the gateway (a USB-RS485 adapter)."""
+
+    protocol: Literal["modbus_rtu"]
+    port: str = Field(
+        pattern=r"^/",
+        description=(
+            "Serial device path, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...; its devices share the bus"
+        ),
+    )
+    baudrate: int = Field(default=9600, ge=300, le=921600, description="Bits per second of the bus")
+    parity: Literal["N", "E", "O"] = Field(
+        default="E", description="N, E or O; the Modbus serial line's default is even (8E1)"
+    )
+    stopbits: Literal[1, 2] = Field(default=1, description="1, or 2 with parity N (8N2) as the spec asks")
+    bytesize: Literal[7, 8] = Field(default=8)
+    timeout_s: float = Field(default=0.5, gt=0, le=60, description="Per-request timeout")
+
+    def char_time_s(self) -> float:
+        """Seconds one character takes on the line: start bit, data bits, parity, stop bits."""
+        bits = 1 + self.bytesize + (0 if self.parity == "N" else 1) + self.stopbits
+        return bits / self.baudrate
+
+    def silence_s(self) -> float:
+        """The serial line's inter-frame silence: 3.5 characters, and 1.75 ms above 19200 bit/s."""
+        return 0.00175 if self.baudrate > 19200 else 3.5 * self.char_time_s()

@@ -1,4 +1,4 @@
-"""`edge-agent bench modbus|bacnet|enforce|uplink`: figures beside a baseline measured in the same run.
+"""`edge-agent bench modbus|bacnet|enforce|uplink|rs485`: figures beside a baseline measured in the same run.
 
 The measuring lives in edge_agent/devtools; this module parses the options and prints the figures.
 Tests never time anything."""
@@ -51,6 +51,20 @@ def register(sub: Any) -> None:
     )
     _enforce_arguments(b)
     b.set_defaults(func=_enforce)
+    b = bsub.add_parser(
+        "rs485",
+        help="Modbus RTU points/s on a simulated 9600-baud RS-485 bus beside the bus's theoretical limit",
+        description="Put N Modbus RTU units on the simulator's RS-485 bus (a pseudo-terminal paced to the "
+        "baud rate, 8E1, with the inter-frame silence), poll them with the agent's driver, and print "
+        "points/s beside what the wire allows for the same requests (request and reply characters plus two "
+        "silences of 3.5 characters per exchange).",
+    )
+    b.add_argument("--units", type=int, default=4)
+    b.add_argument("--points", type=int, default=20, help="input registers per unit (one read each)")
+    b.add_argument("--baudrate", type=int, default=9600)
+    b.add_argument("--seconds", type=float, default=10.0)
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=_rs485)
     b = bsub.add_parser(
         "uplink",
         help="backlog drain rate to mosquitto vs one MQTT message per reading",
@@ -182,6 +196,35 @@ def _print_table(res: dict[str, Any]) -> None:
         f"planned / per-point: {res['planned_vs_per_point']}x; planned / ceiling: "
         f"{res['planned_vs_ceiling'] * 100:.0f} %; bad readings during (a): {res['planned']['bad_readings']}"
     )
+
+
+def _rs485(args: argparse.Namespace) -> int:
+    from edge_agent.devtools.bench_rs485 import bench_rs485
+
+    def progress(msg: str) -> None:
+        if not args.json:
+            print(msg, file=sys.stderr, flush=True)
+
+    if not 1 <= args.points <= 125 or args.units < 1 or args.seconds <= 0:
+        print("bench rs485: --points 1..125, --units >= 1, --seconds > 0", file=sys.stderr)
+        return 2
+    res = asyncio.run(
+        bench_rs485(
+            units=args.units, points=args.points, seconds=args.seconds, baudrate=args.baudrate,
+            progress=progress,
+        )
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(
+            f"Modbus RTU, {res['units']} units x {res['points_per_unit']} registers at "
+            f"{res['baudrate']} bit/s ({res['bits_per_char']} bits a character): "
+            f"{res['points_per_s']:,.1f} points/s; the bus allows "
+            f"{res['theoretical_points_per_s']:,.1f} ({res['ratio'] * 100:.0f} %); "
+            f"bad readings: {res['bad_readings']}"
+        )
+    return 0
 
 
 def _modbus_or_uplink(args: argparse.Namespace) -> int:

@@ -345,11 +345,14 @@ def test_schemas_and_writer(tmp_path: Path) -> None:
 
 def test_point_models_come_from_the_registry() -> None:
     from drivers.bacnet.options import BacnetPoint
+    from drivers.dlt645.options import Dlt645Point
     from drivers.registry import PROTOCOLS
 
     assert {name: spec.point_model for name, spec in PROTOCOLS.items()} == {
         "modbus": ModbusPoint,
+        "modbus_rtu": ModbusPoint,  # the same points on a serial bus
         "bacnet": BacnetPoint,
+        "dlt645": Dlt645Point,
     }
 
 

@@ -197,7 +197,7 @@ def issues_of(path: Path) -> list[str]:
 
 
 def test_built_in_protocols_in_union_order() -> None:
-    assert list(PROTOCOLS) == ["modbus", "bacnet"]
+    assert list(PROTOCOLS) == ["modbus", "modbus_rtu", "bacnet", "dlt645"]
     assert PROTOCOLS["modbus"].point_model is ModbusPoint
     assert PROTOCOLS["modbus"].check_site is modbus_check_site
     assert PROTOCOLS["bacnet"].network_key == "bacnet"
@@ -216,7 +216,9 @@ def test_fake_protocol_validates_in_site_yaml(tmp_path: Path, fake_protocol: Pro
     assert schema["properties"]["fakebus"]["description"] == "The fake bus"
     assert set(schema["properties"]["devices"]["items"]["discriminator"]["mapping"]) == {
         "modbus",
+        "modbus_rtu",
         "bacnet",
+        "dlt645",
         "fake",
     }
 
@@ -231,7 +233,8 @@ def test_fake_protocol_errors_and_checks_are_positioned(tmp_path: Path, fake_pro
         "9:3: fakebus.gain: 500 is above 100",
         "17:23: devices[0].points[1].chanel: unknown key; did you mean 'channel'?",
         "23:23: devices[1].points[1].channel: channel 3 is already read by devices[1].points[0] (line 22)",
-        "30:6: devices[3].protocol: unknown protocol 'knx'; expected one of 'modbus', 'bacnet', 'fake'",
+        "30:6: devices[3].protocol: unknown protocol 'knx'; "
+        "expected one of 'modbus', 'modbus_rtu', 'bacnet', 'dlt645', 'fake'",
     ]
 
 
@@ -242,8 +245,10 @@ def test_unregistered_protocol_is_unknown_again(tmp_path: Path) -> None:
         "8:1: fakebus: unknown key; expected one of: gateway_id, building_id, name, timezone, location, "
         "floor_area_m2, occupants, policy, zones, devices, storage, uplink, status, bacnet, energy_codes, "
         "meters, targets, coal_factors, ledger",
-        "11:5: devices[0].protocol: unknown protocol 'fake'; expected one of 'modbus', 'bacnet'",
-        "18:5: devices[1].protocol: unknown protocol 'fake'; expected one of 'modbus', 'bacnet'",
+        "11:5: devices[0].protocol: unknown protocol 'fake'; "
+        "expected one of 'modbus', 'modbus_rtu', 'bacnet', 'dlt645'",
+        "18:5: devices[1].protocol: unknown protocol 'fake'; "
+        "expected one of 'modbus', 'modbus_rtu', 'bacnet', 'dlt645'",
     ]
 
 
@@ -376,4 +381,80 @@ def test_register_refuses_clashes_and_malformed_specs() -> None:
         dataclasses.replace(FAKE, point_model=ModbusPoint)
     with pytest.raises(ValueError, match="go together"):
         dataclasses.replace(FAKE, network_model=None)
-    assert list(PROTOCOLS) == ["modbus", "bacnet"]
+    assert list(PROTOCOLS) == ["modbus", "modbus_rtu", "bacnet", "dlt645"]
+
+
+def test_one_modbus_endpoint_speaks_one_framing(tmp_path: Path) -> None:
+    text = textwrap.dedent(
+        """\
+        gateway_id: gw
+        building_id: "370102A001"
+        location: {lat: 36.65, lon: 117.12}
+        floor_area_m2: 1000
+        occupants: 10
+        devices:
+          - {protocol: modbus, id: a, host: ds, framer: rtu, unit_id: 1, points: [{id: x, address: 0}]}
+          - {protocol: modbus, id: b, host: ds, framer: rtu, unit_id: 2, points: [{id: y, address: 0}]}
+          - {protocol: modbus, id: c, host: ds, unit_id: 3, points: [{id: z, address: 0}]}
+        """
+    )
+    assert issues_of(write_site(tmp_path, text)) == [
+        "9:5: devices[2].framer: ds:502 is framed 'rtu' by devices[0].framer (line 7); "
+        "one endpoint speaks one framing",
+    ]
+
+
+def test_a_serial_bus_holds_one_address_once_and_one_set_of_line_settings(tmp_path: Path) -> None:
+    text = textwrap.dedent(
+        """\
+        gateway_id: gw
+        building_id: "370102A001"
+        location: {lat: 36.65, lon: 117.12}
+        floor_area_m2: 1000
+        occupants: 10
+        devices:
+          - {protocol: modbus_rtu, id: a, port: /dev/no-rs485, unit_id: 1, points: [{id: x, address: 0}]}
+          - {protocol: modbus_rtu, id: b, port: /dev/no-rs485, unit_id: 1, points: [{id: y, address: 0}]}
+          - protocol: modbus_rtu
+            id: c
+            port: /dev/no-rs485
+            baudrate: 19200
+            unit_id: 2
+            points: [{id: z, address: 0}]
+        """
+    )
+    assert issues_of(write_site(tmp_path, text)) == [
+        "7:35: devices[0].port: warning: serial port /dev/no-rs485 does not exist on this machine",
+        "8:56: devices[1].unit_id: unit 1 on /dev/no-rs485 is already polled as devices[0].unit_id "
+        "(line 7); two slaves with one address on a bus answer at once and garble each other",
+        "11:5: devices[2].port: /dev/no-rs485 is set to 9600 8E1 by devices[0].port (line 7), "
+        "here 19200 8E1: every device on one bus uses the same line settings",
+    ]
+
+
+def test_dlt645_meters_validate_and_one_address_is_polled_once_per_bus(tmp_path: Path) -> None:
+    text = textwrap.dedent(
+        """\
+        gateway_id: gw
+        building_id: "370102A001"
+        location: {lat: 36.65, lon: 117.12}
+        floor_area_m2: 1000
+        occupants: 10
+        devices:
+          - {protocol: dlt645, id: a, port: /dev/no-rs485, address: "000000001234",
+             points: [{id: x, di: "00010000"}]}
+          - {protocol: dlt645, id: b, port: /dev/no-rs485, address: "000000001234",
+             points: [{id: y, di: 02010100}]}
+          - {protocol: dlt645, id: c, port: /dev/no-rs485, address: "12", points: [{id: z, di: "0201"}]}
+          - {protocol: dlt645, id: d, port: /dev/no-rs485, address: "000000000001",
+             points: [{id: w, di: "00010000", writable: true, min: 0, max: 1}]}
+        """
+    )
+    assert issues_of(write_site(tmp_path, text)) == [
+        "7:31: devices[0].port: warning: serial port /dev/no-rs485 does not exist on this machine",
+        "9:52: devices[1].address: meter 000000001234 on /dev/no-rs485 is already polled as "
+        "devices[0].address (line 7)",
+        "11:52: devices[2].address: string should match pattern '^[0-9]{12}$' (got '12')",
+        "11:84: devices[2].points[0].di: string should match pattern '^[0-9A-Fa-f]{8}$' (got '0201')",
+        "13:15: devices[3].points[0]: DL/T 645 points are read-only here (no writes to electricity meters)",
+    ]

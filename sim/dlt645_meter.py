@@ -1,0 +1,180 @@
+"""DL/T 645-2007 electricity meters on an RS-485 bus, on a pseudo-terminal (MANUAL.md, "RS-485: DL/T 645").
+
+Written from the standard's frame description (STANDARDS.md), independently of drivers/dlt645:
+
+- Frames ``FE.. 68 A0..A5 68 C L DATA CS 16``; the meter skips any FE and noise before the first 68.
+- Address: 6 bytes BCD, low byte first. A meter answers its own address, and the all-``AA`` wildcard
+  (so with several meters on the bus they all answer at once and garble each other, as real ones do).
+- C 0x11 read data: reply 0x91 with the DI and the value (BCD, low byte first, sign in the top bit),
+  every data byte +0x33; an unknown DI gets 0xD1 with error byte 0x02 (no such data).
+- A frame with a wrong checksum or end byte gets no reply. ``offline`` meters never answer.
+- Switches for tests: ``garbage`` (noise before the next reply), ``corrupt_next`` (a wrong checksum),
+  ``truncate_next`` (the reply breaks off halfway).
+- Replies are preceded by four FE and leave after ``turnaround_s`` plus their bytes' time at the baud rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tty
+from dataclasses import dataclass, field
+
+__all__ = ["Dlt645Bus", "Meter"]
+
+# DI -> (bytes, decimals, signed): DL/T 645-2007 appendix A, the identifiers the simulated meter serves.
+VALUE_FORMATS: dict[int, tuple[int, int, bool]] = {
+    0x00000000: (4, 2, True),
+    0x00010000: (4, 2, False),
+    0x00010100: (4, 2, False),
+    0x00010200: (4, 2, False),
+    0x00010300: (4, 2, False),
+    0x00010400: (4, 2, False),
+    0x00020000: (4, 2, False),
+    0x02010100: (2, 1, False),
+    0x02010200: (2, 1, False),
+    0x02010300: (2, 1, False),
+    0x02020100: (3, 3, True),
+    0x02020200: (3, 3, True),
+    0x02020300: (3, 3, True),
+    0x02030000: (3, 4, True),
+    0x02030100: (3, 4, True),
+    0x02060000: (2, 3, True),
+    0x02800002: (2, 2, False),
+}
+
+
+def _bcd(value: float, size: int, decimals: int, signed: bool) -> bytes:
+    n = round(abs(value) * 10**decimals)
+    text = str(n).rjust(size * 2, "0")[-size * 2 :]
+    out = [int(text[i : i + 2], 16) for i in range(0, size * 2, 2)]  # most significant first
+    if signed and value < 0:
+        out[0] |= 0x80
+    return bytes(reversed(out))
+
+
+@dataclass
+class Meter:
+    """One meter: its 12-digit address (as printed on its plate) and its present values by DI."""
+
+    address: str
+    values: dict[int, float] = field(default_factory=dict)
+    offline: bool = False
+
+    def address_bytes(self) -> bytes:
+        return bytes(int(self.address[i : i + 2], 16) for i in range(10, -1, -2))
+
+
+class Dlt645Bus:
+    """Meters sharing one pseudo-terminal; open :attr:`path` as the serial port."""
+
+    def __init__(self, meters: list[Meter], *, baudrate: int = 2400, turnaround_s: float = 0.02) -> None:
+        self.meters = meters
+        self.baudrate = baudrate
+        self.turnaround_s = turnaround_s
+        self.char_s = 11 / baudrate  # 8E1
+        self.path = ""
+        self.bad_frames = 0
+        self.requests = 0
+        self.garbage = b""  # written (once) before the next reply: line noise
+        self.corrupt_next = False  # the next reply leaves with a wrong checksum
+        self.truncate_next = False  # the next reply breaks off in the middle
+        self._master = self._slave = -1
+        self._buf = bytearray()
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        os.set_blocking(self._master, False)
+        self.path = os.ttyname(self._slave)
+        asyncio.get_running_loop().add_reader(self._master, self._readable)
+        self._task = asyncio.create_task(self._answer(), name=f"sim-dlt645-{self.path}")
+
+    async def stop(self) -> None:
+        if self._master < 0:
+            return
+        asyncio.get_running_loop().remove_reader(self._master)
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        os.close(self._master)
+        os.close(self._slave)
+        self._master = self._slave = -1
+
+    async def __aenter__(self) -> Dlt645Bus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _readable(self) -> None:
+        try:
+            self._buf += os.read(self._master, 1024)
+        except OSError:
+            return
+        while True:
+            start = self._buf.find(0x68)
+            if start < 0:
+                self._buf.clear()
+                return
+            del self._buf[:start]
+            if len(self._buf) < 10:
+                return
+            if self._buf[7] != 0x68:
+                del self._buf[:1]
+                continue
+            end = 12 + self._buf[9]
+            if len(self._buf) < end:
+                return
+            frame, self._buf = bytes(self._buf[:end]), self._buf[end:]
+            self._inbox.put_nowait(frame)
+
+    def replies(self, frame: bytes) -> list[bytes]:
+        """What the bus carries back for one request frame (one reply per answering meter)."""
+        if frame[-1] != 0x16 or sum(frame[:-2]) % 256 != frame[-2]:
+            self.bad_frames += 1
+            return []
+        self.requests += 1
+        addr, control = frame[1:7], frame[8]
+        data = bytes((b - 0x33) % 256 for b in frame[10:-2])
+        out = []
+        for m in self.meters:
+            if m.offline or (addr != m.address_bytes() and addr != b"\xaa" * 6):
+                continue
+            if control != 0x11 or len(data) < 4:
+                continue
+            di = int.from_bytes(data[:4], "little")
+            fmt = VALUE_FORMATS.get(di)
+            if fmt is None or di not in m.values:
+                out.append(self._frame(m, 0xD1, b"\x02"))
+            else:
+                out.append(self._frame(m, 0x91, data[:4] + _bcd(m.values[di], *fmt)))
+        return out
+
+    @staticmethod
+    def _frame(m: Meter, control: int, data: bytes) -> bytes:
+        body = b"\x68" + m.address_bytes() + b"\x68" + bytes((control, len(data)))
+        body += bytes((b + 0x33) % 256 for b in data)
+        return b"\xfe" * 4 + body + bytes((sum(body) % 256, 0x16))
+
+    async def _answer(self) -> None:
+        while True:
+            frame = await self._inbox.get()
+            for reply in self.replies(frame):
+                if self.corrupt_next:
+                    self.corrupt_next = False
+                    reply = reply[:-2] + bytes(((reply[-2] + 1) % 256, 0x16))
+                if self.truncate_next:
+                    self.truncate_next = False
+                    reply = reply[: len(reply) // 2]
+                if self.garbage:
+                    reply, self.garbage = self.garbage + reply, b""
+                await asyncio.sleep(self.turnaround_s + len(reply) * self.char_s)
+                with contextlib.suppress(OSError):
+                    os.write(self._master, reply)

@@ -128,7 +128,7 @@ class Service:
             tick_s=enforce_tick_s,
         )
         self.uplink: Any = None
-        if cfg.site.uplink is not None:
+        if cfg.site.uplink is not None and cfg.site.uplink.host is not None:
             from edge_agent.uplink.mqtt import MqttUplinkService
 
             self.uplink = MqttUplinkService(

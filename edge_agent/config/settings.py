@@ -11,6 +11,7 @@ __all__ = [
     "MqttUplink",
     "PlatformCipher",
     "PlatformFraming",
+    "PlatformMeter",
     "PlatformUplink",
     "StatusOptions",
     "StorageOptions",
@@ -101,6 +102,17 @@ class PlatformCipher(_Strict):
     padding: Literal["pkcs7", "zero"] = "pkcs7"
 
 
+class PlatformMeter(_Strict):
+    """One ledger meter as the platform knows it: ids the city assigns, per meter and function."""
+
+    point: str = Field(description="Id of a cumulative point with an energy_code (a ledger meter)")
+    meter_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")
+    function_id: str = Field(default="1", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")
+    coding: str | None = Field(
+        default=None, description="MOHURD item code sent in `coding`; defaults to the point's energy_code"
+    )
+
+
 class PlatformUplink(_Strict):
     """The municipal energy-monitoring platform (MOHURD data transmission protocol), beside MQTT."""
 
@@ -124,6 +136,20 @@ class PlatformUplink(_Strict):
     ack_timeout_s: float = Field(default=30, gt=0, le=600)
     backoff_initial_s: float = Field(default=1.0, gt=0, le=3600)
     backoff_max_s: float = Field(default=300, gt=0, le=3600)
+    meters: list[PlatformMeter] = Field(
+        default_factory=list, description="What each period reports: ledger meters and their platform ids"
+    )
+    close_delay_s: float = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="A period is frozen from the ledger this long after its end (the last poll's energy in)",
+    )
+    report_ack: bool = Field(
+        default=True,
+        description="The platform acknowledges each `report` (continuous_ack/report_ack with its sequence); "
+        "false: a report counts as delivered once the platform answered a later message on the connection",
+    )
     max_backlog_periods: int = Field(
         default=35040,
         ge=1,

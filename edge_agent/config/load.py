@@ -434,7 +434,12 @@ def _resolve_files(site: Site, base: Path) -> Site:
                 "key_file": _resolve(base, tls.key_file),
             }
         )
-    up = up.model_copy(update={"credentials_file": _resolve(base, up.credentials_file), "tls": tls})
+    platform = up.platform
+    if platform is not None:
+        platform = platform.model_copy(update={"key_file": _resolve(base, platform.key_file)})
+    up = up.model_copy(
+        update={"credentials_file": _resolve(base, up.credentials_file), "tls": tls, "platform": platform}
+    )
     return site.model_copy(update={"uplink": up})
 
 

@@ -288,6 +288,7 @@ class PlatformUplinkService:
             "authenticated": self.authenticated,
             "period_s": self.period_s,
             "last_acked_period": last.astimezone(self.tz).isoformat() if last else None,
+            "last_acked_ts": last.timestamp() if last else None,
             "backlog_periods": self.buffer.backlog(),
             "dropped_periods": self.dropped_periods,
             "connects": self.connects,

@@ -14,6 +14,7 @@ connections (an outage), announce a period with a ``config`` message and report 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import hashlib
@@ -29,7 +30,7 @@ from zoneinfo import ZoneInfo
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-__all__ = ["PlatformServer", "PlatformSimOptions"]
+__all__ = ["PlatformServer", "PlatformSimOptions", "add_platform_arguments", "options_from_args"]
 
 HEAD = b"\x55\xaa\x55\xaa"
 TAIL = b"\x68\x68\x16\x16"
@@ -287,3 +288,36 @@ class PlatformServer:
         if self.options.record_file:
             with Path(self.options.record_file).open("a", encoding="utf-8") as f:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+
+def add_platform_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("municipal platform simulator (with --platform PORT)")
+    g.add_argument("--platform", type=int, metavar="PORT", help="run the platform simulator on PORT instead")
+    g.add_argument("--platform-key-file", metavar="FILE", help="16-character key (default 0123456789abcdef)")
+    g.add_argument("--platform-framing", choices=["binary", "hex"], default="binary")
+    g.add_argument("--platform-cipher", choices=["cbc", "ecb"], default="cbc")
+    g.add_argument("--platform-md5-order", choices=["sequence_key", "key_sequence"], default="sequence_key")
+    g.add_argument("--platform-period", type=int, metavar="MIN", help="send config/period MIN after auth")
+    g.add_argument("--platform-refuse-auth", action="store_true", help="answer every id_validate with fail")
+    g.add_argument("--platform-drop-after", type=int, metavar="N", help="hang up on the Nth data message")
+    g.add_argument("--platform-ack-delay", type=float, default=0.0, metavar="S", help="delay each ack")
+    g.add_argument("--platform-record", metavar="FILE", help="append every data message as a JSON line")
+
+
+def options_from_args(args: argparse.Namespace) -> PlatformSimOptions:
+    key = b"0123456789abcdef"
+    if args.platform_key_file:
+        key = Path(args.platform_key_file).read_bytes().strip()
+        if len(key) != 16:
+            raise ValueError(f"{args.platform_key_file}: the key must be 16 characters, not {len(key)}")
+    return PlatformSimOptions(
+        key=key,
+        framing=args.platform_framing,
+        cipher=args.platform_cipher,
+        md5_order=args.platform_md5_order,
+        period_min=args.platform_period,
+        refuse_auth=args.platform_refuse_auth,
+        drop_after_data=args.platform_drop_after,
+        ack_delay_s=args.platform_ack_delay,
+        record_file=args.platform_record,
+    )

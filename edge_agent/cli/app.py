@@ -10,11 +10,25 @@ import argparse
 import os
 import sys
 
-from edge_agent.cli import audit, bench, check, demo, discover, meter, policy, report, run, sim, status, tail
+from edge_agent.cli import (
+    audit,
+    bench,
+    check,
+    demo,
+    discover,
+    meter,
+    platform,
+    policy,
+    report,
+    run,
+    sim,
+    status,
+    tail,
+)
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (check, run, sim, demo, status, tail, audit, policy, discover, report, meter, bench)
+COMMANDS = (check, run, sim, demo, status, tail, audit, policy, discover, report, meter, platform, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -139,8 +139,19 @@ def _check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         doc = {"ok": False, "issues": [dataclasses.asdict(i) for i in exc.issues]}
     except OSError as exc:
-        doc = {"ok": False, "issues": [{"file": path, "line": 0, "col": 0, "path": "",
-                                        "message": exc.strerror or str(exc), "severity": "error"}]}
+        doc = {
+            "ok": False,
+            "issues": [
+                {
+                    "file": path,
+                    "line": 0,
+                    "col": 0,
+                    "path": "",
+                    "message": exc.strerror or str(exc),
+                    "severity": "error",
+                }
+            ],
+        }
     else:
         doc = {
             "ok": True, "devices": len(cfg.site.devices), "points": sum(1 for _ in cfg.points()),

@@ -90,3 +90,45 @@ async def test_the_service_runs_the_platform_task_and_reports_it(tmp_path: Path)
             )
         finally:
             svc.close()
+
+
+def test_platform_check_against_sim_platform(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`edge-agent sim --platform PORT` in a process, `edge-agent platform check` against it."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from edge_agent.cli.app import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_agent.cli", "sim", "--platform", str(port), "--platform-cipher", "ecb"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert f"platform simulator on 127.0.0.1:{port}" in proc.stdout.readline()
+        good = platform_site(tmp_path, port, "      - {point: main.energy, meter_id: M01}\n")
+        text = good.read_text()
+        good.write_text(text + "    cipher: {mode: ecb}\n")
+        state = tmp_path / "state"
+        assert main(["platform", "check", "-c", str(good), "--json"]) == 0
+        steps = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [(s["step"], s["ok"]) for s in steps] == [
+            ("key", True),
+            ("connect", True),
+            ("id_validate", True),
+            ("heartbeat", True),
+        ]
+        (tmp_path / "platform.key").write_bytes(b"fedcba9876543210")
+        assert main(["platform", "check", "-c", str(good), "--json"]) == 1
+        last = json.loads(capsys.readouterr().out.splitlines()[-1])
+        assert last["step"] == "id_validate" and not last["ok"] and "check the key" in last["detail"]
+        assert not state.exists()  # a check without --send-test-period touches no state
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -95,6 +95,7 @@ async def test_the_service_runs_the_platform_task_and_reports_it(tmp_path: Path)
 def test_platform_check_against_sim_platform(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`edge-agent sim --platform PORT` in a process, `edge-agent platform check` against it."""
     import json
+    import select
     import socket
     import subprocess
     import sys
@@ -111,6 +112,8 @@ def test_platform_check_against_sim_platform(tmp_path: Path, capsys: pytest.Capt
     )
     try:
         assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "the platform simulator printed nothing in 60 s"
         assert f"platform simulator on 127.0.0.1:{port}" in proc.stdout.readline()
         good = platform_site(tmp_path, port, "      - {point: main.energy, meter_id: M01}\n")
         text = good.read_text()

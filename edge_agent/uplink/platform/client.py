@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -339,8 +340,18 @@ class PlatformUplinkService:
         return len(due)
 
     async def _closer(self) -> None:
+        failing = False  # a busy or full database is logged when it starts and when it ends
         while True:
-            self.close_due()
+            try:
+                self.close_due()
+            except sqlite3.OperationalError as exc:
+                if not failing:
+                    self._log.error("platform_close_failed", error=str(exc))
+                failing = True
+            else:
+                if failing:
+                    self._log.info("platform_close_recovered")
+                failing = False
             await asyncio.sleep(min(10.0, self.period_s / 3))
 
     # ------------------------------------------------------------------------------------ connection
@@ -384,7 +395,15 @@ class PlatformUplinkService:
                 if not refused_logged:
                     refused_logged = True
                     self._log.error("platform_auth_refused", error=str(exc), retry_in_s=round(delay, 2))
-            except (PlatformError, OSError, TimeoutError, FrameError, CipherError, ProtocolError) as exc:
+            except (
+                PlatformError,
+                OSError,
+                TimeoutError,
+                FrameError,
+                CipherError,
+                ProtocolError,
+                sqlite3.OperationalError,
+            ) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
             finally:
                 was_up = self.authenticated

@@ -114,7 +114,8 @@ class _Wire:
 
     async def receive(self, timeout: float) -> Message:
         while not self.inbox:
-            data = await asyncio.wait_for(self.reader.read(_READ_CHUNK), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel on 3.11
+                data = await self.reader.read(_READ_CHUNK)
             if not data:
                 raise ConnectionResetError("the platform closed the connection")
             for frame in self.frames.feed(data):
@@ -123,8 +124,9 @@ class _Wire:
 
     async def close(self) -> None:
         self.writer.close()
-        with contextlib.suppress(OSError, asyncio.TimeoutError):
-            await asyncio.wait_for(self.writer.wait_closed(), 2)
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(2):
+                await self.writer.wait_closed()
 
 
 class PlatformSession:
@@ -140,9 +142,8 @@ class PlatformSession:
     async def connect(self) -> None:
         o = self.options
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(o.host, o.port), _CONNECT_TIMEOUT_S
-            )
+            async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+                reader, writer = await asyncio.open_connection(o.host, o.port)
         except (OSError, TimeoutError) as exc:
             raise PlatformError(
                 f"cannot connect to {o.host}:{o.port}: {exc or type(exc).__name__}", step="connect"
@@ -362,6 +363,8 @@ class PlatformUplinkService:
             tg.create_task(self._connection_loop(), name="platform_connection")
 
     async def _connection_loop(self) -> None:
+        me = asyncio.current_task()
+        assert me is not None
         attempt = 0
         down_logged = False  # one outage, one warning
         refused_logged = False
@@ -412,6 +415,10 @@ class PlatformUplinkService:
                 if session is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(session.close())
+            # Cancelled while a session's TaskGroup was failing: its error came out instead of the
+            # cancel (3.11), and the handlers above took it. Stopping wins.
+            if me.cancelling():
+                raise asyncio.CancelledError
             if progressed or self._session_progress:
                 attempt = 0
                 delay = backoff_delay(
@@ -432,16 +439,23 @@ class PlatformUplinkService:
 
     async def _session(self, session: PlatformSession) -> bool:
         self._session_progress = False
+        # Not a TaskGroup: on 3.11 a TaskGroup whose child fails while the parent waits in __aexit__
+        # leaves the parent's cancelling() count raised, and _connection_loop relies on that count.
+        tasks = [
+            asyncio.create_task(self._reader(session), name="platform_reader"),
+            asyncio.create_task(self._heartbeats(session), name="platform_heartbeat"),
+            asyncio.create_task(self._sender(session), name="platform_sender"),
+        ]
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._reader(session), name="platform_reader")
-                tg.create_task(self._heartbeats(session), name="platform_heartbeat")
-                tg.create_task(self._sender(session), name="platform_sender")
-        except BaseExceptionGroup as group:
-            leaf = _first_leaf(group)
-            if isinstance(leaf, Exception):
-                raise leaf from None
-            raise
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            exc = task.exception()
+            if exc is not None:
+                raise exc
         return self._session_progress  # pragma: no cover - the tasks end only by raising
 
     async def _heartbeats(self, session: PlatformSession) -> None:
@@ -449,7 +463,8 @@ class PlatformUplinkService:
             self._heartbeat_answered = asyncio.Event()
             await session.send(Message("heart_beat", "notify"))
             try:
-                await asyncio.wait_for(self._heartbeat_answered.wait(), self.options.ack_timeout_s)
+                async with asyncio.timeout(self.options.ack_timeout_s):
+                    await self._heartbeat_answered.wait()
             except TimeoutError:
                 raise PlatformError(
                     f"no heart_beat answer within {self.options.ack_timeout_s:g} s", step="heartbeat"
@@ -582,15 +597,9 @@ class PlatformUplinkService:
 
     async def _wait(self, event: asyncio.Event, step: str) -> None:
         try:
-            await asyncio.wait_for(event.wait(), self.options.ack_timeout_s)
+            async with asyncio.timeout(self.options.ack_timeout_s):
+                await event.wait()
         except TimeoutError:
             raise PlatformError(
                 f"no {step} acknowledgement within {self.options.ack_timeout_s:g} s", step=step
             ) from None
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc

@@ -18,6 +18,7 @@ from edge_agent.cli import (
     discover,
     ledger,
     meter,
+    platform,
     policy,
     report,
     run,
@@ -28,7 +29,9 @@ from edge_agent.cli import (
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (check, run, sim, demo, status, tail, audit, policy, discover, report, ledger, meter, bench)
+COMMANDS = (
+    check, run, sim, demo, status, tail, audit, policy, discover, report, ledger, meter, platform, bench,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

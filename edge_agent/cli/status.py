@@ -122,6 +122,19 @@ def format_status(doc: Mapping[str, Any]) -> str:
                 f"  broker refused {_s(uplink.get('refused_total'))} publishes, last {refusal.get('reason')} "
                 f"on {refusal.get('topic')} (seq {refusal.get('seq_first')}..{refusal.get('seq_last')}, kept)"
             )
+    platform = doc.get("platform")
+    if isinstance(platform, Mapping) and platform.get("configured", True):
+        out.append(
+            f"platform 能耗平台 {_s(platform.get('host'))}: "
+            f"authenticated {_s(platform.get('authenticated'))}, "
+            f"last acknowledged period {_s(platform.get('last_acked_period'))}, "
+            f"backlog {_s(platform.get('backlog_periods'))} periods"
+        )
+        if not platform.get("authenticated") and platform.get("last_error"):
+            retry = platform.get("retry_in_s")
+            out.append(
+                f"  last error: {platform['last_error']}" + (f" (retry in {retry} s)" if retry else "")
+            )
     enforcement = dict(doc.get("enforcement") or {})
     masked = enforcement.pop("masked_points", None) or []
     opened = enforcement.pop("open_findings", None) or []

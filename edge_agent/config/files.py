@@ -35,6 +35,8 @@ def referenced_files(cfg: LoadedConfig) -> Iterator[tuple[tuple[str, ...], str]]
                 yield ("uplink", "tls", "cert_file"), up.tls.cert_file
             if up.tls.key_file:
                 yield ("uplink", "tls", "key_file"), up.tls.key_file
+        if up.platform is not None:
+            yield ("uplink", "platform", "key_file"), up.platform.key_file
     if cfg.site.storage.audit_key_file:
         yield ("storage", "audit_key_file"), cfg.site.storage.audit_key_file
 

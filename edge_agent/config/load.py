@@ -440,7 +440,12 @@ def _resolve_files(site: Site, base: Path) -> Site:
                 "key_file": _resolve(base, tls.key_file),
             }
         )
-    up = up.model_copy(update={"credentials_file": _resolve(base, up.credentials_file), "tls": tls})
+    platform = up.platform
+    if platform is not None:
+        platform = platform.model_copy(update={"key_file": _resolve(base, platform.key_file)})
+    up = up.model_copy(
+        update={"credentials_file": _resolve(base, up.credentials_file), "tls": tls, "platform": platform}
+    )
     return site.model_copy(update={"uplink": up})
 
 
@@ -794,6 +799,7 @@ def _cross_check(out: _Collector) -> None:
         if check is not None:
             check(entries, out)
     _check_meters(out, data, point_data)
+    _check_platform_meters(out, data, point_data)
     _check_coal_factors(out, data)
     check_ac_units(data, out.add, out.where)
 
@@ -853,6 +859,43 @@ def _check_meters(out: _Collector, data: Mapping[str, Any], points: Mapping[str,
                 break
             seen.append(up)
             up = parents.get(up)
+
+
+def _check_platform_meters(
+    out: _Collector, data: Mapping[str, Any], points: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """uplink.platform.meters: ledger meters, each (meter_id, function_id) once, a known item code."""
+    platform = _as_dict(_as_dict(data.get("uplink")).get("platform"))
+    ids: dict[tuple[str, str], YamlPath] = {}
+    for i, entry in enumerate(_as_list(platform.get("meters"))):
+        e = _as_dict(entry)
+        path: YamlPath = ("uplink", "platform", "meters", i)
+        pid = e.get("point")
+        if isinstance(pid, str):
+            pt = points.get(pid)
+            if pt is None:
+                close = difflib.get_close_matches(pid, list(points), n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                out.add([*path, "point"], f"no point {pid!r} in devices{hint}")
+            elif not isinstance(pt.get("energy_code"), str) or pt.get("cumulative") is not True:
+                message = (
+                    f"point {pid!r} is not a ledger meter: it needs `cumulative: true` and an energy_code"
+                )
+                out.add([*path, "point"], message)
+        coding = e.get("coding")
+        if isinstance(coding, str) and not is_code(coding):
+            out.add([*path, "coding"], f"{coding!r} is not a MOHURD item code such as 01A00")
+        mid, fid = e.get("meter_id"), e.get("function_id", "1")
+        if isinstance(mid, (str, int)) and isinstance(fid, (str, int)):
+            key = (str(mid), str(fid))
+            if key in ids:
+                first = out.where(ids[key])
+                out.add(
+                    [*path, "meter_id"],
+                    f"meter {key[0]!r} function {key[1]!r} is listed twice; first at {first}",
+                )
+            else:
+                ids[key] = (*path, "meter_id")
 
 
 def _check_coal_factors(out: _Collector, data: Mapping[str, Any]) -> None:

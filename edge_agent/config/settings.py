@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["MqttTls", "MqttUplink", "StatusOptions", "StorageOptions"]
+__all__ = [
+    "MqttTls",
+    "MqttUplink",
+    "PlatformCipher",
+    "PlatformFraming",
+    "PlatformMeter",
+    "PlatformUplink",
+    "StatusOptions",
+    "StorageOptions",
+]
 
 
 class _Strict(BaseModel):
@@ -61,6 +70,94 @@ class StorageOptions(_Strict):
     )
 
 
+class PlatformFraming(_Strict):
+    """How one city's platform cuts the TCP stream into messages (STANDARDS.md: cities differ)."""
+
+    kind: Literal["binary", "hex"] = Field(
+        default="binary",
+        description="binary: header, length, sequence, ciphertext, CRC, tail; "
+        "hex: a length in hex digits then the ciphertext as hex text",
+    )
+    header_hex: str = Field(default="55AA55AA", pattern=r"^([0-9A-Fa-f]{2})*$", description="binary only")
+    tail_hex: str = Field(default="68681616", pattern=r"^([0-9A-Fa-f]{2})*$", description="binary only")
+    length_bytes: Literal[2, 4] = Field(default=4, description="Width of the length field (hex: digits/2)")
+    length_endian: Literal["little", "big"] = "little"
+    sequence_field: bool = Field(
+        default=True, description="A 4-byte sequence number before the ciphertext (binary only)"
+    )
+    crc: Literal["none", "ccitt_false", "xmodem", "kermit", "modbus"] = Field(
+        default="ccitt_false", description="CRC16 variant (binary only)"
+    )
+    crc_endian: Literal["little", "big"] = "big"
+    crc_covers: Literal["body", "length_and_body"] = Field(
+        default="body", description="body: sequence + ciphertext; length_and_body adds the length field"
+    )
+
+
+class PlatformCipher(_Strict):
+    mode: Literal["cbc", "ecb", "none"] = "cbc"
+    iv: Literal["key", "zero"] | str = Field(
+        default="key", description="CBC IV: `key` (the key's 16 bytes), `zero`, or 32 hex digits"
+    )
+    padding: Literal["pkcs7", "zero"] = "pkcs7"
+
+
+class PlatformMeter(_Strict):
+    """One ledger meter as the platform knows it: ids the city assigns, per meter and function."""
+
+    point: str = Field(description="Id of a cumulative point with an energy_code (a ledger meter)")
+    meter_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")
+    function_id: str = Field(default="1", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")
+    coding: str | None = Field(
+        default=None, description="MOHURD item code sent in `coding`; defaults to the point's energy_code"
+    )
+
+
+class PlatformUplink(_Strict):
+    """The municipal energy-monitoring platform (MOHURD data transmission protocol), beside MQTT."""
+
+    host: str
+    port: int = Field(default=9000, ge=1, le=65535)
+    key_file: str = Field(
+        description="File holding the 16-character AES/MD5 key the city issued; never put secrets in YAML"
+    )
+    md5_order: Literal["sequence_key", "key_sequence"] = Field(
+        default="sequence_key", description="Concatenation order of the id_validate MD5"
+    )
+    framing: PlatformFraming = PlatformFraming()
+    cipher: PlatformCipher = PlatformCipher()
+    heartbeat_s: float = Field(default=60, ge=5, le=3600)
+    period_min: int = Field(
+        default=15,
+        ge=1,
+        le=1440,
+        description="Report period until the server's `config` message says otherwise",
+    )
+    ack_timeout_s: float = Field(default=30, gt=0, le=600)
+    backoff_initial_s: float = Field(default=1.0, gt=0, le=3600)
+    backoff_max_s: float = Field(default=300, gt=0, le=3600)
+    meters: list[PlatformMeter] = Field(
+        default_factory=list, description="What each period reports: ledger meters and their platform ids"
+    )
+    close_delay_s: float = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="A period is frozen from the ledger this long after its end (the last poll's energy in)",
+    )
+    report_ack: bool = Field(
+        default=True,
+        description="The platform acknowledges each `report` (continuous_ack/report_ack with its sequence); "
+        "false: a report counts as delivered once the platform answered a later message on the connection",
+    )
+    max_backlog_periods: int = Field(
+        default=35040,
+        ge=1,
+        le=10_000_000,
+        description="Unacknowledged periods kept (a year of 15 min); the oldest dropped beyond it, audited",
+    )
+
+
 class MqttTls(_Strict):
     ca_file: str = Field(description="CA certificate (PEM) that signed the broker's certificate")
     cert_file: str | None = Field(default=None, description="Client certificate (PEM), for mutual TLS")
@@ -70,7 +167,9 @@ class MqttTls(_Strict):
 
 class MqttUplink(_Strict):
     protocol: Literal["mqtt"] = "mqtt"
-    host: str
+    host: str | None = Field(
+        default=None, description="MQTT broker; absent when only the municipal platform (`platform`) is used"
+    )
     port: int = Field(default=1883, ge=1, le=65535)
     client_id: str | None = Field(default=None, description="Defaults to the gateway_id")
     topic_prefix: str = Field(
@@ -106,6 +205,17 @@ class MqttUplink(_Strict):
     publish_timeout_s: float = Field(
         default=30, gt=0, le=600, description="A batch without PUBACK after this long forces a reconnect"
     )
+    platform: PlatformUplink | None = Field(
+        default=None, description="The municipal energy-monitoring platform, beside (or instead of) MQTT"
+    )
+
+    @model_validator(mode="after")
+    def _something_to_send_to(self) -> MqttUplink:
+        if self.host is None and self.platform is None:
+            raise ValueError(
+                "uplink needs `host` (an MQTT broker), `platform` (the municipal platform) or both"
+            )
+        return self
 
 
 class StatusOptions(_Strict):

@@ -12,6 +12,7 @@ The document (the provider builds it; every key is optional, the human view prin
                    latency_ms, last_error, last_error_at, readings_total, errors_total}]
     backlog:     {readings, oldest, age_s, bytes}
     uplink:      {connected, last_publish, published_total}
+    platform:    {configured: false} or {connected, authenticated, last_acked_period, backlog_periods, ...}
     enforcement: {<result>: count, ...}      e.g. written, failed, refused, exempt
     clock:       ClockMonitor.as_dict()      {sync, sync_checked, steps_total, last_step}
     health:      Health.as_dict()            {loops, stalled, watchdog_pings, watchdog_withheld}
@@ -311,6 +312,33 @@ def render_metrics(doc: Mapping[str, Any]) -> str:
         "Backoff before the next connect attempt (absent while connected)",
         _num(uplink.get("retry_in_s")),
     )
+    platform = doc.get("platform")
+    if isinstance(platform, dict) and platform.get("configured", True):
+        m.add(
+            "edge_agent_platform_connected",
+            "gauge",
+            "1 while the municipal platform connection is authenticated",
+            _num(platform.get("authenticated")),
+        )
+        m.add(
+            "edge_agent_platform_backlog_periods",
+            "gauge",
+            "Closed periods the municipal platform has not acknowledged",
+            _num(platform.get("backlog_periods")),
+        )
+        last = platform.get("last_acked_ts")
+        m.add(
+            "edge_agent_platform_last_acked_period_timestamp_seconds",
+            "gauge",
+            "Start of the newest period the municipal platform acknowledged (Unix time)",
+            _num(last),
+        )
+        m.add(
+            "edge_agent_platform_dropped_periods_total",
+            "counter",
+            "Periods dropped (oldest first) beyond uplink.platform.max_backlog_periods, audited",
+            _num(platform.get("dropped_periods")),
+        )
     for result, count in sorted((doc.get("enforcement") or {}).items()):
         m.add(
             "edge_agent_enforcement_total",

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from drivers.base import DriverError, FailureCode, Reading, WriteResult
 from edge_agent import __version__
@@ -129,7 +130,7 @@ class Service:
             tick_s=enforce_tick_s,
         )
         self.uplink: Any = None
-        if cfg.site.uplink is not None:
+        if cfg.site.uplink is not None and cfg.site.uplink.host is not None:
             from edge_agent.uplink.mqtt import MqttUplinkService
 
             self.uplink = MqttUplinkService(
@@ -141,6 +142,26 @@ class Service:
                 clock=self.clock,
                 logger=get_logger("edge_agent.uplink", gateway=cfg.site.gateway_id),
                 on_finding=self._uplink_finding,
+            )
+        self.platform: Any = None
+        self._platform_conn: sqlite3.Connection | None = None
+        if cfg.site.uplink is not None and cfg.site.uplink.platform is not None:
+            from edge_agent.store.platform import PeriodBuffer
+            from edge_agent.uplink.platform.client import PlatformUplinkService
+            from edge_agent.uplink.platform.periods import ledger_source
+
+            self._platform_conn = open_state_db(self.db_path)
+            self.platform = PlatformUplinkService(
+                options=cfg.site.uplink.platform,
+                building_id=cfg.site.building_id,
+                gateway_id=cfg.site.gateway_id,
+                tz=ZoneInfo(cfg.site.timezone),
+                buffer=PeriodBuffer(self._platform_conn),
+                energy=ledger_source(self.ledger),
+                codes={m.point_id: m.code for m in self.ledger.meters.values()},
+                clock=self.clock,
+                audit=self._platform_audit,
+                logger=get_logger("edge_agent.uplink.platform", gateway=cfg.site.gateway_id),
             )
         self.agent.listeners.append(self._on_readings)
         self.agent.listeners.append(self.enforcer.notify)
@@ -178,6 +199,15 @@ class Service:
         self._pending.extend(validated)
         self._ledger_pending.extend(validated)
         self._flush_wake.set()
+
+    def _platform_audit(self, kind: str, *, subject: str, reason: str, after: Any) -> None:
+        # The platform uplink's drops (backlog above its limit) and findings (clock offset).
+        if kind == "finding":
+            self.audit.append_finding(
+                str(after.get("finding", kind)), subject=subject, rule="platform", reason=reason, after=after
+            )
+        else:
+            self.audit.append(AuditKind.DROP, subject=subject, after=after, reason=reason)
 
     def _audit_to_events(self, record: AuditRecord) -> None:
         # Every audit record also travels upstream on .../events (durably: the outbox's event table).
@@ -264,6 +294,7 @@ class Service:
             "devices": [rt.status.as_dict() for rt in self.agent.devices.values()],
             "backlog": backlog,
             "uplink": uplink,
+            "platform": self.platform.status() if self.platform is not None else {"configured": False},
             "enforcement": self.enforcer.as_dict(),
             "clock": self.monitor.as_dict(),
             "health": self.health.as_dict(),
@@ -403,6 +434,8 @@ class Service:
         ]
         if self.uplink is not None:
             tasks.append(("uplink", self.uplink.run))
+        if self.platform is not None:
+            tasks.append(("platform", self.platform.run))
         wd = watchdog_interval()
         if wd is not None:
             tasks.append(
@@ -427,6 +460,8 @@ class Service:
     def close(self) -> None:
         for conn in (self._audit_conn, self._outbox_conn, self._ledger_conn):
             conn.close()
+        if self._platform_conn is not None:
+            self._platform_conn.close()
 
     async def _announce_ready(self) -> None:
         await self.agent.first_cycle.wait()

@@ -623,6 +623,7 @@ class MqttUplinkService:
         will = aiomqtt.Will(self.topic_status, self.status_payload("offline"), qos=1, retain=True)
         v5 = o.mqtt_version == "5"
         session: dict[str, Any] = {"clean_start": True} if v5 else {"clean_session": True}
+        assert o.host is not None  # the service starts MQTT only with a broker host
         client = _Client(
             o.host,
             o.port,

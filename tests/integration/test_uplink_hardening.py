@@ -236,7 +236,12 @@ async def test_tls_wrong_ca_and_rejected_certificate(
     assert str(tmp_path / "nope.pem") in errors["missing_ca"]
     assert "Operation timed out" not in " ".join(errors.values())
     # No traceback from a socket closed under a scheduled add_writer (asyncio's "Exception in callback").
-    assert not [r for r in caplog.records if r.name == "asyncio" and r.levelname == "ERROR"], caplog.text
+    # (aiomqtt sometimes leaves its failed CONNACK future unretrieved, which asyncio reports as "Future
+    # exception was never retrieved": aiomqtt's own race, not ours, so only the callback traceback counts.)
+    callbacks = [
+        r for r in caplog.records if r.name == "asyncio" and "Exception in callback" in r.getMessage()
+    ]
+    assert not callbacks, caplog.text
 
 
 async def test_final_drain_sends_the_rest_within_its_budget(broker: Broker, tmp_path: Path) -> None:

@@ -288,7 +288,7 @@ def test_schema_errors_are_positioned_and_readable() -> None:
         "devices[2].points[0]": (16, 9),  # model-level check of the point
         "devices[2].points[1]": (17, 9),
         "devices[2].points[2].address": (18, 18),
-        "uplink.host": (19, 9),
+        "uplink": (19, 1),  # neither a broker host nor the municipal platform: the whole block is wrong
         "energy_codes.1A": (20, 16),
     }
     assert {p: (i.line, i.col) for p, i in got.items()} == expect
@@ -296,6 +296,7 @@ def test_schema_errors_are_positioned_and_readable() -> None:
     assert got["location.lat"].message == "136.65 is above 90"
     assert "'bacnet'" in got["devices[0].protocol"].message
     assert "states" in got["devices[2].points[0]"].message
+    assert "`host`" in got["uplink"].message and "`platform`" in got["uplink"].message
 
 
 # ------------------------------------------------------------------------------------------ policy.yaml

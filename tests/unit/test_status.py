@@ -315,3 +315,33 @@ def test_a_degraded_device_shows_its_bad_points_and_codes() -> None:
     assert "degraded (2 of 5 bad: modbus:2 x1, no_value x1)" in next(ln for ln in lines if "ac-gw" in ln)
     assert " up " in next(ln for ln in lines if "meter" in ln) + " "
     assert 'edge_agent_device_points_bad{device="ac-gw"} 2' in render_metrics(doc).splitlines()
+
+
+def test_platform_connection_last_acked_period_and_backlog_in_status_and_metrics() -> None:
+    doc = {
+        **DOC,
+        "platform": {
+            "host": "10.0.0.5:9000",
+            "connected": False,
+            "authenticated": False,
+            "last_acked_period": "2026-07-01T10:00:00+08:00",
+            "last_acked_ts": 1782871200.0,
+            "backlog_periods": 24,
+            "dropped_periods": 0,
+            "last_error": "PlatformError: cannot connect to 10.0.0.5:9000",
+            "retry_in_s": 4.2,
+        },
+    }
+    text = format_status(doc)
+    assert (
+        "platform 能耗平台 10.0.0.5:9000: authenticated no, last acknowledged period "
+        "2026-07-01T10:00:00+08:00, backlog 24 periods" in text
+    )
+    assert "  last error: PlatformError: cannot connect to 10.0.0.5:9000 (retry in 4.2 s)" in text
+    lines = render_metrics(doc).splitlines()
+    assert "edge_agent_platform_connected 0" in lines
+    assert "edge_agent_platform_backlog_periods 24" in lines
+    assert "edge_agent_platform_last_acked_period_timestamp_seconds 1782871200" in lines
+    # Not configured: no platform lines at all.
+    assert "platform" not in format_status({**DOC, "platform": {"configured": False}})
+    assert "edge_agent_platform" not in render_metrics({**DOC, "platform": {"configured": False}})

@@ -1,0 +1,1 @@
+"""The municipal energy-monitoring platform uplink (MOHURD data transmission protocol)."""

@@ -132,6 +132,7 @@ async def run_demo(
     """The simulator and the agent until Ctrl-C or ``duration`` seconds; the live table goes to ``out``."""
     from drivers.modbus.options import ModbusDevice
     from edge_agent.core.clock import ScaledClock, parse_at
+    from edge_agent.core.timeintegrity import SyncState
     from edge_agent.devtools.simwire import retarget_modbus
     from edge_agent.service.service import Service
     from sim.runner import Simulator
@@ -163,7 +164,15 @@ async def run_demo(
     cfg = retarget_modbus(cfg, "127.0.0.1" if sim.modbus_port != port else host, sim.modbus_port)
     state = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
     clock = ScaledClock(start=sim.now(), speed=speed) if speed != 1 else None
-    svc = Service(cfg, state_dir=state, clock=clock, enforce_tick_s=max(0.5, 10 / speed))
+    # The demo's time is the simulator's: whether this machine's own clock is NTP-synchronised says
+    # nothing about it, and an "unsynced" flag would make the ledger hold every reading of the run.
+    svc = Service(
+        cfg,
+        state_dir=state,
+        clock=clock,
+        enforce_tick_s=max(0.5, 10 / speed),
+        sync_source=(lambda: SyncState.SYNCED) if clock is not None else None,
+    )
     svc.install_signal_handlers()
     agent = svc.agent
     tty = out.isatty()

@@ -15,7 +15,7 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from edge_agent import __version__
 from edge_agent.config.load import ConfigError, LoadedConfig, load_config
 from edge_agent.core.clock import Clock, SystemClock
 from edge_agent.core.logs import get_logger
-from edge_agent.core.timeintegrity import ClockMonitor, ClockStep
+from edge_agent.core.timeintegrity import ClockMonitor, ClockStep, SyncState
 from edge_agent.core.validate import ValidatedReading, Validator
 from edge_agent.enforce.actuator import Actuator, supports_relinquish
 from edge_agent.enforce.loop import Enforcer, build_calendar, build_params, exemption_check
@@ -78,7 +78,9 @@ class Service:
         clock: Clock | None = None,
         notifier: SdNotifier | None = None,
         enforce_tick_s: float = 10.0,
+        sync_source: Callable[[], SyncState] | None = None,
     ) -> None:
+        """``sync_source`` says whether ``clock`` is synchronised (default: the system's NTP state)."""
         self.cfg = cfg
         self.clock: Clock = clock or SystemClock()
         self.log = get_logger("edge_agent.service", gateway=cfg.site.gateway_id)
@@ -101,7 +103,11 @@ class Service:
         self._ledger_conn = open_state_db(self.db_path)
         self.ledger = Ledger.from_config(cfg, self._ledger_conn)
         self.validator = self._make_validator(cfg)
-        self.monitor = ClockMonitor(clock=self.clock)
+        self.monitor = (
+            ClockMonitor(clock=self.clock)
+            if sync_source is None
+            else ClockMonitor(clock=self.clock, sync_source=sync_source)
+        )
         self._pending: list[ValidatedReading] = []
         self._ledger_pending: list[ValidatedReading] = []
         self._ledger_failing = False

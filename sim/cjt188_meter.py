@@ -13,10 +13,9 @@ Written from the standard's frame description (STANDARDS.md), independently of d
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import tty
 from dataclasses import dataclass, field
+
+from sim.ptyline import PtyLine
 
 __all__ = ["Cjt188Bus", "FlowMeter"]
 
@@ -59,53 +58,21 @@ class FlowMeter:
         return out + bytes.fromhex("00301215112620") + b"\x00\x00"  # 2026-11-15 12:30:00, status 0
 
 
-class Cjt188Bus:
+class Cjt188Bus(PtyLine):
     """Meters sharing one pseudo-terminal; open :attr:`path` as the serial port."""
 
     def __init__(self, meters: list[FlowMeter], *, baudrate: int = 2400, turnaround_s: float = 0.02) -> None:
+        super().__init__()
         self.meters = meters
         self.char_s = 11 / baudrate
         self.turnaround_s = turnaround_s
-        self.path = ""
         self.bad_frames = 0
-        self._master = self._slave = -1
         self._buf = bytearray()
-        self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        os.set_blocking(self._master, False)
-        self.path = os.ttyname(self._slave)
-        asyncio.get_running_loop().add_reader(self._master, self._readable)
-        self._task = asyncio.create_task(self._answer(), name=f"sim-cjt188-{self.path}")
+    _task_prefix = "sim-cjt188"
 
-    async def stop(self) -> None:
-        if self._master < 0:
-            return
-        asyncio.get_running_loop().remove_reader(self._master)
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        os.close(self._master)
-        os.close(self._slave)
-        self._master = self._slave = -1
-
-    async def __aenter__(self) -> Cjt188Bus:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    def _readable(self) -> None:
-        try:
-            self._buf += os.read(self._master, 1024)
-        except OSError:
-            return
+    def _received(self, data: bytes) -> None:
+        self._buf += data
         while True:
             start = self._buf.find(0x68)
             if start < 0:
@@ -148,5 +115,4 @@ class Cjt188Bus:
             frame = await self._inbox.get()
             for reply in self.replies(frame):
                 await asyncio.sleep(self.turnaround_s + (len(frame) + len(reply)) * self.char_s)
-                with contextlib.suppress(OSError):
-                    os.write(self._master, reply)
+                self._send(reply)

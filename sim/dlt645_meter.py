@@ -16,10 +16,9 @@ Written from the standard's frame description (STANDARDS.md), independently of d
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import tty
 from dataclasses import dataclass, field
+
+from sim.ptyline import PtyLine
 
 __all__ = ["Dlt645Bus", "Meter"]
 
@@ -66,58 +65,26 @@ class Meter:
         return bytes(int(self.address[i : i + 2], 16) for i in range(10, -1, -2))
 
 
-class Dlt645Bus:
+class Dlt645Bus(PtyLine):
     """Meters sharing one pseudo-terminal; open :attr:`path` as the serial port."""
 
     def __init__(self, meters: list[Meter], *, baudrate: int = 2400, turnaround_s: float = 0.02) -> None:
+        super().__init__()
         self.meters = meters
         self.baudrate = baudrate
         self.turnaround_s = turnaround_s
         self.char_s = 11 / baudrate  # 8E1
-        self.path = ""
         self.bad_frames = 0
         self.requests = 0
         self.garbage = b""  # written (once) before the next reply: line noise
         self.corrupt_next = False  # the next reply leaves with a wrong checksum
         self.truncate_next = False  # the next reply breaks off in the middle
-        self._master = self._slave = -1
         self._buf = bytearray()
-        self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        os.set_blocking(self._master, False)
-        self.path = os.ttyname(self._slave)
-        asyncio.get_running_loop().add_reader(self._master, self._readable)
-        self._task = asyncio.create_task(self._answer(), name=f"sim-dlt645-{self.path}")
+    _task_prefix = "sim-dlt645"
 
-    async def stop(self) -> None:
-        if self._master < 0:
-            return
-        asyncio.get_running_loop().remove_reader(self._master)
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        os.close(self._master)
-        os.close(self._slave)
-        self._master = self._slave = -1
-
-    async def __aenter__(self) -> Dlt645Bus:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    def _readable(self) -> None:
-        try:
-            self._buf += os.read(self._master, 1024)
-        except OSError:
-            return
+    def _received(self, data: bytes) -> None:
+        self._buf += data
         while True:
             start = self._buf.find(0x68)
             if start < 0:
@@ -176,5 +143,4 @@ class Dlt645Bus:
                 if self.garbage:
                     reply, self.garbage = self.garbage + reply, b""
                 await asyncio.sleep(self.turnaround_s + len(reply) * self.char_s)
-                with contextlib.suppress(OSError):
-                    os.write(self._master, reply)
+                self._send(reply)

@@ -24,11 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
-import tty
 
 from sim.modbus_server import ModbusServer
+from sim.ptyline import PtyLine
 
 __all__ = ["RtuSerialBus", "RtuTcpFrontEnd", "crc16"]
 
@@ -107,58 +106,24 @@ class _Bus:
             self.server.request_count += 1
 
 
-class RtuSerialBus(_Bus):
+class RtuSerialBus(_Bus, PtyLine):
     """An RS-485 bus on a pseudo-terminal: open :attr:`path` as the serial port (8 data bits)."""
 
     def __init__(
         self, server: ModbusServer, *, baudrate: int = 9600, parity: str = "E", stopbits: int = 1
     ) -> None:
-        super().__init__(server)
+        _Bus.__init__(self, server)
+        PtyLine.__init__(self)
         self.baudrate = baudrate
         self.char_s = (1 + 8 + (0 if parity == "N" else 1) + stopbits) / baudrate
         self.silence_s = 0.00175 if baudrate > 19200 else 3.5 * self.char_s
-        self.path = ""
         self.broken_frames = 0
-        self._master = -1
-        self._slave = -1
         self._buf = bytearray()
         self._last_byte = 0.0
-        self._task: asyncio.Task[None] | None = None
-        self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
 
-    async def start(self) -> None:
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)  # no echo, no line discipline until the client sets its own
-        os.set_blocking(self._master, False)
-        self.path = os.ttyname(self._slave)
-        asyncio.get_running_loop().add_reader(self._master, self._readable)
-        self._task = asyncio.create_task(self._answer(), name=f"sim-rtu-{self.path}")
+    _task_prefix = "sim-rtu"
 
-    async def stop(self) -> None:
-        if self._master < 0:
-            return
-        asyncio.get_running_loop().remove_reader(self._master)
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        os.close(self._master)
-        os.close(self._slave)
-        self._master = self._slave = -1
-
-    async def __aenter__(self) -> RtuSerialBus:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    def _readable(self) -> None:
-        try:
-            data = os.read(self._master, 1024)
-        except (BlockingIOError, OSError):
-            return
+    def _received(self, data: bytes) -> None:
         now = time.monotonic()
         if self._buf and now - self._last_byte > self.silence_s * 4:
             # a silence inside a frame: the slaves drop what they had (tolerant x4: a pty is not a UART)
@@ -178,8 +143,7 @@ class RtuSerialBus(_Bus):
             # the request's bytes took their time on the wire (a pty delivers them at once), then the
             # slave waits the silence, and its reply's bytes take theirs
             await asyncio.sleep((len(frame) + len(resp)) * self.char_s + self.silence_s)
-            with contextlib.suppress(OSError):
-                os.write(self._master, resp)
+            self._send(resp)
 
 
 class RtuTcpFrontEnd(_Bus):

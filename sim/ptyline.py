@@ -1,0 +1,75 @@
+"""One end of a simulated serial line: a pseudo-terminal whose other end a client opens as its port.
+
+The bus classes (Modbus RTU, DL/T 645, CJ/T 188) say how bytes become request frames (``_received``) and
+what they answer (``_answer``, reading ``_inbox`` and writing with ``_send``); opening the pty, reading it
+and shutting down is the same for all of them and lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tty
+from typing import Self
+
+__all__ = ["PtyLine"]
+
+
+class PtyLine:
+    """Open :attr:`path` as the serial port once :meth:`start` has run."""
+
+    _task_prefix = "sim-pty"
+
+    def __init__(self) -> None:
+        self.path = ""
+        self._master = self._slave = -1
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)  # no echo, no line discipline until the client sets its own
+        os.set_blocking(self._master, False)
+        self.path = os.ttyname(self._slave)
+        asyncio.get_running_loop().add_reader(self._master, self._readable)
+        self._task = asyncio.create_task(self._answer(), name=f"{self._task_prefix}-{self.path}")
+
+    async def stop(self) -> None:
+        if self._master < 0:
+            return
+        asyncio.get_running_loop().remove_reader(self._master)
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        os.close(self._master)
+        os.close(self._slave)
+        self._master = self._slave = -1
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self._master, 1024)
+        except OSError:  # BlockingIOError included: nothing there after all
+            return
+        self._received(data)
+
+    def _send(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):  # the client closed its end
+            os.write(self._master, data)
+
+    def _received(self, data: bytes) -> None:
+        """Bytes from the client: cut complete frames into ``_inbox``."""
+        raise NotImplementedError
+
+    async def _answer(self) -> None:
+        """Answer the frames of ``_inbox`` until cancelled."""
+        raise NotImplementedError

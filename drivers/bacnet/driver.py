@@ -716,6 +716,9 @@ class BacnetDriver:
     async def _cov_loop(self) -> None:
         renew_s = max(1.0, self.device.cov_lifetime_s / 2)
         while True:
+            # Cleared before the round, not after: a wake-up asked for while subscribing (a device back
+            # after a timeout) must start another round, not be lost until the next renewal.
+            self._cov_wake.clear()
             failed = False
             if await self._check_identity() is not None:  # not our device (yet): subscribe nothing
                 keys: list[tuple[str, int]] = []
@@ -728,7 +731,6 @@ class BacnetDriver:
                     self._spids.pop(key, None)
                     for p in self._by_objid[key]:
                         self._cov_values.pop(p.id, None)
-            self._cov_wake.clear()
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as the
             # event is set, and close() would then wait on this task for ever.
             with contextlib.suppress(TimeoutError):

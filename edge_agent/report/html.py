@@ -557,6 +557,7 @@ _EVENT_NAMES = {
     "counter_backwards": "计数器倒退 Counter backwards",
     "rebaseline": "重设基准 Re-baselined",
     "step": "跳变剔除 Step excluded",
+    "step_booked": "跳变计入 Step booked as energy",
     "meter_replaced": "换表 Meter replaced",
     "clock_held": "时钟不可信暂存 Held (clock untrusted)",
     "invalid": "无效读数 Invalid readings",
@@ -602,20 +603,40 @@ def _quality(report: Report) -> list[str]:
     long_gaps = [g for g in q.gaps if g.missing_intervals > q.max_gap_intervals]
     if long_gaps:
         unit_of = {m.point: m.unit for m in report.meters}
-        h.append("<h3>长缺口 Long gaps (energy allocated linearly, counted as estimated)</h3>")
+        h.append("<h3>长缺口 Long gaps (energy allocated and counted as estimated)</h3>")
         h.append(
             _table(
                 [
                     *("表 Meter", "开始 From", "结束 To"),
-                    *("缺失时段 Missing intervals", "电量 Energy", "单位 Unit"),
+                    *("缺失时段 Missing intervals", "电量 Energy", "单位 Unit", "分配方法 Allocated by"),
                 ],
                 [
                     f"<tr><td>{escape(g.point)}</td><td>{escape(g.start.strftime('%Y-%m-%d %H:%M'))}</td>"
                     f"<td>{escape(g.end.strftime('%Y-%m-%d %H:%M'))}</td>"
                     + _num(f"gap.{g.point}.{g.start.isoformat()}.missing", g.missing_intervals, 0)
                     + _num(f"gap.{g.point}.{g.start.isoformat()}.energy", g.energy, 2)
-                    + f"<td>{escape(_unit(unit_of.get(g.point, '')))}</td></tr>"
+                    + f"<td>{escape(_unit(unit_of.get(g.point, '')))}</td>"
+                    f"<td>{escape(_GAP_METHODS.get(g.method, g.method))}</td></tr>"
                     for g in long_gaps
+                ],
+            )
+        )
+    if q.steps:
+        h.append("<h3>计数跳变 Counter steps detected (excluded unless booked)</h3>")
+        h.append(
+            _table(
+                [
+                    *("表 Meter", "时间 At", "跳变前 From", "跳变后 To"),
+                    *("剔除量 Excluded", "单位 Unit", "状态 Status"),
+                ],
+                [
+                    f"<tr><td>{escape(x.point)}</td><td>{escape(x.at.strftime('%Y-%m-%d %H:%M'))}</td>"
+                    + _num(f"step.{x.point}.{x.at.isoformat()}.from", x.from_value, 2)
+                    + _num(f"step.{x.point}.{x.at.isoformat()}.to", x.to_value, 2)
+                    + _num(f"step.{x.point}.{x.at.isoformat()}.amount", x.amount, 2)
+                    + f"<td>{escape(_unit(x.unit))}</td>"
+                    f"<td>{escape(_STEP_STATUS.get(x.status, x.status))}</td></tr>"
+                    for x in q.steps
                 ],
             )
         )
@@ -627,6 +648,7 @@ def _quality(report: Report) -> list[str]:
         + _num(f"meter.{m.point}.estimated", m.estimated, 2)
         + _num(f"meter.{m.point}.estimated_share", m.estimated_share, 2, pct=True)
         + _num(f"meter.{m.point}.excluded", m.excluded, 2)
+        + _num(f"meter.{m.point}.pending_steps", m.pending_steps, 2)
         + _num(f"meter.{m.point}.held", m.held, 2)
         + _num(f"meter.{m.point}.coverage", q.slot_coverage.get(m.point), 1, pct=True)
         + "</tr>"
@@ -636,13 +658,22 @@ def _quality(report: Report) -> list[str]:
         _table(
             [
                 *("表 Meter", "编码 Code", "区域 Zone", "单位 Unit", "总量 Total", "估算 Estimated"),
-                *("估算占比 Est. share", "剔除（未计入）Excluded", "暂存 Held (clock untrusted)"),
+                *("估算占比 Est. share", "剔除（未计入）Excluded", "其中待确认 of which pending"),
+                "暂存 Held (clock untrusted)",
                 "时段覆盖 Slot coverage",
             ],
             rows,
         )
     )
     return h
+
+
+_GAP_METHODS = {"profile": "同类日曲线 profile of comparable days", "linear": "线性 linear"}
+_STEP_STATUS = {
+    "pending": "待确认 pending (meter confirm|book)",
+    "confirmed": "已确认非能耗 confirmed, not energy",
+    "booked": "已计入 booked as estimated",
+}
 
 
 def _unit(unit: str) -> str:

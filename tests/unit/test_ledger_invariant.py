@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from drivers.base import PointBase, Quality, Reading
+from edge_agent.core.clock import FakeClock
 from edge_agent.core.validate import ValidatedReading, Validator
+from edge_agent.store.audit import AuditLog, verify
 from edge_agent.store.db import open_state_db
 from edge_agent.store.ledger import Ledger, LedgerError, MeterInfo
 
@@ -75,6 +77,60 @@ def test_meter_swapped_for_one_reading_higher_books_no_phantom_energy(
     assert ex.ts == T0 + timedelta(minutes=60)  # at the first reading of the new meter
     rec = led.reconcile("m")
     assert rec is not None and rec.discrepancy == pytest.approx(0, abs=1e-9)
+
+
+def swapped(led: Ledger, val: Validator) -> None:
+    """A meter read every 5 minutes (1 kWh each) that steps up 4,840 kWh at minute 60."""
+    counter = 1000.0
+    for i in range(24):
+        if i == 12:
+            counter += 4840.0
+        feed(led, val, 5 * i, counter)
+        counter += 1.0
+
+
+def test_detected_step_is_an_audited_finding_until_confirmed(ledger: tuple[Ledger, Validator]) -> None:
+    led, val = ledger
+    swapped(led, val)
+    (ex,) = led.pending_steps()
+    assert (ex.status, ex.amount, ex.since) == ("pending", pytest.approx(4841), T0 + timedelta(minutes=55))
+    audit = AuditLog(conn=led.conn, clock=FakeClock(T0 + timedelta(hours=3)))
+    (found,) = led.audit_steps(audit)
+    assert found.point_id == "m"
+    assert led.audit_steps(audit) == []  # once
+    (rec,) = list(audit.records())
+    assert (rec.kind, rec.result, rec.subject, rec.rule) == ("finding", "counter_step", "m", "ledger.step")
+    assert (rec.before, rec.after) == (ex.from_value, ex.to_value) and "4841.000 kWh excluded" in rec.reason
+    assert verify(led.conn).ok
+    assert led.totals(T0, T0 + timedelta(days=1))["m"].pending_steps == pytest.approx(4841)
+    done = led.resolve_step("m", action="confirm", at=ex.ts)
+    assert done.status == "confirmed" and led.pending_steps() == []
+    t = led.totals(T0, T0 + timedelta(days=1))["m"]
+    assert (t.total, t.excluded, t.pending_steps) == (pytest.approx(22), pytest.approx(4841), 0.0)
+    with pytest.raises(LedgerError, match="no pending step"):
+        led.resolve_step("m", action="book")
+
+
+def test_booking_a_detected_step_moves_its_energy_into_the_totals(ledger: tuple[Ledger, Validator]) -> None:
+    led, val = ledger
+    swapped(led, val)
+    assert len(led.pending_steps()) == 1
+    booked = led.resolve_step("m", action="book", since=T0 + timedelta(minutes=40))
+    assert booked.status == "booked"
+    t = led.totals(T0, T0 + timedelta(days=1))["m"]
+    assert t.total == pytest.approx(22 + 4841) and t.estimated == pytest.approx(4841)
+    assert (t.excluded, t.pending_steps, t.counts["step_booked"]) == (0.0, 0.0, 1)
+    slots = led.series(T0, T0 + timedelta(days=1), "15min", points=["m"])
+    # spread over 40..60 min (no history of comparable days: linearly), not in one slot
+    assert {b.start.minute: round(b.estimated, 3) for b in slots if b.estimated} == {
+        30: pytest.approx(4841 * 5 / 20, abs=1e-3),
+        45: pytest.approx(4841 * 15 / 20, abs=1e-3),
+    }
+    (row,) = led.exclusions(T0, T0 + timedelta(days=1))
+    assert row.status == "booked"  # still listed, with what was done
+    rec = led.reconcile("m")
+    assert rec is not None and rec.discrepancy == pytest.approx(0, abs=1e-9)
+    assert rec.excluded == 0.0
 
 
 def test_recorded_meter_replacement_keeps_the_energy_of_the_swap_interval(

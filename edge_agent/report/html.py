@@ -581,7 +581,7 @@ def _quality(report: Report) -> list[str]:
             + "</tr>"
         )
     rows += [
-        "<tr><td>已分摊缺口 Gaps allocated (linear, estimated, counted)</td>"
+        "<tr><td>已分摊缺口 Gaps allocated (by profile or linearly, estimated, counted)</td>"
         + _num("quality.gaps_filled", q.gaps_filled, 0)
         + "</tr>",
         f"<tr><td>长缺口 Long gaps (&gt; {q.max_gap_intervals} intervals)</td>"
@@ -593,6 +593,14 @@ def _quality(report: Report) -> list[str]:
     ]
     for k, label in _EVENT_NAMES.items():
         rows.append(f"<tr><td>{escape(label)}</td>" + _num(f"quality.events.{k}", ev.get(k, 0), 0) + "</tr>")
+    for m in report.meters:  # a gateway whose clock never synchronised: the energy waits, it is not lost
+        if m.held:
+            rows.append(
+                f"<tr><td>时钟不可信暂存（未计入）Held, clock untrusted, not booked yet: "
+                f"{escape(m.name or m.point)} ({escape(_unit(m.unit))})</td>"
+                + _num(f"quality.held.{m.point}", m.held, 2)
+                + "</tr>"
+            )
     for pid, energy in q.unallocated_energy.items():  # databases written before gaps were allocated
         rows.append(
             f"<tr><td>未分配 Unallocated (old data) {escape(pid)}</td>"

@@ -179,6 +179,43 @@ def test_stale_clock_after_a_weekend_off_is_held_and_booked_over_the_gap(
     assert everything.estimated == pytest.approx(t_sync / 5 - 3)
 
 
+def test_held_energy_survives_a_restart_and_is_booked_once_a_clock_step_is_past(tmp_path: Path) -> None:
+    led, val = make(tmp_path / "state.db")
+    for i in range(4):
+        feed(led, val, 5 * i, 100.0 + i)
+    for j in range(1, 7):  # a clock step is detected: six readings inside its window, mis-dated
+        feed(led, val, 15 + 5 * j, 103.0 + j, "clock_step", clock=15 + 5 * j - 600)
+    assert led.totals(T0, T0 + timedelta(days=1))["m"].held == pytest.approx(6.0)
+    led.conn.close()
+    led, val = make(tmp_path / "state.db")  # the agent restarts: the held energy is in the database
+    assert led.totals(T0, T0 + timedelta(days=1))["m"].held == pytest.approx(6.0)
+    led.ingest([_VR(Reading("m", 110.0, T0 + timedelta(minutes=50), Quality.GOOD))])  # trusted again
+    t = led.totals(T0, T0 + timedelta(days=1))["m"]
+    assert (t.total, t.held, t.estimated) == (pytest.approx(10.0), 0.0, pytest.approx(7.0))
+    (gap,) = led.gaps(T0, T0 + timedelta(days=1))
+    assert (gap.start, gap.end) == (T0 + timedelta(minutes=15), T0 + timedelta(minutes=50))
+    rec = led.reconcile("m")
+    assert rec is not None and rec.discrepancy == pytest.approx(0, abs=1e-9) and rec.held == 0.0
+    led.conn.close()
+
+
+def test_a_clock_that_never_synchronises_holds_the_energy_and_shows_it(
+    ledger: tuple[Ledger, Validator],
+) -> None:
+    # A gateway without NTP: every reading after the first trusted ones is flagged. Nothing is booked at
+    # an untrusted time and nothing is lost: the counter difference is held, shown, and reconciles.
+    led, val = ledger
+    for i in range(3):
+        feed(led, val, 5 * i, 100.0 + i)
+    for j in range(1, 200):
+        feed(led, val, 10 + 5 * j, 102.0 + 2 * j, "clock_unsynced")
+    t = led.totals(T0, T0 + timedelta(days=2))["m"]
+    assert (t.total, t.held, t.counts["clock_held"]) == (pytest.approx(2.0), pytest.approx(398.0), 199)
+    rec = led.reconcile("m")
+    assert rec is not None and (rec.booked, rec.held) == (pytest.approx(2.0), pytest.approx(398.0))
+    assert rec.discrepancy == pytest.approx(0, abs=1e-9)
+
+
 EVENTS = st.sampled_from(["normal"] * 12 + ["gap", "long_gap", "swap_up", "reset", "clock", "glitch"])
 
 

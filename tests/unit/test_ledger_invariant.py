@@ -1,4 +1,5 @@
-"""The auditor's invariant: booked + held + excluded = counter difference (swaps, gaps, clock faults).
+"""The auditor's invariant: booked + held + excluded = counter difference (swaps, gaps, clock faults),
+also after detected steps are booked.
 
 The readings go through the real Validator and the real Ledger on a real SQLite file, as in the agent.
 """
@@ -297,4 +298,49 @@ def test_booked_equals_counter_difference_minus_exclusions(
     # and the booking is honest: no phantom energy, and only what a swap hides is lost
     assert total <= true_total + 1e-6
     assert total >= true_total - lost_bound - 1e-6
+    # An operator books every detected step as energy: the invariant still holds, the totals grow by it.
+    steps = led.pending_steps("m")
+    for ex in steps:
+        led.resolve_step("m", action="book", at=ex.ts)
+    rec = led.reconcile("m")
+    assert rec is not None
+    assert rec.discrepancy == pytest.approx(0.0, abs=1e-6 * max(1.0, rec.counter_difference))
+    after = led.totals(T0 - timedelta(days=1), T0 + timedelta(days=30))["m"].total
+    assert after == pytest.approx(total + sum(ex.amount for ex in steps), rel=1e-9, abs=1e-6)
+    led.conn.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    days=st.integers(min_value=0, max_value=16),
+    shape=st.lists(st.floats(min_value=0.0, max_value=5.0), min_size=96, max_size=96),
+    gap_start=st.integers(min_value=1, max_value=400),
+    gap_slots=st.integers(min_value=2, max_value=400),
+    gap_energy=st.floats(min_value=0.0, max_value=5000.0),
+)
+def test_a_gap_allocated_by_profile_books_exactly_the_counter_difference(
+    tmp_path_factory: pytest.TempPathFactory,
+    days: int,
+    shape: list[float],
+    gap_start: int,
+    gap_slots: int,
+    gap_energy: float,
+) -> None:
+    led, _val = make(tmp_path_factory.mktemp("gap") / "state.db")
+    counter, batch = 1000.0, []
+    n = days * 96 + gap_start
+    for k in range(n + 1):  # a reading every 15 minutes with a daily shape (zeros allowed)
+        batch.append(_VR(Reading("m", counter, T0 + timedelta(minutes=15 * k), Quality.GOOD)))
+        counter += shape[k % 96]
+    counter -= shape[n % 96]
+    end = n + gap_slots
+    batch.append(_VR(Reading("m", counter + gap_energy, T0 + timedelta(minutes=15 * end), Quality.GOOD)))
+    led.ingest(batch)
+    (gap,) = led.gaps(T0, T0 + timedelta(days=40))
+    assert gap.method in ("profile", "linear") and gap.energy == pytest.approx(gap_energy)
+    rows = led.series(T0, T0 + timedelta(days=40), "15min", points=["m"])
+    assert all(b.estimated >= 0.0 for b in rows)
+    assert sum(b.estimated for b in rows) == pytest.approx(gap_energy, rel=1e-9, abs=1e-6)
+    rec = led.reconcile("m")
+    assert rec is not None and rec.discrepancy == pytest.approx(0.0, abs=1e-6 * max(1.0, counter))
     led.conn.close()

@@ -10,9 +10,9 @@ finding in the audit chain until an operator decides: ``steps`` lists the pendin
 [--at TIME] [--since TIME]`` says it was energy (a meter catching up): it is booked as estimated over
 [since, at] and leaves the exclusions.
 
-Each operation is appended to the audit chain (with the site's audit key when it has one). Run them with
-the agent stopped (the agent keeps the ledger's baselines in memory). Exit codes: 0 done, 1 database
-failure, 2 bad input.
+Each operation is appended to the audit chain (with the site's audit key when it has one). Run ``replace``
+with the agent stopped (the agent keeps the ledger's baselines in memory); ``confirm`` and ``book`` move
+no baseline and may run beside it. Exit codes: 0 done, 1 database failure, 2 bad input.
 """
 
 from __future__ import annotations
@@ -75,7 +75,9 @@ def register(sub: Any) -> None:
         ("book", "book a detected step as energy after all (a meter catching up), estimated over a span"),
     ):
         c = msub.add_parser(
-            name, help=text, description=text[0].upper() + text[1:] + ". Stop the agent first."
+            name,
+            help=text,
+            description=text[0].upper() + text[1:] + "; audited. Moves no baseline: the agent may run.",
         )
         add_config(c)
         c.add_argument("point", metavar="POINT", help="point id of the meter")

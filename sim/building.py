@@ -15,11 +15,14 @@ Physics (deliberately simple, first order):
   free temperature is above (below) its setpoint pulls the room toward the setpoint with a 30 min time
   constant. Each sub-step uses the exact exponential, so results barely depend on the step size.
 - Electrical power: AC fan 0.5 kW when running, compressor power proportional to the load it holds
-  (|free - room|) and to the pull-down still to do (|room - setpoint|), capped at the unit's rating;
-  standby 0.02 kW when off. Lights 4 kW per relay. Sockets and office equipment 20 kW per floor in office
-  hours on working days, 4 kW otherwise. Common services (lifts, pumps, corridors; not sub-metered)
-  8 kW in office hours, 2 kW otherwise. Data centre: IT load about 40 kW, its cooling 30-45 % of IT
-  depending on outdoor temperature.
+  (|free - room|: 8 kW/K cooling, 2.5 kW/K heating on top of the radiators) and to the pull-down still to
+  do (|room - setpoint|: 4 kW/K), capped at the unit's 45 kW rating (a unit stands for a half floor's
+  system); standby 0.02 kW when off. So air-conditioning is about 40 % of July's electricity (33 % in
+  June and August, about a quarter in mid-winter, when the units heat), as in a real office. Lights 4 kW
+  per relay. Sockets and office equipment 20 kW per floor in office hours on working days, 4 kW
+  otherwise. Common services (lifts, pumps, corridors; not sub-metered) 8 kW in office hours, 2 kW
+  otherwise. Server room: IT load about 20 kW, its cooling 30-45 % of IT depending on outdoor
+  temperature.
 - Meters integrate power over each sub-step exactly (rectangle rule on piecewise-constant power):
   ``Meter.integral_kwh`` is the model's exact energy since the start, ``Meter.reading`` what the meter
   shows (initial reading + integral). Main = every floor's lighting+socket and AC sub-meters + data
@@ -61,6 +64,13 @@ FLOORS = 3
 SETPOINT_MIN = 16.0
 SETPOINT_MAX = 32.0
 MAX_SUBSTEP_S = 60.0
+# Electric kW per kelvin of load a unit holds (|free - room|) or still has to pull down (|room - setpoint|):
+# the half floor's envelope, fresh air and gains over the unit's COP, so that air-conditioning is about
+# 30-50 % of a summer month's electricity, as in an office of this size (8,600 m²).
+COOL_KW_PER_K = 8.0
+HEAT_KW_PER_K = 2.5
+PULL_KW_PER_K = 4.0
+IT_KW = 20.0  # the server room's IT load (mean); its cooling is 30-45 % of it
 
 
 class Mode(IntEnum):
@@ -85,7 +95,7 @@ class AcUnit:
     id: str  # "f1-ac1"
     floor: int
     zone: str  # "f1"
-    rated_kw: float = 12.0
+    rated_kw: float = 45.0  # a half floor's VRF system (about 1,400 m²), electric
     power: bool = False
     mode: Mode = Mode.COOL  # the mode the unit runs in when powered (a split unit remembers it)
     setpoint: float = 26.0
@@ -508,11 +518,11 @@ class Building:
             hold, pull = max(0.0, free - ac.room_temp), max(0.0, ac.room_temp - ac.setpoint)
             if free <= ac.setpoint and ac.room_temp <= ac.setpoint:
                 return 0.5  # compressor idle
-            return min(ac.rated_kw, 0.5 + 0.35 * hold + 1.0 * pull)
+            return min(ac.rated_kw, 0.5 + COOL_KW_PER_K * hold + PULL_KW_PER_K * pull)
         hold, pull = max(0.0, ac.room_temp - free), max(0.0, ac.setpoint - ac.room_temp)
         if free >= ac.setpoint and ac.room_temp >= ac.setpoint:
             return 0.5
-        return min(ac.rated_kw, 0.5 + 0.3 * hold + 1.0 * pull)
+        return min(ac.rated_kw, 0.5 + HEAT_KW_PER_K * hold + PULL_KW_PER_K * pull)
 
     def _update_powers(self, t: datetime) -> None:
         """Instantaneous powers for the state at ``t`` (used for the next sub-step and for display)."""
@@ -521,7 +531,7 @@ class Building:
         for ac in self.ac_units.values():
             ac.electric_kw = self._ac_power(ac, free[ac.id])
         hours = t.timestamp() / 3600
-        self.it_kw = 40.0 + 1.5 * math.sin(2 * math.pi * hours / 24 + self._dc_phase)
+        self.it_kw = IT_KW + 0.75 * math.sin(2 * math.pi * hours / 24 + self._dc_phase)
         self.dc_cooling_kw = self.it_kw * (0.30 + 0.01 * min(15.0, max(0.0, self.outdoor_temp - 15.0)))
         self.common_kw = 8.0 if office else 2.0
         sockets = 20.0 if office else 4.0

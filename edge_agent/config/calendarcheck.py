@@ -10,13 +10,14 @@ deterministic): the caller passes `today`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import date
 
 from edge_agent.config.load import ConfigIssue, LoadedConfig
 from edge_agent.config.yamlmarks import YamlSyntaxError, load_yaml
 from policies.calendar import Calendar, calendar_gaps
 
-__all__ = ["calendar_issues", "calendar_warnings"]
+__all__ = ["calendar_issues", "calendar_warnings", "working_days"]
 
 
 def calendar_warnings(cfg: LoadedConfig, today: date) -> list[str]:
@@ -40,3 +41,9 @@ def calendar_issues(cfg: LoadedConfig, today: date) -> list[ConfigIssue]:
         line, col = 1, 1
     where = "calendar.extra_working_days"
     return [ConfigIssue(name, line, col, where, text, severity="warning") for text in texts]
+
+
+def working_days(cfg: LoadedConfig) -> Callable[[date], bool]:
+    """The site's working-day test (national calendar with the policy's overrides), as the policies use it:
+    the ledger takes comparable days for a gap's profile from it."""
+    return Calendar.from_policy(cfg.policy.calendar, years=()).is_working_day

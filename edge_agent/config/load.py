@@ -181,8 +181,9 @@ class LedgerOptions(_Strict):
         default=4,
         ge=0,
         le=96,
-        description="Every gap is allocated linearly and counted (marked estimated); a gap of more than "
-        "this many missing intervals is also listed in the report as a data-quality item with its energy",
+        description="Every gap is allocated and counted (marked estimated: by the meter's profile of "
+        "comparable days, linearly without one); a gap of more than this many missing intervals is also "
+        "listed in the report as a data-quality item with its energy",
     )
     outliers: Literal["exclude", "keep"] = Field(
         default="exclude",

@@ -61,6 +61,7 @@ from edge_agent.report.model import (
     SetpointCorrections,
     SourceRow,
     Sources,
+    StepFinding,
     TamperFinding,
     Totals,
     UnitQuality,
@@ -501,6 +502,7 @@ def _meters(inp: _Inputs) -> tuple[MeterFigures, ...]:
                 held=_r(t.held),
                 slots=t.slots,
                 events=dict(sorted(t.counts.items())),
+                pending_steps=_r(t.pending_steps),
             )
         )
     return tuple(rows)
@@ -595,8 +597,24 @@ def _quality(inp: _Inputs) -> DataQuality:
                 missing_intervals=g.missing,
                 energy=_r(g.energy),
                 filled=g.filled,
+                method=g.method,
             )
             for g in gaps[:MAX_GAPS_LISTED]
+        ),
+        steps=tuple(
+            StepFinding(
+                point=x.point_id,
+                at=x.ts,
+                from_value=x.from_value,
+                to_value=x.to_value,
+                amount=_r(x.amount),
+                unit=ledger.meters[x.point_id].unit if x.point_id in ledger.meters else "",
+                status=x.status,
+            )
+            for x in sorted(
+                (x for x in ledger.exclusions(inp.start, inp.end) if x.status),
+                key=lambda x: (x.status != "pending", x.ts),
+            )
         ),
     )
 

@@ -557,6 +557,7 @@ _EVENT_NAMES = {
     "counter_backwards": "计数器倒退 Counter backwards",
     "rebaseline": "重设基准 Re-baselined",
     "step": "跳变剔除 Step excluded",
+    "step_booked": "跳变计入 Step booked as energy",
     "meter_replaced": "换表 Meter replaced",
     "clock_held": "时钟不可信暂存 Held (clock untrusted)",
     "invalid": "无效读数 Invalid readings",
@@ -580,7 +581,7 @@ def _quality(report: Report) -> list[str]:
             + "</tr>"
         )
     rows += [
-        "<tr><td>已分摊缺口 Gaps allocated (linear, estimated, counted)</td>"
+        "<tr><td>已分摊缺口 Gaps allocated (by profile or linearly, estimated, counted)</td>"
         + _num("quality.gaps_filled", q.gaps_filled, 0)
         + "</tr>",
         f"<tr><td>长缺口 Long gaps (&gt; {q.max_gap_intervals} intervals)</td>"
@@ -592,6 +593,14 @@ def _quality(report: Report) -> list[str]:
     ]
     for k, label in _EVENT_NAMES.items():
         rows.append(f"<tr><td>{escape(label)}</td>" + _num(f"quality.events.{k}", ev.get(k, 0), 0) + "</tr>")
+    for m in report.meters:  # a gateway whose clock never synchronised: the energy waits, it is not lost
+        if m.held:
+            rows.append(
+                f"<tr><td>时钟不可信暂存（未计入）Held, clock untrusted, not booked yet: "
+                f"{escape(m.name or m.point)} ({escape(_unit(m.unit))})</td>"
+                + _num(f"quality.held.{m.point}", m.held, 2)
+                + "</tr>"
+            )
     for pid, energy in q.unallocated_energy.items():  # databases written before gaps were allocated
         rows.append(
             f"<tr><td>未分配 Unallocated (old data) {escape(pid)}</td>"
@@ -602,20 +611,40 @@ def _quality(report: Report) -> list[str]:
     long_gaps = [g for g in q.gaps if g.missing_intervals > q.max_gap_intervals]
     if long_gaps:
         unit_of = {m.point: m.unit for m in report.meters}
-        h.append("<h3>长缺口 Long gaps (energy allocated linearly, counted as estimated)</h3>")
+        h.append("<h3>长缺口 Long gaps (energy allocated and counted as estimated)</h3>")
         h.append(
             _table(
                 [
                     *("表 Meter", "开始 From", "结束 To"),
-                    *("缺失时段 Missing intervals", "电量 Energy", "单位 Unit"),
+                    *("缺失时段 Missing intervals", "电量 Energy", "单位 Unit", "分配方法 Allocated by"),
                 ],
                 [
                     f"<tr><td>{escape(g.point)}</td><td>{escape(g.start.strftime('%Y-%m-%d %H:%M'))}</td>"
                     f"<td>{escape(g.end.strftime('%Y-%m-%d %H:%M'))}</td>"
                     + _num(f"gap.{g.point}.{g.start.isoformat()}.missing", g.missing_intervals, 0)
                     + _num(f"gap.{g.point}.{g.start.isoformat()}.energy", g.energy, 2)
-                    + f"<td>{escape(_unit(unit_of.get(g.point, '')))}</td></tr>"
+                    + f"<td>{escape(_unit(unit_of.get(g.point, '')))}</td>"
+                    f"<td>{escape(_GAP_METHODS.get(g.method, g.method))}</td></tr>"
                     for g in long_gaps
+                ],
+            )
+        )
+    if q.steps:
+        h.append("<h3>计数跳变 Counter steps detected (excluded unless booked)</h3>")
+        h.append(
+            _table(
+                [
+                    *("表 Meter", "时间 At", "跳变前 From", "跳变后 To"),
+                    *("剔除量 Excluded", "单位 Unit", "状态 Status"),
+                ],
+                [
+                    f"<tr><td>{escape(x.point)}</td><td>{escape(x.at.strftime('%Y-%m-%d %H:%M'))}</td>"
+                    + _num(f"step.{x.point}.{x.at.isoformat()}.from", x.from_value, 2)
+                    + _num(f"step.{x.point}.{x.at.isoformat()}.to", x.to_value, 2)
+                    + _num(f"step.{x.point}.{x.at.isoformat()}.amount", x.amount, 2)
+                    + f"<td>{escape(_unit(x.unit))}</td>"
+                    f"<td>{escape(_STEP_STATUS.get(x.status, x.status))}</td></tr>"
+                    for x in q.steps
                 ],
             )
         )
@@ -627,6 +656,7 @@ def _quality(report: Report) -> list[str]:
         + _num(f"meter.{m.point}.estimated", m.estimated, 2)
         + _num(f"meter.{m.point}.estimated_share", m.estimated_share, 2, pct=True)
         + _num(f"meter.{m.point}.excluded", m.excluded, 2)
+        + _num(f"meter.{m.point}.pending_steps", m.pending_steps, 2)
         + _num(f"meter.{m.point}.held", m.held, 2)
         + _num(f"meter.{m.point}.coverage", q.slot_coverage.get(m.point), 1, pct=True)
         + "</tr>"
@@ -636,13 +666,22 @@ def _quality(report: Report) -> list[str]:
         _table(
             [
                 *("表 Meter", "编码 Code", "区域 Zone", "单位 Unit", "总量 Total", "估算 Estimated"),
-                *("估算占比 Est. share", "剔除（未计入）Excluded", "暂存 Held (clock untrusted)"),
+                *("估算占比 Est. share", "剔除（未计入）Excluded", "其中待确认 of which pending"),
+                "暂存 Held (clock untrusted)",
                 "时段覆盖 Slot coverage",
             ],
             rows,
         )
     )
     return h
+
+
+_GAP_METHODS = {"profile": "同类日曲线 profile of comparable days", "linear": "线性 linear"}
+_STEP_STATUS = {
+    "pending": "待确认 pending (meter confirm|book)",
+    "confirmed": "已确认非能耗 confirmed, not energy",
+    "booked": "已计入 booked as estimated",
+}
 
 
 def _unit(unit: str) -> str:

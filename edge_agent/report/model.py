@@ -45,6 +45,7 @@ __all__ = [
     "SetpointCorrections",
     "SourceRow",
     "Sources",
+    "StepFinding",
     "TamperFinding",
     "Totals",
     "UnitQuality",
@@ -267,6 +268,7 @@ class MeterFigures:
     held: float  # read under an untrusted clock, not booked yet (booked when the clock is trusted again)
     slots: int
     events: Mapping[str, int]  # ledger quality event -> count
+    pending_steps: float = 0.0  # of ``excluded``: detected counter steps awaiting `meter confirm|book`
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -339,6 +341,20 @@ class Gap:
     missing_intervals: int
     energy: float
     filled: bool
+    method: str = "linear"  # "profile" (the meter's comparable days) or "linear"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepFinding:
+    """A counter step the ledger detected and excluded by itself, and what an operator made of it."""
+
+    point: str
+    at: datetime
+    from_value: float
+    to_value: float
+    amount: float  # the meter's ledger unit
+    unit: str
+    status: str  # pending (awaiting `meter confirm|book`), confirmed (not energy), booked (counted)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -367,6 +383,7 @@ class DataQuality:
     long_gap_energy: Mapping[str, float]  # point -> energy carried by its long gaps (estimated, counted)
     unallocated_energy: Mapping[str, float]  # old databases only: unfilled gaps
     gaps: tuple[Gap, ...]  # the first 200
+    steps: tuple[StepFinding, ...] = ()  # detected counter steps in the period, pending ones first
 
 
 # ----------------------------------------------------------------------------------------------- report

@@ -253,7 +253,11 @@ class Service:
         metered, self._ledger_pending = self._ledger_pending, []
         if metered:
             try:
-                await asyncio.to_thread(self.ledger.ingest, metered)
+                stats = await asyncio.to_thread(self.ledger.ingest, metered)
+                if stats.steps or self._ledger_failing:
+                    # A counter step the ledger excluded by itself is a finding in the audit chain (also
+                    # one left unaudited by a failure or a crash: audit_steps takes every one not yet in).
+                    self.ledger.audit_steps(self.audit)
             except sqlite3.Error as exc:  # the outbox still holds the readings; the ledger can be rebuilt
                 if not self._ledger_failing:  # logged when the failure starts and when it ends
                     self.log.error("ledger_ingest_failed", error=str(exc), readings=len(metered))
@@ -423,6 +427,7 @@ class Service:
         )  # fmt: skip
         self.actuator.restore_from_audit()  # logs rate_window_restored
         self._restore_held()
+        self.ledger.audit_steps(self.audit)  # steps found before a crash that did not reach the chain
         status = StatusServer(path=self.socket_path, provider=self.status_doc)
         await status.start()
         prom = None

@@ -2,8 +2,8 @@
 
 Base interval 15 minutes (the municipal platform's period). A row of ``ledger_interval`` is one meter's
 energy in one 15-minute slot (UTC epoch seconds of its start), split in four columns that are never
-mixed: ``measured`` (between two readings at most one interval apart), ``estimated`` (a bounded gap
-filled linearly), ``outlier_kept`` (a spike/out-of-range step kept by ``ledger.outliers: keep``; it
+mixed: ``measured`` (between two readings at most one interval apart), ``estimated`` (a gap or held
+readings, allocated), ``outlier_kept`` (a spike/out-of-range step kept by ``ledger.outliers: keep``; it
 counts) and ``outlier_excluded`` (the same, excluded: shown, not counted). Hourly, daily and monthly
 figures are computed on query by summing slots grouped in the site's time zone (so day and month
 boundaries are local, and a zone with a half-hour offset still gets its own hours right).
@@ -24,7 +24,10 @@ the counter does not show.
 - ``counter_backwards`` flag: ignored, the baseline stays (the validator does the same).
 - ``rebaseline`` flag (the validator accepted a persistent step: a meter swapped for one reading higher,
   a CT ratio change...): the step up to the first suspect reading is an exclusion with reason ``step``,
-  never booked as energy; what the counter added from that first suspect reading on is booked.
+  never booked as energy; what the counter added from that first suspect reading on is booked. Such a
+  step is a finding: ``pending`` until an operator confirms it (not energy) or books it (energy after
+  all: allocated like a gap over the time since the reading before it, and no longer excluded), with
+  ``edge-agent meter confirm|book``; ``audit_steps`` puts each one into the audit chain.
 - Any other decrease (the validator re-baselined after a persistent step): re-baseline, book nothing,
   exclusion with reason ``rebaseline``.
 - ``spike`` / ``out_of_range`` flags: an outlier, handled by ``ledger.outliers``. ``keep``: booked in
@@ -33,9 +36,11 @@ the counter does not show.
   excluded: only the event is counted in ``ledger_quality``); if it stays, the validator re-baselines
   and the step becomes an exclusion. When the validator confirms the suspects were a change of load
   (``load_change``: an air conditioner starting), they are re-counted as ``start_up``, not outliers.
-- Readings more than one interval apart are a gap. The increase over a gap of any length is booked:
-  spread linearly over the gap as ``estimated`` (``ledger_gap`` keeps the gap and its energy; the
-  report lists gaps longer than ``max_gap_intervals`` as data-quality items).
+- Readings more than one interval apart are a gap. The increase over a gap of any length is booked as
+  ``estimated``, spread by the meter's own profile of comparable days (the mean of each local
+  time-of-day slot over its last PROFILE_DAYS complete working days, or rest days, from the site's
+  calendar) or linearly when there is no such history (``ledger_gap`` keeps the gap, its energy and the
+  method; the report lists gaps longer than ``max_gap_intervals`` as data-quality items).
 - ``clock_unsynced`` / ``clock_step`` flags (the gateway's clock cannot be trusted): the reading is held,
   never booked at its timestamp. Its increase is kept in ``ledger_hold`` and booked, with the next
   reading taken on a trusted clock, over the time from the last trusted reading to it (as a gap:
@@ -52,13 +57,14 @@ Give the ledger its own connection (``open_state_db``): an ingest is one transac
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
@@ -69,6 +75,7 @@ from edge_agent.store.db import ensure_schema
 
 if TYPE_CHECKING:
     from edge_agent.config.load import LedgerOptions, LoadedConfig
+    from edge_agent.store.audit import AuditLog
 
 __all__ = [
     "INTERVAL_S",
@@ -110,6 +117,7 @@ QUALITY_KINDS: tuple[str, ...] = (
     "outlier",
     "start_up",
     "gap_filled",
+    "step_booked",
     "gap_unfilled",  # only in databases written before gaps of any length were allocated
     "clock_held",
     "invalid",
@@ -144,6 +152,7 @@ CREATE TABLE IF NOT EXISTS ledger_gap (
     missing  INTEGER NOT NULL,
     energy   REAL NOT NULL,
     filled   INTEGER NOT NULL,
+    method   TEXT NOT NULL DEFAULT 'linear',
     PRIMARY KEY (point_id, start_ts)
 );
 CREATE TABLE IF NOT EXISTS ledger_state (
@@ -168,9 +177,27 @@ CREATE TABLE IF NOT EXISTS ledger_exclusion (
     to_value   REAL NOT NULL,
     amount     REAL NOT NULL,
     reason     TEXT NOT NULL,
+    status     TEXT NOT NULL DEFAULT '',
+    since_ts   REAL,
+    audited    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (point_id, ts, reason)
 );
 """
+# Columns added after the first release: (table, column, declaration) for databases created before them.
+_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("ledger_gap", "method", "TEXT NOT NULL DEFAULT 'linear'"),
+    ("ledger_exclusion", "status", "TEXT NOT NULL DEFAULT ''"),
+    ("ledger_exclusion", "since_ts", "REAL"),
+    ("ledger_exclusion", "audited", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+_EXCLUSION_COLUMNS = "point_id, ts, from_value, to_value, amount, reason, status, since_ts"
+
+# A gap is spread by the meter's own profile: the mean of each local time-of-day slot over the last
+# PROFILE_DAYS complete days of the same kind (working / rest day) within PROFILE_LOOKBACK_DAYS.
+PROFILE_DAYS = 4
+PROFILE_LOOKBACK_DAYS = 42
+_COMPLETE_DAY = 0.9  # share of a day's slots measured (not estimated) for it to count as history
 
 
 class LedgerError(ValueError):
@@ -380,6 +407,7 @@ class MeterTotals:
     excluded: float = 0.0  # counter increase not booked: steps re-baselined, meter swaps (ledger unit)
     rebased: float = 0.0  # counter decreases not booked: resets, re-baselines (ledger unit, <= 0)
     held: float = 0.0  # increase held under an untrusted clock, not yet booked (now, not per range)
+    pending_steps: float = 0.0  # of ``excluded``: detected steps not yet confirmed or booked by an operator
     slots: int = 0  # 15-minute slots with a figure
     counts: dict[str, int] = field(default_factory=dict)  # quality kind -> events
 
@@ -416,6 +444,7 @@ class GapRow:
     missing: int  # whole intervals without a reading
     energy: float  # ledger unit
     filled: bool
+    method: str = "linear"  # how the energy was spread: "profile" (comparable days) or "linear"
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +457,10 @@ class Exclusion:
     to_value: float
     amount: float  # ledger unit; > 0: energy the counter shows that was not booked
     reason: str  # step | counter_reset | rebaseline | meter_replaced
+    # A step the ledger detected by itself is a finding: "pending" until an operator confirms it
+    # ("confirmed": not energy) or books it ("booked": energy after all, allocated over since..ts).
+    status: str = ""
+    since: datetime | None = None  # the last reading before the step
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,6 +493,7 @@ class IngestStats:
     readings: int = 0
     booked: int = 0
     ignored: int = 0  # not a ledger meter
+    steps: int = 0  # counter steps detected (excluded, pending until confirmed or booked)
 
 
 # ----------------------------------------------------------------------------------------------- ledger
@@ -476,13 +510,18 @@ class Ledger:
         timezone: str = "Asia/Shanghai",
         max_gap_intervals: int = 4,
         outliers: Literal["exclude", "keep"] = "exclude",
+        working_day: Callable[[date], bool] | None = None,
     ) -> None:
         self.conn = conn
         self.tz = ZoneInfo(timezone)
         self.meters: dict[str, MeterInfo] = {m.point_id: m for m in meters}
         self.max_gap_intervals = max_gap_intervals
         self.outliers = outliers
+        # Which days are comparable for a gap's profile: the site's calendar (from_config), else weekdays.
+        self._working_day = working_day or (lambda d: d.weekday() < 5)
+        self._day_kinds: dict[date, bool] = {}
         ensure_schema(conn, _DDL)
+        _add_missing_columns(conn)
         self._state: dict[str, _State] = {
             pid: _State(value, ts)
             for pid, value, ts in conn.execute("SELECT point_id, value, ts FROM ledger_state").fetchall()
@@ -491,11 +530,12 @@ class Ledger:
             if pid in self._state:
                 self._state[pid].pending, self._state[pid].held = pending, count
         self._origins: list[tuple[str, float, float]] = []
-        self._exclusions: list[tuple[str, float, float, float, float, str]] = []
+        self._exclusions: list[tuple[str, float, float, float, float, str, str, float | None]] = []
         self._intervals: dict[tuple[str, int], list[float]] = {}
         self._quality: dict[tuple[str, int, str], list[float]] = {}
-        self._gaps: list[tuple[str, float, float, int, float, int]] = []
+        self._gaps: list[tuple[str, float, float, int, float, int, str]] = []
         self._dirty: set[str] = set()
+        self._pending_status: tuple[str, float, str, str] | None = None
 
     def baselines(self) -> dict[str, tuple[float, datetime]]:
         """The last booked counter value and its time, per meter (persisted across restarts)."""
@@ -503,6 +543,8 @@ class Ledger:
 
     @classmethod
     def from_config(cls, cfg: LoadedConfig, conn: sqlite3.Connection) -> Ledger:
+        from edge_agent.config.calendarcheck import working_days
+
         opts: LedgerOptions = cfg.site.ledger
         return cls(
             conn=conn,
@@ -510,6 +552,7 @@ class Ledger:
             timezone=cfg.site.timezone,
             max_gap_intervals=opts.max_gap_intervals,
             outliers=opts.outliers,
+            working_day=working_days(cfg),
         )
 
     # ------------------------------------------------------------------------------------------ ingest
@@ -526,6 +569,7 @@ class Ledger:
                 continue
             if self._one(meter, r, frozenset(vr.flags)):
                 stats.booked += 1
+        stats.steps = sum(1 for x in self._exclusions if x[6] == "pending")
         self._flush()
         return stats
 
@@ -651,9 +695,9 @@ class Ledger:
             self._book(pid, t0, t, energy, 2)
             energy = 0.0
         total = energy + pending
-        self._book(pid, t0, t, total, 1)
+        method = self._allocate(pid, t0, t, total)
         self._q(pid, t, "gap_filled", total)
-        self._gaps.append((pid, t0, t, max(missing, 0), total, 1))
+        self._gaps.append((pid, t0, t, max(missing, 0), total, 1, method))
 
     def _split_step(self, m: MeterInfo, st: _State, v: float, t: float) -> bool:
         """A step up the validator re-baselined after suspect readings: exclude only the largest jump
@@ -686,12 +730,15 @@ class Ledger:
 
     def _exclude(self, m: MeterInfo, st: _State, t: float, v: float, reason: str) -> None:
         amount = (v - st.value) * m.scale
+        # A step up found by the ledger itself may be a swap or energy the meter caught up on: a finding
+        # for an operator (audited by audit_steps), held until confirmed or booked.
+        status = "pending" if reason == "step" and amount > 0 else ""
         _log().info(
             "ledger_counter_excluded", point=m.point_id, reason=reason, before=st.value, after=v,
-            amount=amount, unit=m.unit,
+            amount=amount, unit=m.unit, status=status or None,
         )  # fmt: skip
         self._q(m.point_id, t, reason, amount)
-        self._exclusions.append((m.point_id, t, st.value, v, amount, reason))
+        self._exclusions.append((m.point_id, t, st.value, v, amount, reason, status, st.ts))
 
     def replace_meter(
         self, point_id: str, *, old_final: float, new_initial: float, at: datetime
@@ -761,6 +808,83 @@ class Ledger:
             self._add(pid, k, column, energy * (hi - lo) / span)
             k += INTERVAL_S
 
+    def _allocate(self, pid: str, t0: float, t1: float, energy: float) -> str:
+        """Book estimated ``energy`` over [t0, t1]: shaped by the meter's profile of comparable days when
+        it has one ("profile"), else linearly ("linear"). Either way the whole amount is booked."""
+        weights = self._profile_weights(pid, t0, t1)
+        if weights is None:
+            self._book(pid, t0, t1, energy, 1)
+            return "linear"
+        total = sum(weights.values())
+        for slot, w in weights.items():
+            self._add(pid, slot, 1, energy * w / total)
+        return "profile"
+
+    def _is_working(self, d: date) -> bool:
+        known = self._day_kinds.get(d)
+        if known is None:
+            known = self._day_kinds[d] = bool(self._working_day(d))
+        return known
+
+    def _profile_weights(self, pid: str, t0: float, t1: float) -> dict[int, float] | None:
+        """Weight per slot of [t0, t1] from the booked history of the same meter: the mean of the same
+        local time-of-day slot over the last PROFILE_DAYS complete days of the same kind (working or
+        rest day), times the slot's overlap with the span. None when a kind of day in the span has no
+        such history, or the profile is flat zero (then the caller goes linear)."""
+        if t1 - t0 < 2 * INTERVAL_S:
+            return None
+        first = datetime.fromtimestamp(t0, self.tz).date()
+        lo = _local_midnight(first - timedelta(days=PROFILE_LOOKBACK_DAYS), self.tz).timestamp()
+        hi = _slot(t0)  # history ends where the span starts; that day is incomplete, so never counted
+        days: dict[date, dict[tuple[int, int], list[float]]] = {}
+
+        def take(slot: int, measured: float, estimated: float, kept: float) -> None:
+            local = datetime.fromtimestamp(slot, self.tz)
+            acc = days.setdefault(local.date(), {}).setdefault((local.hour, local.minute), [0.0, 0.0])
+            acc[0] += measured + kept
+            acc[1] += estimated
+
+        for slot, measured, estimated, kept in self.conn.execute(
+            "SELECT slot, measured, estimated, outlier_kept FROM ledger_interval"
+            " WHERE point_id = ? AND slot >= ? AND slot < ?",
+            (pid, lo, hi),
+        ):
+            take(slot, measured, estimated, kept)
+        for (p, slot), v in self._intervals.items():  # this batch, not flushed yet
+            if p == pid and lo <= slot < hi:
+                take(slot, v[0], v[1], v[2])
+        profiles: dict[bool, dict[tuple[int, int], float]] = {}
+        used: dict[bool, int] = {}
+        for d in sorted(days, reverse=True):
+            if d >= first:
+                continue
+            kind = self._is_working(d)
+            if used.get(kind, 0) >= PROFILE_DAYS:
+                continue
+            slots = days[d]
+            span = _local_midnight(d + timedelta(days=1), self.tz) - _local_midnight(d, self.tz)
+            day_slots = span.total_seconds() / INTERVAL_S
+            if sum(1 for v in slots.values() if v[1] == 0.0) < _COMPLETE_DAY * day_slots:
+                continue  # a day with its own gap: not a profile
+            used[kind] = used.get(kind, 0) + 1
+            sums = profiles.setdefault(kind, {})
+            for tod, v in slots.items():
+                sums[tod] = sums.get(tod, 0.0) + v[0]
+        weights: dict[int, float] = {}
+        k = _slot(t0)
+        while k < t1:
+            local = datetime.fromtimestamp(k, self.tz)
+            kind = self._is_working(local.date())
+            prof = profiles.get(kind)
+            if prof is None:
+                return None
+            overlap = (min(t1, k + INTERVAL_S) - max(t0, k)) / INTERVAL_S
+            weights[k] = max(0.0, prof.get((local.hour, local.minute), 0.0)) / used[kind] * overlap
+            k += INTERVAL_S
+        if sum(weights.values()) <= 0.0:
+            return None
+        return weights
+
     def _add(self, pid: str, slot: int, column: int, energy: float) -> None:
         acc = self._intervals.get((pid, slot))
         if acc is None:
@@ -768,7 +892,14 @@ class Ledger:
         acc[column] += energy
 
     def _flush(self) -> None:
-        if not (self._intervals or self._quality or self._gaps or self._dirty or self._exclusions):
+        if not (
+            self._intervals
+            or self._quality
+            or self._gaps
+            or self._dirty
+            or self._exclusions
+            or self._pending_status
+        ):
             return
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
@@ -788,7 +919,11 @@ class Ledger:
                 " energy = energy + excluded.energy",
                 [(p, s, k, int(v[0]), v[1]) for (p, s, k), v in self._quality.items()],
             )
-            c.executemany("INSERT OR REPLACE INTO ledger_gap VALUES (?, ?, ?, ?, ?, ?)", self._gaps)
+            c.executemany(
+                "INSERT OR REPLACE INTO ledger_gap"
+                " (point_id, start_ts, end_ts, missing, energy, filled, method) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                self._gaps,
+            )
             c.executemany(
                 "INSERT OR REPLACE INTO ledger_state (point_id, value, ts) VALUES (?, ?, ?)",
                 [(p, self._state[p].value, self._state[p].ts) for p in self._dirty],
@@ -799,10 +934,18 @@ class Ledger:
             )
             c.executemany("INSERT OR IGNORE INTO ledger_origin VALUES (?, ?, ?)", self._origins)
             c.executemany(
-                "INSERT INTO ledger_exclusion VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (point_id, ts, reason)"
+                "INSERT INTO ledger_exclusion"
+                " (point_id, ts, from_value, to_value, amount, reason, status, since_ts)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (point_id, ts, reason)"
                 " DO UPDATE SET to_value = excluded.to_value, amount = amount + excluded.amount",
                 self._exclusions,
             )
+            if self._pending_status is not None:
+                pid, ts, reason, status = self._pending_status
+                c.execute(
+                    "UPDATE ledger_exclusion SET status = ? WHERE point_id = ? AND ts = ? AND reason = ?",
+                    (status, pid, ts, reason),
+                )
             c.execute("COMMIT")
         except BaseException:
             if c.in_transaction:
@@ -814,6 +957,7 @@ class Ledger:
         self._dirty.clear()
         self._origins.clear()
         self._exclusions.clear()
+        self._pending_status = None
 
     # ------------------------------------------------------------------------------------------ queries
 
@@ -840,29 +984,126 @@ class Ledger:
             (start.timestamp(), end.timestamp()),
         ):
             out.setdefault(pid, MeterTotals()).unallocated = energy
-        for pid, up, down in self.conn.execute(
-            "SELECT point_id, SUM(MAX(amount, 0)), SUM(MIN(amount, 0)) FROM ledger_exclusion"
-            " WHERE ts >= ? AND ts < ? GROUP BY point_id",
+        for pid, up, down, pending in self.conn.execute(
+            "SELECT point_id, SUM(MAX(amount, 0)), SUM(MIN(amount, 0)),"
+            " SUM(CASE WHEN status = 'pending' THEN amount ELSE 0 END) FROM ledger_exclusion"
+            " WHERE ts >= ? AND ts < ? AND status != 'booked' GROUP BY point_id",
             (start.timestamp(), end.timestamp()),
         ):
             t = out.setdefault(pid, MeterTotals())
-            t.excluded, t.rebased = float(up), float(down)
+            t.excluded, t.rebased, t.pending_steps = float(up), float(down), float(pending)
         for pid, st in self._state.items():
             if st.pending and pid in out:
                 out[pid].held = st.pending
         return out
 
-    def exclusions(self, start: datetime, end: datetime) -> list[Exclusion]:
-        """Every counter difference not booked in UTC [start, end), oldest first."""
+    def exclusions(
+        self, start: datetime, end: datetime, *, status: str | None = None, point_id: str | None = None
+    ) -> list[Exclusion]:
+        """Every counter difference the ledger excluded in UTC [start, end), oldest first (booked steps
+        included, with status "booked"); only those of ``status`` / ``point_id`` when given."""
+        sql = f"SELECT {_EXCLUSION_COLUMNS} FROM ledger_exclusion WHERE ts >= ? AND ts < ?"
+        args: list[Any] = [start.timestamp(), end.timestamp()]
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status)
+        if point_id is not None:
+            sql += " AND point_id = ?"
+            args.append(point_id)
+        return [self._exclusion_row(row) for row in self.conn.execute(sql + " ORDER BY ts, point_id", args)]
+
+    def _exclusion_row(self, row: Sequence[Any]) -> Exclusion:
+        pid, ts, fv, tv, amount, reason, status, since = row
+        return Exclusion(
+            pid,
+            datetime.fromtimestamp(ts, self.tz),
+            fv,
+            tv,
+            amount,
+            reason,
+            status,
+            None if since is None else datetime.fromtimestamp(since, self.tz),
+        )
+
+    def pending_steps(self, point_id: str | None = None) -> list[Exclusion]:
+        """Detected steps not yet confirmed or booked, oldest first."""
+        return self.exclusions(datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC),
+                               status="pending", point_id=point_id)  # fmt: skip
+
+    def resolve_step(
+        self,
+        point_id: str,
+        *,
+        action: Literal["confirm", "book"],
+        at: datetime | None = None,
+        since: datetime | None = None,
+    ) -> Exclusion:
+        """Close a pending step finding. ``confirm``: it was not energy (a swap, a CT change), the
+        exclusion stands. ``book``: it was energy (a meter catching up): the amount is booked as estimated
+        over [since, at] (default since: the last reading before the step), shaped like a gap, and leaves
+        the exclusions. ``at`` picks the step (its time, to the second); optional when the meter has one.
+        LedgerError when there is no such pending step."""
+        steps = self.pending_steps(point_id)
+        if at is not None:
+            steps = [x for x in steps if abs(x.ts.timestamp() - at.timestamp()) < 1.0]
+        if len(steps) != 1:
+            which = "" if at is None else f" at {at.isoformat()}"
+            known = ", ".join(x.ts.isoformat() for x in self.pending_steps(point_id)) or "none"
+            raise LedgerError(
+                f"meter {point_id}: {'no' if not steps else 'more than one'} pending step{which}"
+                f" (pending: {known})",
+                point=point_id,
+                code="no_pending_step" if not steps else "ambiguous_step",
+            )
+        ex = steps[0]
+        t = ex.ts.timestamp()
+        status = "confirmed" if action == "confirm" else "booked"
+        method = None
+        if action == "book":
+            t0 = (since or ex.since or ex.ts).timestamp()
+            if t0 > t:
+                raise LedgerError(
+                    f"meter {point_id}: --since {since} is after the step ({ex.ts.isoformat()})",
+                    point=point_id,
+                    code="since_after_step",
+                )
+            method = self._allocate(point_id, t0, t, ex.amount)
+            self._q(point_id, t, "step_booked", ex.amount)
+        # The exclusion row is written in the same transaction as the booking (the invariant holds).
+        self._pending_status = (point_id, t, ex.reason, status)
+        self._flush()
+        _log().info(
+            "ledger_step_resolved", point=point_id, at=ex.ts.isoformat(), status=status, amount=ex.amount,
+            unit=self.meters[point_id].unit if point_id in self.meters else None, method=method,
+        )  # fmt: skip
+        return dataclasses.replace(ex, status=status)
+
+    def audit_steps(self, audit: AuditLog) -> list[Exclusion]:
+        """Put every detected step not in the audit chain yet into it (a ``counter_step`` finding) and
+        mark it audited. At least once: a crash between the two repeats the finding after a restart."""
         rows = self.conn.execute(
-            "SELECT point_id, ts, from_value, to_value, amount, reason FROM ledger_exclusion"
-            " WHERE ts >= ? AND ts < ? ORDER BY ts, point_id",
-            (start.timestamp(), end.timestamp()),
+            f"SELECT {_EXCLUSION_COLUMNS} FROM ledger_exclusion WHERE status = 'pending' AND audited = 0"
+            " ORDER BY ts, point_id"
         ).fetchall()
-        return [
-            Exclusion(pid, datetime.fromtimestamp(ts, self.tz), fv, tv, amount, reason)
-            for pid, ts, fv, tv, amount, reason in rows
-        ]
+        out = []
+        for row in rows:
+            ex = self._exclusion_row(row)
+            unit = self.meters[ex.point_id].unit if ex.point_id in self.meters else ""
+            audit.append_finding(
+                "counter_step",
+                subject=ex.point_id,
+                before=ex.from_value,
+                after=ex.to_value,
+                rule="ledger.step",
+                reason=f"counter stepped at {ex.ts.isoformat()}; {ex.amount:.3f} {unit} excluded, pending:"
+                f" edge-agent meter confirm|book {ex.point_id} --at {ex.ts.isoformat()}",
+            )
+            self.conn.execute(
+                "UPDATE ledger_exclusion SET audited = 1 WHERE point_id = ? AND ts = ? AND reason = ?",
+                (row[0], row[1], row[5]),
+            )
+            out.append(ex)
+        return out
 
     def reconcile(self, point_id: str) -> Reconciliation | None:
         """The auditor's check over a meter's whole history (None before its first reading)."""
@@ -883,7 +1124,8 @@ class Ledger:
             (point_id,),
         ).fetchone()
         (excluded,) = self.conn.execute(
-            "SELECT COALESCE(SUM(amount), 0) FROM ledger_exclusion WHERE point_id = ?", (point_id,)
+            "SELECT COALESCE(SUM(amount), 0) FROM ledger_exclusion WHERE point_id = ? AND status != 'booked'",
+            (point_id,),
         ).fetchone()
         diff = (st.value - origin[0] + int(rollovers) * (m.rollover or 0.0)) * m.scale
         return Reconciliation(point_id, diff, float(booked), st.pending, float(excluded))
@@ -928,7 +1170,7 @@ class Ledger:
 
     def gaps(self, start: datetime, end: datetime) -> list[GapRow]:
         rows = self.conn.execute(
-            "SELECT point_id, start_ts, end_ts, missing, energy, filled FROM ledger_gap"
+            "SELECT point_id, start_ts, end_ts, missing, energy, filled, method FROM ledger_gap"
             " WHERE end_ts >= ? AND end_ts < ? ORDER BY start_ts, point_id",
             (start.timestamp(), end.timestamp()),
         ).fetchall()
@@ -940,8 +1182,9 @@ class Ledger:
                 int(n),
                 float(en),
                 bool(f),
+                str(method),
             )
-            for pid, s, e, n, en, f in rows
+            for pid, s, e, n, en, f, method in rows
         ]
 
     def data_span(self, start: datetime, end: datetime) -> tuple[datetime, datetime] | None:
@@ -980,6 +1223,14 @@ class Ledger:
                 for code, v in self.end_use_split(child.point_id, totals).items():
                     out[code] = out.get(code, 0.0) + v
         return out
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a database written by an older version up to the current columns (ALTER TABLE ADD)."""
+    for table, column, decl in _ADDED_COLUMNS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 
 def _slot(t: float) -> int:

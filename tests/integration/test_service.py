@@ -487,11 +487,8 @@ async def test_counter_baseline_survives_a_restart(tmp_path: Path) -> None:
         second.close()
 
 
-async def test_audit_key_file_signs_the_chain(tmp_path: Path) -> None:
-    """storage.audit_key_file: records are HMAC-signed; verify needs the key and finds it via site.yaml."""
-    from edge_agent.cli.audit import verify_main
-    from edge_agent.store.audit import AuditKind
-
+def keyed_site(tmp_path: Path) -> tuple[Path, Path]:
+    """A site whose audit chain is HMAC-keyed (storage.audit_key_file); (site.yaml, key file)."""
     key = tmp_path / "cfg" / "audit.key"
     key.parent.mkdir(parents=True)
     key.write_text("0123456789abcdef0123456789abcdef\n")
@@ -503,6 +500,15 @@ async def test_audit_key_file_signs_the_chain(tmp_path: Path) -> None:
             "storage: {path: state/edge-agent.db, commit_interval_s: 0.2, audit_key_file: audit.key}",
         ),
     )
+    return site, key
+
+
+async def test_audit_key_file_signs_the_chain(tmp_path: Path) -> None:
+    """storage.audit_key_file: records are HMAC-signed; verify needs the key and finds it via site.yaml."""
+    from edge_agent.cli.audit import verify_main
+    from edge_agent.store.audit import AuditKind
+
+    site, key = keyed_site(tmp_path)
     svc = Service(load_config(site), state_dir=tmp_path / "state")
     try:
         rec = svc.audit.append(AuditKind.STARTUP, subject="gw", reason="test")
@@ -516,3 +522,27 @@ async def test_audit_key_file_signs_the_chain(tmp_path: Path) -> None:
         "audit", "verify", "-c", str(site), "--state-dir", str(tmp_path / "state"), cwd=tmp_path
     )
     assert rc == 0, err  # the CLI takes the key file site.yaml names
+
+
+async def test_a_counter_step_the_ledger_detects_reaches_the_audit_chain(tmp_path: Path) -> None:
+    """The service's flush books readings and audits each detected step once, in the keyed chain."""
+    from edge_agent.store.audit import verify
+
+    site, key = keyed_site(tmp_path)
+    svc = Service(load_config(site), state_dir=tmp_path / "state")
+    try:
+        t0 = datetime(2026, 7, 15, 1, 0, tzinfo=UTC)
+        counter = 1000.0
+        for i in range(24):  # a flush per reading, as polls arrive; the counter steps 4,840 kWh at i = 12
+            counter += 4840.0 if i == 12 else 1.0
+            reading = Reading("main.energy", counter, t0 + timedelta(minutes=5 * i), Quality.GOOD)
+            svc._ledger_pending.append(svc.validator.validate(reading))
+            await svc.flush()
+        findings = [r for r in svc.audit.records() if r.kind == "finding" and r.result == "counter_step"]
+        assert [(r.subject, r.after) for r in findings] == [("main.energy", counter - 11)]
+        assert findings[0].alg == "hmac-sha256"
+        assert verify(svc._audit_conn, key.read_bytes().strip()).ok
+        (pending,) = svc.ledger.pending_steps()
+        assert pending.amount == pytest.approx(4840)
+    finally:
+        svc.close()

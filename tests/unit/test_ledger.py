@@ -125,6 +125,78 @@ def test_long_gap_is_allocated_estimated_and_counted(conn: object) -> None:
     assert [round(b.estimated, 6) for b in rows] == [3.75] * 8  # linear over the gap
     (gap,) = led.gaps(T0, T0 + timedelta(days=1))
     assert (gap.missing, gap.filled, gap.energy) == (7, True, pytest.approx(30.0))
+    assert gap.method == "linear"  # no history of comparable days
+
+
+def office_kwh(minutes: float) -> float:
+    """Energy of the 15-minute slot starting ``minutes`` after T0: 4 kWh in office hours (08:00-18:00) on
+    working days, 1 kWh otherwise."""
+    local = T0 + timedelta(minutes=minutes)
+    office = local.weekday() < 5 and 8 <= local.hour < 18
+    return 4.0 if office else 1.0
+
+
+def feed_office(led: Ledger, start_min: int, end_min: int, counter: float) -> float:
+    """A reading every 15 minutes over [start_min, end_min]; returns the last counter value."""
+    batch = []
+    for minute in range(start_min, end_min + 1, 15):
+        batch.append(vr("m", minute, counter))
+        counter += office_kwh(minute)
+    led.ingest(batch)
+    return counter - office_kwh(end_min)
+
+
+def test_weekend_gap_is_allocated_by_the_meters_profile_of_comparable_days(conn: object) -> None:
+    led = make(conn)  # 2026-07-01 is a Wednesday; a gap from Friday 17:00 to Monday 09:00
+    day = 24 * 60
+    gap_start, gap_end = 2 * day + 17 * 60 + 14 * day, 5 * day + 9 * 60 + 14 * day
+    counter = feed_office(led, 0, gap_start, 100.0)
+    true = sum(office_kwh(x) for x in range(gap_start, gap_end, 15))
+    feed_office(led, gap_end, gap_end + 60, counter + true)
+    (gap,) = led.gaps(T0, T0 + timedelta(days=30))
+    assert (gap.method, gap.energy) == ("profile", pytest.approx(true))
+    start = T0 + timedelta(minutes=gap_start)
+    rows = led.series(start, T0 + timedelta(minutes=gap_end), "15min", points=["m"])
+    # the profile of the last four Fridays/Mondays and weekend days is the truth here, slot by slot
+    got = [round(b.estimated, 6) for b in rows]
+    assert got == [office_kwh(x) for x in range(gap_start, gap_end, 15)]
+    assert max(got) == 4.0 and min(got) == 1.0  # office hours of Friday and Monday, nights, weekend
+    t = led.totals(T0, T0 + timedelta(days=30))["m"]
+    assert t.estimated == pytest.approx(true)
+    rec = led.reconcile("m")
+    assert rec is not None and rec.discrepancy == pytest.approx(0.0, abs=1e-6)
+
+
+def test_profile_needs_comparable_days_of_each_kind_else_linear(conn: object) -> None:
+    # Three working days of history only: a gap over a weekend has no rest-day profile -> linear.
+    led = make(conn)
+    day = 24 * 60
+    counter = feed_office(led, 0, 2 * day + 17 * 60, 100.0)
+    feed_office(led, 5 * day + 9 * 60, 5 * day + 10 * 60, counter + 500.0)
+    (gap,) = led.gaps(T0, T0 + timedelta(days=30))
+    assert gap.method == "linear"
+    rows = led.series(gap.start, gap.end, "15min", points=["m"])
+    assert len({round(b.estimated, 6) for b in rows[1:-1]}) == 1
+
+
+def test_a_holiday_gap_takes_the_rest_day_profile(conn: object) -> None:
+    # The site calendar makes Wednesday 2026-07-15 a holiday: a gap over it is shaped like a rest day
+    # (flat), though it is a weekday.
+    holiday = date(2026, 7, 15)
+    meters = [MeterInfo(point_id="m", code="01000", unit="kWh")]
+    led = Ledger(
+        conn=conn,  # type: ignore[arg-type]
+        meters=meters,
+        timezone="Asia/Shanghai",
+        working_day=lambda d: d.weekday() < 5 and d != holiday,
+    )
+    day = 24 * 60
+    counter = feed_office(led, 0, 14 * day, 100.0)  # up to 2026-07-15 00:00
+    feed_office(led, 15 * day, 15 * day + 60, counter + 96.0)  # the holiday used 1 kWh per slot
+    (gap,) = led.gaps(T0, T0 + timedelta(days=30))
+    assert gap.method == "profile"
+    rows = led.series(gap.start, gap.end, "15min", points=["m"])
+    assert [round(b.estimated, 6) for b in rows] == [1.0] * 96
 
 
 # Excluded: the glitch is not booked and, as the counter came back, nothing was excluded in the end.

@@ -699,7 +699,7 @@ def _history(inp: _Inputs, fill: bool) -> History | None:
     site = inp.cfg.site
     year = inp.period.start.year
     base = site.ledger.baseline_year if site.ledger.baseline_year != year else None
-    imported = list_entries(inp.ledger.conn, end=inp.period.end)
+    imported = list_entries(inp.ledger.conn)  # all of it, as `ledger analysis`: --fill uses later years too
     years = [year, year - 1] + ([base] if base is not None else [])
     entries = imported + _meter_months(inp, years, imported)
     if not entries:

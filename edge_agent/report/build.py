@@ -872,7 +872,8 @@ def _work_summary(
                 target=k.target,
                 achieved=achieved,
                 share_of_target=_r(achieved / k.target, 4) if achieved is not None and k.target else None,
-                met=achieved <= k.target if achieved is not None and k.target else None,
+                # a year with a month missing says nothing about the target yet
+                met=achieved <= k.target if achieved is not None and k.target and complete else None,
                 complete=complete,
                 estimated=estimated,
                 source=source,

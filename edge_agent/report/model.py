@@ -479,7 +479,7 @@ class TargetRow:
     target: float | None
     achieved: float | None
     share_of_target: float | None
-    met: bool | None  # achieved <= target; None without a target or a figure
+    met: bool | None  # achieved <= target; None without a target, a figure or a complete year
     complete: bool  # every month of the year has data
     estimated: bool  # holds estimated months
     source: Literal["history", "ledger"]

@@ -42,6 +42,7 @@ __all__ = [
     "fill_gaps",
     "fuel_density",
     "monthly_quantities",
+    "to_factor_unit",
 ]
 
 MIN_COMMON_MONTHS = 6  # months both years must have to scale one year's month to the other
@@ -267,6 +268,26 @@ def factor_for(
     return None if etype == "water" else _kgce(etype, unit, 1.0, factors, density)
 
 
+def to_factor_unit(
+    code: str,
+    unit: str,
+    factors: Mapping[str, CoalFactorRow],
+    density: Mapping[str, float] | None = None,
+) -> tuple[str, float]:
+    """(the coal factor's unit, multiplier to it) of a quantity of category ``code`` in ``unit``: heat in
+    GJ to MJ (x 1000), fuel in litres to kg with its density (``density``: energy type -> kg/L; the
+    default factors of liquid fuels are per kg); as it is when the factor is already in ``unit`` (a site's
+    own factor per litre) or nothing converts it."""
+    f = factors.get(code)
+    if f is not None and f.unit.lower() == unit.lower():
+        return unit, 1.0
+    if unit == "L" and density:
+        etype = next((t for t, c in CATEGORY_OF.items() if c == code), "")
+        if etype in density:
+            return "kg", density[etype]
+    return _TO_FACTOR_UNIT.get((code, unit), (unit, 1.0))
+
+
 def _kgce(
     etype: str,
     unit: str,
@@ -275,9 +296,7 @@ def _kgce(
     density: Mapping[str, float] | None = None,
 ) -> float | None:
     code = CATEGORY_OF[etype]
-    f_unit, mult = _TO_FACTOR_UNIT.get((code, unit), (unit, 1.0))
-    if unit == "L" and density and etype in density:
-        f_unit, mult = "kg", density[etype]  # the factors of liquid fuels are per kg
+    f_unit, mult = to_factor_unit(code, unit, factors, density)
     res = to_kgce({code: qty * mult}, {code: f_unit}, factors)
     return res.by_category.get(code)
 

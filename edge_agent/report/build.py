@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from edge_agent.config.codes import EnergyCode, code_table
 from edge_agent.config.load import LoadedConfig
-from edge_agent.report.analysis import analyse, fuel_density
+from edge_agent.report.analysis import analyse, fuel_density, to_factor_unit
 from edge_agent.report.form import ENERGY_ZH
 from edge_agent.report.kpi import (
     PROJECTION_METHOD,
@@ -134,13 +134,25 @@ class _Inputs:
     cats: _CategorySums  # what the statistics use: meters, or bills where ledger.statistics_source says
     meter_cats: _CategorySums  # the meters' own sums
     bills: Mapping[str, SourceSum]  # imported bills over the period, per category
+    density: Mapping[str, float]  # kg/L of fuel entered in litres, by energy type
 
     def label(self, code: str) -> tuple[str, str]:
         c = self.codes.get(code)
         return (c.zh, c.en) if c else (code, code)
 
     def kgce(self, cats: _CategorySums) -> KgceResult:
-        return to_kgce({c: v["total"] for c, v in cats.items()}, self.units, self.factors)
+        """Standard coal of the category sums; bills of heat in GJ and fuel in litres are converted to their
+        factor's unit first (``to_factor_unit``)."""
+        qty: dict[str, float] = {}
+        units: dict[str, str] = {}
+        for c, v in cats.items():
+            unit, mult = (
+                to_factor_unit(c, self.units[c], self.factors, self.density) if c in self.units else ("", 1.0)
+            )
+            qty[c] = v["total"] * mult
+            if unit:
+                units[c] = unit
+        return to_kgce(qty, units, self.factors)
 
 
 def build_report(
@@ -177,6 +189,7 @@ def build_report(
         cats=_statistics(cfg, meter_cats, bills, units),
         meter_cats=meter_cats,
         bills=bills,
+        density=fuel_density(cfg.site),
     )
     kg = inp.kgce(inp.cats)
     by_end_use, unmetered, coverage = _end_use(inp)
@@ -196,11 +209,11 @@ def build_report(
                     code=c,
                     zh=inp.label(c)[0],
                     en=inp.label(c)[1],
-                    quantity=_r(q),
+                    quantity=_r(inp.cats[c]["total"]),  # in its own unit, as entered
                     unit=inp.units.get(c, ""),
                     reason="no_factor" if c in kg.no_factor else "unit_mismatch",
                 )
-                for c, q in kg.left_out.items()
+                for c in kg.left_out
             ),
             by_end_use=by_end_use,
             unmetered=unmetered,

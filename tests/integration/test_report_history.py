@@ -187,6 +187,10 @@ def test_annual_report_has_the_work_summary_data_section(
     assert water_target["met"] is False  # target 20 m3 per person
     water = ws["water"]
     assert water["change_vs_baseline"] == -0.068819  # 7212 / 7745 - 1
+    # section 1 (bills only): the heat bill in GJ is converted to the factor's MJ, nothing left out
+    cats = {c["code"]: c for c in doc["totals"]["by_category"]}
+    assert (cats["04000"]["unit"], cats["04000"]["kgce"]) == ("GJ", 13996.024)
+    assert doc["totals"]["left_out"] == []
     measures = {m["key"]: m for m in ws["measures"]}
     assert measures["setpoint_summer_26"]["count"] == 2
     assert measures["hvac_after_hours"]["count"] == 1
@@ -346,3 +350,24 @@ def test_form_shows_the_persons_split_and_the_fuel_in_kgce(
         "汽油 0.73",
         "typical densities (STANDARDS.md; GB/T 2589-2020 gives the factors per kg)",
     ]
+
+
+def test_a_fuel_bill_in_litres_gets_kgce_in_the_totals_and_the_history(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bill = tmp_path / "diesel.csv"
+    bill.write_text(
+        "period_start,period_end,energy_type,quantity,unit,account,vehicle,source,note\n"
+        "2025-03,,diesel,100,L,card-2,,bill,\n",
+        encoding="utf-8",
+    )
+    db = tmp_path / "fuel.db"
+    assert main(["ledger", "import", "-c", str(site), "--db", str(db), str(bill)]) == 0
+    files = _report(site, db, tmp_path / "out", "2025Q1", "json")
+    doc = json.loads(files[".json"].read_text(encoding="utf-8"))
+    diesel = {c["code"]: c for c in doc["totals"]["by_category"]}["12000"]
+    # 100 L x 0.84 kg/L x 1.4571 kgce/kg = 122.3964
+    assert (diesel["unit"], diesel["total"], diesel["kgce"]) == ("L", 100.0, 122.396)
+    assert doc["totals"]["left_out"] == []
+    assert _rows(doc)[("2025-03", "diesel")]["kgce"] == 122.396
+    assert doc["history"]["fuel_density"] == {"diesel": 0.84}

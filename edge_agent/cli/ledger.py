@@ -239,7 +239,7 @@ def _history(args: argparse.Namespace, command: str) -> list[Any] | int:
 
 
 def form_main(args: argparse.Namespace) -> int:
-    from edge_agent.report.analysis import analyse
+    from edge_agent.report.analysis import analyse, fuel_density
     from edge_agent.report.form import build_form, form_csv, write_xlsx
     from edge_agent.report.kpi import coal_table
 
@@ -261,9 +261,16 @@ def form_main(args: argparse.Namespace) -> int:
         occupants=site.occupants,
         factors=factors,
         fill=args.fill,
+        fuel_density_kg_per_l=fuel_density(site),
     )
     form = build_form(
-        analysis, entries, building_id=site.building_id, name=site.name or site.building_id, factors=factors
+        analysis,
+        entries,
+        building_id=site.building_id,
+        name=site.name or site.building_id,
+        factors=factors,
+        persons=(site.persons.establishment, site.persons.others) if site.persons else None,
+        density_source=site.ledger.fuel_density_kg_per_l.source,
     )
     try:
         if out.suffix.lower() == ".xlsx":
@@ -281,7 +288,7 @@ def analysis_main(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from edge_agent.report.analysis import analyse
+    from edge_agent.report.analysis import analyse, fuel_density
     from edge_agent.report.kpi import coal_table
 
     cfg = load_or_exit(args.config)
@@ -297,6 +304,7 @@ def analysis_main(args: argparse.Namespace) -> int:
         occupants=site.occupants,
         factors=coal_table(site.coal_factors),
         fill=args.fill,
+        fuel_density_kg_per_l=fuel_density(site),
     )
     rows = [r for r in result.rows if r.granularity == args.by]
     if args.json:
@@ -324,4 +332,6 @@ def analysis_main(args: argparse.Namespace) -> int:
         print(f"~ includes estimated months ({', '.join(methods)}; edge_agent/report/analysis.py fill_gaps)")
     if result.left_out_of_kgce:
         print(f"not in kgce (no coal factor for the unit): {', '.join(result.left_out_of_kgce)}")
+    for t, d in sorted(result.fuel_density_kg_per_l.items()):
+        print(f"{t} in L converted to kg at {d:g} kg/L ({site.ledger.fuel_density_kg_per_l.source})")
     return 0

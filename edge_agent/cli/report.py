@@ -47,6 +47,12 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
         help="also write the one-page public summary (定期公示): public-<building>-<period>.html and .png "
         "(the PNG needs headless Chromium) for a lobby screen or the website",
     )
+    p.add_argument(
+        "--fill",
+        action="store_true",
+        help="history analysis: estimate missing and implausible months first (same month of the nearest "
+        "year scaled by the trend, else interpolation); every estimate is marked in every output",
+    )
     p.add_argument("--out", default="reports", metavar="DIR", help="output directory (default reports/)")
     p.add_argument("--db", metavar="PATH", help="state database (default: storage.path of site.yaml)")
     p.add_argument(
@@ -116,7 +122,13 @@ def report_main(args: argparse.Namespace) -> int:
             audit = AuditLog(conn=conn, clock=SystemClock())
             start, end = period.bounds(ZoneInfo(cfg.site.timezone))
             records = [r for r in audit.records(start) if r.time < end]
-            report = build_report(cfg=cfg, ledger=ledger, period=period, audit_records=records)
+            report = build_report(
+                cfg=cfg,
+                ledger=ledger,
+                period=period,
+                audit_records=records,
+                fill_history=bool(getattr(args, "fill", False)),
+            )
             try:
                 paths = write_reports(report, ledger, out_dir, formats)
                 if getattr(args, "public", False):

@@ -34,8 +34,10 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 
@@ -175,6 +177,27 @@ class CoalFactor(_Strict):
     )
 
 
+class FuelDensity(_Strict):
+    """kg per litre of vehicle fuel. The defaults are the typical densities STANDARDS.md quotes next to
+    GB/T 2589-2020's factors by mass (gasoline 1.4714, diesel 1.4571 kgce/kg); set the supplier's figure."""
+
+    gasoline: float = Field(default=0.73, gt=0.5, lt=1.0, description="Gasoline kg/L (default 0.73)")
+    diesel: float = Field(default=0.84, gt=0.5, lt=1.0, description="Diesel kg/L (default 0.84)")
+    source: str = Field(
+        default="typical densities (STANDARDS.md; GB/T 2589-2020 gives the factors per kg)",
+        min_length=3,
+        description="Where the densities come from (shown in the report and the form)",
+    )
+
+
+class Persons(_Strict):
+    """用能人数 as the statistics form splits it; per-person KPIs divide by both together (STANDARDS.md:
+    per person including non-establishment staff)."""
+
+    establishment: int = Field(ge=0, description="编制人数: establishment staff")
+    others: int = Field(ge=0, description="其他人员: contract, outsourced and other staff in the building")
+
+
 class LedgerOptions(_Strict):
     interval_min: Literal[15] = Field(default=15, description="Base interval of the ledger (minutes)")
     max_gap_intervals: int = Field(
@@ -195,6 +218,18 @@ class LedgerOptions(_Strict):
         description="Where a period has both meter data and an imported bill (`edge-agent ledger import`): "
         "which one the statistics (totals, kgce, KPIs) use. The report shows both and the difference either "
         "way; a category with bills but no meter uses its bills",
+    )
+    fuel_density_kg_per_l: FuelDensity = Field(
+        default_factory=lambda: FuelDensity(),
+        description="Density of official-vehicle fuel imported in litres, so it gets kgce (the coal factors "
+        "are per kg): kgce = L x density x kgce/kg",
+    )
+    baseline_year: int | None = Field(
+        default=None,
+        ge=2000,
+        le=2100,
+        description="Baseline year (基准年) of the report's history analysis and the annual work summary: "
+        "each figure is also compared with this year's (absent: last year only)",
     )
 
 
@@ -217,6 +252,12 @@ class _SiteHead(_Strict):
     location: Location
     floor_area_m2: float = Field(gt=0, description="Floor area for kgce/m² (单位建筑面积能耗)")
     occupants: int = Field(gt=0, description="People, including non-establishment staff, for per-person KPIs")
+    persons: Persons | None = Field(
+        default=None,
+        description="The occupants split into establishment (编制) and others (其他) for the statistics "
+        "form; "
+        "their sum is `occupants` (which may then be left out)",
+    )
     policy: str = Field(default="policy.yaml", description="policy.yaml path, relative to this file")
     zones: list[Zone] = Field(default_factory=list)
     if TYPE_CHECKING:
@@ -226,6 +267,27 @@ class _SiteHead(_Strict):
     storage: StorageOptions = Field(default_factory=StorageOptions)
     uplink: MqttUplink | None = Field(default=None, description="Absent: readings stay in the local outbox")
     status: StatusOptions = Field(default_factory=StatusOptions)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _occupants_from_persons(cls, data: object) -> object:
+        # `persons:` alone is enough: occupants is their sum
+        if isinstance(data, dict) and "occupants" not in data and isinstance(data.get("persons"), dict):
+            parts = [data["persons"].get(k) for k in ("establishment", "others")]
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in parts):
+                return {**data, "occupants": sum(parts)}
+        return data
+
+    @field_validator("persons")
+    @classmethod
+    def _persons_add_up(cls, p: Persons | None, info: ValidationInfo) -> Persons | None:
+        occupants = info.data.get("occupants")
+        if p is not None and isinstance(occupants, int) and p.establishment + p.others != occupants:
+            raise ValueError(
+                f"establishment {p.establishment} + others {p.others} = {p.establishment + p.others}, "
+                f"but occupants is {occupants}: make them agree (or leave occupants out)"
+            )
+        return p
 
     @field_validator("building_id", mode="before")
     @classmethod

@@ -13,7 +13,9 @@ Method, so a reader can redo every figure by hand:
   and the row says which side is incomplete. With ``fill`` missing months are estimated first
   (``fill_gaps``) and every row using an estimate names the side and the method.
 - kgce with the report's coal factors (edge_agent/report/kpi.py); heat bills in GJ are converted to the
-  factor's MJ (x 1000). Fuel in litres has no factor by volume: it is listed as left out of kgce.
+  factor's MJ (x 1000). Fuel in litres is converted to kg with ``fuel_density_kg_per_l`` (site.yaml
+  ``ledger.fuel_density_kg_per_l``); without a density for it, it is listed as left out of kgce.
+- Change in kgce: this period's kgce minus last year's (or the baseline's), between complete periods only.
 - Per m² and per person: the building's kgce of the period over site.yaml's floor area and occupants
   (kpi.kgce_per_m2, kpi.per_person); water per person in m³.
 """
@@ -22,9 +24,9 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from edge_agent.report.kpi import CoalFactorRow, kgce_per_m2, per_person, to_kgce
 from edge_agent.store.history import CATEGORY_OF, ENERGY_TYPES, HistoryEntry
@@ -38,7 +40,9 @@ __all__ = [
     "analyse",
     "factor_for",
     "fill_gaps",
+    "fuel_density",
     "monthly_quantities",
+    "to_factor_unit",
 ]
 
 MIN_COMMON_MONTHS = 6  # months both years must have to scale one year's month to the other
@@ -67,6 +71,10 @@ class AnalysisRow:
     change_vs_baseline: float | None
     per_m2: float | None  # total rows: kgce per m²
     per_person: float | None  # total rows: kgce per person; water rows: m³ per person
+    last_year_kgce: float | None = None
+    baseline_kgce: float | None = None
+    change_kgce: float | None = None  # kgce this - last year, both complete
+    change_vs_baseline_kgce: float | None = None
     estimated_in: tuple[str, ...] = ()  # sides holding filled months: "this", "last_year", "baseline"
     methods: tuple[str, ...] = ()  # how those months were filled (see fill_gaps)
 
@@ -79,6 +87,7 @@ class Analysis:
     occupants: int
     left_out_of_kgce: tuple[str, ...]  # "gasoline L": types whose unit has no factor
     rows: tuple[AnalysisRow, ...]
+    fuel_density_kg_per_l: Mapping[str, float] = field(default_factory=dict)  # the densities used
 
 
 _MonthKey = tuple[str, str, int, int]  # energy_type, unit, year, month
@@ -226,18 +235,68 @@ def _change(this: float | None, this_ok: bool, last: float | None, last_ok: bool
     return round((this - last) / last, 6)
 
 
+def _delta(this: float | None, this_ok: bool, other: float | None, other_ok: bool) -> float | None:
+    """this - other in kgce, between two complete periods (as ``_change``)."""
+    if this is None or other is None or not (this_ok and other_ok):
+        return None
+    return round(this - other, 3)
+
+
 def _r(x: float | None, nd: int = 3) -> float | None:
     return None if x is None else round(x, nd)
 
 
-def factor_for(etype: str, unit: str, factors: Mapping[str, CoalFactorRow]) -> float | None:
-    """kgce per ``unit`` of ``etype`` (None: no factor for that unit, e.g. fuel in litres; water)."""
-    return None if etype == "water" else _kgce(etype, unit, 1.0, factors)
+class _SiteLike(Protocol):
+    @property
+    def ledger(self) -> Any: ...
 
 
-def _kgce(etype: str, unit: str, qty: float, factors: Mapping[str, CoalFactorRow]) -> float | None:
+def fuel_density(site: _SiteLike) -> dict[str, float]:
+    """site.yaml's ``ledger.fuel_density_kg_per_l`` as type -> kg/L."""
+    d = site.ledger.fuel_density_kg_per_l
+    return {"gasoline": float(d.gasoline), "diesel": float(d.diesel)}
+
+
+def factor_for(
+    etype: str,
+    unit: str,
+    factors: Mapping[str, CoalFactorRow],
+    density: Mapping[str, float] | None = None,
+) -> float | None:
+    """kgce per ``unit`` of ``etype`` (None: no factor for that unit, e.g. fuel in litres without a
+    density; water)."""
+    return None if etype == "water" else _kgce(etype, unit, 1.0, factors, density)
+
+
+def to_factor_unit(
+    code: str,
+    unit: str,
+    factors: Mapping[str, CoalFactorRow],
+    density: Mapping[str, float] | None = None,
+) -> tuple[str, float]:
+    """(the coal factor's unit, multiplier to it) of a quantity of category ``code`` in ``unit``: heat in
+    GJ to MJ (x 1000), fuel in litres to kg with its density (``density``: energy type -> kg/L; the
+    default factors of liquid fuels are per kg); as it is when the factor is already in ``unit`` (a site's
+    own factor per litre) or nothing converts it."""
+    f = factors.get(code)
+    if f is not None and f.unit.lower() == unit.lower():
+        return unit, 1.0
+    if unit == "L" and density:
+        etype = next((t for t, c in CATEGORY_OF.items() if c == code), "")
+        if etype in density:
+            return "kg", density[etype]
+    return _TO_FACTOR_UNIT.get((code, unit), (unit, 1.0))
+
+
+def _kgce(
+    etype: str,
+    unit: str,
+    qty: float,
+    factors: Mapping[str, CoalFactorRow],
+    density: Mapping[str, float] | None = None,
+) -> float | None:
     code = CATEGORY_OF[etype]
-    f_unit, mult = _TO_FACTOR_UNIT.get((code, unit), (unit, 1.0))
+    f_unit, mult = to_factor_unit(code, unit, factors, density)
     res = to_kgce({code: qty * mult}, {code: f_unit}, factors)
     return res.by_category.get(code)
 
@@ -259,8 +318,15 @@ def analyse(
     occupants: int,
     factors: Mapping[str, CoalFactorRow],
     fill: bool = False,
+    fuel_density_kg_per_l: Mapping[str, float] | None = None,
 ) -> Analysis:
-    """The analysis of ``year``; with ``fill`` missing months are estimated first (``fill_gaps``)."""
+    """The analysis of ``year``; with ``fill`` missing months are estimated first (``fill_gaps``); fuel in
+    litres gets kgce through ``fuel_density_kg_per_l`` (type -> kg/L)."""
+    density = dict(fuel_density_kg_per_l or {})
+
+    def kgce(t: str, u: str, q: float) -> float | None:
+        return _kgce(t, u, q, factors, density)
+
     monthly = monthly_quantities(entries)
     methods: dict[_MonthKey, str] = {}
     if fill:
@@ -268,7 +334,7 @@ def analyse(
     types = sorted(
         {(t, u) for t, u, _y, _m in monthly}, key=lambda tu: (list(ENERGY_TYPES).index(tu[0]), tu[1])
     )
-    left_out = tuple(f"{t} {u}" for t, u in types if t != "water" and _kgce(t, u, 1.0, factors) is None)
+    left_out = tuple(f"{t} {u}" for t, u in types if t != "water" and kgce(t, u, 1.0) is None)
     rows: list[AnalysisRow] = []
     for gran in ("year", "quarter", "month"):
         g: Granularity = gran  # type: ignore[assignment]
@@ -282,7 +348,9 @@ def analyse(
                 base, base_ok = (
                     _sum(monthly, t, u, baseline_year, months) if baseline_year is not None else (None, False)
                 )
-                kg = _kgce(t, u, this, factors) if this is not None else None
+                kg = kgce(t, u, this) if this is not None else None
+                last_kg = kgce(t, u, last) if last is not None else None
+                base_kg = kgce(t, u, base) if base is not None else None
                 est_in, est_how = _estimated(
                     methods,
                     t,
@@ -290,7 +358,7 @@ def analyse(
                     (("this", year), ("last_year", year - 1), ("baseline", baseline_year)),
                     months,
                 )
-                if t != "water" and _kgce(t, u, 1.0, factors) is not None:
+                if t != "water" and kgce(t, u, 1.0) is not None:
                     tot_est.update(est_in)
                     tot_how.update(est_how)
                 if t != "water" and (this, last, base) != (None, None, None):
@@ -298,7 +366,7 @@ def analyse(
                     if baseline_year is not None:
                         sides[baseline_year] = (base, base_ok)
                     for y, (q, q_ok) in sides.items():
-                        k = _kgce(t, u, q if q is not None else 0.0, factors)
+                        k = kgce(t, u, q if q is not None else 0.0)
                         if k is None:
                             continue  # no factor: listed in left_out_of_kgce
                         acc, acc_ok, acc_any = tot.get(y, (0.0, True, False))
@@ -322,6 +390,10 @@ def analyse(
                         per_person=_r(per_person(this, occupants), 4)
                         if t == "water" and this is not None
                         else None,
+                        last_year_kgce=_r(last_kg),
+                        baseline_kgce=_r(base_kg),
+                        change_kgce=_delta(kg, ok, last_kg, last_ok),
+                        change_vs_baseline_kgce=_delta(kg, ok, base_kg, base_ok),
                         estimated_in=est_in,
                         methods=est_how,
                     )
@@ -347,6 +419,10 @@ def analyse(
                     change_vs_baseline=_change(this_t, ok_t, base_t, base_ok_t),
                     per_m2=_r(kgce_per_m2(this_t, floor_area_m2), 4) if this_t is not None else None,
                     per_person=_r(per_person(this_t, occupants), 4) if this_t is not None else None,
+                    last_year_kgce=_r(last_t),
+                    baseline_kgce=_r(base_t),
+                    change_kgce=_delta(this_t, ok_t, last_t, last_ok_t),
+                    change_vs_baseline_kgce=_delta(this_t, ok_t, base_t, base_ok_t),
                     estimated_in=tuple(x for x in ("this", "last_year", "baseline") if x in tot_est),
                     methods=tuple(sorted(tot_how)),
                 )
@@ -358,4 +434,5 @@ def analyse(
         occupants=occupants,
         left_out_of_kgce=left_out,
         rows=tuple(rows),
+        fuel_density_kg_per_l={t: d for t, d in density.items() if any(tt == t for tt, _u in types)},
     )

@@ -9,19 +9,24 @@ Contents: totals by category and by end-use code (the main meter split over its 
 the remainder shown as unmetered), the same period last year where the ledger has it, KPIs against
 the annual targets (year to the end of the period, linear projection), the data centre and its PUE,
 meter balance and metering coverage, the enforcement summary read from the audit trail, and data
-quality (gaps, estimated share, outliers, rollovers, resets, invalid readings).
+quality (gaps, estimated share, outliers, rollovers, resets, invalid readings). With imported history
+(``edge-agent ledger import``) or whole months of meter data: the history analysis (year over year and
+against ``ledger.baseline_year``, report/analysis.py); an annual report also gets the data section of the
+annual work summary.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal, overload
 from zoneinfo import ZoneInfo
 
 from edge_agent.config.codes import EnergyCode, code_table
 from edge_agent.config.load import LoadedConfig
+from edge_agent.report.analysis import analyse, fuel_density, to_factor_unit
+from edge_agent.report.form import ENERGY_ZH
 from edge_agent.report.kpi import (
     PROJECTION_METHOD,
     PUE_TARGETS,
@@ -49,11 +54,14 @@ from edge_agent.report.model import (
     Enforcement,
     Exemption,
     Gap,
+    History,
+    HistoryRow,
     KpiFigure,
     Kpis,
     LastYear,
     LeftOut,
     LightsOff,
+    Measure,
     MeterFigures,
     PueTargets,
     Report,
@@ -63,12 +71,21 @@ from edge_agent.report.model import (
     Sources,
     StepFinding,
     TamperFinding,
+    TargetRow,
     Totals,
     UnitQuality,
+    WorkSummary,
     YearOnYear,
 )
 from edge_agent.store.audit import AuditKind, AuditRecord
-from edge_agent.store.history import SourceSum, source_sums
+from edge_agent.store.history import (
+    CATEGORY_OF,
+    ENERGY_TYPES,
+    HistoryEntry,
+    SourceSum,
+    list_entries,
+    source_sums,
+)
 from edge_agent.store.ledger import Ledger, MeterInfo, MeterTotals, Period
 
 __all__ = ["build_report", "enforcement_summary"]
@@ -118,13 +135,25 @@ class _Inputs:
     cats: _CategorySums  # what the statistics use: meters, or bills where ledger.statistics_source says
     meter_cats: _CategorySums  # the meters' own sums
     bills: Mapping[str, SourceSum]  # imported bills over the period, per category
+    density: Mapping[str, float]  # kg/L of fuel entered in litres, by energy type
 
     def label(self, code: str) -> tuple[str, str]:
         c = self.codes.get(code)
         return (c.zh, c.en) if c else (code, code)
 
     def kgce(self, cats: _CategorySums) -> KgceResult:
-        return to_kgce({c: v["total"] for c, v in cats.items()}, self.units, self.factors)
+        """Standard coal of the category sums; bills of heat in GJ and fuel in litres are converted to their
+        factor's unit first (``to_factor_unit``)."""
+        qty: dict[str, float] = {}
+        units: dict[str, str] = {}
+        for c, v in cats.items():
+            unit, mult = (
+                to_factor_unit(c, self.units[c], self.factors, self.density) if c in self.units else ("", 1.0)
+            )
+            qty[c] = v["total"] * mult
+            if unit:
+                units[c] = unit
+        return to_kgce(qty, units, self.factors)
 
 
 def build_report(
@@ -134,7 +163,11 @@ def build_report(
     period: Period,
     audit_records: Iterable[AuditRecord] = (),
     generated_at: datetime | None = None,
+    fill_history: bool = False,
 ) -> Report:
+    """The report of ``period``; ``fill_history`` estimates missing and implausible months of the history
+    analysis first (analysis.fill_gaps), each estimate marked in every output."""
+    records = list(audit_records)
     tz = ZoneInfo(cfg.site.timezone)
     start, end = period.bounds(tz)
     totals = ledger.totals(start, end)
@@ -157,9 +190,12 @@ def build_report(
         cats=_statistics(cfg, meter_cats, bills, units),
         meter_cats=meter_cats,
         bills=bills,
+        density=fuel_density(cfg.site),
     )
     kg = inp.kgce(inp.cats)
     by_end_use, unmetered, coverage = _end_use(inp)
+    kpis = _kpis(inp, kg)
+    history = _history(inp, fill_history)
     return Report(
         generated_at=generated_at or datetime.now(UTC),
         building=_building(cfg),
@@ -174,25 +210,27 @@ def build_report(
                     code=c,
                     zh=inp.label(c)[0],
                     en=inp.label(c)[1],
-                    quantity=_r(q),
+                    quantity=_r(inp.cats[c]["total"]),  # in its own unit, as entered
                     unit=inp.units.get(c, ""),
                     reason="no_factor" if c in kg.no_factor else "unit_mismatch",
                 )
-                for c, q in kg.left_out.items()
+                for c in kg.left_out
             ),
             by_end_use=by_end_use,
             unmetered=unmetered,
         ),
         last_year=_last_year(inp),
-        kpi=_kpis(inp, kg),
+        kpi=kpis,
         data_centre=_data_centre(inp),
         balance=_balance(inp),
         coverage=coverage,
         meters=_meters(inp),
         daily=_daily(inp),
-        enforcement=enforcement_summary(audit_records, cfg=cfg, period=period),
+        enforcement=enforcement_summary(records, cfg=cfg, period=period),
         quality=_quality(inp),
         sources=_sources(inp),
+        history=history,
+        work_summary=_work_summary(inp, kpis, history, records) if period.kind == "year" else None,
     )
 
 
@@ -247,6 +285,8 @@ def _building(cfg: LoadedConfig) -> Building:
         timezone=site.timezone,
         floor_area_m2=site.floor_area_m2,
         occupants=site.occupants,
+        establishment=site.persons.establishment if site.persons else None,
+        others=site.persons.others if site.persons else None,
     )
 
 
@@ -616,6 +656,268 @@ def _quality(inp: _Inputs) -> DataQuality:
                 key=lambda x: (x.status != "pending", x.ts),
             )
         ),
+    )
+
+
+# ----------------------------------------------------------------------------------------------- history
+
+
+def _meter_months(inp: _Inputs, years: Iterable[int], imported: Iterable[HistoryEntry]) -> list[HistoryEntry]:
+    """The main meters' whole months as entries of source ``meter``, for the months of ``years`` up to the
+    end of the period that no imported entry of the same type covers (imported bills and history come
+    first; two sources of one consumption are never added). A month counts only when every main meter of
+    the category has a figure for each of its 15-minute slots (gaps allocated by the ledger count, and are
+    in its estimated share); a category whose ledger unit is not the analysis unit (heat in MJ) is left
+    out."""
+    ledger = inp.ledger
+    covered = set()
+    for e in imported:
+        d = date(e.period_start.year, e.period_start.month, 1)
+        while d < e.period_end:
+            covered.add((e.energy_type, d.year, d.month))
+            d = (d.replace(day=28) + timedelta(days=4)).replace(day=1)
+    type_of = {code: t for t, code in CATEGORY_OF.items()}
+    roots: dict[str, list[MeterInfo]] = {}
+    for m in ledger.roots():
+        t = type_of.get(m.category)
+        if t is not None and m.unit in ENERGY_TYPES[t]:
+            roots.setdefault(t, []).append(m)
+    out: list[HistoryEntry] = []
+    if not roots:
+        return out
+    for y in sorted(set(years)):
+        span = ledger.data_span(
+            datetime(y, 1, 1, tzinfo=inp.tz).astimezone(UTC),
+            datetime(y + 1, 1, 1, tzinfo=inp.tz).astimezone(UTC),
+        )
+        if span is None:
+            continue
+        for mo in range(span[0].month, 13):
+            first = date(y, mo, 1)
+            nxt = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+            if nxt > inp.period.end:
+                break
+            lo = datetime(y, mo, 1, tzinfo=inp.tz).astimezone(UTC)
+            hi = datetime(nxt.year, nxt.month, 1, tzinfo=inp.tz).astimezone(UTC)
+            if lo >= span[1]:
+                break
+            slots = int((hi - lo).total_seconds() // 900)
+            totals = ledger.totals(lo, hi)
+            for t, meters in roots.items():
+                if (t, y, mo) in covered or any(totals[m.point_id].slots < slots for m in meters):
+                    continue
+                out.append(
+                    HistoryEntry(
+                        energy_type=t,
+                        account="meters:" + meters[0].category,
+                        vehicle="",
+                        period_start=first,
+                        period_end=nxt,
+                        source="meter",
+                        quantity=sum(totals[m.point_id].total for m in meters),
+                        unit=meters[0].unit,
+                        note="",
+                        file="ledger",
+                        row=0,
+                    )
+                )
+    return out
+
+
+def _history(inp: _Inputs, fill: bool) -> History | None:
+    """The period in the history analysis (report/analysis.py) with its quarters (a year) or its months
+    (a quarter); None when there is neither imported history nor a whole month of meter data."""
+    site = inp.cfg.site
+    year = inp.period.start.year
+    base = site.ledger.baseline_year if site.ledger.baseline_year != year else None
+    imported = list_entries(inp.ledger.conn)  # all of it, as `ledger analysis`: --fill uses later years too
+    years = [year, year - 1] + ([base] if base is not None else [])
+    entries = imported + _meter_months(inp, years, imported)
+    if not entries:
+        return None
+    density = fuel_density(site)
+    a = analyse(
+        entries,
+        year=year,
+        baseline_year=base,
+        floor_area_m2=site.floor_area_m2,
+        occupants=site.occupants,
+        factors=inp.factors,
+        fill=fill,
+        fuel_density_kg_per_l=density,
+    )
+    label, kind = inp.period.label, inp.period.kind
+    if kind == "year":
+        wanted = {label} | {f"{year}Q{q}" for q in range(1, 5)}
+    elif kind == "quarter":
+        q = int(label[-1])
+        wanted = {label} | {f"{year}-{m:02d}" for m in range(3 * q - 2, 3 * q + 1)}
+    else:
+        wanted = {label}
+    rows = [r for r in a.rows if r.period in wanted and (r.quantity, r.last_year, r.baseline) != (None,) * 3]
+    if not rows:
+        return None
+
+    def per(v: float | None, d: float) -> float | None:
+        return None if v is None else _r(v / d, 4)
+
+    area, people = site.floor_area_m2, site.occupants
+    out = tuple(
+        HistoryRow(
+            granularity=r.granularity,
+            period=r.period,
+            energy_type=r.energy_type,
+            zh="综合能耗" if r.energy_type == "total" else ENERGY_ZH.get(r.energy_type, r.energy_type),
+            unit=r.unit,
+            quantity=r.quantity,
+            complete=r.complete,
+            kgce=r.kgce,
+            last_year=r.last_year,
+            last_year_complete=r.last_year_complete,
+            last_year_kgce=r.last_year_kgce,
+            change=r.change,
+            change_kgce=r.change_kgce,
+            baseline=r.baseline,
+            baseline_complete=r.baseline_complete,
+            baseline_kgce=r.baseline_kgce,
+            change_vs_baseline=r.change_vs_baseline,
+            change_vs_baseline_kgce=r.change_vs_baseline_kgce,
+            per_m2=r.per_m2,
+            per_person=r.per_person,
+            # past years over today's floor area and persons (site.yaml keeps one figure of each)
+            last_year_per_m2=per(r.last_year, area) if r.energy_type == "total" else None,
+            last_year_per_person=per(r.last_year, people) if r.energy_type in ("total", "water") else None,
+            baseline_per_m2=per(r.baseline, area) if r.energy_type == "total" else None,
+            baseline_per_person=per(r.baseline, people) if r.energy_type in ("total", "water") else None,
+            estimated_in=r.estimated_in,
+            methods=r.methods,
+        )
+        for r in sorted(rows, key=lambda r: ("yqm".index(r.granularity[0]), r.period))
+    )
+    return History(
+        year=year,
+        baseline_year=base,
+        filled=fill,
+        imported_entries=len(imported),
+        meter_months=len(entries) - len(imported),
+        fuel_density=a.fuel_density_kg_per_l,
+        density_source=site.ledger.fuel_density_kg_per_l.source if a.fuel_density_kg_per_l else "",
+        left_out=a.left_out_of_kgce,
+        methods=tuple(sorted({m for r in out for m in r.methods})),
+        rows=out,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- work summary
+
+# the measures the annual work summary lists: (key, zh, en, audit rules); only successful writes count
+_MEASURE_KINDS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    (
+        "setpoint_summer_26",
+        "夏季设定温度纠正至26 °C",
+        "Summer setpoints raised to 26 °C",
+        ("hvac.summer_min_cooling",),
+    ),
+    (
+        "setpoint_winter_20",
+        "冬季设定温度纠正至20 °C",
+        "Winter setpoints lowered to 20 °C",
+        ("hvac.winter_max_heating",),
+    ),
+    (
+        "hvac_after_hours",
+        "下班后关闭空调",
+        "AC switched off after hours",
+        ("hvac.after_hours", "hvac.after_hours_off"),
+    ),
+    ("hvac_window_open", "开窗时关闭空调", "AC switched off with a window open", ("hvac.window_open",)),
+    ("lighting_sweep", "下班后巡检关灯", "Lights off by after-hours sweeps", ("lighting.after_hours_sweep",)),
+    (
+        "lighting_daylight",
+        "白天自然采光关灯",
+        "Lights off in daylight",
+        ("lighting.sun", "lighting.daylight"),
+    ),
+)
+_MEASURES = {rule: key for key, _zh, _en, rules in _MEASURE_KINDS for rule in rules}
+NOT_ESTIMATED = (
+    "未估算 not estimated: the ledger measures the meters, not what a unit would have used had the agent "
+    "not acted; a saving per action needs a per-unit baseline model the agent does not have"
+)
+
+
+def _measures(records: Iterable[AuditRecord]) -> tuple[Measure, ...]:
+    counts: dict[str, int] = {}
+    for rec in records:
+        if (
+            rec.kind != AuditKind.WRITE
+            or rec.result not in ("ok", "relinquished")
+            or rec.rule not in _MEASURES
+        ):
+            continue
+        if rec.rule.startswith("lighting.") and rec.after not in (False, 0):
+            continue  # a light switched on is not a saving (the hvac rules here only switch off)
+        key = _MEASURES[rec.rule]
+        counts[key] = counts.get(key, 0) + 1
+    return tuple(
+        Measure(
+            key=key, zh=zh, en=en, count=counts.get(key, 0), saving_kgce=None, saving_method=NOT_ESTIMATED
+        )
+        for key, zh, en, _rules in _MEASURE_KINDS
+    )
+
+
+def _work_summary(
+    inp: _Inputs, kpis: Kpis, history: History | None, records: list[AuditRecord]
+) -> WorkSummary:
+    """Targets and achieved (the history analysis's year where it has one, else section 4's year to
+    date), the year's kgce and water against last year and the baseline, and the agent's measures from
+    the audit trail."""
+    label = inp.period.label
+    rows = {r.energy_type: r for r in (history.rows if history else ()) if r.period == label}
+    own = {
+        "kgce_per_m2": (rows.get("total"), "per_m2"),
+        "kgce_per_person": (rows.get("total"), "per_person"),
+        "water_m3_per_person": (rows.get("water"), "per_person"),
+    }
+    targets = []
+    source: Literal["history", "ledger"]
+    for k in kpis.rows:
+        row, attr = own.get(k.key, (None, ""))
+        if row is not None and getattr(row, attr) is not None:
+            achieved: float | None = getattr(row, attr)
+            complete, estimated, source = row.complete, "this" in row.estimated_in, "history"
+        else:
+            achieved, complete, estimated, source = (
+                k.to_date,
+                kpis.days_covered >= inp.period.days,
+                False,
+                "ledger",
+            )
+        targets.append(
+            TargetRow(
+                key=k.key,
+                zh=k.zh,
+                en=k.en,
+                unit=k.unit,
+                target=k.target,
+                achieved=achieved,
+                share_of_target=_r(achieved / k.target, 4) if achieved is not None and k.target else None,
+                # a year with a month missing says nothing about the target yet
+                met=achieved <= k.target if achieved is not None and k.target and complete else None,
+                complete=complete,
+                estimated=estimated,
+                source=source,
+            )
+        )
+    return WorkSummary(
+        year=inp.period.start.year,
+        baseline_year=history.baseline_year if history else inp.cfg.site.ledger.baseline_year,
+        targets=tuple(targets),
+        total=rows.get("total"),
+        water=rows.get("water"),
+        measures=_measures(records),
+        audit_records=len(records),
     )
 
 

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from edge_agent.report.model import Report
 from edge_agent.store.ledger import Ledger, parse_period
 
-__all__ = ["HEADER", "render_csv"]
+__all__ = ["HEADER", "HISTORY_HEADER", "render_csv", "render_history_csv"]
 
 _VALUES = ("total", "measured", "estimated", "outlier_kept")
 HEADER = (
@@ -56,3 +56,37 @@ def render_csv(report: Report, ledger: Ledger) -> str:
         )
     w.writerow([NOTE])
     return buf.getvalue()
+
+
+HISTORY_HEADER = (
+    *("granularity", "period", "energy_type", "name_zh", "unit", "quantity", "complete", "kgce"),
+    *("last_year", "last_year_complete", "last_year_kgce", "change", "change_kgce"),
+    *("baseline", "baseline_complete", "baseline_kgce", "change_vs_baseline", "change_vs_baseline_kgce"),
+    *("per_m2", "per_person", "estimated", "estimated_in", "methods"),
+)
+
+
+def render_history_csv(report: Report) -> str:
+    """The report's history analysis (``report-<building>-<period>-history.csv``): one row per period and
+    energy type; ``estimated`` is 1 when any side holds estimated months (``estimated_in`` names the sides,
+    ``methods`` how they were filled); a change is empty unless both periods are complete."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(HISTORY_HEADER)
+    hist = report.history
+    for r in hist.rows if hist is not None else ():
+        w.writerow(
+            (
+                *(r.granularity, r.period, r.energy_type, r.zh, r.unit, _c(r.quantity), int(r.complete)),
+                *(_c(r.kgce), _c(r.last_year), int(r.last_year_complete), _c(r.last_year_kgce)),
+                *(_c(r.change), _c(r.change_kgce), _c(r.baseline), int(r.baseline_complete)),
+                *(_c(r.baseline_kgce), _c(r.change_vs_baseline), _c(r.change_vs_baseline_kgce)),
+                *(_c(r.per_m2), _c(r.per_person), int(bool(r.estimated_in))),
+                *(" ".join(r.estimated_in), "; ".join(r.methods)),
+            )
+        )
+    return buf.getvalue()
+
+
+def _c(v: float | None) -> str:
+    return "" if v is None else repr(v)

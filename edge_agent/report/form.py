@@ -3,8 +3,10 @@
 Built from the year's analysis (edge_agent/report/analysis.py: the same months, sources and coal factors)
 and the imported entries (fuel per vehicle). Sheet and column names are in Chinese, as the form asks.
 Sheet 1 ``能源资源消耗统计表``: per energy type the quantity, unit, coal factor, kgce and the change on last
-year; the total; floor area, persons, kgce per m² and per person, water per person. Sheet 2
-``公务用车燃油``: fuel per official vehicle. The CSV holds the same rows (both tables, one after the other).
+year; the total; floor area, persons (and their split into establishment and others when site.yaml gives
+``persons:``), kgce per m² and per person (persons of both kinds, as the programme counts), water per
+person; the fuel densities used for litres. Sheet 2 ``公务用车燃油``: fuel per official vehicle with its
+kgce. The CSV holds the same rows (both tables, one after the other).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ FORM_COLUMNS: tuple[str, ...] = (
     "同比变化(%)",
     "数据完整",
 )
-VEHICLE_COLUMNS: tuple[str, ...] = ("车辆号牌", "燃料品种", "计量单位", "用量", "账户")
+VEHICLE_COLUMNS: tuple[str, ...] = ("车辆号牌", "燃料品种", "计量单位", "用量", "折标准煤(kgce)", "账户")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +73,7 @@ class VehicleRow:
     fuel_zh: str
     unit: str
     quantity: float
+    kgce: float | None  # None: litres without a density
     account: str
 
 
@@ -84,11 +87,15 @@ class ConsumptionForm:
     total_change: float | None
     floor_area_m2: float
     occupants: int
+    establishment: int | None  # 编制人数, when site.yaml splits the persons
+    others: int | None  # 其他人员
     kgce_per_m2: float
     kgce_per_person: float
     water_per_person: float | None
     left_out: tuple[str, ...]
     vehicles: tuple[VehicleRow, ...]
+    fuel_density: Mapping[str, float]  # kg/L used for fuel in litres, by type
+    density_source: str = ""
 
 
 def build_form(
@@ -98,7 +105,11 @@ def build_form(
     building_id: str,
     name: str,
     factors: Mapping[str, CoalFactorRow],
+    persons: tuple[int, int] | None = None,
+    density_source: str = "",
 ) -> ConsumptionForm:
+    """The form of ``analysis.year``; ``persons`` = (establishment, others) when site.yaml splits them."""
+    density = analysis.fuel_density_kg_per_l
     year_rows = [r for r in analysis.rows if r.granularity == "year" and r.quantity is not None]
     rows = tuple(
         FormRow(
@@ -106,7 +117,7 @@ def build_form(
             name_zh=ENERGY_ZH[r.energy_type],
             unit=r.unit,
             quantity=r.quantity,
-            factor=factor_for(r.energy_type, r.unit, factors),
+            factor=factor_for(r.energy_type, r.unit, factors, density),
             kgce=r.kgce,
             change=r.change,
             complete=r.complete,
@@ -136,15 +147,30 @@ def build_form(
         total_change=total.change if total is not None else None,
         floor_area_m2=analysis.floor_area_m2,
         occupants=analysis.occupants,
+        establishment=persons[0] if persons else None,
+        others=persons[1] if persons else None,
         kgce_per_m2=round(total_kgce / analysis.floor_area_m2, 4),
         kgce_per_person=round(total_kgce / analysis.occupants, 4),
         water_per_person=water.per_person if water is not None else None,
         left_out=analysis.left_out_of_kgce,
         vehicles=tuple(
-            VehicleRow(vehicle=v, fuel_zh=ENERGY_ZH[t], unit=u, quantity=round(q, 3), account=a)
+            VehicleRow(
+                vehicle=v,
+                fuel_zh=ENERGY_ZH[t],
+                unit=u,
+                quantity=round(q, 3),
+                kgce=_kg(factor_for(t, u, factors, density), q),
+                account=a,
+            )
             for (v, t, u, a), q in sorted(vehicles.items())
         ),
+        fuel_density=density,
+        density_source=density_source if density else "",
     )
+
+
+def _kg(factor: float | None, q: float) -> float | None:
+    return None if factor is None else round(q * factor, 3)
 
 
 def _pct(v: float | None) -> float | None:
@@ -165,9 +191,14 @@ def _table(form: ConsumptionForm) -> list[list[object]]:
     out.append([])
     out.append(["建筑面积(m²)", form.floor_area_m2])
     out.append(["用能人数(人，含编外人员)", form.occupants])
+    out.append(["其中：编制人数(人)", form.establishment])
+    out.append(["其中：其他人员(人)", form.others])
     out.append(["单位建筑面积能耗(kgce/m²)", form.kgce_per_m2])
     out.append(["人均综合能耗(kgce/人)", form.kgce_per_person])
     out.append(["人均用水量(m³/人)", form.water_per_person])
+    if form.fuel_density:
+        text = "、".join(f"{ENERGY_ZH.get(t, t)} {d:g}" for t, d in sorted(form.fuel_density.items()))
+        out.append(["燃油密度(kg/L，升折千克)", text, form.density_source])
     if form.left_out:
         names = [f"{ENERGY_ZH.get(t, t)}({u})" for t, _, u in (x.partition(" ") for x in form.left_out)]
         out.append(["未折标准煤(无该计量单位的折标系数)", "、".join(names)])
@@ -176,7 +207,7 @@ def _table(form: ConsumptionForm) -> list[list[object]]:
 
 def _vehicles(form: ConsumptionForm) -> list[list[object]]:
     rows: list[list[object]] = [list(VEHICLE_COLUMNS)]
-    rows += [[v.vehicle, v.fuel_zh, v.unit, v.quantity, v.account] for v in form.vehicles]
+    rows += [[v.vehicle, v.fuel_zh, v.unit, v.quantity, v.kgce, v.account] for v in form.vehicles]
     return rows
 
 

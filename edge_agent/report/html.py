@@ -14,7 +14,7 @@ from html import escape
 from zoneinfo import ZoneInfo
 
 from edge_agent.report.kpi import MIN_PROJECTION_DAYS
-from edge_agent.report.model import DailyRow, Report
+from edge_agent.report.model import DailyRow, HistoryRow, Report
 
 __all__ = ["render_html"]
 
@@ -25,7 +25,7 @@ body{font-family:"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:2em auto
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:2px solid #4e79a7;padding-bottom:.2em;margin-top:1.8em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em}
 th{background:#eef2f7;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.muted{color:#777;font-size:.9em}.bad{color:#c0392b}.warn{color:#b9770e;font-weight:bold}.good{color:#27ae60}
+.muted{color:#777;font-size:.9em}td.est{font-style:italic;background:#fff8e1}.bad{color:#c0392b}.warn{color:#b9770e;font-weight:bold}.good{color:#27ae60}
 svg{display:block;margin:.5em 0}
 """
 
@@ -179,14 +179,19 @@ def render_html(report: Report) -> str:
         f" · 统计期 Period {escape(p.start.isoformat())} – {escape(p.end.isoformat())}"
         f" (不含 exclusive, {p.days} 天 days)"
         f" · 建筑面积 Floor area {_fmt(b.floor_area_m2, 0)} m² · 用能人数 Occupants {b.occupants}"
-        " · 生成 Generated "
+        + (
+            f" (编制 establishment {b.establishment} + 其他 others {b.others})"
+            if b.establishment is not None and b.others is not None
+            else ""
+        )
+        + " · 生成 Generated "
         + escape(
             report.generated_at.astimezone(ZoneInfo(report.building.timezone)).isoformat(timespec="seconds")
         )
         + "</p>",
     ]
-    sections = (_totals, _sources, _end_use, _last_year, _kpis, _data_centre, _balance, _enforcement)
-    for section in (*sections, _quality):
+    sections = (_totals, _sources, _end_use, _last_year, _history, _kpis, _data_centre, _balance)
+    for section in (*sections, _enforcement, _quality, _work_summary):
         h += section(report)
     h.append("</body></html>\n")
     return "\n".join(h)
@@ -313,6 +318,206 @@ def _last_year(report: Report) -> list[str]:
     ]
     if all(r.last_year is None for r in ly.by_category):
         h.append('<p class="muted">账本中没有去年同期数据 No ledger data for last year\'s period.</p>')
+    return h
+
+
+_SIDE_MARK = {"this": "本期 this period", "last_year": "去年 last year", "baseline": "基准年 baseline"}
+
+
+def _hnum(key: str, v: float | None, *, complete: bool = True, estimated: bool = False, nd: int = 1) -> str:
+    """A history figure: ``*`` when its period misses months, ``~`` (and shaded) when it holds estimates."""
+    dv = "" if v is None else escape(repr(v))
+    text = "—" if v is None else _fmt(v, nd) + ("" if complete else "*") + ("~" if estimated else "")
+    cls = "n est" if estimated and v is not None else "n"
+    return (
+        f'<td class="{cls}" data-key="{escape(key)}" data-value="{dv}"'
+        f' data-estimated="{1 if estimated else 0}">{text}</td>'
+    )
+
+
+def _side(key: str, r: HistoryRow, side: str, v: float | None, nd: int = 1) -> str:
+    """``_hnum`` of one side (this, last_year, baseline) of a history row, with that side's marks."""
+    complete = {"this": r.complete, "last_year": r.last_year_complete, "baseline": r.baseline_complete}[side]
+    return _hnum(key, v, complete=complete, estimated=side in r.estimated_in, nd=nd)
+
+
+def _hname(r: HistoryRow) -> str:
+    return f"{escape(r.zh)} {escape(r.energy_type)}"
+
+
+def _history(report: Report) -> list[str]:
+    """Year over year and against the baseline year, from imported bills and history and the meters."""
+    hist = report.history
+    if hist is None:
+        return []
+    base = hist.baseline_year
+    rows = []
+    for r in hist.rows:
+        k = f"history.{r.period}.{r.energy_type}"
+        rows.append(
+            f"<tr><td>{escape(r.period)}</td><td>{_hname(r)}</td><td>{escape(_unit(r.unit))}</td>"
+            + _side(f"{k}.quantity", r, "this", r.quantity)
+            + _num(f"{k}.kgce", r.kgce)
+            + _side(f"{k}.last_year", r, "last_year", r.last_year)
+            + _num(f"{k}.change", r.change, pct=True)
+            + _num(f"{k}.change_kgce", r.change_kgce)
+            + "</tr>"
+        )
+    h = [
+        f"<h2>3a 历史数据同比分析 History: year over year ({hist.year})</h2>",
+        '<p class="muted">来源 Sources: 导入的账单和历史数据 imported bills and history'
+        f" ({hist.imported_entries} 条 entries), 以及表计整月数据 and whole months of meter data"
+        f" ({hist.meter_months}) where nothing was imported. 方法 Method: edge_agent/report/analysis.py."
+        " 同比只在两期数据完整时计算 a change is given only between two complete periods.</p>",
+        _table(
+            [
+                *("期间 Period", "能源 Energy", "单位 Unit", "本期 This period", "折标煤 kgce"),
+                *("去年同期 Last year", "同比 Change", "同比增减 Δ kgce"),
+            ],
+            rows,
+        ),
+    ]
+    if base is not None:
+        rows = []
+        for r in hist.rows:
+            k = f"history.{r.period}.{r.energy_type}"
+            rows.append(
+                f"<tr><td>{escape(r.period)}</td><td>{_hname(r)}</td><td>{escape(_unit(r.unit))}</td>"
+                + _side(f"{k}.baseline", r, "baseline", r.baseline)
+                + _num(f"{k}.baseline_kgce", r.baseline_kgce)
+                + _num(f"{k}.change_vs_baseline", r.change_vs_baseline, pct=True)
+                + _num(f"{k}.change_vs_baseline_kgce", r.change_vs_baseline_kgce)
+                + "</tr>"
+            )
+        h += [
+            f"<h3>较基准年 Against the baseline year {base}</h3>",
+            _table(
+                [
+                    *("期间 Period", "能源 Energy", "单位 Unit", f"基准年 Baseline {base}", "折标煤 kgce"),
+                    *("较基准 Change", "较基准增减 Δ kgce"),
+                ],
+                rows,
+            ),
+        ]
+    own = [r for r in hist.rows if r.period == report.period.label and r.energy_type in ("total", "water")]
+    own.sort(key=lambda r: r.energy_type != "total")
+    rows = []
+    for r in own:
+        k = f"history.{r.period}.{r.energy_type}"
+        figures = [
+            ("per_person", "人均 per person", r.per_person, r.last_year_per_person, r.baseline_per_person)
+        ]
+        if r.energy_type == "total":
+            figures.insert(0, ("per_m2", "单位面积 per m²", r.per_m2, r.last_year_per_m2, r.baseline_per_m2))
+        unit = "kgce" if r.energy_type == "total" else "m³"
+        for key, label, this, last, bl in figures:
+            rows.append(
+                f"<tr><td>{_hname(r)} {label} ({unit}/{'m²' if key == 'per_m2' else '人 person'})</td>"
+                + _side(f"{k}.{key}", r, "this", this, 3)
+                + _side(f"{k}.last_year_{key}", r, "last_year", last, 3)
+                + _side(f"{k}.baseline_{key}", r, "baseline", bl, 3)
+                + "</tr>"
+            )
+    if rows:
+        h += [
+            "<h3>单位面积与人均 Per m² and per person</h3>",
+            _table(
+                ["指标 Figure", "本期 This period", "去年同期 Last year", f"基准年 Baseline {base or '—'}"],
+                rows,
+            ),
+            '<p class="muted">往年按当前建筑面积和用能人数计'
+            " past years over today's floor area and persons.</p>",
+        ]
+    h.append(
+        '<p class="muted">* 数据不完整（有缺月）incomplete: a month without data,'
+        " no change computed against it."
+        + (
+            " ~ 含估算月份 includes estimated months (shaded): " + escape(", ".join(hist.methods))
+            if hist.methods
+            else (
+                " 未估算缺月 missing months not estimated (report --fill estimates them)."
+                if not hist.filled
+                else ""
+            )
+        )
+        + "</p>"
+    )
+    for t, d in sorted(hist.fuel_density.items()):
+        h.append(
+            f'<p class="muted" data-key="history.density.{escape(t)}" data-value="{d!r}">'
+            f"燃油按密度折算 {escape(t)} in litres at {d:g} kg/L ({escape(hist.density_source)})</p>"
+        )
+    for lo in hist.left_out:
+        h.append(f'<p class="warn">⚠ 未折标准煤 No kgce: {escape(lo)}</p>')
+    return h
+
+
+def _work_summary(report: Report) -> list[str]:
+    """The data section of the annual work summary (annual reports only)."""
+    ws = report.work_summary
+    if ws is None:
+        return []
+    h = [f"<h2>9 年度工作总结（数据部分）Annual work summary: data ({ws.year})</h2>"]
+    rows = [
+        f"<tr><td>{escape(k.zh)} {escape(k.en)}</td><td>{escape(_unit(k.unit))}</td>"
+        + _num(f"summary.target.{k.key}", k.target, 2)
+        + _hnum(f"summary.achieved.{k.key}", k.achieved, complete=k.complete, estimated=k.estimated, nd=3)
+        + _num(f"summary.share.{k.key}", k.share_of_target, pct=True)
+        + f"<td>{_fmt(k.met)}</td>"
+        + f"<td>{'历史分析 history' if k.source == 'history' else '账本 ledger'}</td></tr>"
+        for k in ws.targets
+    ]
+    h += [
+        "<h3>目标与完成 Targets and achieved</h3>",
+        _table(
+            [
+                *("指标 KPI", "单位 Unit", "年度目标 Target", "完成 Achieved", "占目标 Of target"),
+                *("达标 Met", "来源 From"),
+            ],
+            rows,
+        ),
+    ]
+    rows = [
+        f"<tr><td>{_hname(r)} ({'kgce' if r.energy_type == 'total' else 'm³'})</td>"
+        + _side(f"summary.{r.energy_type}.this", r, "this", r.quantity)
+        + _side(f"summary.{r.energy_type}.last_year", r, "last_year", r.last_year)
+        + _num(f"summary.{r.energy_type}.change", r.change, pct=True)
+        + _side(f"summary.{r.energy_type}.baseline", r, "baseline", r.baseline)
+        + _num(f"summary.{r.energy_type}.change_vs_baseline", r.change_vs_baseline, pct=True)
+        + "</tr>"
+        for r in (ws.total, ws.water)
+        if r is not None
+    ]
+    base = ws.baseline_year or "—"
+    if rows:
+        h += [
+            "<h3>同比与较基准 Against last year and the baseline</h3>",
+            _table(
+                [
+                    *("项目 Item", "本年 This year", "上年 Last year", "同比 Change"),
+                    *(f"基准年 Baseline {base}", "较基准 Change"),
+                ],
+                rows,
+            ),
+        ]
+    else:
+        h.append(
+            '<p class="muted">无历史数据 No history: import past years with edge-agent ledger import.</p>'
+        )
+    rows = [
+        f"<tr><td>{escape(m.zh)} {escape(m.en)}</td>"
+        + _num(f"summary.measure.{m.key}", m.count, 0)
+        + _num(f"summary.measure.{m.key}.saving_kgce", m.saving_kgce)
+        + "</tr>"
+        for m in ws.measures
+    ]
+    h += [
+        "<h3>节能措施（审计记录）Measures recorded by the agent (audit trail)</h3>",
+        _table(["措施 Measure", "次数 Count", "估算节能 Saving (kgce)"], rows),
+    ]
+    methods = sorted({m.saving_method for m in ws.measures})
+    h += [f'<p class="muted">{escape(m)}</p>' for m in methods]
+    h.append(f'<p class="muted">审计记录 Audit records in the year: {ws.audit_records}</p>')
     return h
 
 

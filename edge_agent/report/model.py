@@ -33,11 +33,14 @@ __all__ = [
     "Enforcement",
     "Exemption",
     "Gap",
+    "History",
+    "HistoryRow",
     "KpiFigure",
     "Kpis",
     "LastYear",
     "LeftOut",
     "LightsOff",
+    "Measure",
     "MeterFigures",
     "PueTargets",
     "Report",
@@ -47,8 +50,10 @@ __all__ = [
     "Sources",
     "StepFinding",
     "TamperFinding",
+    "TargetRow",
     "Totals",
     "UnitQuality",
+    "WorkSummary",
     "YearOnYear",
 ]
 
@@ -63,6 +68,8 @@ class Building:
     timezone: str
     floor_area_m2: float
     occupants: int
+    establishment: int | None = None  # 编制人数 when site.yaml splits the persons (occupants = both)
+    others: int | None = None  # 其他人员
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -411,6 +418,104 @@ class Sources:
     rows: tuple[SourceRow, ...]
 
 
+# ----------------------------------------------------------------------------------------------- history
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryRow:
+    """One energy type (or ``total``, kgce) in one period against the same period last year and the
+    baseline year (edge_agent/report/analysis.py). A change is given only between complete periods;
+    ``estimated_in`` names the sides holding filled months and ``methods`` how they were filled."""
+
+    granularity: Literal["year", "quarter", "month"]
+    period: str  # 2025, 2025Q1, 2025-01
+    energy_type: str  # electricity, water, ..., or total
+    zh: str
+    unit: str
+    quantity: float | None
+    complete: bool
+    kgce: float | None
+    last_year: float | None
+    last_year_complete: bool
+    last_year_kgce: float | None
+    change: float | None
+    change_kgce: float | None
+    baseline: float | None
+    baseline_complete: bool
+    baseline_kgce: float | None
+    change_vs_baseline: float | None
+    change_vs_baseline_kgce: float | None
+    per_m2: float | None  # total: kgce/m² of the period
+    per_person: float | None  # total: kgce/person; water: m³/person
+    last_year_per_m2: float | None
+    last_year_per_person: float | None
+    baseline_per_m2: float | None
+    baseline_per_person: float | None
+    estimated_in: tuple[str, ...]  # "this", "last_year", "baseline"
+    methods: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class History:
+    """Year over year and against the baseline, from imported bills and history and whole months of meter
+    data (a meter month counts only where no imported entry of its type covers that month)."""
+
+    year: int
+    baseline_year: int | None  # ledger.baseline_year of site.yaml
+    filled: bool  # missing and implausible months estimated (`report --fill`)
+    imported_entries: int
+    meter_months: int  # (type, month) figures taken from the meters
+    fuel_density: Mapping[str, float]  # kg/L applied to fuel in litres
+    density_source: str
+    left_out: tuple[str, ...]  # "gasoline L": no kgce
+    methods: tuple[str, ...]  # every estimation method used in the rows
+    rows: tuple[HistoryRow, ...]  # the period and its quarters (a year) or months (a quarter)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Measure:
+    """One kind of energy-saving action the agent took, counted from the audit trail."""
+
+    key: str  # setpoint_summer_26, setpoint_winter_20, hvac_after_hours, hvac_window_open, lighting_sweep...
+    zh: str
+    en: str
+    count: int  # successful writes
+    saving_kgce: float | None  # None: not estimated
+    saving_method: str  # how it was estimated, or why it was not
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetRow:
+    """One annual target against the year's figure: from the history analysis (bills, history and whole
+    months of meters) when it has the year, else from the ledger's year to date (section 4)."""
+
+    key: str  # kgce_per_m2, kgce_per_person, water_m3_per_person
+    zh: str
+    en: str
+    unit: str
+    target: float | None
+    achieved: float | None
+    share_of_target: float | None
+    met: bool | None  # achieved <= target; None without a target, a figure or a complete year
+    complete: bool  # every month of the year has data
+    estimated: bool  # holds estimated months
+    source: Literal["history", "ledger"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkSummary:
+    """The data section of the annual work summary (年度工作总结): targets and what was achieved, the change
+    on last year and the baseline year, and the measures recorded by the agent."""
+
+    year: int
+    baseline_year: int | None
+    targets: tuple[TargetRow, ...]
+    total: HistoryRow | None  # the year's kgce against last year and the baseline (None: no history)
+    water: HistoryRow | None
+    measures: tuple[Measure, ...]
+    audit_records: int
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Report:
     schema: str = field(default=REPORT_SCHEMA, init=False)
@@ -428,6 +533,8 @@ class Report:
     enforcement: Enforcement
     quality: DataQuality
     sources: Sources
+    history: History | None = None  # None: no imported history and no whole month of meter data
+    work_summary: WorkSummary | None = None  # annual reports only
 
     def __post_init__(self) -> None:  # the document gives the time to the second
         object.__setattr__(self, "generated_at", self.generated_at.replace(microsecond=0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge_agent.report.csv import render_csv
+from edge_agent.report.csv import render_csv, render_history_csv
 from edge_agent.report.html import render_html
 from edge_agent.report.model import Report
 from edge_agent.report.pdf import html_to_pdf, html_to_png
@@ -19,6 +19,8 @@ FORMATS = ("html", "csv", "json", "pdf")
 
 def write_reports(report: Report, ledger: Ledger, out_dir: Path, formats: Sequence[str]) -> list[Path]:
     """One file per format (html, csv, json or pdf) under ``out_dir``; the paths written, in that order.
+
+    csv also writes ``<stem>-history.csv`` (the history analysis) when the report has one.
 
     pdf prints the HTML with headless Chromium (edge_agent/report/pdf.py); raises PdfUnavailable without it.
     """
@@ -42,6 +44,10 @@ def write_reports(report: Report, ledger: Ledger, out_dir: Path, formats: Sequen
             text = render_html(report)
         path.write_text(text, encoding="utf-8")
         written.append(path)
+        if fmt == "csv" and report.history is not None:  # the history analysis: its own columns
+            extra = out_dir / f"{stem}-history.csv"
+            extra.write_text(render_history_csv(report), encoding="utf-8")
+            written.append(extra)
     return written
 
 

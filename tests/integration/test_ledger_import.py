@@ -244,9 +244,14 @@ def test_analysis_command_prints_the_year_over_year_table(
     out = capsys.readouterr().out
     assert "2025Q1    electricity  kWh       132,230.0     16,251.1     136,320.0    -3.0%" in out
     assert "95,040.0*" in out  # Q2 2024 misses May: marked, no change computed
-    assert "not in kgce (no coal factor for the unit): gasoline L" in out
+    assert "not in kgce" not in out  # fuel in litres: converted with the density setting
+    assert "gasoline in L converted to kg at 0.73 kg/L" in out
     assert main([*argv, "--by", "month", "--json"]) == 0
     lines = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    assert main([*argv, "--by", "year", "--json"]) == 0
+    years = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    fuel = next(r for r in years if r["energy_type"] == "gasoline")
+    assert fuel["kgce"] == 2903.137  # 2702.8 L x 0.73 kg/L x 1.4714 kgce/kg
     may = next(r for r in lines if r["period"] == "2025-05" and r["energy_type"] == "electricity")
     assert (may["quantity"], may["last_year"], may["change"], may["change_vs_baseline"]) == (
         42835.0,
@@ -278,26 +283,29 @@ def test_consumption_form_xlsx_read_back_and_csv(tmp_path: Path, capsys: pytest.
     by_name = {row[0]: row for row in cells if row and row[0]}
     # 2025 electricity: the 12 monthly bills, 52000 ... x 0.9312 rounded = 573619 kWh x 0.1229
     assert by_name["电力"][1:6] == ["kWh", 573619.0, 0.1229, 70497.775, None]  # 2024 misses May: no change
-    assert by_name["汽油"][1:6] == ["L", 2702.8, None, None, -3.0]  # (2702.8 - 2786.4) / 2786.4
+    # litres x 0.73 kg/L x 1.4714 kgce/kg: 1.074122 kgce/L; 2702.8 L -> 2903.137 kgce
+    assert by_name["汽油"][1:6] == ["L", 2702.8, pytest.approx(1.074122), 2903.137, -3.0]
     assert by_name["热力"][3] == pytest.approx(34.12) and by_name["热力"][6] == "否"  # GJ; December only
-    assert by_name["综合能耗合计"][4] == 110965.539  # 70497.775 + 26471.74 + 13996.024
+    assert by_name["综合能耗合计"][4] == 113868.676  # 70497.775 + 26471.74 + 13996.024 + 2903.137
     site = load_config(SITE).site
     assert by_name["建筑面积(m²)"][1] == site.floor_area_m2
     assert by_name["用能人数(人，含编外人员)"][1] == site.occupants
-    assert by_name["单位建筑面积能耗(kgce/m²)"][1] == round(110965.539 / site.floor_area_m2, 4)
+    assert by_name["单位建筑面积能耗(kgce/m²)"][1] == round(113868.676 / site.floor_area_m2, 4)
     assert by_name["人均用水量(m³/人)"][1] == round(7212 / site.occupants, 4)
-    assert by_name["未折标准煤(无该计量单位的折标系数)"][1] == "汽油(L)"
+    assert "未折标准煤(无该计量单位的折标系数)" not in by_name
+    assert by_name["燃油密度(kg/L，升折千克)"][1] == "汽油 0.73"  # only the fuels in litres
+    assert by_name["其中：编制人数(人)"][1] is None  # config/site.yaml gives a single count
     vehicles = [[c.value for c in row] for row in wb["公务用车燃油"].iter_rows()]
     assert vehicles == [
-        ["车辆号牌", "燃料品种", "计量单位", "用量", "账户"],
-        ["粤A12345", "汽油", "L", 1564.9, "fuel-card"],
-        ["粤A67890", "汽油", "L", 1137.9, "fuel-card"],
+        ["车辆号牌", "燃料品种", "计量单位", "用量", "折标准煤(kgce)", "账户"],
+        ["粤A12345", "汽油", "L", 1564.9, 1680.894, "fuel-card"],  # 1564.9 x 1.074122
+        ["粤A67890", "汽油", "L", 1137.9, 1222.243, "fuel-card"],
     ]
     out_csv = tmp_path / "form.csv"
     assert main(["ledger", "form", "-c", SITE, "--db", str(db), "--year", "2025", "-o", str(out_csv)]) == 0
     rows = list(csv.reader(out_csv.read_text(encoding="utf-8").splitlines()))
     assert ["电力", "kWh", "573619.0", "0.1229", "70497.775", "", "是"] in rows
-    assert ["粤A67890", "汽油", "L", "1137.9", "fuel-card"] in rows
+    assert ["粤A67890", "汽油", "L", "1137.9", "1222.243", "fuel-card"] in rows
     assert (
         main(["ledger", "form", "-c", SITE, "--db", str(db), "--year", "2025", "-o", str(tmp_path / "f.pdf")])
         == 2

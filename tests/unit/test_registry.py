@@ -243,8 +243,8 @@ def test_unregistered_protocol_is_unknown_again(tmp_path: Path) -> None:
     unregister("fake")
     assert issues_of(write_site(tmp_path)) == [
         "8:1: fakebus: unknown key; expected one of: gateway_id, building_id, name, timezone, location, "
-        "floor_area_m2, occupants, policy, zones, devices, storage, uplink, status, bacnet, energy_codes, "
-        "meters, targets, coal_factors, ledger",
+        "floor_area_m2, occupants, persons, policy, zones, devices, storage, uplink, status, bacnet, "
+        "energy_codes, meters, targets, coal_factors, ledger",
         "11:5: devices[0].protocol: unknown protocol 'fake'; "
         "expected one of 'modbus', 'modbus_rtu', 'bacnet', 'dlt645'",
         "18:5: devices[1].protocol: unknown protocol 'fake'; "

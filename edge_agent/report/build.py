@@ -134,6 +134,7 @@ class _Inputs:
     units: Mapping[str, str]  # category code -> ledger unit
     cats: _CategorySums  # what the statistics use: meters, or bills where ledger.statistics_source says
     meter_cats: _CategorySums  # the meters' own sums
+    meter_coverage: Mapping[str, float]  # category -> share of the period its least-covered main meter booked
     bills: Mapping[str, SourceSum]  # imported bills over the period, per category
     density: Mapping[str, float]  # kg/L of fuel entered in litres, by energy type
 
@@ -173,6 +174,7 @@ def build_report(
     totals = ledger.totals(start, end)
     units = {m.category: m.unit for m in ledger.roots()}
     meter_cats = _category_totals(ledger, totals)
+    coverage_of = _meter_coverage(ledger, totals, start, end)
     bills = source_sums(ledger.conn, period.start, period.end)
     for c, b in bills.items():
         units.setdefault(c, b.unit)
@@ -187,8 +189,9 @@ def build_report(
         factors=coal_table(cfg.site.coal_factors),
         totals=totals,
         units=units,
-        cats=_statistics(cfg, meter_cats, bills, units),
+        cats=_statistics(cfg, meter_cats, bills, units, coverage_of),
         meter_cats=meter_cats,
+        meter_coverage=coverage_of,
         bills=bills,
         density=fuel_density(cfg.site),
     )
@@ -234,17 +237,48 @@ def build_report(
     )
 
 
+# A category's meters stand for the period only when every main meter of it booked (measured or
+# estimated) nearly all of the period's 15-minute slots; otherwise a bill for the period is the better figure.
+METER_COVERAGE_MIN = 0.95
+
+
+def _meter_coverage(
+    ledger: Ledger, totals: Mapping[str, MeterTotals], start: datetime, end: datetime
+) -> dict[str, float]:
+    expected = max(1, round((end - start).total_seconds() / 900))
+    out: dict[str, float] = {}
+    for m in ledger.roots():
+        share = min(1.0, totals[m.point_id].slots / expected)
+        out[m.category] = min(out.get(m.category, 1.0), share)
+    return out
+
+
+def _bill_wins(
+    cfg: LoadedConfig, code: str, meter_cats: Mapping[str, object], coverage: Mapping[str, float]
+) -> bool:
+    return (
+        code not in meter_cats
+        or cfg.site.ledger.statistics_source == "bill"
+        or coverage.get(code, 0.0) < METER_COVERAGE_MIN
+    )
+
+
 def _statistics(
-    cfg: LoadedConfig, meter_cats: _CategorySums, bills: Mapping[str, SourceSum], units: Mapping[str, str]
+    cfg: LoadedConfig,
+    meter_cats: _CategorySums,
+    bills: Mapping[str, SourceSum],
+    units: Mapping[str, str],
+    coverage: Mapping[str, float],
 ) -> _CategorySums:
     """The category sums the statistics use: a category's bills replace its meters where
-    ``ledger.statistics_source: bill`` says so (and the units agree); a category with bills and no meter
-    uses its bills either way."""
+    ``ledger.statistics_source: bill`` says so, where it has no meter, or where its meters booked less than
+    METER_COVERAGE_MIN of the period (a gateway installed mid-year must not report the bills' year as the
+    meters' few months) - each only when the units agree."""
     out = {c: dict(v) for c, v in meter_cats.items()}
     for c, b in bills.items():
         if units.get(c, b.unit) != b.unit:
             continue
-        if c not in out or cfg.site.ledger.statistics_source == "bill":
+        if _bill_wins(cfg, c, meter_cats, coverage):
             out[c] = {"total": b.quantity, "measured": b.quantity, "estimated": 0.0, "outlier_kept": 0.0}
     return out
 
@@ -255,7 +289,7 @@ def _sources(inp: _Inputs) -> Sources:
     for c, b in sorted(inp.bills.items()):
         meter = inp.meter_cats[c]["total"] if c in inp.meter_cats else None
         zh, en = inp.label(c)
-        bill_wins = meter is None or inp.cfg.site.ledger.statistics_source == "bill"
+        bill_wins = _bill_wins(inp.cfg, c, inp.meter_cats, inp.meter_coverage)
         used: Literal["meter", "bill"] = "bill" if bill_wins and inp.units.get(c) == b.unit else "meter"
         rows.append(
             SourceRow(
@@ -271,6 +305,7 @@ def _sources(inp: _Inputs) -> Sources:
                 if meter is not None and b.quantity > 0
                 else None,
                 used=used,
+                meter_coverage=_r(inp.meter_coverage[c], 4) if c in inp.meter_coverage else None,
             )
         )
     return Sources(statistics_source=inp.cfg.site.ledger.statistics_source, rows=tuple(rows))
@@ -361,9 +396,16 @@ def _last_year(inp: _Inputs) -> LastYear:
     """The same period last year, by category, where the ledger has data for it."""
     ledger = inp.ledger
     ly = inp.period.last_year()
-    ly_totals = ledger.totals(*ly.bounds(inp.tz))
+    ly_bounds = ly.bounds(inp.tz)
+    ly_totals = ledger.totals(*ly_bounds)
     ly_bills = source_sums(ledger.conn, ly.start, ly.end)
-    ly_cats = _statistics(inp.cfg, _category_totals(ledger, ly_totals), ly_bills, inp.units)
+    ly_cats = _statistics(
+        inp.cfg,
+        _category_totals(ledger, ly_totals),
+        ly_bills,
+        inp.units,
+        _meter_coverage(ledger, ly_totals, *ly_bounds),
+    )
     rows = []
     for c, vals in sorted(inp.cats.items()):
         prev = ly_cats.get(c, {}).get("total", 0.0)
@@ -391,8 +433,13 @@ def _kpis(inp: _Inputs, period_kg: KgceResult) -> Kpis:
     year = inp.period.start.year
     y_start = datetime(year, 1, 1, tzinfo=inp.tz).astimezone(UTC)
     ytd_bills = source_sums(ledger.conn, date(year, 1, 1), inp.period.end)
+    ytd_totals = ledger.totals(y_start, inp.end)
     ytd_cats = _statistics(
-        inp.cfg, _category_totals(ledger, ledger.totals(y_start, inp.end)), ytd_bills, inp.units
+        inp.cfg,
+        _category_totals(ledger, ytd_totals),
+        ytd_bills,
+        inp.units,
+        _meter_coverage(ledger, ytd_totals, y_start, inp.end),
     )
     ytd_kg = inp.kgce(ytd_cats)
     days = days_with_data(ledger.data_span(y_start, inp.end), inp.period.end)

@@ -243,6 +243,7 @@ def _sources(report: Report) -> list[str]:
         + _num(f"sources.{r.code}.difference_share", r.difference_share, pct=True)
         + f'<td data-key="sources.{escape(r.code)}.used">'
         + ("账单 bill" if r.used == "bill" else "表计 meter")
+        + _coverage_note(r.meter_coverage)
         + "</td></tr>"
         for r in src.rows
     ]
@@ -250,7 +251,8 @@ def _sources(report: Report) -> list[str]:
     return [
         "<h2>1a 表计与账单 Meters and bills</h2>",
         f'<p class="muted">统计口径 Statistics use: {used} (ledger.statistics_source); '
-        "无表计的类别使用账单 a category without meters uses its bills</p>",
+        "无表计或表计覆盖不足95%的类别使用账单 a category without meters, or whose meters cover less "
+        "than 95 % of the period, uses its bills</p>",
         _table(
             [
                 "类别 Category",
@@ -264,6 +266,12 @@ def _sources(report: Report) -> list[str]:
             rows,
         ),
     ]
+
+
+def _coverage_note(share: float | None) -> str:
+    if share is None or share >= 0.95:
+        return ""
+    return f' <span class="muted">(表计覆盖 meters cover {share * 100:.0f} %)</span>'
 
 
 def _end_use(report: Report) -> list[str]:

@@ -410,6 +410,7 @@ class SourceRow:
     difference: float | None  # meter - bill
     difference_share: float | None  # (meter - bill) / bill
     used: Literal["meter", "bill"]  # what the statistics of this report use
+    meter_coverage: float | None = None  # share of the period the category's least-covered main meter booked
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -60,8 +60,8 @@ def expand_repeats(
         for u, unit in enumerate(units):
             if not isinstance(unit, dict) or not isinstance(unit.get("unit"), str):
                 continue
-            index = unit.get("index", u)
-            if _int(index) is None:
+            index = u if unit.get("index") is None else _int(unit.get("index"))
+            if index is None:
                 continue
             shift = index * stride
             uid: str = unit["unit"]

@@ -24,6 +24,7 @@ __all__ = [
     "Driver",
     "DriverError",
     "FailureCode",
+    "ModeLimits",
     "PermanentError",
     "PointBase",
     "Quality",
@@ -98,7 +99,8 @@ class FailureCode(StrEnum):
     NOT_BOOLEAN = "not_boolean"  # an on/off point asked for something else
     NOT_A_NUMBER = "not_a_number"  # a numeric point asked for a non-number
     NOT_FINITE = "not_finite"  # NaN or infinity asked for
-    UNKNOWN_STATE = "unknown_state"  # an enumerated point asked for a raw value not in its `states`
+    # An enumerated point asked for, or read as (quality uncertain), a raw value not in its `states`
+    UNKNOWN_STATE = "unknown_state"
     NO_BOUNDS = "no_bounds"  # a numeric point without both min and max is never written
     BELOW_MIN = "below_min"  # below the point's min (never clamped)
     ABOVE_MAX = "above_max"  # above the point's max (never clamped)
@@ -248,6 +250,22 @@ ENERGY_ROLES: frozenset[str] = frozenset({"energy", "water_volume"})
 _BOOL_ROLES: frozenset[str] = frozenset({"light_relay", "ac_power", "window_contact"})
 ValueKind: TypeAlias = Literal["enum", "bool", "number"]
 MODE_LABELS: frozenset[str] = frozenset({"off", "cool", "heat", "fan", "auto", "dry"})
+ModeLabel = Literal["off", "cool", "heat", "fan", "auto", "dry"]
+
+
+class ModeLimits(BaseModel):
+    """The range a numeric point takes while its AC unit is in one mode (a setpoint's cooling range)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ModeLimits:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
 
 
 class PointBase(BaseModel):
@@ -287,7 +305,17 @@ class PointBase(BaseModel):
         default=None, allow_inf_nan=False, description="Highest value; writable numeric points need both"
     )
     states: dict[int, str] | None = Field(
-        default=None, description="Raw value -> label, e.g. {0: off, 1: cool, 2: heat, 3: fan} for ac_mode"
+        default=None,
+        description="Raw value -> label, e.g. {0: off, 1: cool, 2: heat, 3: fan} for ac_mode; several raw "
+        "values may share a label (auxiliary heat -> heat). A raw value not listed reads as uncertain "
+        "(code unknown_state)",
+    )
+    limits: dict[ModeLabel, ModeLimits] | None = Field(
+        default=None,
+        description="Narrower min/max per mode of the point's AC unit, e.g. {cool: {min: 18, max: 32}, heat: "
+        "{min: 16, max: 30}}, each inside min..max. Writes use the range of the unit's current mode (its "
+        "ac_mode point); a mode not listed uses min..max; while the mode is unknown or its reading not "
+        "good, the range common to every listed mode",
     )
 
     @model_validator(mode="after")
@@ -302,6 +330,15 @@ class PointBase(BaseModel):
             bad = sorted(set(self.states.values()) - MODE_LABELS)
             if bad:
                 raise ValueError(f"ac_mode states {bad} are not among {sorted(MODE_LABELS)}")
+        if self.limits is not None:
+            if self.value_kind() != "number" or self.min is None or self.max is None:
+                raise ValueError("`limits:` narrows a numeric point's min..max per mode; give `min:`, `max:`")
+            for mode, lim in self.limits.items():
+                if lim.min < self.min or lim.max > self.max:
+                    raise ValueError(
+                        f"limits of {mode} ({lim.min:g}..{lim.max:g}) reach outside min..max "
+                        f"({self.min:g}..{self.max:g})"
+                    )
         if self.rollover is not None and not self.cumulative:
             raise ValueError("rollover only applies to a cumulative counter (set cumulative: true)")
         if self.writable and self.value_kind() == "number" and (self.min is None or self.max is None):
@@ -309,6 +346,22 @@ class PointBase(BaseModel):
                 "a writable numeric point needs both `min:` and `max:` (the safety envelope of every write)"
             )
         return self
+
+    def envelope(self, mode: str | None) -> tuple[float, float] | None:
+        """[lo, hi] a write must stay inside while the point's AC unit is in ``mode`` (None: unknown):
+        the mode's `limits`, min..max for a mode without its own, the intersection of every listed mode's
+        when the mode is unknown. None when there is no such range (no min/max, or the listed modes'
+        ranges have nothing in common)."""
+        if self.min is None or self.max is None:
+            return None
+        if not self.limits:
+            return self.min, self.max
+        if mode is not None:
+            lim = self.limits.get(mode)  # type: ignore[call-overload]
+            return (self.min, self.max) if lim is None else (lim.min, lim.max)
+        lo = max(lim.min for lim in self.limits.values())
+        hi = min(lim.max for lim in self.limits.values())
+        return (lo, hi) if lo <= hi else None
 
     def value_kind(self) -> ValueKind:
         """What a write to this point takes: ``enum`` (a raw value of `states`), ``bool`` (on/off) or

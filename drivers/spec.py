@@ -22,6 +22,8 @@ __all__ = [
     "DeviceEntry",
     "DeviceOptions",
     "DriverFactory",
+    "ExpandedPoint",
+    "PointExpander",
     "ProtocolSpec",
     "PushCallback",
     "SharedFactory",
@@ -91,6 +93,23 @@ class DeviceEntry:
     points: Sequence[tuple[int, PointBase]]  # (index under points:, validated point); invalid ones left out
 
 
+@dataclass(frozen=True, slots=True)
+class ExpandedPoint:
+    """A point a device declares other than as an entry of its `points:` list (a Modbus `repeat:`
+    template, once per indoor unit), as the raw mapping the device model appends to its points.
+
+    ``path`` is where its problems belong, relative to the device (``("repeat", 0, "points", 2)``);
+    ``keys`` names keys whose value comes from another place (``{"zone": ("repeat", 0, "units", 3,
+    "zone")}``)."""
+
+    data: Mapping[str, Any]
+    path: YamlPath
+    keys: Mapping[str, YamlPath]
+
+
+# The raw device mapping -> its expanded points, in the order its model appends them after `points:`.
+PointExpander: TypeAlias = Callable[[Mapping[str, Any]], Sequence[ExpandedPoint]]
+
 # Cross-checks over every device of one protocol in the site (raw YAML data, so one run reports all).
 SiteCheck: TypeAlias = Callable[[Sequence[DeviceEntry], SiteIssues], None]
 
@@ -105,6 +124,8 @@ class ProtocolSpec:
     Literal[name]`` (the union's discriminator), the fields of :class:`DeviceOptions` and ``points:
     list[point_model]``. ``network_key`` / ``network_model`` declare optional site-wide options at the
     top level of site.yaml (``bacnet:`` for the gateway's own BACnet/IP port), handed to ``make_shared``.
+    ``expand_points`` gives the points a device model adds to its `points:` (Modbus `repeat:` blocks),
+    so the site's checks see them and place their problems at the template.
     """
 
     name: str
@@ -116,6 +137,7 @@ class ProtocolSpec:
     network_model: type[BaseModel] | None = None
     network_description: str | None = None  # the `network_key:` description in the JSON Schema
     check_site: SiteCheck | None = None
+    expand_points: PointExpander | None = None
 
     def __post_init__(self) -> None:
         fields = self.device_model.model_fields

@@ -16,6 +16,7 @@ unit  device                          building object
 17    outdoor temperature sensor      outdoor_temp
 18    1F room sensor                  illuminance["f1"], windows["f1"]
 20    lighting controller             lights["f1-l1"] .. ["f3-l2"]
+21    VRF gateway, 16 indoor units    sim.vrf (its own small model, not the building's)
 99    type-test block                 sim.typebank
 100+  bench units                     sim.bench
 ====  ==============================  =====================================

@@ -26,6 +26,7 @@ from sim.building import Building, ScriptEvent
 from sim.modbus_map import BuildingModbus
 from sim.modbus_server import ModbusServer, UnitBank
 from sim.typebank import TYPE_TEST_UNIT, build_type_unit
+from sim.vrf import VrfGateway
 
 if TYPE_CHECKING:  # bacpypes3 takes half a second to import: only when BACnet is served
     from sim.bacnet_server import BacnetSimulator
@@ -68,11 +69,14 @@ class Simulator:
         self.building = Building(seed=seed, start=self.start_time, script=script, tz=timezone)
         self.modbus = BuildingModbus(building=self.building)
         self.type_unit = build_type_unit()
+        self.vrf = VrfGateway()  # unit 21: 16 indoor units at a register stride (MANUAL.md 5.9)
         self.bench: list[UnitBank] = [
             build_bench_unit(unit_id=BENCH_FIRST_UNIT + i, points=bench_points, t=self.start_time.timestamp())
             for i in range(bench_units)
         ]
-        self.server = ModbusServer(units=[*self.modbus.banks.values(), self.type_unit, *self.bench])
+        self.server = ModbusServer(
+            units=[*self.modbus.banks.values(), self.vrf.bank, self.type_unit, *self.bench]
+        )
         self._t0: float | None = None
         self._task: asyncio.Task[None] | None = None
         self.modbus_host: str | None = None

@@ -23,6 +23,7 @@ def check_site(devices: Sequence[DeviceEntry], out: SiteIssues) -> None:
         _check_framer(out, entry.data, entry.path, framers)
         points = [(p, pt) for p, pt in entry.points if isinstance(pt, ModbusPoint)]
         _check_modbus_overlaps(out, entry.path, points)
+        _check_repeat_zones(out, entry.data, entry.path)
 
 
 def _check_modbus_endpoint(
@@ -65,6 +66,23 @@ def _check_framer(
             [*dpath, "framer"],
             f"{host}:{port} is framed {first[0]!r} by {out.where(first[1])}; one endpoint speaks one framing",
         )
+
+
+def _check_repeat_zones(out: SiteIssues, dev: Mapping[str, Any], dpath: YamlPath) -> None:
+    """Each indoor unit of a `repeat:` block is an AC unit the policy decides for in its zone: one
+    without a zone (its own or the device's) would be decided for with no zone's rules."""
+    if isinstance(dev.get("zone"), str):
+        return
+    blocks = dev.get("repeat")
+    for b, block in enumerate(blocks if isinstance(blocks, list) else []):
+        units = block.get("units") if isinstance(block, dict) else None
+        for u, unit in enumerate(units if isinstance(units, list) else []):
+            if isinstance(unit, dict) and unit.get("zone") is None:
+                out.add(
+                    [*dpath, "repeat", b, "units", u],
+                    f"zone missing: unit {unit.get('unit')!r} has no `zone:` and device {dev.get('id')!r} "
+                    "none to inherit; give each unit (or the device) its zone",
+                )
 
 
 _ONE_REGISTER = frozenset({"int16", "uint16", "bit"})
@@ -152,6 +170,7 @@ def check_rtu_site(devices: Sequence[DeviceEntry], out: SiteIssues) -> None:
             )
         points = [(p, pt) for p, pt in entry.points if isinstance(pt, ModbusPoint)]
         _check_modbus_overlaps(out, dpath, points)
+        _check_repeat_zones(out, dev, dpath)
 
 
 def _line(settings: tuple[object, ...]) -> str:

@@ -24,7 +24,7 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import structlog
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -241,8 +241,7 @@ class Endpoint:
         now = self._pool.monotonic()
         if now < self.retry_at:
             raise _Unreachable(
-                f"{self.name} unreachable ({self.last_error}); "
-                f"next attempt in {self.retry_at - now:.1f} s"
+                f"{self.name} unreachable ({self.last_error}); next attempt in {self.retry_at - now:.1f} s"
             )
         if self.client is None and self.line is not None:
             self.client = AsyncModbusSerialClient(
@@ -407,16 +406,41 @@ class _PlanState:
         self.ids = [p.id for p in points]
         self.rejected = rejected  # point id -> (code, detail) for points that cannot be planned
         self.sums = tuple(sums)  # `sum_of` points, computed from their parts after the reads
-        self.decoders: dict[Block, tuple[BlockDecoder, tuple[str, ...]]] = {}
+        self.decoders: dict[Block, tuple[BlockDecoder, tuple[str, ...], _Enums]] = {}
 
-    def decoder_of(self, block: Block) -> tuple[BlockDecoder, tuple[str, ...]]:
+    def decoder_of(self, block: Block) -> tuple[BlockDecoder, tuple[str, ...], _Enums]:
         entry = self.decoders.get(block)
         if entry is None:
             entry = self.decoders[block] = (
                 block_decoder(block.start, block.count, block.points),
                 tuple(p.id for p in block.points),
+                tuple((i, p.states) for i, p in enumerate(block.points) if p.states),
             )
         return entry
+
+
+# (index in the block, the point's states) of each enumerated point of a block
+_Enums: TypeAlias = tuple[tuple[int, dict[int, str]], ...]
+
+
+def _flag_unknown_states(
+    out: dict[str, Reading],
+    values: Sequence[Value | CodecError],
+    pids: Sequence[str],
+    enums: _Enums,
+    ts: datetime,
+) -> None:
+    """A raw value an enumerated point's `states` does not list (a mode the manual's map lacks) is read
+    as uncertain: a value, but no known state, so nothing decides on it."""
+    for i, states in enums:
+        v = values[i]
+        if isinstance(v, CodecError) or out[pids[i]].quality is not Quality.GOOD:
+            continue
+        if isinstance(v, int | float) and v == int(v) and int(v) in states:
+            continue
+        known = ", ".join(f"{k}={lab}" for k, lab in sorted(states.items()))
+        detail = f"raw {v!r} is not among the point's states ({known})"
+        out[pids[i]] = Reading(pids[i], v, ts, Quality.UNCERTAIN, FailureCode.UNKNOWN_STATE, detail)
 
 
 class ModbusTcpDriver:
@@ -754,12 +778,14 @@ class ModbusTcpDriver:
         if st.plan.is_bad(block):
             st.plan.on_success(block)
         ts = self._clock()
-        decode, pids = st.decoder_of(block)
+        decode, pids, enums = st.decoder_of(block)
         values, clean = decode(data)
         make = _good_reading
         if clean:
             for pid, value in zip(pids, values, strict=True):
                 out[pid] = make(pid, value, ts)  # type: ignore[arg-type]  # clean: no CodecError
+            if enums:
+                _flag_unknown_states(out, values, pids, enums, ts)
             return None, True
         for pid, value in zip(pids, values, strict=True):
             if isinstance(value, CodecError):
@@ -769,6 +795,8 @@ class ModbusTcpDriver:
                 out[pid] = Reading(pid, value, ts, Quality.UNCERTAIN, code, f"device reports {value}")
             else:
                 out[pid] = make(pid, value, ts)
+        if enums:
+            _flag_unknown_states(out, values, pids, enums, ts)
         return None, True
 
     def _learn_limits(self, plan: ReadPlan, block: Block, n: int) -> None:

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Mapping
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drivers.base import PointBase, ValueKind
+from drivers.modbus.repeat import expand_repeats
+from drivers.spec import ExpandedPoint
 
 __all__ = [
     "DATA_TYPES",
     "ModbusDevice",
     "ModbusPoint",
     "ModbusRtuDevice",
+    "RepeatBlock",
+    "RepeatUnit",
+    "expand_device_points",
     "register_count",
     "resolve_ref",
     "write_function_of",
@@ -280,14 +286,126 @@ def write_function_of(point: ModbusPoint, *, refused_single: bool = False) -> in
     return 16 if refused_single or register_count(point) > 1 else 6
 
 
-class _ModbusUnit(BaseModel):
-    """What every Modbus device has, however it is reached (TCP, RTU over TCP, RTU on a serial port)."""
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+class RepeatUnit(BaseModel):
+    """One copy of a `repeat:` block: an indoor unit of a VRF/AC gateway."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    unit: str = Field(
+        pattern=_ID,
+        max_length=32,
+        description="The indoor unit's id: its points are `{device}.{unit}.{point}`, `ac_unit: {unit}`",
+    )
+    zone: str | None = Field(default=None, description="The unit's zone (defaults to the device's)")
+    name: str | None = Field(default=None, description="Prefixes the names of the unit's points")
+    index: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Block number on the gateway (addresses move by index x stride); defaults to the "
+        "entry's position in `units:` (0, 1, 2...), so leave it out unless units are missing in between",
+    )
+
+
+def _template_span(points: list[ModbusPoint]) -> dict[str, tuple[int, int]]:
+    """Per table, the lowest and highest register (bit) the templates occupy."""
+    span: dict[str, tuple[int, int]] = {}
+    for p in points:
+        if p.sum_of is not None:
+            continue
+        lo, hi = p.address, p.address + register_count(p) - 1
+        a, b = span.get(p.table, (lo, hi))
+        span[p.table] = (min(a, lo), max(b, hi))
+    return span
+
+
+class RepeatBlock(BaseModel):
+    """A template of points repeated once per unit at a register stride (VRF/AC gateways)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stride: int = Field(ge=1, le=65535, description="Registers (bits) from one unit's block to the next")
+    units: list[RepeatUnit] = Field(min_length=1, description="One entry per copy: the indoor units")
+    points: list[ModbusPoint] = Field(
+        min_length=1,
+        description="The template: the points of block 0, with plain point options; short ids (`setpoint`) "
+        "become `{device}.{unit}.{id}`; no `zone:` or `ac_unit:` (they come from the unit)",
+    )
 
     @model_validator(mode="before")
     @classmethod
-    def _one_based(cls, data: Any) -> Any:
+    def _no_unit_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("points"), list):
+            for p in data["points"]:
+                if isinstance(p, dict) and ({"zone", "ac_unit"} & set(p)):
+                    raise ValueError(
+                        f"template point {p.get('id')!r}: `zone:` and `ac_unit:` come from each entry of "
+                        "`units:`, not the template"
+                    )
+        return data
+
+    @model_validator(mode="after")
+    def _check_units(self) -> RepeatBlock:
+        seen: dict[str, int] = {}
+        slots: dict[int, str] = {}
+        for i, u in enumerate(self.units):
+            if u.unit in seen:
+                raise ValueError(f"unit {u.unit!r} is listed twice (entries {seen[u.unit]} and {i})")
+            seen[u.unit] = i
+            index = i if u.index is None else u.index
+            if index in slots:
+                raise ValueError(f"units {slots[index]!r} and {u.unit!r} both take block {index}")
+            slots[index] = u.unit
+        for table, (lo, hi) in _template_span(self.points).items():
+            if hi - lo + 1 > self.stride and len(self.units) > 1:
+                raise ValueError(
+                    f"stride {self.stride} is shorter than the template's {table} block {lo}-{hi} "
+                    f"({hi - lo + 1} registers): the units' registers would overlap"
+                )
+        return self
+
+
+def _template_ok(data: Mapping[str, Any]) -> bool:
+    try:
+        ModbusPoint.model_validate(data)
+    except ValueError:  # pydantic's ValidationError is one: the schema reports it at the template
+        return False
+    return True
+
+
+def expand_device_points(device: Mapping[str, Any]) -> list[ExpandedPoint]:
+    """The points a raw Modbus device mapping's `repeat:` blocks add (drivers.spec.PointExpander)."""
+    return expand_repeats(device, _template_ok)
+
+
+def _schema_points_or_repeat(schema: dict[str, Any]) -> None:
+    schema["required"] = [r for r in schema.get("required", []) if r != "points"]
+    schema["anyOf"] = [{"required": ["points"]}, {"required": ["repeat"]}]
+
+
+class _ModbusUnit(BaseModel):
+    """What every Modbus device has, however it is reached (TCP, RTU over TCP, RTU on a serial port)."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, json_schema_extra=_schema_points_or_repeat
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prepare(cls, data: Any) -> Any:
+        """`repeat:` blocks expanded into points, then ``address_base: 1`` applied to every address."""
+        if isinstance(data, dict) and data.get("repeat"):
+            extra = [e.data for e in expand_device_points(data)]
+            if extra:
+                points = data.get("points")
+                data = {**data, "points": [*(points if isinstance(points, list) else []), *extra]}
+        return cls._one_based(data)
+
+    @staticmethod
+    def _one_based(data: Any) -> Any:
         """``address_base: 1``: the device's ``address:`` values count from 1, as its manual does."""
         if not isinstance(data, dict) or data.get("address_base") != 1:
             return data
@@ -334,7 +452,16 @@ class _ModbusUnit(BaseModel):
     dead_backoff_max_s: float = Field(
         default=300.0, gt=0, le=86400, description="Longest backoff of a silent unit (doubling from 2 polls)"
     )
-    points: list[ModbusPoint] = Field(min_length=1)
+    points: list[ModbusPoint] = Field(
+        min_length=1, description="The device's points; those of `repeat:` blocks are added to them"
+    )
+    repeat: list[RepeatBlock] = Field(
+        default_factory=list,
+        exclude=True,  # already expanded into `points`: a dump validated again must not add them twice
+        description="Point templates repeated per indoor unit at a register stride (VRF/AC gateways): "
+        "each unit's copy gets ids `{device}.{unit}.{point}`, `ac_unit: {unit}`, the unit's zone, and "
+        "addresses (or refs) + index x stride",
+    )
 
     @model_validator(mode="after")
     def _check_sums(self) -> Self:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from drivers.base import Driver, UtcClock
 from drivers.modbus.checks import check_rtu_site, check_site
-from drivers.modbus.options import ModbusDevice, ModbusPoint, ModbusRtuDevice
+from drivers.modbus.options import ModbusDevice, ModbusPoint, ModbusRtuDevice, expand_device_points
 from drivers.spec import ProtocolSpec, PushCallback
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ SPEC = ProtocolSpec(
     make_shared=_pool,
     make_driver=_driver,
     check_site=check_site,
+    expand_points=expand_device_points,
 )
 
 # One pool per site for the serial buses too: one client and one lock per port, shared by its devices.
@@ -46,4 +47,5 @@ SPEC_RTU = ProtocolSpec(
     make_shared=_pool,
     make_driver=_driver,
     check_site=check_rtu_site,
+    expand_points=expand_device_points,
 )

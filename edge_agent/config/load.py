@@ -406,11 +406,27 @@ class LoadedConfig:
 
 
 class _Collector:
-    """Collects issues for one file, positioned from its marks."""
+    """Collects issues for one file, positioned from its marks.
+
+    ``data`` is what the checks read: the file's data, with the points devices declare other than in
+    `points:` (Modbus `repeat:` blocks) appended to their `points:`; ``aliases`` sends the path of such
+    a point to its template (or unit) in the file, so every problem lands on a line that exists."""
 
     def __init__(self, doc: YamlDoc) -> None:
         self.doc = doc
         self.issues: list[ConfigIssue] = []
+        self.data, self.aliases = _expand_points(doc.data)
+
+    def _place(self, path: Sequence[str | int]) -> YamlPath:
+        p = tuple(path)
+        hit = self.aliases.get(p[:4]) if len(p) >= 4 else None
+        if hit is None:
+            return p
+        template, keys = hit
+        rest = p[4:]
+        if rest and isinstance(rest[0], str) and rest[0] in keys:
+            return (*keys[rest[0]], *rest[1:])
+        return (*template, *rest)
 
     def add(
         self,
@@ -420,6 +436,7 @@ class _Collector:
         severity: Literal["error", "warning"] = "error",
         container: bool = False,
     ) -> None:
+        path = self._place(path)
         mark = self.doc.container_mark(path[:-1]) if container else self.doc.mark(path)
         self.issues.append(
             ConfigIssue(self.doc.file, mark.line, mark.col, format_path(path), message, severity=severity)
@@ -427,8 +444,35 @@ class _Collector:
 
     def where(self, path: Sequence[str | int]) -> str:
         """Another entry of the same file, for messages that name two places."""
+        path = self._place(path)
         mark = self.doc.mark(path)
         return f"{format_path(path)} (line {mark.line})"
+
+
+_Aliases: TypeAlias = dict[YamlPath, tuple[YamlPath, Mapping[str, YamlPath]]]
+
+
+def _expand_points(data: object) -> tuple[object, _Aliases]:
+    """``data`` with each device's expanded points (drivers.spec.ExpandedPoint) appended to its `points:`,
+    as its model appends them, and where each came from. ``data`` itself is left as it is."""
+    aliases: _Aliases = {}
+    devices = data.get("devices") if isinstance(data, dict) else None
+    if not isinstance(devices, list):
+        return data, aliases
+    out: list[Any] = []
+    for d, dev in enumerate(devices):
+        spec = PROTOCOLS.get(dev.get("protocol")) if isinstance(dev, dict) else None  # type: ignore[arg-type]
+        extra = spec.expand_points(dev) if spec is not None and spec.expand_points is not None else ()
+        if not extra:
+            out.append(dev)
+            continue
+        assert isinstance(dev, dict)
+        points = _as_list(dev.get("points"))
+        for i, e in enumerate(extra):
+            keys = {k: ("devices", d, *v) for k, v in e.keys.items()}
+            aliases[("devices", d, "points", len(points) + i)] = (("devices", d, *e.path), keys)
+        out.append({**dev, "points": [*points, *(dict(e.data) for e in extra)]})
+    return {**data, "devices": out}, aliases  # type: ignore[dict-item]
 
 
 def load_config(site_path: str | Path) -> LoadedConfig:
@@ -459,7 +503,9 @@ def load_config(site_path: str | Path) -> LoadedConfig:
             if policy is not None:
                 _policy_site_problems(policy, policy_out, doc.data)
                 server_zone_warnings(
-                    policy, _as_dict(doc.data), lambda path, msg: site_out.add(path, msg, severity="warning")
+                    policy,
+                    _as_dict(site_out.data),
+                    lambda path, msg: site_out.add(path, msg, severity="warning"),
                 )
             issues += policy_out.issues
     elif isinstance(doc.data, dict):  # `policy: ''`, `policy: 3`: say so rather than fail without a reason
@@ -588,7 +634,7 @@ def _validate(model: type[_M], out: _Collector) -> _M | None:
     typo_targets: set[YamlPath] = set()
     for err in errors:
         if err["type"] == "extra_forbidden":
-            path, _ = _data_path(out.doc.data, tuple(err["loc"]))
+            path, _ = _data_path(out.data, tuple(err["loc"]))
             close = _suggest(model, tuple(err["loc"]), path)
             if close:
                 typo_targets.add((*path[:-1], close))
@@ -605,7 +651,7 @@ def _suggest(model: type[BaseModel], loc: tuple[str | int, ...], path: YamlPath)
 
 def _report(model: type[BaseModel], err: ErrorDetails, out: _Collector, typo_targets: set[YamlPath]) -> None:
     loc = tuple(err["loc"])
-    path, state = _data_path(out.doc.data, loc)
+    path, state = _data_path(out.data, loc)
     kind = err["type"]
     ctx = err.get("ctx") or {}
     value = err.get("input")
@@ -798,7 +844,7 @@ def _as_dict(value: object) -> dict[str, Any]:
 
 
 def _cross_check(out: _Collector) -> None:
-    data = _as_dict(out.doc.data)
+    data = _as_dict(out.data)
     _check_building_id(out, data)
 
     zones: dict[str, YamlPath] = {}

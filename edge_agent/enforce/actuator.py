@@ -8,10 +8,12 @@ the checks here run last and have no switch to turn them off:
 3. the value fits the point: booleans for relays, a known raw state for enumerations, a finite
    number inside the point's ``min``/``max`` for everything else (a numeric point without both
    bounds is not written at all; ``check`` refuses such a site). Out of range is refused and audited,
-   never clamped. The bounds hold for the value the device will actually hold: when the protocol's
-   rounding to the register's step (``PointBase.quantize``) would put an in-range request outside them,
-   the nearest value the register holds inside them is written instead (the audit record says so), or
-   the write is refused when there is none;
+   never clamped. A point with per-mode `limits` uses the range of its AC unit's current mode (the
+   snapshot's good reading of the unit's ac_mode point), and the range common to every listed mode
+   while that mode is unknown, not good or ambiguous. The bounds hold for the value the device will
+   actually hold: when the protocol's rounding to the register's step (``PointBase.quantize``) would
+   put an in-range request outside them, the nearest value the register holds inside them is written
+   instead (the audit record says so), or the write is refused when there is none;
 4. at most ``max_writes_per_hour`` writes per point in any sliding hour. Past it the actuator records
    a ``tamper`` finding and pauses that point for ``tamper_pause_s`` (policy.yaml
    ``enforcement.tamper_pause_min``, 60 by default): a policy that has to write the same point again and
@@ -49,7 +51,7 @@ from typing import Any, Literal
 
 import structlog
 
-from drivers.base import Driver, DriverError, FailureCode, PointBase, Value, WriteResult
+from drivers.base import MODE_LABELS, Driver, DriverError, FailureCode, PointBase, Value, WriteResult
 from edge_agent.core.clock import Clock
 from edge_agent.store.audit import AuditKind, AuditLog
 from policies.types import PointState, WriteIntent
@@ -137,6 +139,18 @@ class MaskedPoint:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class _Envelope:
+    bounds: tuple[float, float] | None
+    mode: str | None  # the unit's mode the bounds were taken for; None: unknown
+    per_mode: bool  # the point has per-mode limits
+
+    def describe(self) -> str:
+        if not self.per_mode:
+            return ""
+        return f" in mode {self.mode}" if self.mode else " while the unit's mode is unknown (common range)"
+
+
 @dataclass(slots=True)
 class _Refusal:
     code: FailureCode
@@ -177,6 +191,9 @@ class Actuator:
         self._refused_at: dict[tuple[str, str, str, str], tuple[float, int]] = {}  # -> (audited at, repeats)
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._masked: dict[str, MaskedPoint] = {}  # points someone else holds (no retry until that changes)
+        # Point with per-mode limits -> its unit's ac_mode point; rebuilt per apply() (the service
+        # refills ``points`` in place on reload), and only when a point with limits is written.
+        self._mode_point: dict[str, str] | None = None
 
     # --- public -------------------------------------------------------------------------------
 
@@ -196,6 +213,7 @@ class Actuator:
         order, and a per-point lock keeps writes to one point from overlapping across calls.
         """
         snap: Mapping[str, PointState] = snapshot or {}
+        self._mode_point = None
         outcomes: list[ActuationOutcome | None] = [None] * len(intents)
         by_device: dict[str, list[int]] = {}
         for i, intent in enumerate(intents):
@@ -335,7 +353,20 @@ class Actuator:
         for zone in candidates if covered else ():
             if self._is_exempt(zone):
                 return _Refusal(FailureCode.EXEMPT_ZONE, f"zone {zone} of {pid} is exempt from enforcement")
-        return _check_value(pid, point, intent.value)
+        return _check_value(pid, point, intent.value, self._envelope(pid, point, snap))
+
+    def _envelope(self, pid: str, point: PointBase, snap: Mapping[str, PointState]) -> _Envelope:
+        """The point's [lo, hi] in its unit's current mode, and the mode it was taken for (None: unknown)."""
+        mode: str | None = None
+        if point.limits is None:
+            return _Envelope(point.envelope(None), None, False)
+        if self._mode_point is None:
+            self._mode_point = _mode_points(self._points)
+        mode_pid = self._mode_point.get(pid)
+        state = snap.get(mode_pid) if mode_pid is not None else None
+        if state is not None and state.ok and state.quality == "good":
+            mode = _mode_label(self._points[state.point_id][1], state.value)
+        return _Envelope(point.envelope(mode), mode, point.limits is not None)
 
     # --- one intent ---------------------------------------------------------------------------
 
@@ -353,7 +384,9 @@ class Actuator:
             note = ""
             if not intent.relinquish and point.value_kind() == "number":
                 assert isinstance(intent.value, int | float)  # checked by _check_value
-                device_value = _to_device(pid, point, intent.value)
+                bounds = self._envelope(pid, point, snap).bounds
+                assert bounds is not None  # checked by _check_value
+                device_value = _to_device(pid, point, intent.value, bounds)
                 if isinstance(device_value, _Refusal):
                     return self._refuse(intent, snap, device_value)
                 value, note = device_value
@@ -609,7 +642,7 @@ class Actuator:
 # --- value checks (pure) ------------------------------------------------------------------------
 
 
-def _check_value(pid: str, point: PointBase, value: object) -> _Refusal | None:
+def _check_value(pid: str, point: PointBase, value: object, env: _Envelope) -> _Refusal | None:
     kind = point.value_kind()
     if kind == "bool":
         if isinstance(value, bool) or (type(value) is int and value in (0, 1)):
@@ -625,27 +658,65 @@ def _check_value(pid: str, point: PointBase, value: object) -> _Refusal | None:
             known = ", ".join(f"{k}={v}" for k, v in sorted(point.states.items()))
             return _Refusal(FailureCode.UNKNOWN_STATE, f"{value!r} is not a state of {pid} ({known})")
         return None
-    if point.min is None or point.max is None:
+    if env.bounds is None:
+        if env.per_mode and point.min is not None and point.max is not None:
+            return _Refusal(
+                FailureCode.NO_BOUNDS,
+                f"the unit's mode of {pid} is unknown and its per-mode limits share no range; not written",
+            )
         return _Refusal(
             FailureCode.NO_BOUNDS, f"{pid} has no min/max in site.yaml; numeric writes need both bounds"
         )
-    if value < point.min:
-        return _Refusal(FailureCode.BELOW_MIN, f"{value!r} is below min {point.min} of {pid}; not clamped")
-    if value > point.max:
-        return _Refusal(FailureCode.ABOVE_MAX, f"{value!r} is above max {point.max} of {pid}; not clamped")
+    lo, hi = env.bounds
+    where = env.describe()
+    if value < lo:
+        return _Refusal(FailureCode.BELOW_MIN, f"{value!r} is below min {lo} of {pid}{where}; not clamped")
+    if value > hi:
+        return _Refusal(FailureCode.ABOVE_MAX, f"{value!r} is above max {hi} of {pid}{where}; not clamped")
     return None
 
 
-def _to_device(pid: str, point: PointBase, value: float) -> tuple[Value, str] | _Refusal:
+def _mode_points(points: Mapping[str, tuple[str, PointBase]]) -> dict[str, str]:
+    """Each point with per-mode limits -> the ac_mode point of its AC unit (same device, `ac_unit` and
+    zone); left out when the unit has none or several (its mode is then unknown)."""
+    modes: dict[tuple[str, str | None, str | None], list[str]] = defaultdict(list)
+    for pid, (device, p) in points.items():
+        if p.role == "ac_mode":
+            modes[(device, p.ac_unit, p.zone)].append(pid)
+    out: dict[str, str] = {}
+    for pid, (device, p) in points.items():
+        if p.limits is not None:
+            found = modes.get((device, p.ac_unit, p.zone), [])
+            if len(found) == 1:
+                out[pid] = found[0]
+    return out
+
+
+def _mode_label(mode_point: PointBase, value: Value) -> str | None:
+    """The canonical mode (cool, heat...) a reading of an ac_mode point shows; None when it shows none."""
+    if isinstance(value, str):
+        label: str | None = value.strip().lower()
+    elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        if value != int(value) or not mode_point.states:
+            return None
+        label = mode_point.states.get(int(value))
+    else:
+        return None
+    return label if label in MODE_LABELS else None
+
+
+def _to_device(
+    pid: str, point: PointBase, value: float, bounds: tuple[float, float]
+) -> tuple[Value, str] | _Refusal:
     """What to send so that the value the device holds (after the protocol rounds it to its register's
     step, ``point.quantize``) lies inside [min, max]: ``value`` itself when it does, else the nearest value
     the register can hold inside the bounds ("moved inward", with a note for the audit record), else a
-    refusal. ``value`` is already inside [min, max] (checked by ``_check_value``).
+    refusal. ``value`` is already inside ``bounds`` (the point's [min, max] or its mode's, checked by
+    ``_check_value``).
 
     ``quantize`` is monotonic (rounding to steps, float32) and the values a register can hold form one
     interval, so bisection finds the boundary whatever the scale's sign, offset or type."""
-    assert point.min is not None and point.max is not None
-    lo, hi = point.min, point.max
+    lo, hi = bounds
     q = point.quantize
     try:
         held = q(value)

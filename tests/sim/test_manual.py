@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sim import modbus_map, typebank
+from sim import modbus_map, typebank, vrf
 from sim.building import DEFAULT_SCRIPT
 from sim.runner import Simulator
 
@@ -14,14 +14,17 @@ MANUAL = (Path(__file__).resolve().parents[2] / "sim" / "MANUAL.md").read_text(e
 
 def test_every_register_row_is_in_the_manual() -> None:
     lines = set(MANUAL.splitlines())
-    missing = [r for r in modbus_map.manual_rows() + typebank.manual_rows() if r not in lines]
+    missing = [
+        r for r in modbus_map.manual_rows() + typebank.manual_rows() + vrf.manual_rows() if r not in lines
+    ]
     assert not missing, "MANUAL.md lacks:\n" + "\n".join(missing)
 
 
 def test_manual_tables_have_no_rows_the_simulator_lacks() -> None:
-    documented = set(modbus_map.manual_rows()) | set(typebank.manual_rows())
+    documented = set(modbus_map.manual_rows()) | set(typebank.manual_rows()) | set(vrf.manual_rows())
     table_rows = [
-        line for line in MANUAL.splitlines()
+        line
+        for line in MANUAL.splitlines()
         if re.match(r"^\| (\d[\d, -]*|holding|input|coil|discrete) \| (holding|input|coil|discrete|\d)", line)
         and line.count("|") in (9, 11)
     ]

@@ -591,3 +591,106 @@ async def test_exemption_limited_to_roles_leaves_other_writes_alone(rig: Rig) ->
     assert light.ok and rig.a.values[lab_light.id] is False
     assert ac.status == "refused" and ac.code == "exempt_zone"
     assert LAB.id not in [c[0] for c in rig.a.calls]
+
+
+# --- per-mode envelopes (issue 11 item 11) --------------------------------------------------------
+
+VRF_SET = PointBase(
+    id="vrf.iu1.setpoint", role="setpoint", zone="f2", ac_unit="iu1", writable=True, min=16, max=32,
+    limits={"cool": {"min": 18, "max": 32}, "heat": {"min": 16, "max": 30}, "fan": {"min": 20, "max": 24}},
+)  # fmt: skip
+VRF_MODE = PointBase(
+    id="vrf.iu1.mode", role="ac_mode", zone="f2", ac_unit="iu1", writable=True,
+    states={0: "off", 1: "cool", 2: "heat", 3: "fan", 4: "heat", 5: "auto", 6: "dry"},
+)  # fmt: skip
+# Another unit of the same gateway: its mode never decides iu1's envelope.
+VRF_MODE_2 = PointBase(
+    id="vrf.iu2.mode", role="ac_mode", zone="f2", ac_unit="iu2", writable=True, states={1: "cool", 2: "heat"}
+)
+
+
+def _expected_envelope(raw: Value, quality: str) -> tuple[float, float]:
+    """The envelope as issue 11 states it, computed independently of the actuator."""
+    assert VRF_SET.limits is not None
+    assert VRF_MODE.states is not None
+    label: str | None = None
+    if isinstance(raw, str):  # a driver that reports the label itself
+        label = raw
+    elif isinstance(raw, int | float) and math.isfinite(raw) and raw == int(raw):
+        label = VRF_MODE.states.get(int(raw))
+    if quality != "good" or label is None:
+        return 20, 24  # every listed mode's range in common: cool 18-32, heat 16-30, fan 20-24
+    lim = VRF_SET.limits.get(label)  # type: ignore[call-overload]
+    return (16, 32) if lim is None else (lim.min, lim.max)
+
+
+def _mode_snap(raw: Value, quality: str, other: Value) -> dict[str, PointState]:
+    ok = quality != "bad"
+    return {
+        VRF_MODE.id: PointState(
+            VRF_MODE.id, "ac_mode", "f2", raw, ok, START, START, writable=True, states=VRF_MODE.states,
+            device_id="vrf", quality=quality, ac_unit="iu1", code=None if ok else "timeout",
+        ),
+        VRF_MODE_2.id: PointState(
+            VRF_MODE_2.id, "ac_mode", "f2", other, True, START, START, states=VRF_MODE_2.states,
+            device_id="vrf", ac_unit="iu2",
+        ),
+    }  # fmt: skip
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    raw=st.one_of(st.integers(-1, 9), st.none(), st.just("cool"), st.floats(allow_nan=True)),
+    quality=st.sampled_from(["good", "good", "uncertain", "bad"]),
+    other=st.sampled_from([1, 2]),
+    values=st.lists(st.one_of(st.floats(10, 36), st.integers(10, 36)), min_size=1, max_size=6),
+)
+def test_no_write_leaves_the_current_modes_envelope(
+    raw: Value, quality: str, other: Value, values: list[float]
+) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        rig = Rig(Path(d) / "s.db", max_writes=99, fsync=False)
+        vrf = FakeDriver("vrf")
+        rig.points.update({p.id: ("vrf", p) for p in (VRF_SET, VRF_MODE, VRF_MODE_2)})
+        act = Actuator(
+            drivers={"vrf": vrf}, points=rig.points, audit=rig.audit, clock=rig.clock, max_writes_per_hour=99
+        )
+        intents = [WriteIntent(VRF_SET.id, v, RULE, "r") for v in values]
+        outs = asyncio.run(act.apply(intents, _mode_snap(raw, quality, other)))
+        lo, hi = _expected_envelope(raw, quality)
+        for pid, value, _prio in vrf.calls:
+            assert pid == VRF_SET.id and isinstance(value, int | float)
+            assert lo <= value <= hi, (raw, quality, value)
+        for o in outs:  # and everything inside it was written: the envelope is not stricter than stated
+            inside = lo <= float(o.intent.value) <= hi
+            assert o.reached_device == inside, (raw, quality, o)
+            if not inside:
+                assert o.code in (FailureCode.BELOW_MIN, FailureCode.ABOVE_MAX)
+        rig.close()
+
+
+async def test_per_mode_refusal_names_the_mode(rig: Rig) -> None:
+    vrf = FakeDriver("vrf")
+    rig.points.update({p.id: ("vrf", p) for p in (VRF_SET, VRF_MODE, VRF_MODE_2)})
+    act = Actuator(
+        drivers={"vrf": vrf}, points=rig.points, audit=rig.audit, clock=rig.clock, max_writes_per_hour=9
+    )
+    [heat] = await act.apply([intent(VRF_SET.id, 31)], _mode_snap(4, "good", 1))  # 4: auxiliary heat
+    assert (
+        heat.code == FailureCode.ABOVE_MAX and "above max 30.0" in heat.detail and "mode heat" in heat.detail
+    )
+    [cool] = await act.apply([intent(VRF_SET.id, 31)], _mode_snap(1, "good", 2))
+    assert cool.ok and vrf.calls == [(VRF_SET.id, 31, None)]
+    [unknown] = await act.apply([intent(VRF_SET.id, 26)], _mode_snap(9, "uncertain", 1))
+    assert unknown.code == FailureCode.ABOVE_MAX and "mode is unknown" in unknown.detail
+
+
+def test_limits_must_lie_inside_min_max() -> None:
+    with pytest.raises(ValueError, match=r"limits of cool \(18..34\) reach outside min..max"):
+        PointBase(
+            id="x", role="setpoint", writable=True, min=16, max=32, limits={"cool": {"min": 18, "max": 34}}
+        )
+    with pytest.raises(ValueError, match="give `min:`, `max:`"):
+        PointBase(id="x", role="setpoint", limits={"cool": {"min": 18, "max": 30}})
+    with pytest.raises(ValueError, match=r"min 30\.0 is above max 18\.0"):
+        PointBase(id="x", role="setpoint", min=16, max=32, limits={"cool": {"min": 30, "max": 18}})

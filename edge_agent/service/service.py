@@ -148,6 +148,7 @@ class Service:
                 clock=self.clock,
                 logger=get_logger("edge_agent.uplink", gateway=cfg.site.gateway_id),
                 on_finding=self._uplink_finding,
+                points=self._uplink_points,
             )
         self.platform: Any = None
         self._platform_conn: sqlite3.Connection | None = None
@@ -221,6 +222,10 @@ class Service:
             from edge_agent.uplink.mqtt import audit_event
 
             self.outbox.append_event(audit_event(record))
+
+    def _uplink_points(self) -> list[tuple[str, str | None, str | None]]:
+        """The v2 payload's schema: the running configuration's points (a reload's new ones included)."""
+        return [(p.id, p.unit, dev.id) for dev, p in self.cfg.points()]
 
     def _uplink_finding(self, kind: str, detail: dict[str, Any]) -> None:
         """The broker refused a publish (MQTT v5 PUBACK): the readings stay in the outbox; say so."""

@@ -203,6 +203,19 @@ class DecodedBatch:
     audit_head: tuple[int, str] | None
     rows: list[Row]
 
+    def as_v1(self) -> dict[str, Any]:
+        """The batch as payload v1 would have carried it (``v`` says which version it came in)."""
+        head = self.audit_head
+        return {
+            "v": self.version,
+            "gateway": self.gateway,
+            "building": self.building,
+            "seq_first": self.seq_first,
+            "seq_last": self.seq_last,
+            "audit_head": None if head is None else {"seq": head[0], "hash": head[1]},
+            "readings": [r.as_payload() for r in self.rows],
+        }
+
 
 class Decoder:
     """Keeps every schema it has seen (by hash: a hash always means the same point list) and decodes

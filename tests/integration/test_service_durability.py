@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import os
 import signal
 import sqlite3
@@ -23,6 +22,7 @@ import pytest
 
 from edge_agent.cli.audit import verify_main
 from edge_agent.ops.status import query_status
+from edge_agent.uplink.payload_v2 import Decoder
 from tests.integration.conftest import Broker
 from tests.integration.test_service import (
     AgentProcess,
@@ -57,6 +57,7 @@ class ReadingsSubscriber:
         self.topic = f"{PREFIX}/{BUILDING}/{GATEWAY}/readings"
         self.readings: list[dict[str, Any]] = []  # every reading object, in arrival order
         self.subscribed = asyncio.Event()
+        self.decoder = Decoder()
 
     @property
     def seqs(self) -> list[int]:
@@ -69,9 +70,14 @@ class ReadingsSubscriber:
                     "127.0.0.1", self.port, identifier=f"svc-sub-{id(self)}", timeout=5
                 ) as c:
                     await c.subscribe(self.topic, qos=1)
+                    await c.subscribe(self.topic.replace("/readings", "/schema"), qos=1)  # v2: retained
                     self.subscribed.set()
                     async for msg in c.messages:
-                        body = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
+                        raw = bytes(msg.payload)  # type: ignore[arg-type]
+                        if str(msg.topic).endswith("/schema"):
+                            self.decoder.add_schema(raw)
+                            continue
+                        body = self.decoder.decode_batch(raw).as_v1()
                         assert body["gateway"] == GATEWAY and body["building"] == BUILDING
                         self.readings.extend(body["readings"])
             except aiomqtt.MqttError:

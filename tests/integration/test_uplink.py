@@ -21,6 +21,7 @@ from edge_agent.core.validate import ValidatedReading
 from edge_agent.store.db import open_state_db
 from edge_agent.store.outbox import Outbox
 from edge_agent.uplink.mqtt import MqttUplinkService
+from edge_agent.uplink.payload_v2 import Decoder
 from tests.integration.conftest import Broker
 
 PREFIX = "t"
@@ -38,6 +39,8 @@ class Subscriber:
         self.readings: list[dict[str, Any]] = []  # batch payloads, in arrival order
         self.events: list[dict[str, Any]] = []
         self.status: list[dict[str, Any]] = []
+        self.schemas: list[dict[str, Any]] = []
+        self.decoder = Decoder()
         self.subscribed = asyncio.Event()
         self.connects = 0
 
@@ -55,10 +58,15 @@ class Subscriber:
                     self.connects += 1
                     self.subscribed.set()
                     async for msg in client.messages:
-                        body = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
+                        raw = bytes(msg.payload)  # type: ignore[arg-type]
                         topic = str(msg.topic)
-                        if topic.endswith("/readings"):
-                            self.readings.append(body)
+                        if topic.endswith("/readings"):  # either payload version, as v1 would carry it
+                            self.readings.append(self.decoder.decode_batch(raw).as_v1())
+                            continue
+                        body = json.loads(raw)
+                        if topic.endswith("/schema"):
+                            self.decoder.add_schema(raw)
+                            self.schemas.append(body)
                         elif topic.endswith("/events"):
                             self.events.append(body)
                         elif topic.endswith("/status"):
@@ -188,11 +196,13 @@ async def test_broker_outage_no_gap_duplicates_only_across_reconnect(broker: Bro
     assert dup <= svc.options.batch_max * svc.options.inflight_batches
     # Batches are in seq order and carry the documented envelope.
     b0 = sub.readings[0]
-    assert b0["v"] == 1 and b0["gateway"] == GATEWAY and b0["building"] == BUILDING
+    assert b0["v"] == 2 and b0["gateway"] == GATEWAY and b0["building"] == BUILDING
     assert b0["audit_head"] == {"seq": 7, "hash": "ab" * 32}
     assert [r["seq"] for r in b0["readings"]] == list(range(b0["seq_first"], b0["seq_last"] + 1))
     assert set(b0["readings"][0]) == {"seq", "point", "ts", "value", "unit", "quality", "code", "flags"}
     assert any(s["state"] == "online" for s in sub.status)
+    # The schema came before the first batch, again after the reconnect, and names the points seen.
+    assert len(sub.schemas) >= 2 and {p[0] for p in sub.schemas[-1]["points"]} == {f"m{i}" for i in range(7)}
 
 
 async def test_tls_client_certificate_required(tls_broker: Broker, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +42,7 @@ class Subscriber:
         self.status: list[dict[str, Any]] = []
         self.schemas: list[dict[str, Any]] = []
         self.decoder = Decoder()
+        self.raw: list[tuple[str, bytes, float]] = []  # (topic, payload as sent, monotonic arrival)
         self.subscribed = asyncio.Event()
         self.connects = 0
 
@@ -60,6 +62,7 @@ class Subscriber:
                     async for msg in client.messages:
                         raw = bytes(msg.payload)  # type: ignore[arg-type]
                         topic = str(msg.topic)
+                        self.raw.append((topic, raw, time.monotonic()))
                         if topic.endswith("/readings"):  # either payload version, as v1 would carry it
                             self.readings.append(self.decoder.decode_batch(raw).as_v1())
                             continue

@@ -68,6 +68,7 @@ __all__ = [
     "backoff_delay",
     "encode_batch",
     "encode_event",
+    "publish_packet_bytes",
     "read_credentials",
 ]
 
@@ -281,6 +282,14 @@ _SHRINK_ABOVE = 4096  # a connection lost with a batch this large in flight halv
 _PACKET_OVERHEAD = 64  # fixed header, packet id, v5 properties: bytes of a PUBLISH beyond topic + payload
 
 
+def publish_packet_bytes(topic: str, payload_len: int, *, v5: bool) -> int:
+    """Bytes of a QoS 1 PUBLISH on the wire: fixed header (1 + remaining-length varint), topic (2 + UTF-8),
+    packet id (2), under v5 the property length (1: we send no properties), and the payload."""
+    remaining = 2 + len(topic.encode()) + 2 + (1 if v5 else 0) + payload_len
+    varint = 1 if remaining < 128 else 2 if remaining < 16_384 else 3 if remaining < 2_097_152 else 4
+    return 1 + varint + remaining
+
+
 def fit_batch(
     rows: Sequence[Row], limit: int, encode: Callable[[Sequence[Row]], bytes]
 ) -> tuple[bytes | None, Sequence[Row]]:
@@ -343,6 +352,7 @@ class MqttUplinkService:
         self.last_error: str | None = None
         self.published_batches = 0
         self.published_readings = 0
+        self.published_bytes = 0  # readings PUBLISH packets acknowledged, as on the wire (resends count)
         self.refused_total = 0
         self.last_refusal: dict[str, Any] | None = None
         self.retry_in_s: float | None = None
@@ -371,6 +381,7 @@ class MqttUplinkService:
             "last_error": self.last_error,
             "published_batches": self.published_batches,
             "published_readings": self.published_readings,
+            "published_bytes": self.published_bytes,
             "refused_total": self.refused_total,
             "last_refusal": self.last_refusal,
             "retry_in_s": self.retry_in_s,
@@ -750,6 +761,9 @@ class MqttUplinkService:
     async def _publish_batch(self, client: _Client, payload: bytes, seqs: tuple[int, int]) -> None:
         rc = await client.publish_qos1(self.topic_readings, payload, timeout=self.options.publish_timeout_s)
         _check_puback(rc, topic=self.topic_readings, seqs=seqs)
+        self.published_bytes += publish_packet_bytes(
+            self.topic_readings, len(payload), v5=self.options.mqtt_version == "5"
+        )
 
     async def _pump_readings(self, client: _Client, refusals: set[tuple[str, str]]) -> None:
         assert self._wake_readings is not None

@@ -22,6 +22,7 @@ import pytest
 
 from edge_agent.cli.audit import verify_main
 from edge_agent.ops.status import query_status
+from edge_agent.store.outbox import readings_after
 from edge_agent.uplink.payload_v2 import Decoder
 from tests.integration.conftest import Broker
 from tests.integration.test_service import (
@@ -165,3 +166,50 @@ async def test_sigkill_with_backlog_then_restart_loses_no_seq(broker: Broker, tm
     report = io.StringIO()
     assert verify_main(db, out=report) == 0, report.getvalue()
     assert "intact" in report.getvalue()
+
+
+async def test_a_sighup_that_adds_a_point_publishes_a_new_schema(broker: Broker, tmp_path: Path) -> None:
+    """Payload v2 through the whole agent: a reload adding a point gives a new schema hash, published before
+    the batches naming it, and everything the broker delivered decodes to the rows the outbox held."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "RUNTIME_DIRECTORY")
+    }
+    state = tmp_path / "state"
+    db = state / "edge-agent.db"
+    new_point = "f2-ac1.room_temp"
+    sub = ReadingsSubscriber(broker.port)
+    async with running_sim() as sim, background(sub.run, "subscriber"):
+        assert sim.modbus_port is not None
+        await asyncio.wait_for(sub.subscribed.wait(), 10)
+        uplink = UPLINK.format(port=broker.port, prefix=PREFIX)
+
+        def without_point(text: str) -> str:
+            return "\n".join(line for line in text.splitlines() if f"id: {new_point}," not in line)
+
+        site = write_site(tmp_path / "etc", sim_port=sim.modbus_port, edit=without_point, extra=uplink)
+        agent = AgentProcess(site=site, state_dir=state, log=tmp_path / "agent.log", env=env)
+        try:
+            await agent.start()
+            await wait_until(lambda: len(sub.seqs) >= 20, 20, "readings under the first schema")
+            assert len(sub.decoder.schemas) == 1
+            write_site(tmp_path / "etc", sim_port=sim.modbus_port, extra=uplink)  # the point is back
+            agent.send(signal.SIGHUP)
+            await wait_until(
+                lambda: any(r["point"] == new_point for r in sub.readings), 20, f"{new_point} upstream"
+            )
+            agent.send(signal.SIGTERM)
+            assert await agent.wait() == 0
+        finally:
+            await agent.kill()
+    first, second = sub.decoder.schemas.values()  # in arrival order; each came before its batches
+    assert new_point not in {p[0] for p in first.points} and new_point in {p[0] for p in second.points}
+    assert first.hash != second.hash
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        held = {r.seq: r.as_payload() for r in readings_after(conn, 0, 100_000)}
+    finally:
+        conn.close()
+    assert all(held[r["seq"]] == r for r in sub.readings if r["seq"] in held)
+    assert sum(r["seq"] in held for r in sub.readings) >= 20

@@ -89,6 +89,15 @@ class ReadingsSubscriber:
                 await asyncio.sleep(0.05)
 
 
+def _agent_env() -> dict[str, str]:
+    """The environment without systemd's variables: the agent runs as a plain child here."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "RUNTIME_DIRECTORY")
+    }
+
+
 def max_seq(db: Path) -> int:
     """Newest committed reading seq (0 before the first commit)."""
     if not db.exists():
@@ -106,11 +115,7 @@ def max_seq(db: Path) -> int:
 @pytest.mark.slow
 async def test_sigkill_with_backlog_then_restart_loses_no_seq(broker: Broker, tmp_path: Path) -> None:
     broker.stop()  # down from the start: everything the first agent reads stays in the outbox
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "RUNTIME_DIRECTORY")
-    }
+    env = _agent_env()
     state = tmp_path / "state"
     db = state / "edge-agent.db"
     sub = ReadingsSubscriber(broker.port)
@@ -171,11 +176,7 @@ async def test_sigkill_with_backlog_then_restart_loses_no_seq(broker: Broker, tm
 async def test_a_sighup_that_adds_a_point_publishes_a_new_schema(broker: Broker, tmp_path: Path) -> None:
     """Payload v2 through the whole agent: a reload adding a point gives a new schema hash, published before
     the batches naming it, and everything the broker delivered decodes to the rows the outbox held."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "RUNTIME_DIRECTORY")
-    }
+    env = _agent_env()
     state = tmp_path / "state"
     db = state / "edge-agent.db"
     new_point = "f2-ac1.room_temp"

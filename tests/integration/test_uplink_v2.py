@@ -10,9 +10,11 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from drivers.base import Quality, Reading
 from edge_agent.cli.decode import decode_main
+from edge_agent.config.settings import MqttUplink
 from edge_agent.core.clock import SystemClock
 from edge_agent.core.validate import ValidatedReading
 from edge_agent.store.outbox import Outbox, Row
@@ -71,6 +73,23 @@ def _typed(rows: list[Row]) -> list[tuple[Row, type]]:
     return [(r, type(r.value)) for r in rows]
 
 
+def _uplink(outbox: Outbox, options: MqttUplink, **kw: Any) -> MqttUplinkService:
+    return MqttUplinkService(
+        options=options, outbox=outbox, gateway_id=GATEWAY, building_id=BUILDING, clock=SystemClock(), **kw
+    )
+
+
+def _decode_all(raw: list[tuple[str, bytes, float]]) -> list[Row]:
+    """Every message in arrival order through one decoder (a schema must come before its batches)."""
+    decoder, rows = Decoder(), []
+    for topic, payload, _ in raw:
+        batch = decoder.feed(topic, payload)
+        if batch is not None:
+            assert (batch.seq_first, batch.seq_last) == (batch.rows[0].seq, batch.rows[-1].seq)
+            rows.extend(batch.rows)
+    return rows
+
+
 async def test_captured_v2_payloads_decode_to_exactly_the_outbox(broker: Broker, tmp_path: Path) -> None:
     points = _points(4, 6)
     outbox, conn = make_outbox(tmp_path / "state.db")
@@ -81,14 +100,8 @@ async def test_captured_v2_payloads_decode_to_exactly_the_outbox(broker: Broker,
     _polls(outbox, points, 2, ts)
     held = outbox.pending(0, 10_000)
     sub = Subscriber(broker.port)
-    svc = MqttUplinkService(
-        options=uplink_options(broker.port, batch_max=40),
-        outbox=outbox,
-        gateway_id=GATEWAY,
-        building_id=BUILDING,
-        audit_head=lambda: HEAD,
-        clock=SystemClock(),
-        points=lambda: points,
+    svc = _uplink(
+        outbox, uplink_options(broker.port, batch_max=40), audit_head=lambda: HEAD, points=lambda: points
     )
     try:
         async with running(sub.run, "sub"):
@@ -105,14 +118,10 @@ async def test_captured_v2_payloads_decode_to_exactly_the_outbox(broker: Broker,
     first_batch = next(i for i, (t, _, _) in enumerate(sub.raw) if t.endswith("/readings"))
     assert first_schema < first_batch
     decoder = Decoder()
-    got: list[Row] = []
     for topic, payload, _ in sub.raw:
         batch = decoder.feed(topic, payload)
-        if batch is not None:
-            assert batch.audit_head == HEAD and batch.version == 2
-            assert (batch.seq_first, batch.seq_last) == (batch.rows[0].seq, batch.rows[-1].seq)
-            got.extend(batch.rows)
-    assert _typed(got) == _typed(held)
+        assert batch is None or (batch.audit_head == HEAD and batch.version == 2)
+    assert _typed(_decode_all(sub.raw)) == _typed(held)
     # The same bytes as `mosquitto_sub -v` prints them (TOPIC SPACE raw payload NEWLINE), through the CLI.
     capture = tmp_path / "capture.txt"
     capture.write_bytes(b"".join(t.encode() + b" " + p + b"\n" for t, p, _ in sub.raw))
@@ -133,15 +142,8 @@ async def test_a_reload_adding_points_publishes_a_new_schema_before_its_batches(
     config = _points(2, 4)
     outbox, conn = make_outbox(tmp_path / "state.db")
     sub = Subscriber(broker.port)
-    svc = MqttUplinkService(
-        options=uplink_options(broker.port),
-        outbox=outbox,
-        gateway_id=GATEWAY,
-        building_id=BUILDING,
-        audit_head=None,
-        clock=SystemClock(),
-        points=lambda: config,  # what the service passes: the running configuration, read per batch
-    )
+    # What the service passes: the running configuration, read per batch.
+    svc = _uplink(outbox, uplink_options(broker.port), audit_head=None, points=lambda: config)
     try:
         async with running(sub.run, "sub"):
             await asyncio.wait_for(sub.subscribed.wait(), 5)
@@ -164,11 +166,7 @@ async def test_a_reload_adding_points_publishes_a_new_schema_before_its_batches(
     assert before != after
     hashes = [json.loads(p)["schema"] for t, p, _ in sub.raw if t.endswith("/schema")]
     assert hashes[0] == before and hashes[-1] == after
-    decoder, got = Decoder(), []
-    for topic, payload, _ in sub.raw:  # fed in arrival order: the schema always precedes its batches
-        batch = decoder.feed(topic, payload)
-        if batch is not None:
-            got.extend(batch.rows)
+    got = _decode_all(sub.raw)
     assert _typed(got) == _typed(held)
     assert {r.point for r in got} >= {"dev-2.p0", "dev-2.p3"}
 
@@ -178,14 +176,7 @@ async def test_delivery_resumes_within_max_backoff_after_a_20s_outage(broker: Br
     sub = Subscriber(broker.port)
     options = uplink_options(broker.port, max_backoff_s=5, backoff_max_s=None, backoff_initial_s=1)
     assert options.max_backoff_s == 5
-    svc = MqttUplinkService(
-        options=options,
-        outbox=outbox,
-        gateway_id=GATEWAY,
-        building_id=BUILDING,
-        audit_head=None,
-        clock=SystemClock(),
-    )
+    svc = _uplink(outbox, options, audit_head=None)
     pts = _points(1, 4)
     try:
         async with running(sub.run, "sub"), running(svc.run, "uplink"):

@@ -722,7 +722,7 @@ class MqttUplinkService:
                     del self._learned[r.point]  # a unit changed: the point moves to the end
                 self._learned.setdefault(r.point, (r.point, r.unit, None))
             key = tuple(self._learned.values())
-        if self._schema is None or key != self._schema_key:
+        if self._schema is None or (key is not self._schema_key and key != self._schema_key):
             self._schema, self._schema_key = make_schema(key), key
         return self._schema
 
@@ -750,7 +750,9 @@ class MqttUplinkService:
             return
         rc = await client.publish_qos1(
             self.topic_schema,
-            encode_schema(schema, gateway=self.gateway_id, building=self.building_id),
+            encode_schema(
+                schema, gateway=self.gateway_id, building=self.building_id, compress=self.options.compress
+            ),
             retain=True,
             timeout=self.options.publish_timeout_s,
         )

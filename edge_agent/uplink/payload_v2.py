@@ -81,17 +81,25 @@ def _dumps(body: dict[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def encode_schema(schema: PointSchema, *, gateway: str, building: str) -> bytes:
-    """The retained ``.../schema`` message (never compressed: it is small and read by people)."""
-    return _dumps(
-        {
-            "v": PAYLOAD_VERSION,
-            "gateway": gateway,
-            "building": building,
-            "schema": schema.hash,
-            "points": [list(p) for p in schema.points],
-        }
-    )
+def _packed(raw: bytes, compress: bool) -> bytes:
+    """zlib when it makes the message shorter (the first byte tells: 0x78 zlib, "{" JSON)."""
+    if compress:
+        packed = zlib.compress(raw, 6)
+        if len(packed) < len(raw):
+            return packed
+    return raw
+
+
+def encode_schema(schema: PointSchema, *, gateway: str, building: str, compress: bool = True) -> bytes:
+    """The retained ``.../schema`` message, zlib when shorter (10,000 points: 310 kB JSON, 21 kB zlib)."""
+    body = {
+        "v": PAYLOAD_VERSION,
+        "gateway": gateway,
+        "building": building,
+        "schema": schema.hash,
+        "points": [list(p) for p in schema.points],
+    }
+    return _packed(_dumps(body), compress)
 
 
 def _group_out(ts_us: int, seq0: int, idx: list[int], values: list[Value], q: list[Any]) -> dict[str, Any]:
@@ -146,12 +154,7 @@ def encode_batch_v2(
     }
     if loose:
         body["readings"] = loose
-    raw = _dumps(body)
-    if compress:
-        packed = zlib.compress(raw, 6)
-        if len(packed) < len(raw):
-            return packed
-    return raw
+    return _packed(_dumps(body), compress)
 
 
 # -- decoding ---------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,7 +21,7 @@ from edge_agent.core.validate import ValidatedReading
 from edge_agent.store.db import open_state_db
 from edge_agent.store.outbox import Outbox
 from edge_agent.uplink.mqtt import MqttUplinkService
-from edge_agent.uplink.payload_v2 import Decoder
+from edge_agent.uplink.payload_v2 import Decoder, load_payload
 from tests.integration.conftest import Broker
 
 PREFIX = "t"
@@ -66,7 +65,7 @@ class Subscriber:
                         if topic.endswith("/readings"):  # either payload version, as v1 would carry it
                             self.readings.append(self.decoder.decode_batch(raw).as_v1())
                             continue
-                        body = json.loads(raw)
+                        body = load_payload(raw)  # a v2 schema may be zlib-compressed
                         if topic.endswith("/schema"):
                             self.decoder.add_schema(raw)
                             self.schemas.append(body)

@@ -19,7 +19,7 @@ from edge_agent.core.clock import SystemClock
 from edge_agent.core.validate import ValidatedReading
 from edge_agent.store.outbox import Outbox, Row
 from edge_agent.uplink.mqtt import MqttUplinkService
-from edge_agent.uplink.payload_v2 import Decoder
+from edge_agent.uplink.payload_v2 import Decoder, load_payload
 from tests.integration.conftest import Broker
 from tests.integration.test_uplink import (
     BUILDING,
@@ -164,7 +164,7 @@ async def test_a_reload_adding_points_publishes_a_new_schema_before_its_batches(
         conn.close()
     after = svc.status()["schema"]
     assert before != after
-    hashes = [json.loads(p)["schema"] for t, p, _ in sub.raw if t.endswith("/schema")]
+    hashes = [load_payload(p)["schema"] for t, p, _ in sub.raw if t.endswith("/schema")]
     assert hashes[0] == before and hashes[-1] == after
     got = _decode_all(sub.raw)
     assert _typed(got) == _typed(held)

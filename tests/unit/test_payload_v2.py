@@ -18,6 +18,7 @@ from edge_agent.uplink.payload_v2 import (
     UnknownSchemaError,
     encode_batch_v2,
     encode_schema,
+    load_payload,
     make_schema,
 )
 
@@ -152,7 +153,7 @@ def test_a_device_poll_is_one_group_with_a_start_index() -> None:
 
 
 def test_a_tampered_schema_message_is_refused() -> None:
-    body = json.loads(encode_schema(SCHEMA, gateway="gw", building="b"))
+    body = load_payload(encode_schema(SCHEMA, gateway="gw", building="b"))
     body["points"][0][1] = "MWh"
     with pytest.raises(PayloadError, match="hash"):
         Decoder().add_schema(json.dumps(body).encode())

@@ -328,6 +328,7 @@ class MqttUplinkService:
         self._schema_key: tuple[tuple[str, str | None, str | None], ...] | None = None
         self._learned: dict[str, tuple[str, str | None, str | None]] = {}  # without `points`: seen so far
         self._schema_sent: str | None = None  # hash of the schema published in this session
+        self._schema_logged: str | None = None
         self.outbox = outbox
         self.gateway_id = gateway_id
         self.building_id = building_id
@@ -758,7 +759,9 @@ class MqttUplinkService:
         )
         _check_puback(rc, topic=self.topic_schema, seqs=(0, 0))
         self._schema_sent = schema.hash
-        self._log.info("uplink_schema_published", schema=schema.hash, points=len(schema.points))
+        if schema.hash != self._schema_logged:  # a new schema is news; the same one after a reconnect is not
+            self._schema_logged = schema.hash
+            self._log.info("uplink_schema_published", schema=schema.hash, points=len(schema.points))
 
     async def _publish_batch(self, client: _Client, payload: bytes, seqs: tuple[int, int]) -> None:
         rc = await client.publish_qos1(self.topic_readings, payload, timeout=self.options.publish_timeout_s)

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import zlib
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.store.outbox import Row
+from drivers.base import Quality, Reading
+from edge_agent.config.settings import StorageOptions
+from edge_agent.core.clock import FakeClock
+from edge_agent.core.validate import ValidatedReading
+from edge_agent.store.db import open_state_db
+from edge_agent.store.outbox import Outbox, Row
 from edge_agent.uplink.mqtt import encode_batch, fit_batch
 from edge_agent.uplink.payload_v2 import (
     Decoder,
@@ -157,3 +165,47 @@ def test_a_tampered_schema_message_is_refused() -> None:
     body["points"][0][1] = "MWh"
     with pytest.raises(PayloadError, match="hash"):
         Decoder().add_schema(json.dumps(body).encode())
+
+
+_poll_strategy = st.lists(  # one device poll: a timestamp offset and its readings
+    st.tuples(
+        st.sampled_from([p[0] for p in POINTS] + ["gone.p0"]),
+        _values,
+        st.sampled_from(["kWh", "degC", None]),
+        st.sampled_from(list(Quality)),
+        st.sampled_from([None, "timeout", "modbus:2"]),
+        st.lists(st.sampled_from(["out_of_range", "spike", "counter_reset"]), max_size=2, unique=True),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(polls=st.lists(_poll_strategy, min_size=1, max_size=8), acked=st.integers(0, 20))
+def test_v2_round_trip_through_a_real_outbox(polls: list[list[tuple[object, ...]]], acked: int) -> None:
+    """What SQLite gives back (NUMERIC affinity, JSON-kept bools and strings) survives v2 unchanged."""
+    t0 = datetime(2026, 7, 1, 8, 0, 0, 125000, tzinfo=UTC)
+    with tempfile.TemporaryDirectory() as d:
+        conn = open_state_db(Path(d) / "state.db")
+        try:
+            outbox = Outbox(conn=conn, options=StorageOptions(), clock=FakeClock(t0), gateway_id="gw")
+            for i, poll in enumerate(polls):
+                ts = t0 + timedelta(seconds=5 * i, microseconds=i)
+                outbox.append(
+                    [
+                        ValidatedReading(Reading(pid, v, ts, q, code), tuple(flags), unit)  # type: ignore[arg-type]
+                        for pid, v, unit, q, code, flags in poll
+                    ]
+                )
+            outbox.ack(min(acked, outbox.stats().newest_seq))  # a restart: only what was not acknowledged
+            held = outbox.pending(outbox.acked_seq(), 10_000)
+        finally:
+            conn.close()
+    if not held:
+        return
+    payload = encode_batch_v2(held, schema=SCHEMA, gateway="gw", building="b", audit_head=(9, "c" * 64))
+    decoder = Decoder()
+    decoder.add_schema(encode_schema(SCHEMA, gateway="gw", building="b"))
+    batch = decoder.decode_batch(payload)
+    assert _typed(batch.rows) == _typed(held) and batch.audit_head == (9, "c" * 64)

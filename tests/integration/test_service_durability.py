@@ -44,7 +44,7 @@ uplink:
   topic_prefix: {prefix}
   batch_max: 50
   backoff_initial_s: 0.1
-  backoff_max_s: 0.5
+  max_backoff_s: 0.5
   connect_timeout_s: 2
   keepalive_s: 5
 """

@@ -124,7 +124,7 @@ def uplink_options(port: int, **kw: Any) -> MqttUplink:
         topic_prefix=PREFIX,
         batch_max=50,
         backoff_initial_s=0.05,
-        backoff_max_s=0.2,
+        max_backoff_s=0.2,
         publish_timeout_s=5,
         connect_timeout_s=1,
         keepalive_s=5,

@@ -174,7 +174,7 @@ async def test_a_reload_adding_points_publishes_a_new_schema_before_its_batches(
 async def test_delivery_resumes_within_max_backoff_after_a_20s_outage(broker: Broker, tmp_path: Path) -> None:
     outbox, conn = make_outbox(tmp_path / "state.db")
     sub = Subscriber(broker.port)
-    options = uplink_options(broker.port, max_backoff_s=5, backoff_max_s=None, backoff_initial_s=1)
+    options = uplink_options(broker.port, max_backoff_s=5, backoff_initial_s=1)
     assert options.max_backoff_s == 5
     svc = _uplink(outbox, options, audit_head=None)
     pts = _points(1, 4)

@@ -427,3 +427,16 @@ def test_uplink_backoff_old_name_is_read_and_both_names_are_an_error() -> None:
     assert old.max_backoff_s == 30 and old.backoff_max_s is None
     with pytest.raises(ValueError, match="keep only `max_backoff_s`"):
         MqttUplink.model_validate({"host": "h", "backoff_max_s": 30, "max_backoff_s": 5})
+
+
+def test_the_old_backoff_name_is_a_warning_that_says_what_to_write(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copy(FIX / "valid_policy.yaml", tmp_path / "valid_policy.yaml")
+    site = tmp_path / "site.yaml"
+    text = (FIX / "valid_site.yaml").read_text(encoding="utf-8")
+    site.write_text(text + "uplink:\n  host: 127.0.0.1\n  backoff_max_s: 30\n", encoding="utf-8")
+    cfg = load_config(site)
+    assert cfg.site.uplink is not None and cfg.site.uplink.max_backoff_s == 30
+    (warn,) = [w for w in cfg.warnings if w.path.startswith("uplink")]
+    assert warn.path == "uplink.backoff_max_s" and "rename it to `max_backoff_s`" in warn.message

@@ -193,7 +193,7 @@ def _row_from_v1(e: dict[str, Any]) -> Row:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DecodedBatch:
     """A readings message as the outbox held it: the rows in seq order and the batch's header."""
 
@@ -255,16 +255,7 @@ class Decoder:
         audit_head = None if head is None else (int(head["seq"]), str(head["hash"]))
         if version == 1:
             rows = [_row_from_v1(e) for e in body["readings"]]
-            return DecodedBatch(
-                1,
-                body["gateway"],
-                body["building"],
-                None,
-                body["seq_first"],
-                body["seq_last"],
-                audit_head,
-                rows,
-            )
+            return self._batch(body, 1, None, audit_head, rows)
         if version != PAYLOAD_VERSION:
             raise PayloadError(f"unknown payload version {version!r}")
         schema = self.schemas.get(body["schema"])
@@ -285,15 +276,21 @@ class Decoder:
                 quality, code, flags = odd.get(k, ("good", None, ()))
                 rows.append(Row(g["s"] + k, pid, g["t"], value, unit, quality, code, flags))
         rows.sort(key=lambda r: r.seq)
+        return self._batch(body, PAYLOAD_VERSION, schema.hash, audit_head, rows)
+
+    @staticmethod
+    def _batch(
+        body: dict[str, Any], version: int, schema: str | None, head: tuple[int, str] | None, rows: list[Row]
+    ) -> DecodedBatch:
         return DecodedBatch(
-            PAYLOAD_VERSION,
-            body["gateway"],
-            body["building"],
-            schema.hash,
-            body["seq_first"],
-            body["seq_last"],
-            audit_head,
-            rows,
+            version=version,
+            gateway=body["gateway"],
+            building=body["building"],
+            schema=schema,
+            seq_first=body["seq_first"],
+            seq_last=body["seq_last"],
+            audit_head=head,
+            rows=rows,
         )
 
     def feed(self, topic: str, payload: bytes) -> DecodedBatch | None:

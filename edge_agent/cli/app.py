@@ -14,6 +14,7 @@ from edge_agent.cli import (
     audit,
     bench,
     check,
+    decode,
     demo,
     discover,
     ledger,
@@ -30,7 +31,8 @@ from edge_agent.cli import (
 __all__ = ["build_parser", "main"]
 
 COMMANDS = (
-    check, run, sim, demo, status, tail, audit, policy, discover, report, ledger, meter, platform, bench,
+    check, run, sim, demo, status, tail, decode, audit, policy, discover, report, ledger, meter, platform,
+    bench,
 )  # fmt: skip
 
 

@@ -67,10 +67,11 @@ def register(sub: Any) -> None:
     b.set_defaults(func=_rs485)
     b = bsub.add_parser(
         "uplink",
-        help="backlog drain rate to mosquitto vs one MQTT message per reading",
-        description="Start mosquitto on a free loopback port, fill an outbox with N readings, and measure "
-        "the drain rate in batches, the bytes on disk per reading, and one message per reading (the same "
-        "uplink with batch_max 1) as the baseline.",
+        help="backlog drain rate and wire bytes per reading (payload v2 and v1) vs one message per reading",
+        description="Start mosquitto on a free loopback port, fill an outbox with N readings (20 devices "
+        "x 40 float32 points, one timestamp per device poll), and measure the drain rate in batches and the "
+        "readings PUBLISH bytes per reading for payload v2 and v1, the bytes on disk per reading, and one "
+        "v1 message per reading (the same uplink with batch_max 1) as the baseline.",
     )
     b.add_argument("--readings", type=int, default=50_000, help="backlog size (default 50,000)")
     b.add_argument("--baseline", type=int, default=5_000, help="readings for the per-message baseline")
@@ -255,19 +256,27 @@ def _modbus_or_uplink(args: argparse.Namespace) -> int:
         res = asyncio.run(bench_uplink(n=args.readings, baseline_n=args.baseline))
         keys = (
             "mqtt_version",
+            "payload",
             "drain_readings_per_s",
+            "drain_v1_readings_per_s",
             "drain_mqtt311_readings_per_s",
+            "wire_bytes_per_reading",
             "bytes_per_reading",
             "per_message_readings_per_s",
+            "per_message_wire_bytes_per_reading",
         )
         if args.json:
             print(json.dumps({k: res[k] for k in keys}))
         else:
+            wire = res["wire_bytes_per_reading"]
             print(
-                f"drain in batches (MQTT v5): {res['drain_readings_per_s']:,.0f} readings/s "
-                f"(3.1.1: {res['drain_mqtt311_readings_per_s']:,.0f}); one message per reading: "
-                f"{res['per_message_readings_per_s']:,.0f} readings/s; {res['bytes_per_reading']} bytes on "
-                "disk per reading"
+                f"drain in batches (MQTT v5): payload v2 {res['drain_readings_per_s']:,.0f} readings/s, "
+                f"{wire['v2']} wire bytes per reading; payload v1 {res['drain_v1_readings_per_s']:,.0f} "
+                f"readings/s, {wire['v1']} wire bytes per reading (3.1.1, v2: "
+                f"{res['drain_mqtt311_readings_per_s']:,.0f} readings/s); one v1 message per reading: "
+                f"{res['per_message_readings_per_s']:,.0f} readings/s, "
+                f"{res['per_message_wire_bytes_per_reading']} wire bytes per reading; "
+                f"{res['bytes_per_reading']} bytes on disk per reading"
             )
         return 0
     print(f"unknown benchmark {args.bench!r}", file=sys.stderr)

@@ -112,6 +112,11 @@ def format_status(doc: Mapping[str, Any]) -> str:
         out.append(
             f"uplink: connected {_s(uplink.get('connected'))}, "
             f"last publish {_s(uplink.get('last_publish'))}, published {_s(uplink.get('published_total'))}"
+            + (
+                f" ({uplink['published_bytes']:,} bytes, payload {uplink.get('payload')})"
+                if isinstance(uplink.get("published_bytes"), int)
+                else ""
+            )
         )
         if not uplink.get("connected") and uplink.get("last_error"):
             retry = uplink.get("retry_in_s")

@@ -846,6 +846,13 @@ def _as_dict(value: object) -> dict[str, Any]:
 def _cross_check(out: _Collector) -> None:
     data = _as_dict(out.data)
     _check_building_id(out, data)
+    uplink = _as_dict(data.get("uplink"))
+    if "backoff_max_s" in uplink and "max_backoff_s" not in uplink:
+        out.add(
+            ["uplink", "backoff_max_s"],
+            "the old name of `max_backoff_s` (read as it): rename it to `max_backoff_s`",
+            severity="warning",
+        )
 
     zones: dict[str, YamlPath] = {}
     zones_ok = isinstance(data.get("zones", []), list)  # else the schema error is enough; no echoes

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -192,9 +192,29 @@ class MqttUplink(_Strict):
         description="MQTT v5 reads PUBACK reason codes (a publish the broker refuses stays in the outbox); "
         "3.1.1 for old brokers cannot tell a refused publish from a delivered one",
     )
-    backoff_max_s: float = Field(default=60, gt=0, le=3600, description="Cap of the reconnect backoff")
+    max_backoff_s: float = Field(
+        default=5,
+        gt=0,
+        le=3600,
+        description="Cap of the broker reconnect backoff: delivery resumes within about this long of the "
+        "broker's return",
+    )
+    backoff_max_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="Old name of `max_backoff_s`, still read; write `max_backoff_s` instead",
+    )
     backoff_initial_s: float = Field(
         default=1.0, gt=0, le=3600, description="First reconnect delay (then doubled)"
+    )
+    payload: Literal["v1", "v2"] = Field(
+        default="v2",
+        description="Readings payload: v2 groups a device poll's values under one timestamp against a "
+        "retained point schema (docs/uplink-schema.md); v1 is one JSON object per reading",
+    )
+    compress: bool = Field(
+        default=True, description="v2: zlib-compress a readings message when that makes it smaller"
     )
     inflight_batches: int = Field(
         default=4, ge=1, le=64, description="Readings batches awaiting PUBACK at once; acknowledged in order"
@@ -208,6 +228,18 @@ class MqttUplink(_Strict):
     platform: PlatformUplink | None = Field(
         default=None, description="The municipal energy-monitoring platform, beside (or instead of) MQTT"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_backoff_name(cls, data: Any) -> Any:
+        """Configs written before `max_backoff_s` keep working: the old name is read as the new one."""
+        if isinstance(data, dict) and data.get("backoff_max_s") is not None:
+            if data.get("max_backoff_s") is not None:
+                raise ValueError(
+                    "`backoff_max_s` is the old name of `max_backoff_s`: keep only `max_backoff_s`"
+                )
+            data = {**data, "max_backoff_s": data["backoff_max_s"], "backoff_max_s": None}
+        return data
 
     @model_validator(mode="after")
     def _something_to_send_to(self) -> MqttUplink:

@@ -107,10 +107,12 @@ def _site(
     text = bench_site_yaml(devices=devices, points=per_device, endpoints=endpoints, interval_s=interval_s)
     if baseline:  # one float32 per request
         text = text.replace("    points:\n", "    max_registers: 2\n    points:\n")
+    # The baseline sends one v1 message per reading, as a gateway without batching does.
+    uplink = "batch_max: 1, payload: v1" if baseline else "batch_max: 500"
     text += (
         f"policy: {_POLICY}\n"
         f"storage: {{path: {workdir / name / 'state.db'}}}\n"
-        f"uplink: {{host: 127.0.0.1, port: {mqtt}, batch_max: {1 if baseline else 500}}}\n"
+        f"uplink: {{host: 127.0.0.1, port: {mqtt}, {uplink}}}\n"
     )
     (workdir / name).mkdir()
     site = workdir / name / "site.yaml"

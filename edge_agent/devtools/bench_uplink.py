@@ -1,9 +1,13 @@
 """`edge-agent bench uplink`: backlog drain rate to a real mosquitto, with a one-reading-per-message baseline.
 
 Starts its own mosquitto on a free 127.0.0.1 port (persistence off) and stops exactly that process.
-Both runs go through the same path (outbox on a temp file, MqttUplinkService, QoS 1, in-order acks);
-only ``batch_max`` differs, so the ratio is what batching buys. The batched drain runs with MQTT v5 (the
-default: PUBACK reason codes read) and again with 3.1.1, in the same run, so the cost of v5 is visible.
+Every run goes through the same path (outbox on a temp file, MqttUplinkService, QoS 1, in-order acks).
+The backlog is 20 devices x 40 float32 points polled every 10 s: one timestamp per device poll. The
+batched drain runs with payload v2 (the default) and v1 on the same readings, MQTT v5 both, and v2 again
+with 3.1.1; the baseline is one v1 message per reading (``batch_max`` 1). ``wire_bytes_per_reading`` is
+the readings PUBLISH packets as sent (fixed header, topic, packet id, v5 property length, payload:
+``publish_packet_bytes``) over the readings; the retained schema message (once per connection) and the
+broker's PUBACKs are not in it.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -78,32 +84,52 @@ def broker(workdir: Path) -> Iterator[int]:
             proc.stderr.close()
 
 
+DEVICES, POINTS = 20, 40
+
+
+def _points() -> list[tuple[str, str | None, str | None]]:
+    """The bench site's points as the configuration would list them: (id, unit, device)."""
+    units = ("kWh", "kW", "degC", "%")
+    return [
+        (f"dev-{d:02d}.p{k:02d}", units[k % 4], f"dev-{d:02d}") for d in range(DEVICES) for k in range(POINTS)
+    ]
+
+
+def _float32(x: float) -> float:
+    return float(struct.unpack("<f", struct.pack("<f", x))[0])
+
+
 def _fill(outbox: Outbox, n: int, chunk: int = 1000) -> None:
-    """Readings shaped like a real site: ~40 points, float values, a unit, some with a flag."""
+    """Device polls as a real site makes them: each device's 40 float32 values share one timestamp
+    (devices 50 ms apart, a round every 10 s), counters rise, the rest wander; now and then a spike flag."""
+    rng = random.Random(42)
+    points = _points()
+    state = [rng.uniform(100, 50_000) if j % 4 == 0 else rng.uniform(15, 30) for j in range(len(points))]
     t0 = datetime.now(UTC)
-    i = 0
-    while i < n:
-        k = min(chunk, n - i)
-        ts = t0 + timedelta(seconds=i // 40)
-        outbox.append(
-            [
-                ValidatedReading(
-                    reading=Reading(
-                        point_id=f"ahu-{(i + j) % 40:02d}.energy",
-                        value=12345.678 + (i + j) * 0.01,
-                        ts=ts,
-                        quality=Quality.GOOD,
-                    ),
-                    flags=("spike",) if (i + j) % 997 == 0 else (),
-                    unit="kWh",
-                )
-                for j in range(k)
-            ]
+    batch: list[ValidatedReading] = []
+    for i in range(n):
+        poll, j = divmod(i, len(points))
+        d = j // POINTS
+        state[j] += rng.uniform(0, 2) if j % 4 == 0 else rng.gauss(0, 0.1)
+        ts = t0 + timedelta(seconds=10 * poll, milliseconds=50 * d)
+        batch.append(
+            ValidatedReading(
+                reading=Reading(point_id=points[j][0], value=_float32(state[j]), ts=ts, quality=Quality.GOOD),
+                flags=("spike",) if i % 997 == 0 else (),
+                unit=points[j][1],
+            )
         )
-        i += k
+        if len(batch) >= chunk:
+            outbox.append(batch)
+            batch = []
+    if batch:
+        outbox.append(batch)
 
 
-async def _drain(port: int, db: Path, n: int, batch_max: int, version: str = "5") -> tuple[float, int]:
+async def _drain(
+    port: int, db: Path, n: int, batch_max: int, version: str = "5", payload: str = "v2"
+) -> tuple[float, int, int]:
+    """Seconds to drain, bytes on disk, readings PUBLISH bytes on the wire."""
     conn = open_state_db(db)
     try:
         outbox = Outbox(
@@ -113,6 +139,7 @@ async def _drain(port: int, db: Path, n: int, batch_max: int, version: str = "5"
         # Storage cost per reading, the WAL folded in (stats() counts a live WAL too, up to its size limit).
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         size = outbox.stats().bytes_on_disk
+        points = _points()
         svc = MqttUplinkService(
             options=MqttUplink(
                 host="127.0.0.1",
@@ -120,6 +147,7 @@ async def _drain(port: int, db: Path, n: int, batch_max: int, version: str = "5"
                 batch_max=batch_max,
                 backoff_initial_s=0.05,
                 mqtt_version=version,  # type: ignore[arg-type]
+                payload=payload,  # type: ignore[arg-type]
             ),
             outbox=outbox,
             gateway_id="bench",
@@ -127,6 +155,7 @@ async def _drain(port: int, db: Path, n: int, batch_max: int, version: str = "5"
             audit_head=lambda: (1, "0" * 64),
             clock=SystemClock(),
             idle_poll_s=0.05,
+            points=lambda: points,
         )
         start = time.perf_counter()
         task = asyncio.create_task(svc.run(), name="bench-uplink")
@@ -141,26 +170,32 @@ async def _drain(port: int, db: Path, n: int, batch_max: int, version: str = "5"
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        return elapsed, size
+        return elapsed, size, svc.published_bytes
     finally:
         conn.close()
 
 
 async def bench_uplink(*, n: int = 50_000, baseline_n: int = 5_000, batch_max: int = 500) -> dict[str, Any]:
-    """Returns drain rate (readings/s), bytes per stored reading, and the one-message-per-reading rate."""
+    """Drain rates (readings/s) and wire bytes per reading for payload v2 and v1, bytes per stored
+    reading, and the one-message-per-reading rate."""
     with tempfile.TemporaryDirectory(prefix="edge-bench-uplink-") as tmp:
         d = Path(tmp)
         with broker(d) as port:
-            batched_s, size = await _drain(port, d / "batched.db", n, batch_max)
-            v311_s, _ = await _drain(port, d / "batched311.db", n, batch_max, "3.1.1")
-            single_s, _ = await _drain(port, d / "single.db", baseline_n, 1)
+            v2_s, size, v2_wire = await _drain(port, d / "v2.db", n, batch_max)
+            v1_s, _, v1_wire = await _drain(port, d / "v1.db", n, batch_max, payload="v1")
+            v311_s, _, _ = await _drain(port, d / "v2-311.db", n, batch_max, "3.1.1")
+            single_s, _, single_wire = await _drain(port, d / "single.db", baseline_n, 1, payload="v1")
     return {
         "readings": n,
         "batch_max": batch_max,
         "mqtt_version": "5",
-        "drain_readings_per_s": round(n / batched_s, 1),
+        "payload": "v2",
+        "drain_readings_per_s": round(n / v2_s, 1),
+        "drain_v1_readings_per_s": round(n / v1_s, 1),
         "drain_mqtt311_readings_per_s": round(n / v311_s, 1),
+        "wire_bytes_per_reading": {"v1": round(v1_wire / n, 1), "v2": round(v2_wire / n, 1)},
         "bytes_per_reading": round(size / n, 1),
         "baseline_readings": baseline_n,
         "per_message_readings_per_s": round(baseline_n / single_s, 1),
+        "per_message_wire_bytes_per_reading": round(single_wire / baseline_n, 1),
     }

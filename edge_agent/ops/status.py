@@ -301,6 +301,12 @@ def render_metrics(doc: Mapping[str, Any]) -> str:
         _num(uplink.get("published_total")),
     )
     m.add(
+        "edge_agent_uplink_published_bytes_total",
+        "counter",
+        "Bytes of the readings messages acknowledged by the broker, as on the wire (MQTT PUBLISH packets)",
+        _num(uplink.get("published_bytes")),
+    )
+    m.add(
         "edge_agent_uplink_refused_total",
         "counter",
         "Publishes the broker refused (MQTT v5 PUBACK reason code); they stay in the outbox",

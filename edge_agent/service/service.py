@@ -136,6 +136,9 @@ class Service:
             tick_s=enforce_tick_s,
         )
         self.uplink: Any = None
+        self._uplink_points_cache: (
+            tuple[LoadedConfig, tuple[tuple[str, str | None, str | None], ...]] | None
+        ) = None
         if cfg.site.uplink is not None and cfg.site.uplink.host is not None:
             from edge_agent.uplink.mqtt import MqttUplinkService
 
@@ -148,6 +151,7 @@ class Service:
                 clock=self.clock,
                 logger=get_logger("edge_agent.uplink", gateway=cfg.site.gateway_id),
                 on_finding=self._uplink_finding,
+                points=self._uplink_points,
             )
         self.platform: Any = None
         self._platform_conn: sqlite3.Connection | None = None
@@ -221,6 +225,17 @@ class Service:
             from edge_agent.uplink.mqtt import audit_event
 
             self.outbox.append_event(audit_event(record))
+
+    def _uplink_points(self) -> tuple[tuple[str, str | None, str | None], ...]:
+        """The v2 payload's schema: the running configuration's points (a reload's new ones included).
+        Built once per configuration: the uplink asks at every batch."""
+        cached = self._uplink_points_cache
+        if cached is None or cached[0] is not self.cfg:
+            cached = self._uplink_points_cache = (
+                self.cfg,
+                tuple((p.id, p.unit, d.id) for d, p in self.cfg.points()),
+            )
+        return cached[1]
 
     def _uplink_finding(self, kind: str, detail: dict[str, Any]) -> None:
         """The broker refused a publish (MQTT v5 PUBACK): the readings stay in the outbox; say so."""

@@ -18,9 +18,13 @@
   awaiting its PUBACK (a broker closing on an oversized packet says nothing else) halves the byte cap
   for the rest of the run (``uplink_batch_shrunk``); a single reading that never fits is dropped with a
   drop event naming its seq (``Outbox.drop_unsendable``).
-- Reconnect with capped, full-jitter exponential backoff, in ``run`` only; the backoff is reset only by an
-  acknowledged readings batch, not by a connect (a broker that drops us right after CONNACK would
-  otherwise be reconnected to about once a second).
+- Payload v2 (``payload: v2``, the default): before the first batch naming a schema version in a session,
+  the retained ``.../schema`` message declaring it is published and acknowledged. The schema is the
+  configured points (``points``, read at every batch, so a reload that adds points gives a new hash) or,
+  without ``points``, the points the uplink has seen so far.
+- Reconnect with capped (``max_backoff_s``), full-jitter exponential backoff, in ``run`` only; the
+  backoff is reset only by an acknowledged readings batch, not by a connect (a broker that drops us
+  right after CONNACK would otherwise be reconnected to about once a second).
 - Logs state changes (structlog, ``broker=`` bound): ``uplink_connected`` (with ``reconnect``, and
   ``outage_s`` and ``failed_attempts`` after an outage), ``uplink_disconnected`` once when a session
   ends, ``uplink_connect_failed`` once per distinct reason while connecting keeps failing, and
@@ -53,6 +57,7 @@ from edge_agent.config.settings import MqttUplink
 from edge_agent.core.clock import Clock
 from edge_agent.store.audit import AuditRecord
 from edge_agent.store.outbox import DropEvent, EventRow, Outbox, Row, format_ts
+from edge_agent.uplink.payload_v2 import PointSchema, encode_batch_v2, encode_schema, make_schema
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -63,6 +68,7 @@ __all__ = [
     "backoff_delay",
     "encode_batch",
     "encode_event",
+    "publish_packet_bytes",
     "read_credentials",
 ]
 
@@ -276,6 +282,14 @@ _SHRINK_ABOVE = 4096  # a connection lost with a batch this large in flight halv
 _PACKET_OVERHEAD = 64  # fixed header, packet id, v5 properties: bytes of a PUBLISH beyond topic + payload
 
 
+def publish_packet_bytes(topic: str, payload_len: int, *, v5: bool) -> int:
+    """Bytes of a QoS 1 PUBLISH on the wire: fixed header (1 + remaining-length varint), topic (2 + UTF-8),
+    packet id (2), under v5 the property length (1: we send no properties), and the payload."""
+    remaining = 2 + len(topic.encode()) + 2 + (1 if v5 else 0) + payload_len
+    varint = 1 if remaining < 128 else 2 if remaining < 16_384 else 3 if remaining < 2_097_152 else 4
+    return 1 + varint + remaining
+
+
 def fit_batch(
     rows: Sequence[Row], limit: int, encode: Callable[[Sequence[Row]], bytes]
 ) -> tuple[bytes | None, Sequence[Row]]:
@@ -306,8 +320,15 @@ class MqttUplinkService:
         logger: Any = None,
         idle_poll_s: float = 1.0,
         on_finding: Callable[[str, dict[str, Any]], None] | None = None,
+        points: Callable[[], Sequence[tuple[str, str | None, str | None]]] | None = None,
     ) -> None:
         self.options = options
+        self.points = points  # (id, unit, device) in configuration order, read at every batch (v2)
+        self._schema: PointSchema | None = None
+        self._schema_key: tuple[tuple[str, str | None, str | None], ...] | None = None
+        self._learned: dict[str, tuple[str, str | None, str | None]] = {}  # without `points`: seen so far
+        self._schema_sent: str | None = None  # hash of the schema published in this session
+        self._schema_logged: str | None = None
         self.outbox = outbox
         self.gateway_id = gateway_id
         self.building_id = building_id
@@ -326,11 +347,13 @@ class MqttUplinkService:
         self.topic_readings = f"{base}/readings"
         self.topic_events = f"{base}/events"
         self.topic_status = f"{base}/status"
+        self.topic_schema = f"{base}/schema"
         self.connected = False
         self.connects = 0
         self.last_error: str | None = None
         self.published_batches = 0
         self.published_readings = 0
+        self.published_bytes = 0  # readings PUBLISH packets acknowledged, as on the wire (resends count)
         self.refused_total = 0
         self.last_refusal: dict[str, Any] | None = None
         self.retry_in_s: float | None = None
@@ -359,11 +382,14 @@ class MqttUplinkService:
             "last_error": self.last_error,
             "published_batches": self.published_batches,
             "published_readings": self.published_readings,
+            "published_bytes": self.published_bytes,
             "refused_total": self.refused_total,
             "last_refusal": self.last_refusal,
             "retry_in_s": self.retry_in_s,
             "backoff_attempt": self.backoff_attempt,
             "mqtt_version": self.options.mqtt_version,
+            "payload": self.options.payload,
+            "schema": None if self._schema is None else self._schema.hash,
             "max_batch_bytes": self._batch_limit(),
             "dropped_too_large": self.dropped_too_large,
         }
@@ -402,7 +428,7 @@ class MqttUplinkService:
                 self._inflight_bytes_at_end = 0
                 session_start = time.monotonic()
                 delay = backoff_delay(
-                    attempt, initial=self.options.backoff_initial_s, cap=self.options.backoff_max_s
+                    attempt, initial=self.options.backoff_initial_s, cap=self.options.max_backoff_s
                 )
                 try:
                     client = self._make_client()
@@ -429,11 +455,11 @@ class MqttUplinkService:
                     elif was_connected:
                         # Progress (an acknowledged batch, or a long healthy session) resets the backoff;
                         # a connect alone does not: a broker that drops us at once must not be hammered.
-                        healthy = time.monotonic() - session_start > self.options.backoff_max_s
+                        healthy = time.monotonic() - session_start > self.options.max_backoff_s
                         if refused is None and (self._acked_in_session or healthy):
                             attempt = 0
                             delay = backoff_delay(
-                                0, initial=self.options.backoff_initial_s, cap=self.options.backoff_max_s
+                                0, initial=self.options.backoff_initial_s, cap=self.options.max_backoff_s
                             )
                         down_since = time.monotonic()
                         if refused is not None:
@@ -483,10 +509,13 @@ class MqttUplinkService:
                     return sent
                 async with self._make_client() as client:
                     self.broker_max_packet = client.broker_max_packet
+                    self._schema_sent = None
                     while rows := await self.outbox.apending(after, o.batch_max):
-                        payload, fitted = fit_batch(rows, self._batch_limit(), self._encode)
+                        encode = self._encoder(rows)
+                        payload, fitted = fit_batch(rows, self._batch_limit(), encode)
                         if payload is None:
                             break  # the run loop drops it (audited) at the next start
+                        await self._ensure_schema(client)
                         await self._publish_batch(client, payload, (fitted[0].seq, fitted[-1].seq))
                         after = fitted[-1].seq
                         await self.outbox.aack(after)
@@ -684,20 +713,69 @@ class MqttUplinkService:
         async for _ in client.messages:
             pass
 
-    def _encode(self, rows: Sequence[Row]) -> bytes:
-        return encode_batch(
-            rows, gateway=self.gateway_id, building=self.building_id, audit_head=self._audit_head()
+    def _current_schema(self, rows: Sequence[Row]) -> PointSchema:
+        """The configured points now (a reload may have changed them), or the points seen so far."""
+        if self.points is not None:
+            key = tuple(self.points())
+        else:
+            for r in rows:
+                if self._learned.get(r.point, (r.point, r.unit, None))[1] != r.unit:
+                    del self._learned[r.point]  # a unit changed: the point moves to the end
+                self._learned.setdefault(r.point, (r.point, r.unit, None))
+            key = tuple(self._learned.values())
+        if self._schema is None or (key is not self._schema_key and key != self._schema_key):
+            self._schema, self._schema_key = make_schema(key), key
+        return self._schema
+
+    def _encoder(self, rows: Sequence[Row]) -> Callable[[Sequence[Row]], bytes]:
+        """How a batch cut from ``rows`` is encoded, in the configured payload version."""
+        head = self._audit_head()
+        if self.options.payload == "v1":
+            return lambda part: encode_batch(
+                part, gateway=self.gateway_id, building=self.building_id, audit_head=head
+            )
+        schema = self._current_schema(rows)
+        return lambda part: encode_batch_v2(
+            part,
+            schema=schema,
+            gateway=self.gateway_id,
+            building=self.building_id,
+            audit_head=head,
+            compress=self.options.compress,
         )
+
+    async def _ensure_schema(self, client: _Client) -> None:
+        """v2: the schema the next batch names is on the broker (retained, acknowledged) before it."""
+        schema = self._schema
+        if self.options.payload != "v2" or schema is None or self._schema_sent == schema.hash:
+            return
+        rc = await client.publish_qos1(
+            self.topic_schema,
+            encode_schema(
+                schema, gateway=self.gateway_id, building=self.building_id, compress=self.options.compress
+            ),
+            retain=True,
+            timeout=self.options.publish_timeout_s,
+        )
+        _check_puback(rc, topic=self.topic_schema, seqs=(0, 0))
+        self._schema_sent = schema.hash
+        if schema.hash != self._schema_logged:  # a new schema is news; the same one after a reconnect is not
+            self._schema_logged = schema.hash
+            self._log.info("uplink_schema_published", schema=schema.hash, points=len(schema.points))
 
     async def _publish_batch(self, client: _Client, payload: bytes, seqs: tuple[int, int]) -> None:
         rc = await client.publish_qos1(self.topic_readings, payload, timeout=self.options.publish_timeout_s)
         _check_puback(rc, topic=self.topic_readings, seqs=seqs)
+        self.published_bytes += publish_packet_bytes(
+            self.topic_readings, len(payload), v5=self.options.mqtt_version == "5"
+        )
 
     async def _pump_readings(self, client: _Client, refusals: set[tuple[str, str]]) -> None:
         assert self._wake_readings is not None
         wake = self._wake_readings
         o = self.options
         next_after = await asyncio.to_thread(self.outbox.acked_seq)
+        self._schema_sent = None  # a new session states its schema again before its first batch
         # (seq_last, readings, payload bytes, PUBACK task)
         inflight: deque[tuple[int, int, int, asyncio.Task[None]]] = deque()
         try:
@@ -708,13 +786,14 @@ class MqttUplinkService:
                     if not fetched:
                         break
                     limit = self._batch_limit()
-                    payload, rows = fit_batch(fetched, limit, self._encode)
+                    payload, rows = fit_batch(fetched, limit, self._encoder(fetched))
                     if payload is None:
                         if inflight:  # dropped only at the head of the unsent rows: wait for the window
                             break
                         await self._drop_too_large(rows[0], limit)
                         next_after = rows[0].seq
                         continue
+                    await self._ensure_schema(client)
                     task = asyncio.create_task(
                         self._publish_batch(client, payload, (rows[0].seq, rows[-1].seq)),
                         name=f"uplink-batch-{rows[-1].seq}",

@@ -37,7 +37,7 @@ uplink:
   topic_prefix: svc
   batch_max: 50
   backoff_initial_s: 0.1
-  backoff_max_s: 0.3
+  max_backoff_s: 0.3
   connect_timeout_s: 2
   keepalive_s: 5
 """

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import os
 import signal
 import sqlite3
@@ -23,6 +22,8 @@ import pytest
 
 from edge_agent.cli.audit import verify_main
 from edge_agent.ops.status import query_status
+from edge_agent.store.outbox import readings_after
+from edge_agent.uplink.payload_v2 import Decoder
 from tests.integration.conftest import Broker
 from tests.integration.test_service import (
     AgentProcess,
@@ -43,7 +44,7 @@ uplink:
   topic_prefix: {prefix}
   batch_max: 50
   backoff_initial_s: 0.1
-  backoff_max_s: 0.5
+  max_backoff_s: 0.5
   connect_timeout_s: 2
   keepalive_s: 5
 """
@@ -57,6 +58,7 @@ class ReadingsSubscriber:
         self.topic = f"{PREFIX}/{BUILDING}/{GATEWAY}/readings"
         self.readings: list[dict[str, Any]] = []  # every reading object, in arrival order
         self.subscribed = asyncio.Event()
+        self.decoder = Decoder()
 
     @property
     def seqs(self) -> list[int]:
@@ -69,9 +71,14 @@ class ReadingsSubscriber:
                     "127.0.0.1", self.port, identifier=f"svc-sub-{id(self)}", timeout=5
                 ) as c:
                     await c.subscribe(self.topic, qos=1)
+                    await c.subscribe(self.topic.replace("/readings", "/schema"), qos=1)  # v2: retained
                     self.subscribed.set()
                     async for msg in c.messages:
-                        body = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
+                        raw = bytes(msg.payload)  # type: ignore[arg-type]
+                        if str(msg.topic).endswith("/schema"):
+                            self.decoder.add_schema(raw)
+                            continue
+                        body = self.decoder.decode_batch(raw).as_v1()
                         assert body["gateway"] == GATEWAY and body["building"] == BUILDING
                         self.readings.extend(body["readings"])
             except aiomqtt.MqttError:
@@ -80,6 +87,15 @@ class ReadingsSubscriber:
                 if me is not None and me.cancelling():
                     raise asyncio.CancelledError from None
                 await asyncio.sleep(0.05)
+
+
+def _agent_env() -> dict[str, str]:
+    """The environment without systemd's variables: the agent runs as a plain child here."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "RUNTIME_DIRECTORY")
+    }
 
 
 def max_seq(db: Path) -> int:
@@ -99,11 +115,7 @@ def max_seq(db: Path) -> int:
 @pytest.mark.slow
 async def test_sigkill_with_backlog_then_restart_loses_no_seq(broker: Broker, tmp_path: Path) -> None:
     broker.stop()  # down from the start: everything the first agent reads stays in the outbox
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "RUNTIME_DIRECTORY")
-    }
+    env = _agent_env()
     state = tmp_path / "state"
     db = state / "edge-agent.db"
     sub = ReadingsSubscriber(broker.port)
@@ -159,3 +171,46 @@ async def test_sigkill_with_backlog_then_restart_loses_no_seq(broker: Broker, tm
     report = io.StringIO()
     assert verify_main(db, out=report) == 0, report.getvalue()
     assert "intact" in report.getvalue()
+
+
+async def test_a_sighup_that_adds_a_point_publishes_a_new_schema(broker: Broker, tmp_path: Path) -> None:
+    """Payload v2 through the whole agent: a reload adding a point gives a new schema hash, published before
+    the batches naming it, and everything the broker delivered decodes to the rows the outbox held."""
+    env = _agent_env()
+    state = tmp_path / "state"
+    db = state / "edge-agent.db"
+    new_point = "f2-ac1.room_temp"
+    sub = ReadingsSubscriber(broker.port)
+    async with running_sim() as sim, background(sub.run, "subscriber"):
+        assert sim.modbus_port is not None
+        await asyncio.wait_for(sub.subscribed.wait(), 10)
+        uplink = UPLINK.format(port=broker.port, prefix=PREFIX)
+
+        def without_point(text: str) -> str:
+            return "\n".join(line for line in text.splitlines() if f"id: {new_point}," not in line)
+
+        site = write_site(tmp_path / "etc", sim_port=sim.modbus_port, edit=without_point, extra=uplink)
+        agent = AgentProcess(site=site, state_dir=state, log=tmp_path / "agent.log", env=env)
+        try:
+            await agent.start()
+            await wait_until(lambda: len(sub.seqs) >= 20, 20, "readings under the first schema")
+            assert len(sub.decoder.schemas) == 1
+            write_site(tmp_path / "etc", sim_port=sim.modbus_port, extra=uplink)  # the point is back
+            agent.send(signal.SIGHUP)
+            await wait_until(
+                lambda: any(r["point"] == new_point for r in sub.readings), 20, f"{new_point} upstream"
+            )
+            agent.send(signal.SIGTERM)
+            assert await agent.wait() == 0
+        finally:
+            await agent.kill()
+    first, second = sub.decoder.schemas.values()  # in arrival order; each came before its batches
+    assert new_point not in {p[0] for p in first.points} and new_point in {p[0] for p in second.points}
+    assert first.hash != second.hash
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        held = {r.seq: r.as_payload() for r in readings_after(conn, 0, 100_000)}
+    finally:
+        conn.close()
+    assert all(held[r["seq"]] == r for r in sub.readings if r["seq"] in held)
+    assert sum(r["seq"] in held for r in sub.readings) >= 20

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +21,7 @@ from edge_agent.core.validate import ValidatedReading
 from edge_agent.store.db import open_state_db
 from edge_agent.store.outbox import Outbox
 from edge_agent.uplink.mqtt import MqttUplinkService
+from edge_agent.uplink.payload_v2 import Decoder, load_payload
 from tests.integration.conftest import Broker
 
 PREFIX = "t"
@@ -38,6 +39,9 @@ class Subscriber:
         self.readings: list[dict[str, Any]] = []  # batch payloads, in arrival order
         self.events: list[dict[str, Any]] = []
         self.status: list[dict[str, Any]] = []
+        self.schemas: list[dict[str, Any]] = []
+        self.decoder = Decoder()
+        self.raw: list[tuple[str, bytes, float]] = []  # (topic, payload as sent, monotonic arrival)
         self.subscribed = asyncio.Event()
         self.connects = 0
 
@@ -55,10 +59,16 @@ class Subscriber:
                     self.connects += 1
                     self.subscribed.set()
                     async for msg in client.messages:
-                        body = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
+                        raw = bytes(msg.payload)  # type: ignore[arg-type]
                         topic = str(msg.topic)
-                        if topic.endswith("/readings"):
-                            self.readings.append(body)
+                        self.raw.append((topic, raw, time.monotonic()))
+                        if topic.endswith("/readings"):  # either payload version, as v1 would carry it
+                            self.readings.append(self.decoder.decode_batch(raw).as_v1())
+                            continue
+                        body = load_payload(raw)  # a v2 schema may be zlib-compressed
+                        if topic.endswith("/schema"):
+                            self.decoder.add_schema(raw)
+                            self.schemas.append(body)
                         elif topic.endswith("/events"):
                             self.events.append(body)
                         elif topic.endswith("/status"):
@@ -114,7 +124,7 @@ def uplink_options(port: int, **kw: Any) -> MqttUplink:
         topic_prefix=PREFIX,
         batch_max=50,
         backoff_initial_s=0.05,
-        backoff_max_s=0.2,
+        max_backoff_s=0.2,
         publish_timeout_s=5,
         connect_timeout_s=1,
         keepalive_s=5,
@@ -188,11 +198,13 @@ async def test_broker_outage_no_gap_duplicates_only_across_reconnect(broker: Bro
     assert dup <= svc.options.batch_max * svc.options.inflight_batches
     # Batches are in seq order and carry the documented envelope.
     b0 = sub.readings[0]
-    assert b0["v"] == 1 and b0["gateway"] == GATEWAY and b0["building"] == BUILDING
+    assert b0["v"] == 2 and b0["gateway"] == GATEWAY and b0["building"] == BUILDING
     assert b0["audit_head"] == {"seq": 7, "hash": "ab" * 32}
     assert [r["seq"] for r in b0["readings"]] == list(range(b0["seq_first"], b0["seq_last"] + 1))
     assert set(b0["readings"][0]) == {"seq", "point", "ts", "value", "unit", "quality", "code", "flags"}
     assert any(s["state"] == "online" for s in sub.status)
+    # The schema came before the first batch, again after the reconnect, and names the points seen.
+    assert len(sub.schemas) >= 2 and {p[0] for p in sub.schemas[-1]["points"]} == {f"m{i}" for i in range(7)}
 
 
 async def test_tls_client_certificate_required(tls_broker: Broker, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ uplink:
   topic_prefix: svc
   credentials_file: {cred}
   backoff_initial_s: 0.1
-  backoff_max_s: 0.3
+  max_backoff_s: 0.3
   connect_timeout_s: 2
 """
 

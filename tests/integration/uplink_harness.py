@@ -45,7 +45,7 @@ async def main(argv: list[str]) -> None:
             topic_prefix=args.prefix,
             batch_max=50,
             backoff_initial_s=0.05,
-            backoff_max_s=0.2,
+            max_backoff_s=0.2,
             connect_timeout_s=2,
             publish_timeout_s=5,
             keepalive_s=5,

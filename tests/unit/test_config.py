@@ -417,3 +417,26 @@ def test_error_mapping_through_a_two_protocol_union() -> None:
         "s.yaml:3:69: devices[1].points[0].tabel: unknown key; did you mean 'table'?",
         "s.yaml:4:6: devices[2].protocol: unknown protocol 'knx'; expected one of 'modbus', 'fake'",
     ]
+
+
+def test_uplink_backoff_old_name_is_read_and_both_names_are_an_error() -> None:
+    from edge_agent.config.settings import MqttUplink
+
+    assert MqttUplink(host="h").max_backoff_s == 5 and MqttUplink(host="h").payload == "v2"
+    old = MqttUplink.model_validate({"host": "h", "backoff_max_s": 30})
+    assert old.max_backoff_s == 30 and old.backoff_max_s is None
+    with pytest.raises(ValueError, match="keep only `max_backoff_s`"):
+        MqttUplink.model_validate({"host": "h", "backoff_max_s": 30, "max_backoff_s": 5})
+
+
+def test_the_old_backoff_name_is_a_warning_that_says_what_to_write(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copy(FIX / "valid_policy.yaml", tmp_path / "valid_policy.yaml")
+    site = tmp_path / "site.yaml"
+    text = (FIX / "valid_site.yaml").read_text(encoding="utf-8")
+    site.write_text(text + "uplink:\n  host: 127.0.0.1\n  backoff_max_s: 30\n", encoding="utf-8")
+    cfg = load_config(site)
+    assert cfg.site.uplink is not None and cfg.site.uplink.max_backoff_s == 30
+    (warn,) = [w for w in cfg.warnings if w.path.startswith("uplink")]
+    assert warn.path == "uplink.backoff_max_s" and "rename it to `max_backoff_s`" in warn.message

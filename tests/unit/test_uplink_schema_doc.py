@@ -19,8 +19,9 @@ from edge_agent.core.clock import FakeClock
 from edge_agent.core.validate import ValidatedReading
 from edge_agent.store.audit import AuditKind, AuditLog
 from edge_agent.store.db import open_state_db
-from edge_agent.store.outbox import Outbox
+from edge_agent.store.outbox import Outbox, Row
 from edge_agent.uplink.mqtt import audit_event, encode_batch, encode_event
+from edge_agent.uplink.payload_v2 import Decoder, PointSchema, encode_batch_v2, encode_schema, make_schema
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "uplink-schema.md"
 T0 = datetime(2025, 7, 1, 8, 0, tzinfo=UTC)
@@ -100,7 +101,47 @@ def wire(tmp_path: Path) -> dict[str, Any]:
 
 
 def test_every_documented_example_is_parsed() -> None:
-    assert set(doc_examples()) == {"readings", "event-drop", "event-uplink-refused", "status"}
+    assert set(doc_examples()) == {
+        "readings", "event-drop", "event-uplink-refused", "status", "schema-v2", "readings-v2"
+    }  # fmt: skip
+
+
+def _v2_example() -> tuple[PointSchema, list[Row]]:
+    """The doc's v2 example: a poll of mtr-1, a poll of ahu-3, and a point the schema does not hold."""
+    a = 1_751_356_800_125_000  # 2025-07-01T08:00:00.125Z
+    b = a + 6000
+    schema = make_schema(
+        [("mtr-1.energy", "kWh", "mtr-1"), ("mtr-1.power", "kW", "mtr-1"), ("ahu-3.temp", "degC", "ahu-3"),
+         ("ahu-3.sp", "degC", "ahu-3"), ("ahu-3.fan", None, "ahu-3")]
+    )  # fmt: skip
+    rows = [
+        Row(1201, "mtr-1.energy", a, 12345.67, "kWh", "good", None, ()),
+        Row(1202, "mtr-1.power", a, 41.5, "kW", "good", None, ()),
+        Row(1203, "ahu-3.temp", b, 27.25, "degC", "good", None, ()),
+        Row(1204, "ahu-3.sp", b, 26.0, "degC", "good", None, ("out_of_range",)),
+        Row(1205, "ahu-3.fan", b, None, None, "bad", "timeout", ()),
+        Row(1206, "ahu-2.temp", b, 22.5, "degC", "uncertain", "fault", ()),
+    ]
+    return schema, rows
+
+
+def test_v2_examples_are_exactly_what_the_encoder_sends() -> None:
+    schema, rows = _v2_example()
+    doc = doc_examples()
+    real_schema = encode_schema(schema, gateway="gw-0001", building="110108B0001", compress=False)
+    assert json.loads(real_schema) == doc["schema-v2"]
+    head = (57, "9f2c" + "0" * 60)
+    real = encode_batch_v2(
+        rows, schema=schema, gateway="gw-0001", building="110108B0001", audit_head=head, compress=False
+    )
+    assert real == json.dumps(json.loads(real), ensure_ascii=False, separators=(",", ":")).encode()
+    body = json.loads(real)
+    assert body["audit_head"]["hash"] == head[1]
+    body["audit_head"]["hash"] = doc["readings-v2"]["audit_head"]["hash"]  # the doc abbreviates it
+    assert body == doc["readings-v2"]
+    decoder = Decoder()
+    decoder.add_schema(real_schema)
+    assert decoder.decode_batch(real).rows == rows
 
 
 @pytest.mark.parametrize("name", ["readings", "event-drop", "event-uplink-refused"])

@@ -76,9 +76,6 @@ class Dlt645Bus(PtyLine):
         self.char_s = 11 / baudrate  # 8E1
         self.bad_frames = 0
         self.requests = 0
-        self.garbage = b""  # written (once) before the next reply: line noise
-        self.corrupt_next = False  # the next reply leaves with a wrong checksum
-        self.truncate_next = False  # the next reply breaks off in the middle
         self._buf = bytearray()
 
     _task_prefix = "sim-dlt645"
@@ -134,13 +131,6 @@ class Dlt645Bus(PtyLine):
         while True:
             frame = await self._inbox.get()
             for reply in self.replies(frame):
-                if self.corrupt_next:
-                    self.corrupt_next = False
-                    reply = reply[:-2] + bytes(((reply[-2] + 1) % 256, 0x16))
-                if self.truncate_next:
-                    self.truncate_next = False
-                    reply = reply[: len(reply) // 2]
-                if self.garbage:
-                    reply, self.garbage = self.garbage + reply, b""
+                reply = self._meter_fault(reply)
                 await asyncio.sleep(self.turnaround_s + len(reply) * self.char_s)
                 self._send(reply)

@@ -34,4 +34,5 @@ SPEC = ProtocolSpec(
     make_shared=_pool,
     make_driver=_driver,
     check_site=check_site,
+    serial_bus="drivers.serialbus",
 )

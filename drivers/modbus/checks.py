@@ -5,11 +5,11 @@ Two devices on one endpoint and unit id, and points whose registers overlap but 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from drivers.modbus.options import ModbusDevice, ModbusPoint, ModbusRtuDevice, register_count
+from drivers.serialbus import check_port
 from drivers.spec import DeviceEntry, SiteIssues, YamlPath
 
 __all__ = ["check_rtu_site", "check_site"]
@@ -143,7 +143,7 @@ def check_rtu_site(devices: Sequence[DeviceEntry], out: SiteIssues) -> None:
         first = lines.get(port)
         if first is None:
             lines[port] = (settings, (*dpath, "port"))
-            _check_port(out, port, (*dpath, "port"))
+            check_port(out, port, (*dpath, "port"))
         elif first[0] != settings:
             out.add(
                 [*dpath, "port"],
@@ -157,15 +157,3 @@ def check_rtu_site(devices: Sequence[DeviceEntry], out: SiteIssues) -> None:
 def _line(settings: tuple[object, ...]) -> str:
     baud, parity, stop, size = settings
     return f"{baud} {size}{parity}{stop}"
-
-
-def _check_port(out: SiteIssues, port: str, path: YamlPath) -> None:
-    if not os.path.exists(port):
-        out.add(path, f"serial port {port} does not exist on this machine", severity="warning")
-    elif not os.access(port, os.R_OK | os.W_OK):
-        out.add(
-            path,
-            f"serial port {port} is not readable and writable by this user: add the service user to the "
-            "port's group (dialout) and enable deploy/systemd's serial drop-in",
-            severity="warning",
-        )

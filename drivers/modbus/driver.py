@@ -241,8 +241,7 @@ class Endpoint:
         now = self._pool.monotonic()
         if now < self.retry_at:
             raise _Unreachable(
-                f"{self.name} unreachable ({self.last_error}); "
-                f"next attempt in {self.retry_at - now:.1f} s"
+                f"{self.name} unreachable ({self.last_error}); next attempt in {self.retry_at - now:.1f} s"
             )
         if self.client is None and self.line is not None:
             self.client = AsyncModbusSerialClient(

@@ -46,4 +46,5 @@ SPEC_RTU = ProtocolSpec(
     make_shared=_pool,
     make_driver=_driver,
     check_site=check_rtu_site,
+    serial_bus="pymodbus",  # its own serial client: the port is not shared with the meter protocols
 )

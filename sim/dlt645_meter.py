@@ -136,15 +136,7 @@ class Dlt645Bus(PtyLine):
     async def _answer(self) -> None:
         while True:
             frame = await self._inbox.get()
-            replies = self.replies(frame)
-            if len(replies) > 1:  # several meters answer at once: one collided frame on the line
-                width = max(len(r) for r in replies)
-                collided = bytearray(b"\xff" * width)
-                for r in replies:
-                    for i, b in enumerate(r.ljust(width, b"\xff")):
-                        collided[i] &= b
-                replies = [bytes(collided)]
-            for reply in replies:
+            for reply in self._collide(self.replies(frame)):
                 reply = self._meter_fault(reply)
                 await asyncio.sleep(self.turnaround_s + len(reply) * self.char_s)
                 self._send(reply)

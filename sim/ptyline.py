@@ -82,6 +82,19 @@ class PtyLine:
             reply, self.garbage = self.garbage + reply, b""
         return reply
 
+    @staticmethod
+    def _collide(replies: list[bytes]) -> list[bytes]:
+        """Several meters answering one request (a wildcard address) talk at once: the line carries one
+        collided frame, bitwise AND (an idle-high line pulled low by any driver), no checksum survives."""
+        if len(replies) < 2:
+            return replies
+        width = max(len(r) for r in replies)
+        collided = bytearray(b"\xff" * width)
+        for r in replies:
+            for i, b in enumerate(r.ljust(width, b"\xff")):
+                collided[i] &= b
+        return [bytes(collided)]
+
     def _received(self, data: bytes) -> None:
         """Bytes from the client: cut complete frames into ``_inbox``."""
         raise NotImplementedError

@@ -4,8 +4,8 @@ pseudo-terminal (MANUAL.md, "RS-485: a mixed meter bus").
 Real buses mix the two (one converter, one baud rate): every meter hears every frame and answers only its
 own. Here a frame is cut by its shape: ``68 A0..A5 68`` is DL/T 645 (a second 68 after six address bytes),
 any other ``68 T ...`` CJ/T 188; the meters of :class:`Dlt645Bus` and :class:`Cjt188Bus` (not started
-themselves) answer it. A CJ/T 188 address whose sixth byte is 68 would read as DL/T 645 here, as it may
-on a real bus: keep such meters on a bus of their own.
+themselves) answer it; several answers to one wildcard request collide on the line. A CJ/T 188 address
+whose sixth byte is 68 would read as DL/T 645 here, as it may on a real bus: keep such meters apart.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class MeterBus(PtyLine):
     async def _answer(self) -> None:
         while True:
             frame = await self._inbox.get()
-            for reply in self.replies(frame):
+            for reply in self._collide(self.replies(frame)):
                 reply = self._meter_fault(reply)
                 await asyncio.sleep(self.turnaround_s + (len(frame) + len(reply)) * self.char_s)
                 self._send(reply)

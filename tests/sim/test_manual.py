@@ -21,7 +21,8 @@ def test_every_register_row_is_in_the_manual() -> None:
 def test_manual_tables_have_no_rows_the_simulator_lacks() -> None:
     documented = set(modbus_map.manual_rows()) | set(typebank.manual_rows())
     table_rows = [
-        line for line in MANUAL.splitlines()
+        line
+        for line in MANUAL.splitlines()
         if re.match(r"^\| (\d[\d, -]*|holding|input|coil|discrete) \| (holding|input|coil|discrete|\d)", line)
         and line.count("|") in (9, 11)
     ]

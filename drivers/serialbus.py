@@ -47,6 +47,7 @@ __all__ = [
     "acquire",
     "check_meters",
     "check_port",
+    "meter_pool",
     "open_for",
     "open_ports",
     "release",
@@ -385,6 +386,11 @@ class MeterPool:
     async def close(self) -> None:
         while self._held:
             release(self._held.pop())
+
+
+def meter_pool(options: Any, /, *, clock: UtcClock) -> MeterPool:
+    """A meter protocol's shared resource (ProtocolSpec.make_shared): no site-wide options."""
+    return MeterPool()
 
 
 class BusMeter:

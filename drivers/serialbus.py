@@ -14,7 +14,6 @@ row the meter is backed off (doubling, capped, jittered) and answered at once wi
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +45,6 @@ __all__ = [
     "Silence",
     "acquire",
     "check_meters",
-    "check_port",
     "meter_pool",
     "open_for",
     "open_ports",
@@ -320,8 +318,8 @@ _LINE_KEYS = ("baudrate", "parity", "stopbits")
 
 def check_meters(devices: Sequence[DeviceEntry], out: SiteIssues, *, address_key: str = "address") -> None:
     """A protocol's meters over a site's raw `devices:` data: one address once per port, one set of line
-    settings per port, and the port itself (a warning: `check` may run on another machine than the
-    gateway). Ports shared with other protocols are the shell's check (edge_agent/config/load.py)."""
+    settings per port. Whether the port exists here, and ports shared with other protocols, are the
+    shell's checks (edge_agent/config/load.py, once per port)."""
     meters: dict[tuple[str, str], YamlPath] = {}
     lines: dict[str, tuple[tuple[object, ...], YamlPath]] = {}
     for entry in devices:
@@ -340,26 +338,12 @@ def check_meters(devices: Sequence[DeviceEntry], out: SiteIssues, *, address_key
         first = lines.get(port)
         if first is None:
             lines[port] = (settings, (*dpath, "port"))
-            check_port(out, port, (*dpath, "port"))
         elif first[0] != settings:
             out.add(
                 [*dpath, "port"],
                 f"{port} is set to {first[0]} by {out.where(first[1])}, here {settings}: "
                 "every meter on one bus uses the same line settings",
             )
-
-
-def check_port(out: SiteIssues, port: str, path: YamlPath) -> None:
-    """A warning when the port does not exist here or this user cannot open it."""
-    if not os.path.exists(port):
-        out.add(path, f"serial port {port} does not exist on this machine", severity="warning")
-    elif not os.access(port, os.R_OK | os.W_OK):
-        out.add(
-            path,
-            f"serial port {port} is not readable and writable by this user: add the service user to "
-            "the port's group (dialout) and enable deploy/systemd's serial drop-in",
-            severity="warning",
-        )
 
 
 class MeterPool:

@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from drivers.modbus.options import ModbusDevice, ModbusPoint, ModbusRtuDevice, register_count
-from drivers.serialbus import check_port
 from drivers.spec import DeviceEntry, SiteIssues, YamlPath
 
 __all__ = ["check_rtu_site", "check_site"]
@@ -121,8 +120,8 @@ _LINE_KEYS = ("baudrate", "parity", "stopbits", "bytesize")
 
 
 def check_rtu_site(devices: Sequence[DeviceEntry], out: SiteIssues) -> None:
-    """Serial buses: one unit id once per port, one set of line settings per port, and the port itself
-    (a warning: ``check`` may run on another machine than the gateway)."""
+    """Serial buses: one unit id once per port, one set of line settings per port (the port itself:
+    edge_agent/config/load.py, for every serial protocol)."""
     units: dict[tuple[str, int], YamlPath] = {}
     lines: dict[str, tuple[tuple[object, ...], YamlPath]] = {}
     for entry in devices:
@@ -143,7 +142,6 @@ def check_rtu_site(devices: Sequence[DeviceEntry], out: SiteIssues) -> None:
         first = lines.get(port)
         if first is None:
             lines[port] = (settings, (*dpath, "port"))
-            check_port(out, port, (*dpath, "port"))
         elif first[0] != settings:
             out.add(
                 [*dpath, "port"],

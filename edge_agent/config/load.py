@@ -809,9 +809,10 @@ _LINE_KEYS = ("baudrate", "parity", "stopbits")
 
 
 def _check_shared_ports(out: _Collector, by_protocol: Mapping[str, Sequence[DeviceEntry]]) -> None:
-    """Serial ports used by several protocols: only protocols whose devices open the port through the same
-    code (ProtocolSpec.serial_bus) can share it, and then at one set of line settings. One protocol's own
-    ports are its check_site's business."""
+    """Serial ports (`port:` of the protocols with a ProtocolSpec.serial_bus): a warning, once per port,
+    when it does not exist here or this user cannot open it (`check` may run on another machine than the
+    gateway). Several protocols on one port: only those that open it through the same code can share it,
+    and then at one set of line settings. One protocol's own ports are its check_site's business."""
     first: dict[str, tuple[str, tuple[object, ...], YamlPath]] = {}  # port -> (protocol, settings, path)
     for name, entries in by_protocol.items():
         spec = PROTOCOLS[name]
@@ -825,6 +826,8 @@ def _check_shared_ports(out: _Collector, by_protocol: Mapping[str, Sequence[Devi
             settings = tuple(
                 entry.data.get(k, fields[k].default if k in fields else None) for k in _LINE_KEYS
             )
+            if port not in first:
+                _check_port_here(out, port, (*entry.path, "port"))
             seen = first.setdefault(port, (name, settings, (*entry.path, "port")))
             other, other_settings, where = seen
             if other == name:
@@ -841,6 +844,18 @@ def _check_shared_ports(out: _Collector, by_protocol: Mapping[str, Sequence[Devi
                     f"{port} is set to {other_settings} by {out.where(where)} ({other}), here {settings}: "
                     "every device on one bus uses the same line settings",
                 )
+
+
+def _check_port_here(out: _Collector, port: str, path: YamlPath) -> None:
+    if not os.path.exists(port):
+        out.add(path, f"serial port {port} does not exist on this machine", severity="warning")
+    elif not os.access(port, os.R_OK | os.W_OK):
+        out.add(
+            path,
+            f"serial port {port} is not readable and writable by this user: add the service user to "
+            "the port's group (dialout) and enable deploy/systemd's serial drop-in",
+            severity="warning",
+        )
 
 
 def _check_meters(out: _Collector, data: Mapping[str, Any], points: Mapping[str, Mapping[str, Any]]) -> None:

@@ -462,6 +462,7 @@ def test_dlt645_meters_validate_and_one_address_is_polled_once_per_bus(tmp_path:
 
 
 def test_cjt188_meters_share_a_port_with_dlt645_but_not_with_modbus_rtu(tmp_path: Path) -> None:
+    # a missing port is one warning, at its first device, whichever protocols use it
     text = textwrap.dedent(
         """\
         gateway_id: gw
@@ -484,12 +485,10 @@ def test_cjt188_meters_share_a_port_with_dlt645_but_not_with_modbus_rtu(tmp_path
     )
     assert issues_of(write_site(tmp_path, text)) == [
         "7:31: devices[0].port: warning: serial port /dev/no-rs485 does not exist on this machine",
-        "9:31: devices[1].port: warning: serial port /dev/no-rs485 does not exist on this machine",
         "11:31: devices[2].port: /dev/no-rs485 is set to (2400, 'E', 1) by devices[1].port (line 9), here "
         "(9600, 'E', 1): every meter on one bus uses the same line settings",
         "11:31: devices[2].port: /dev/no-rs485 is set to (2400, 'E', 1) by devices[0].port (line 7) "
         "(dlt645), here (9600, 'E', 1): every device on one bus uses the same line settings",
-        "13:35: devices[3].port: warning: serial port /dev/no-rs485 does not exist on this machine",
         "13:35: devices[3].port: /dev/no-rs485 is used by protocol dlt645 (devices[0].port (line 7)): "
         "modbus_rtu and dlt645 each open the port their own way and cannot share it; put them on separate "
         "ports (adapters)",

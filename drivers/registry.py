@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from drivers.bacnet.spec import SPEC as BACNET
+from drivers.cjt188.spec import SPEC as CJT188
 from drivers.dlt645.spec import SPEC as DLT645
 from drivers.modbus.spec import SPEC as MODBUS
 from drivers.modbus.spec import SPEC_RTU as MODBUS_RTU
@@ -23,7 +24,7 @@ from drivers.spec import ProtocolSpec
 __all__ = ["PROTOCOLS", "ProtocolSpec", "register", "unregister"]
 
 # In this order in the site schema's `devices:` union (and so in "expected one of ..." messages).
-_BUILT_IN: tuple[ProtocolSpec, ...] = (MODBUS, MODBUS_RTU, BACNET, DLT645)
+_BUILT_IN: tuple[ProtocolSpec, ...] = (MODBUS, MODBUS_RTU, BACNET, DLT645, CJT188)
 
 _registry: dict[str, ProtocolSpec] = {}
 PROTOCOLS: Mapping[str, ProtocolSpec] = MappingProxyType(_registry)  # read-only view, in registration order

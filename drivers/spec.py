@@ -138,6 +138,9 @@ class ProtocolSpec:
     network_description: str | None = None  # the `network_key:` description in the JSON Schema
     check_site: SiteCheck | None = None
     expand_points: PointExpander | None = None
+    # The code that opens its devices' serial `port:`; devices of protocols with the same value may share
+    # a port (drivers.serialbus: DL/T 645 and CJ/T 188 meters), others may not (`check` refuses it).
+    serial_bus: str | None = None
 
     def __post_init__(self) -> None:
         fields = self.device_model.model_fields

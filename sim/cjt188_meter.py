@@ -8,6 +8,8 @@ Written from the standard's frame description (STANDARDS.md), independently of d
 - C 0x01 with DI 901F (byte order per meter: ``di_high_first``): reply 0x81 with the 901F block of its type
   (water/gas 22 bytes, heat 46 bytes); any other DI: 0xC1 with a status byte.
 - Wrong checksum or end byte: no reply. ``offline`` meters never answer.
+- Heat is sent in ``heat_unit`` (0x05 kWh, 0x08 MWh, 0x11 GJ, 0x0E MJ; the values are in that unit).
+- Switches for tests (sim.ptyline): ``garbage``, ``corrupt_next``, ``truncate_next``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class FlowMeter:
     values: dict[str, float] = field(default_factory=dict)
     di_high_first: bool = True
     offline: bool = False
+    heat_unit: int = 0x05
 
     def address_bytes(self) -> bytes:
         return bytes(int(self.address[i : i + 2], 16) for i in range(12, -1, -2))
@@ -43,8 +46,9 @@ class FlowMeter:
         di = b"\x90\x1f" if self.di_high_first else b"\x1f\x90"
         out = di + bytes((serial,))
         if self.meter_type in (0x20, 0x21):
-            out += _bcd(round(v.get("settlement_heat", 0) * 100), 4) + b"\x05"
-            out += _bcd(round(v.get("heat", 0) * 100), 4) + b"\x05"
+            unit = bytes((self.heat_unit,))
+            out += _bcd(round(v.get("settlement_heat", 0) * 100), 4) + unit
+            out += _bcd(round(v.get("heat", 0) * 100), 4) + unit
             out += _bcd(round(v.get("heat_power", 0) * 100), 4) + b"\x17"
             out += _bcd(round(v.get("flow_rate", 0) * 10000), 4) + b"\x35"
             out += _bcd(round(v.get("flow", 0) * 100), 4) + b"\x2c"
@@ -67,6 +71,7 @@ class Cjt188Bus(PtyLine):
         self.char_s = 11 / baudrate
         self.turnaround_s = turnaround_s
         self.bad_frames = 0
+        self.requests = 0
         self._buf = bytearray()
 
     _task_prefix = "sim-cjt188"
@@ -91,6 +96,7 @@ class Cjt188Bus(PtyLine):
         if frame[-1] != 0x16 or sum(frame[:-2]) % 256 != frame[-2]:
             self.bad_frames += 1
             return []
+        self.requests += 1
         mtype, addr, control, data = frame[1], frame[2:9], frame[9], frame[11:-2]
         out = []
         for m in self.meters:
@@ -114,5 +120,6 @@ class Cjt188Bus(PtyLine):
         while True:
             frame = await self._inbox.get()
             for reply in self.replies(frame):
+                reply = self._meter_fault(reply)
                 await asyncio.sleep(self.turnaround_s + (len(frame) + len(reply)) * self.char_s)
                 self._send(reply)

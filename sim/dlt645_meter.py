@@ -5,6 +5,9 @@ Written from the standard's frame description (STANDARDS.md), independently of d
 - Frames ``FE.. 68 A0..A5 68 C L DATA CS 16``; the meter skips any FE and noise before the first 68.
 - Address: 6 bytes BCD, low byte first. A meter answers its own address, and the all-``AA`` wildcard
   (so with several meters on the bus they all answer at once and garble each other, as real ones do).
+- C 0x13 read address (to the wildcard ``AA..AA`` only): reply 0x93 with the meter's address. With several
+  meters on the bus they all answer at once: the line carries their replies collided (bitwise AND, the
+  idle-high line pulled low by any driver), which no checksum survives, as DL/T 645 warns.
 - C 0x11 read data: reply 0x91 with the DI and the value (BCD, low byte first, sign in the top bit),
   every data byte +0x33; an unknown DI gets 0xD1 with error byte 0x02 (no such data).
 - A frame with a wrong checksum or end byte gets no reply. ``offline`` meters never answer.
@@ -76,9 +79,6 @@ class Dlt645Bus(PtyLine):
         self.char_s = 11 / baudrate  # 8E1
         self.bad_frames = 0
         self.requests = 0
-        self.garbage = b""  # written (once) before the next reply: line noise
-        self.corrupt_next = False  # the next reply leaves with a wrong checksum
-        self.truncate_next = False  # the next reply breaks off in the middle
         self._buf = bytearray()
 
     _task_prefix = "sim-dlt645"
@@ -114,6 +114,9 @@ class Dlt645Bus(PtyLine):
         for m in self.meters:
             if m.offline or (addr != m.address_bytes() and addr != b"\xaa" * 6):
                 continue
+            if control == 0x13 and addr == b"\xaa" * 6:
+                out.append(self._frame(m, 0x93, m.address_bytes()))
+                continue
             if control != 0x11 or len(data) < 4:
                 continue
             di = int.from_bytes(data[:4], "little")
@@ -133,14 +136,7 @@ class Dlt645Bus(PtyLine):
     async def _answer(self) -> None:
         while True:
             frame = await self._inbox.get()
-            for reply in self.replies(frame):
-                if self.corrupt_next:
-                    self.corrupt_next = False
-                    reply = reply[:-2] + bytes(((reply[-2] + 1) % 256, 0x16))
-                if self.truncate_next:
-                    self.truncate_next = False
-                    reply = reply[: len(reply) // 2]
-                if self.garbage:
-                    reply, self.garbage = self.garbage + reply, b""
+            for reply in self._collide(self.replies(frame)):
+                reply = self._meter_fault(reply)
                 await asyncio.sleep(self.turnaround_s + len(reply) * self.char_s)
                 self._send(reply)

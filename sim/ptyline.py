@@ -26,6 +26,10 @@ class PtyLine:
         self._master = self._slave = -1
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # switches for tests (meter buses: replies end with CS 16)
+        self.garbage = b""  # written (once) before the next reply: line noise
+        self.corrupt_next = False  # the next reply leaves with a wrong checksum
+        self.truncate_next = False  # the next reply breaks off in the middle
 
     async def start(self) -> None:
         self._master, self._slave = os.openpty()
@@ -65,6 +69,31 @@ class PtyLine:
     def _send(self, data: bytes) -> None:
         with contextlib.suppress(OSError):  # the client closed its end
             os.write(self._master, data)
+
+    def _meter_fault(self, reply: bytes) -> bytes:
+        """``reply`` (``... CS 16``) as the test switches want it on the line; each switch acts once."""
+        if self.corrupt_next:
+            self.corrupt_next = False
+            reply = reply[:-2] + bytes(((reply[-2] + 1) % 256, 0x16))
+        if self.truncate_next:
+            self.truncate_next = False
+            reply = reply[: len(reply) // 2]
+        if self.garbage:
+            reply, self.garbage = self.garbage + reply, b""
+        return reply
+
+    @staticmethod
+    def _collide(replies: list[bytes]) -> list[bytes]:
+        """Several meters answering one request (a wildcard address) talk at once: the line carries one
+        collided frame, bitwise AND (an idle-high line pulled low by any driver), no checksum survives."""
+        if len(replies) < 2:
+            return replies
+        width = max(len(r) for r in replies)
+        collided = bytearray(b"\xff" * width)
+        for r in replies:
+            for i, b in enumerate(r.ljust(width, b"\xff")):
+                collided[i] &= b
+        return [bytes(collided)]
 
     def _received(self, data: bytes) -> None:
         """Bytes from the client: cut complete frames into ``_inbox``."""

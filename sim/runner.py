@@ -30,6 +30,7 @@ from sim.vrf import VrfGateway
 
 if TYPE_CHECKING:  # bacpypes3 takes half a second to import: only when BACnet is served
     from sim.bacnet_server import BacnetSimulator
+    from sim.serial_site import SerialSite
 
 __all__ = ["STEP_INTERVAL_S", "BacnetPortBusy", "Simulator", "add_arguments", "main", "run_from_args"]
 
@@ -82,6 +83,7 @@ class Simulator:
         self.modbus_host: str | None = None
         self.modbus_port: int | None = None
         self.bacnet: BacnetSimulator | None = None
+        self.serial: SerialSite | None = None
 
     def now(self) -> datetime:
         """Sim time: start + speed x real time elapsed since start()."""
@@ -99,6 +101,8 @@ class Simulator:
         self.modbus.refresh()
         if self.bacnet is not None:
             self.bacnet.refresh()
+        if self.serial is not None:
+            self.serial.refresh()
         t = now.timestamp()
         for bank in self.bench:
             refresh_bench_unit(bank, points=self.bench_points, t=t)
@@ -123,8 +127,10 @@ class Simulator:
         bacnet_port: int = 47808,
         bacnet_refresh_s: float = 1.0,
         bacnet_response_s: float = 0.0,
+        serial: bool = False,
     ) -> None:
-        """Listen on Modbus TCP and, with ``bacnet=True``, bind the BACnet/IP devices.
+        """Listen on Modbus TCP and, with ``bacnet=True``, bind the BACnet/IP devices; with ``serial=True``
+        serve the RS-485 buses on pseudo-terminals (:attr:`serial` ``.paths``).
 
         Raises OSError naming the address when a port is taken (nothing is left listening then)."""
         self.modbus.open()
@@ -151,6 +157,16 @@ class Simulator:
                 await self.server.stop()
                 raise
             self.bacnet = front
+        if serial:
+            from sim.serial_site import SerialSite
+
+            buses = SerialSite(self.building, self.modbus.banks)
+            try:
+                await buses.start()
+            except BaseException:
+                await self._stop_fronts()
+                raise
+            self.serial = buses
         self._t0 = time.monotonic()
         self._task = asyncio.create_task(self._run(), name="sim:step")
 
@@ -160,6 +176,12 @@ class Simulator:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._stop_fronts()
+
+    async def _stop_fronts(self) -> None:
+        buses, self.serial = self.serial, None
+        if buses is not None:
+            await buses.stop()
         front, self.bacnet = self.bacnet, None
         if front is not None:
             await front.stop()
@@ -184,6 +206,8 @@ class Simulator:
                 self.modbus.refresh()
                 if self.bacnet is not None:
                     self.bacnet.refresh()
+                if self.serial is not None:
+                    self.serial.refresh()
             if self.bench and time.monotonic() - last_bench >= _BENCH_REFRESH_S:
                 last_bench = time.monotonic()
                 t = now.timestamp()
@@ -243,6 +267,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="address of the first BACnet device; the others follow (default 127.0.0.2: .2-.5)",
     )
     parser.add_argument(
+        "--serial",
+        action="store_true",
+        help="also serve the RS-485 buses on pseudo-terminals (DL/T 645 + CJ/T 188 meter bus, Modbus RTU "
+        "bus; their paths are printed): point site.yaml's `port:` at them, parity N",
+    )
+    parser.add_argument(
         "--no-script",
         dest="script",
         action="store_false",
@@ -280,6 +310,7 @@ async def run_from_args(args: argparse.Namespace) -> None:
         bacnet_host_base=getattr(args, "bacnet_host", "127.0.0.2"),
         bacnet_port=getattr(args, "bacnet_port", 47808),
         bacnet_response_s=getattr(args, "bacnet_response_ms", 0.0) / 1000,
+        serial=getattr(args, "serial", False),
     )
     try:
         units = sim.units
@@ -308,6 +339,20 @@ async def run_from_args(args: argparse.Namespace) -> None:
                     f"device {d.instance} {d.name} at {d.address}:{sim.bacnet.port}"
                     for d in sim.bacnet.devices
                 ),
+            )
+        if sim.serial is not None:
+            from sim.serial_site import DLT645_METERS, RTU_UNITS, WATER_ADDRESS
+
+            log.info(
+                "rs485 meter bus (DL/T 645 meters %s, CJ/T 188 water meter %s; 2400 baud) on %s",
+                ", ".join(DLT645_METERS.values()),
+                WATER_ADDRESS,
+                sim.serial.meter_bus.path,
+            )
+            log.info(
+                "rs485 rtu bus (Modbus RTU units %s; 9600 baud) on %s",
+                ",".join(map(str, RTU_UNITS)),
+                sim.serial.rtu_bus.path,
             )
         await asyncio.Event().wait()  # until cancelled
     finally:

@@ -247,8 +247,10 @@ def manual_rows() -> list[str]:
     runs: dict[tuple[str, int], list[TypeEntry]] = {}
     for e in ENTRIES:
         if e.type == "bool":
-            key = next(((t, a) for (t, a), run in runs.items() if t == e.table and a + len(run) == e.address),
-                       (e.table, e.address))
+            key = next(
+                ((t, a) for (t, a), run in runs.items() if t == e.table and a + len(run) == e.address),
+                (e.table, e.address),
+            )
             runs.setdefault(key, []).append(e)
             continue
         extra = f"bit {e.bit}" if e.type == "bit" else (f"length {e.length}" if e.type == "string" else "-")

@@ -23,8 +23,10 @@ from typing import Literal
 __all__ = [
     "METER_TYPES",
     "UNIT_CODES",
+    "BcdError",
     "Frame",
     "FrameError",
+    "MeterErrorReply",
     "Reading901F",
     "bcd",
     "bcd_bytes",
@@ -59,6 +61,14 @@ DiOrder = Literal["low_first", "high_first"]
 
 class FrameError(ValueError):
     """A frame or value that cannot be used: checksum, end byte, BCD, length, an error reply."""
+
+
+class BcdError(FrameError):
+    """A value byte whose nibbles are not both 0-9."""
+
+
+class MeterErrorReply(FrameError):
+    """The meter answered with an error reply (C 0xC1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +113,7 @@ def bcd(raw: bytes) -> int:
     for b in reversed(raw):
         hi, lo = b >> 4, b & 0xF
         if hi > 9 or lo > 9:
-            raise FrameError(f"byte {b:02X} is not BCD")
+            raise BcdError(f"byte {b:02X} is not BCD")
         value = value * 100 + hi * 10 + lo
     return value
 
@@ -129,6 +139,10 @@ def split_frame(buf: bytes) -> tuple[int, Frame | None]:
     start = buf.find(b"\x68")
     if start < 0:
         return len(buf), None
+    if len(buf) < start + 2:
+        return start, None
+    if not (0x10 <= buf[start + 1] <= 0x49 or buf[start + 1] == 0xAA):
+        return start + 1, None  # a 68 inside noise (T is 1x water, 2x heat, 3x gas, 4x other): look after it
     if len(buf) < start + 11:
         return start, None
     length = buf[start + 10]
@@ -166,7 +180,7 @@ def decode_901f(frame: Frame, *, di_order: DiOrder = "high_first") -> Reading901
     """The 901F reply of a water, gas or heat meter. FrameError on an error reply, another DI, a short
     frame, bad BCD or an unknown unit code."""
     if frame.control == READ_ERROR:
-        raise FrameError(f"meter error reply (status {frame.data[:1].hex() or 'none'})")
+        raise MeterErrorReply(f"meter error reply (status {frame.data[-1:].hex() or 'none'})")
     if frame.control != READ_REPLY:
         raise FrameError(f"control code {frame.control:02X} is not a read reply")
     di = b"\x90\x1f" if di_order == "high_first" else b"\x1f\x90"

@@ -33,6 +33,8 @@ __all__ = [
     "decode_read_reply",
     "encode_address",
     "encode_frame",
+    "read_address_reply",
+    "read_address_request",
     "read_request",
     "split_frame",
 ]
@@ -44,6 +46,8 @@ READ = 0x11
 READ_REPLY = 0x91
 READ_REPLY_MORE = 0xB1
 READ_ERROR = 0xD1
+READ_ADDRESS = 0x13  # to the wildcard address: the one meter on the bus answers 0x93 with its address
+READ_ADDRESS_REPLY = 0x93
 _OFFSET = 0x33
 _MAX_DATA = 200
 
@@ -183,6 +187,21 @@ def encode_frame(address: str, control: int, data: bytes = b"", *, preamble: boo
 def read_request(address: str, di: int) -> bytes:
     """C 0x11 read data of one data identifier."""
     return encode_frame(address, READ, di.to_bytes(4, "little"))
+
+
+def read_address_request() -> bytes:
+    """C 0x13 read address, to the all-AA wildcard: only valid with one meter on the bus (several answer
+    at once and their replies collide on the line)."""
+    return encode_frame(WILDCARD, READ_ADDRESS)
+
+
+def read_address_reply(frame: Frame) -> str:
+    """The address a 0x93 reply carries (its DATA, the 6 address bytes). FrameError otherwise."""
+    if frame.control != READ_ADDRESS_REPLY or len(frame.data) != 6:
+        raise FrameError(
+            f"control code {frame.control:02X} with {len(frame.data)} bytes is not a read-address reply"
+        )
+    return decode_address(frame.data)
 
 
 def split_frame(buf: bytes) -> tuple[int, Frame | None]:

@@ -1,7 +1,8 @@
 """DL/T 645-2007 driver: one request per data identifier on a serial bus shared with other meters.
 
-- :class:`BusPool` owns one :class:`SerialBus` per port path: one open port and one :class:`asyncio.Lock`
-  held for each whole exchange (request out, reply in), so meters on one bus never talk over each other.
+- The port is a :class:`drivers.serialbus.SerialBus`: one open port and one :class:`asyncio.Lock` held for
+  each whole exchange (request out, reply in), shared with every meter on that port (CJ/T 188 ones too),
+  so meters on one bus never talk over each other.
 - A meter that does not answer fails the rest of its poll at once (``timeout``) and, after ``dead_after``
   such polls, is backed off (doubling, capped, jittered): while backed off a poll answers at once with bad
   readings and takes no bus time, so one dead meter never stalls the others.
@@ -12,13 +13,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-import serial  # type: ignore[import-untyped]
 import structlog
 
 from drivers.base import (
@@ -27,8 +23,6 @@ from drivers.base import (
     Quality,
     Reading,
     UtcClock,
-    Value,
-    WriteResult,
     utc_now,
 )
 from drivers.dlt645.codec import (
@@ -41,153 +35,24 @@ from drivers.dlt645.codec import (
     split_frame,
 )
 from drivers.dlt645.options import Dlt645Device, Dlt645Point
+from drivers.serialbus import BusMeter, MeterPool, NoReply
 
-__all__ = ["BusPool", "Dlt645Driver", "SerialBus"]
+__all__ = ["BusPool", "Dlt645Driver"]
 
 _log = structlog.get_logger("drivers.dlt645")
 
 
-class _NoReply(Exception):
-    pass
+BusPool = MeterPool  # the name the DL/T 645 spec and tests know
 
 
-class SerialBus:
-    """One serial port: opened on first use, one lock for every exchange on it."""
-
-    def __init__(self, device: Dlt645Device) -> None:
-        self.path = device.port
-        self.settings = (device.baudrate, device.parity, device.stopbits)
-        self.lock = asyncio.Lock()
-        self.users = 0
-        self._port: Any = None
-        self._buf = bytearray()
-        self._data = asyncio.Event()
-
-    @property
-    def is_open(self) -> bool:
-        return self._port is not None
-
-    def open(self) -> None:
-        """Open and configure the port; OSError/serial.SerialException when it cannot be used."""
-        if self._port is not None:
-            return
-        baud, parity, stop = self.settings
-        port = serial.Serial(
-            self.path, baudrate=baud, bytesize=8, parity=parity, stopbits=stop, timeout=0, exclusive=True
-        )
-        self._port = port
-        asyncio.get_running_loop().add_reader(port.fileno(), self._readable)
-
-    def close(self) -> None:
-        port, self._port = self._port, None
-        if port is not None:
-            asyncio.get_running_loop().remove_reader(port.fileno())
-            port.close()
-
-    def _readable(self) -> None:
-        try:
-            data = self._port.read(4096)
-        except (OSError, serial.SerialException):
-            data = b""
-        if data:
-            self._buf += data
-            self._data.set()
-
-    async def exchange(self, request: bytes, timeout: float) -> Frame:
-        """Send ``request``, return the first complete frame. _NoReply on timeout; FrameError on a frame
-        that is complete but wrong. Take :attr:`lock` around it."""
-        self._buf.clear()
-        self._port.write(request)
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    used, frame = split_frame(bytes(self._buf))
-                    del self._buf[:used]
-                    if frame is not None:
-                        return frame
-                    if used:
-                        continue  # noise dropped: look again before waiting
-                    self._data.clear()
-                    await self._data.wait()
-        except TimeoutError:
-            raise _NoReply from None
-        except FrameError:
-            self._buf.clear()
-            raise
-
-
-class BusPool:
-    """One :class:`SerialBus` per port path, shared by the meters on it."""
-
-    def __init__(
-        self, *, monotonic: Callable[[], float] = time.monotonic, jitter: Callable[[], float] = random.random
-    ) -> None:
-        self.monotonic = monotonic
-        self.jitter = jitter
-        self._buses: dict[str, SerialBus] = {}
-
-    def acquire(self, device: Dlt645Device) -> SerialBus:
-        bus = self._buses.get(device.port)
-        if bus is None:
-            bus = self._buses[device.port] = SerialBus(device)
-        bus.users += 1
-        return bus
-
-    def release(self, bus: SerialBus) -> None:
-        bus.users -= 1
-        if bus.users <= 0:
-            bus.close()
-            self._buses.pop(bus.path, None)
-
-    async def close(self) -> None:
-        for bus in self._buses.values():
-            bus.close()
-        self._buses.clear()
-
-
-class Dlt645Driver:
+class Dlt645Driver(BusMeter):
     """:class:`drivers.base.Driver` for one DL/T 645-2007 meter (read-only)."""
 
-    def __init__(self, *, device: Dlt645Device, pool: BusPool, clock: UtcClock = utc_now) -> None:
-        self.device = device
-        self.device_id = device.id
-        self._pool = pool
-        self._clock = clock
-        self._bus: SerialBus | None = pool.acquire(device)
-        self._log = _log.bind(device=device.id, port=device.port, address=device.address)
-        self._silent_polls = 0
-        self._silent_until = 0.0
-        self._down: str | None = None
+    label = "DL/T 645"
 
-    async def connect(self) -> None:
-        """Open (or share) the port. Never raises: a port that cannot be opened reads as unreachable."""
-        bus = self._get_bus()
-        async with bus.lock:
-            self._open(bus)
-
-    async def run(self) -> None:
-        """Nothing runs in the background: every read is a poll."""
-
-    async def close(self) -> None:
-        bus, self._bus = self._bus, None
-        if bus is not None:
-            async with bus.lock:
-                self._pool.release(bus)
-
-    def _get_bus(self) -> SerialBus:
-        if self._bus is None:
-            raise RuntimeError(f"driver of device {self.device_id} is closed")
-        return self._bus
-
-    def _open(self, bus: SerialBus) -> str | None:
-        """Open the port if needed; the reason it cannot be used, or None."""
-        try:
-            bus.open()
-        except (OSError, serial.SerialException, ValueError) as exc:
-            detail = f"{bus.path}: {exc}"
-            self._state_change(FailureCode.UNREACHABLE, detail)
-            return detail
-        return None
+    def __init__(self, *, device: Dlt645Device, pool: MeterPool, clock: UtcClock = utc_now) -> None:
+        super().__init__(device=device, address=device.address, pool=pool, clock=clock, log=_log)
+        self.device: Dlt645Device = device
 
     async def read(self, points: Sequence[PointBase]) -> list[Reading]:
         ours = [p for p in points if isinstance(p, Dlt645Point)]
@@ -195,27 +60,22 @@ class Dlt645Driver:
         for p in points:
             if not isinstance(p, Dlt645Point):
                 out[p.id] = self._bad(p.id, FailureCode.CONFIG, "not a DL/T 645 point")
-        left = self._silent_until - self._pool.monotonic()
-        if left > 0:
-            detail = f"meter {self.device.address} silent, backed off; next probe in {left:.0f} s"
-            for p in ours:
-                out[p.id] = self._bad(p.id, FailureCode.TIMEOUT, detail)
+        if self._backed_off(ours, out):
             return [out[p.id] for p in points]
         bus = self._get_bus()
         answered = False
         async with bus.lock:
-            opened = self._open(bus)
             # the rest of a poll after a timeout or a lost port fails at once: no bus time for a dead meter
-            failed = None if opened is None else (FailureCode.UNREACHABLE, opened)
+            failed = self._open(bus)
             for p in ours:
                 if failed is not None:
                     out[p.id] = self._bad(p.id, failed[0], f"skipped: {failed[1]}")
                     continue
                 try:
                     frame = await bus.exchange(
-                        read_request(self.device.address, p.code), self.device.timeout_s
+                        read_request(self.device.address, p.code), split_frame, self.device.timeout_s
                     )
-                except _NoReply:
+                except NoReply:
                     failed = (FailureCode.TIMEOUT, f"no reply within {self.device.timeout_s} s (DI {p.di})")
                     out[p.id] = self._bad(p.id, *failed)
                     continue
@@ -223,7 +83,7 @@ class Dlt645Driver:
                     answered = True
                     out[p.id] = self._bad(p.id, FailureCode.PROTOCOL, f"{exc} (DI {p.di})")
                     continue
-                except (OSError, serial.SerialException) as exc:
+                except OSError as exc:  # serial.SerialException is one
                     bus.close()
                     failed = (FailureCode.UNREACHABLE, f"{bus.path}: {exc}")
                     out[p.id] = self._bad(p.id, *failed)
@@ -246,41 +106,3 @@ class Dlt645Driver:
         except FrameError as exc:
             return self._bad(p.id, FailureCode.PROTOCOL, str(exc))
         return Reading(p.id, value * p.scale if p.scale != 1.0 else value, self._clock(), Quality.GOOD)
-
-    def _note_poll(self, silent: bool, out: dict[str, Reading]) -> None:
-        if not silent:
-            self._silent_polls = 0
-            if any(r.quality is Quality.GOOD for r in out.values()):
-                self._state_change(None, None)
-            return
-        self._silent_polls += 1
-        self._state_change(FailureCode.TIMEOUT, f"meter {self.device.address} does not answer")
-        over = self._silent_polls - self.device.dead_after
-        if over < 0:
-            return
-        dev = self.device
-        base = min(dev.dead_backoff_max_s, 2 * max(dev.interval_s, dev.timeout_s) * 2 ** min(over, 30))
-        delay = base * (0.5 + 0.5 * self._pool.jitter())
-        self._silent_until = self._pool.monotonic() + delay
-        if over == 0:
-            self._log.warning(
-                "meter_backed_off", silent_polls=self._silent_polls, next_probe_s=round(delay, 1)
-            )
-
-    def _bad(self, pid: str, code: str, detail: str) -> Reading:
-        return Reading(pid, None, self._clock(), Quality.BAD, code, detail)
-
-    def _state_change(self, code: str | None, detail: str | None) -> None:
-        if code == self._down:
-            return
-        self._down = code
-        if code is None:
-            self._log.info("meter_answering")
-        else:
-            self._log.warning("meter_failed", code=code, detail=detail)
-
-    async def write(self, point: PointBase, value: Value, *, priority: int | None = None) -> WriteResult:
-        """Electricity meters are read-only here: refused without touching the bus."""
-        return WriteResult(
-            point.id, value, None, False, FailureCode.NOT_WRITABLE, "DL/T 645 points are read-only"
-        )

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from drivers.base import Driver, UtcClock
 from drivers.dlt645.checks import check_site
 from drivers.dlt645.options import Dlt645Device, Dlt645Point
+from drivers.serialbus import MeterPool, meter_pool
 from drivers.spec import ProtocolSpec, PushCallback
-
-if TYPE_CHECKING:
-    from drivers.dlt645.driver import BusPool
 
 __all__ = ["SPEC"]
 
 
-def _pool(options: Any, /, *, clock: UtcClock) -> BusPool:
-    from drivers.dlt645.driver import BusPool
-
-    return BusPool()
-
-
-def _driver(device: Dlt645Device, pool: BusPool, /, *, clock: UtcClock, on_push: PushCallback) -> Driver:
+def _driver(device: Dlt645Device, pool: MeterPool, /, *, clock: UtcClock, on_push: PushCallback) -> Driver:
     from drivers.dlt645.driver import Dlt645Driver
 
     return Dlt645Driver(device=device, pool=pool, clock=clock)
@@ -31,7 +21,8 @@ SPEC = ProtocolSpec(
     name="dlt645",
     device_model=Dlt645Device,
     point_model=Dlt645Point,
-    make_shared=_pool,
+    make_shared=meter_pool,
     make_driver=_driver,
     check_site=check_site,
+    serial_bus="drivers.serialbus",
 )

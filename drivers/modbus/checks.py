@@ -5,7 +5,6 @@ Two devices on one endpoint and unit id, and points whose registers overlap but 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -139,8 +138,8 @@ _LINE_KEYS = ("baudrate", "parity", "stopbits", "bytesize")
 
 
 def check_rtu_site(devices: Sequence[DeviceEntry], out: SiteIssues) -> None:
-    """Serial buses: one unit id once per port, one set of line settings per port, and the port itself
-    (a warning: ``check`` may run on another machine than the gateway)."""
+    """Serial buses: one unit id once per port, one set of line settings per port (the port itself:
+    edge_agent/config/load.py, for every serial protocol)."""
     units: dict[tuple[str, int], YamlPath] = {}
     lines: dict[str, tuple[tuple[object, ...], YamlPath]] = {}
     for entry in devices:
@@ -161,7 +160,6 @@ def check_rtu_site(devices: Sequence[DeviceEntry], out: SiteIssues) -> None:
         first = lines.get(port)
         if first is None:
             lines[port] = (settings, (*dpath, "port"))
-            _check_port(out, port, (*dpath, "port"))
         elif first[0] != settings:
             out.add(
                 [*dpath, "port"],
@@ -176,15 +174,3 @@ def check_rtu_site(devices: Sequence[DeviceEntry], out: SiteIssues) -> None:
 def _line(settings: tuple[object, ...]) -> str:
     baud, parity, stop, size = settings
     return f"{baud} {size}{parity}{stop}"
-
-
-def _check_port(out: SiteIssues, port: str, path: YamlPath) -> None:
-    if not os.path.exists(port):
-        out.add(path, f"serial port {port} does not exist on this machine", severity="warning")
-    elif not os.access(port, os.R_OK | os.W_OK):
-        out.add(
-            path,
-            f"serial port {port} is not readable and writable by this user: add the service user to the "
-            "port's group (dialout) and enable deploy/systemd's serial drop-in",
-            severity="warning",
-        )

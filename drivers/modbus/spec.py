@@ -48,4 +48,5 @@ SPEC_RTU = ProtocolSpec(
     make_driver=_driver,
     check_site=check_rtu_site,
     expand_points=expand_device_points,
+    serial_bus="pymodbus",  # its own serial client: the port is not shared with the meter protocols
 )

@@ -914,10 +914,64 @@ def _cross_check(out: _Collector) -> None:
         check = PROTOCOLS[name].check_site
         if check is not None:
             check(entries, out)
+    _check_shared_ports(out, by_protocol)
     _check_meters(out, data, point_data)
     _check_platform_meters(out, data, point_data)
     _check_coal_factors(out, data)
     check_ac_units(data, out.add, out.where)
+
+
+_LINE_KEYS = ("baudrate", "parity", "stopbits")
+
+
+def _check_shared_ports(out: _Collector, by_protocol: Mapping[str, Sequence[DeviceEntry]]) -> None:
+    """Serial ports (`port:` of the protocols with a ProtocolSpec.serial_bus): a warning, once per port,
+    when it does not exist here or this user cannot open it (`check` may run on another machine than the
+    gateway). Several protocols on one port: only those that open it through the same code can share it,
+    and then at one set of line settings. One protocol's own ports are its check_site's business."""
+    first: dict[str, tuple[str, tuple[object, ...], YamlPath]] = {}  # port -> (protocol, settings, path)
+    for name, entries in by_protocol.items():
+        spec = PROTOCOLS[name]
+        if spec.serial_bus is None:
+            continue
+        fields = spec.device_model.model_fields
+        for entry in entries:
+            port = entry.data.get("port")
+            if not isinstance(port, str):
+                continue
+            settings = tuple(
+                entry.data.get(k, fields[k].default if k in fields else None) for k in _LINE_KEYS
+            )
+            if port not in first:
+                _check_port_here(out, port, (*entry.path, "port"))
+            seen = first.setdefault(port, (name, settings, (*entry.path, "port")))
+            other, other_settings, where = seen
+            if other == name:
+                continue
+            if PROTOCOLS[other].serial_bus != spec.serial_bus:
+                out.add(
+                    [*entry.path, "port"],
+                    f"{port} is used by protocol {other} ({out.where(where)}): {name} and {other} each open "
+                    "the port their own way and cannot share it; put them on separate ports (adapters)",
+                )
+            elif other_settings != settings:
+                out.add(
+                    [*entry.path, "port"],
+                    f"{port} is set to {other_settings} by {out.where(where)} ({other}), here {settings}: "
+                    "every device on one bus uses the same line settings",
+                )
+
+
+def _check_port_here(out: _Collector, port: str, path: YamlPath) -> None:
+    if not os.path.exists(port):
+        out.add(path, f"serial port {port} does not exist on this machine", severity="warning")
+    elif not os.access(port, os.R_OK | os.W_OK):
+        out.add(
+            path,
+            f"serial port {port} is not readable and writable by this user: add the service user to "
+            "the port's group (dialout) and enable deploy/systemd's serial drop-in",
+            severity="warning",
+        )
 
 
 def _check_meters(out: _Collector, data: Mapping[str, Any], points: Mapping[str, Mapping[str, Any]]) -> None:

@@ -81,7 +81,7 @@ async def bench_enforce(
     from edge_agent.config.load import load_config
     from edge_agent.core.clock import ScaledClock
     from edge_agent.core.logs import configure_logging
-    from edge_agent.devtools.simwire import free_udp_port, retarget_to_sim
+    from edge_agent.devtools.simwire import free_udp_port, retarget_to_sim, uses_serial
     from edge_agent.service.service import Service
     from sim.runner import Simulator
 
@@ -99,7 +99,12 @@ async def bench_enforce(
     # The model holds still (speed 0) so only the bench's violations change setpoints.
     sim = Simulator(seed=1, start=_START, speed=0.0)
     bacnet = protocol == "bacnet"
-    await sim.start(modbus_port=0, bacnet=bacnet, bacnet_port=free_udp_port() if bacnet else 47808)
+    await sim.start(
+        modbus_port=0,
+        bacnet=bacnet,
+        bacnet_port=free_udp_port() if bacnet else 47808,
+        serial=uses_serial(cfg),
+    )
     state = tempfile.TemporaryDirectory(prefix="edge-agent-bench-")
     svc = None
     task = None

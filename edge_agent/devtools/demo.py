@@ -133,7 +133,7 @@ async def run_demo(
     from drivers.modbus.options import ModbusDevice
     from edge_agent.core.clock import ScaledClock, parse_at
     from edge_agent.core.timeintegrity import SyncState
-    from edge_agent.devtools.simwire import retarget_modbus
+    from edge_agent.devtools.simwire import retarget_modbus, retarget_serial, uses_serial
     from edge_agent.service.service import Service
     from sim.runner import Simulator
 
@@ -151,17 +151,26 @@ async def run_demo(
         except LocalAddressError as exc:
             err.write(f"demo: {exc}; stop the other process or change bacnet.local_address\n")
             return 1
-    sim_bacnet = {"bacnet": True, "bacnet_host_base": bacnet[0], "bacnet_port": bacnet[1]} if bacnet else {}
+    sim_bacnet: dict[str, Any] = (
+        {"bacnet": True, "bacnet_host_base": bacnet[0], "bacnet_port": bacnet[1]} if bacnet else {}
+    )
+    sim_bacnet["serial"] = uses_serial(cfg)  # the RS-485 buses on ptys, when the site has serial devices
     try:
-        await sim.start(modbus_host=host, modbus_port=port, **sim_bacnet)  # type: ignore[arg-type]
+        await sim.start(modbus_host=host, modbus_port=port, **sim_bacnet)
     except OSError as exc:
         if "BACnet" in str(exc):
             err.write(f"demo: {exc}; another simulator or BACnet stack holds it: stop it first\n")
             return 1
         err.write(f"demo: {host}:{port} is taken ({exc.strerror or exc}); using a free port instead\n")
-        await sim.start(modbus_host="127.0.0.1", modbus_port=0, **sim_bacnet)  # type: ignore[arg-type]
+        await sim.start(modbus_host="127.0.0.1", modbus_port=0, **sim_bacnet)
     assert sim.modbus_port is not None
     cfg = retarget_modbus(cfg, "127.0.0.1" if sim.modbus_port != port else host, sim.modbus_port)
+    if sim.serial is not None:
+        err.write(
+            "demo: RS-485 buses on pseudo-terminals: meter bus (DL/T 645 + CJ/T 188) "
+            f"{sim.serial.meter_bus.path}, Modbus RTU bus {sim.serial.rtu_bus.path}\n"
+        )
+        cfg = retarget_serial(cfg, sim.serial.paths)
     state = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
     clock = ScaledClock(start=sim.now(), speed=speed) if speed != 1 else None
     # The demo's time is the simulator's: whether this machine's own clock is NTP-synchronised says

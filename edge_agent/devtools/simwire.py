@@ -12,7 +12,9 @@ import random
 import socket
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
+
+from pydantic import BaseModel
 
 from edge_agent.config.load import LoadedConfig
 
@@ -21,10 +23,14 @@ __all__ = [
     "free_udp_port",
     "retarget_bacnet",
     "retarget_modbus",
+    "retarget_serial",
     "retarget_to_sim",
     "simulated_site",
     "uses_bacnet",
+    "uses_serial",
 ]
+# The simulator's buses by protocol: the meter protocols share its meter bus, Modbus RTU has its own.
+_SIM_BUS = {"dlt645": "meter_bus", "cjt188": "meter_bus", "modbus_rtu": "rtu_bus"}
 _LOOPBACK_HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
 
 
@@ -57,6 +63,22 @@ def retarget_bacnet(cfg: LoadedConfig, *, local_address: str, device_port: int) 
     return dataclasses.replace(cfg, site=cfg.site.model_copy(update={"devices": devices, "bacnet": net}))
 
 
+def uses_serial(cfg: LoadedConfig) -> bool:
+    return any(d.protocol in _SIM_BUS for d in cfg.site.devices)
+
+
+def retarget_serial(cfg: LoadedConfig, paths: dict[str, str]) -> LoadedConfig:
+    """The same site with every serial device on the simulator's bus for its protocol (``paths``:
+    meter_bus, rtu_bus -> pty path), at parity N (a pty carries none)."""
+    devices = [
+        cast(BaseModel, d).model_copy(update={"port": paths[_SIM_BUS[d.protocol]], "parity": "N"})
+        if d.protocol in _SIM_BUS
+        else d
+        for d in cfg.site.devices
+    ]
+    return dataclasses.replace(cfg, site=cfg.site.model_copy(update={"devices": devices}))
+
+
 def free_udp_port(hosts: tuple[str, ...] = _LOOPBACK_HOSTS) -> int:
     """A UDP port free on every loopback host the simulator and the agent use (BACnet needs one port on
     all of them, so port 0 does not do)."""
@@ -83,12 +105,14 @@ def uses_bacnet(cfg: LoadedConfig) -> bool:
 
 def retarget_to_sim(cfg: LoadedConfig, sim: Any, *, local_port: int | None = None) -> LoadedConfig:
     """Point the site at a started simulator: Modbus at its endpoint, BACnet at its device port with the
-    agent bound on 127.0.0.1 (``local_port``, default: a free one)."""
+    agent bound on 127.0.0.1 (``local_port``, default: a free one), serial devices at its ptys."""
     assert sim.modbus_port is not None
     out = retarget_modbus(cfg, sim.modbus_host or "127.0.0.1", sim.modbus_port)
     if sim.bacnet is not None and uses_bacnet(cfg):
         port = local_port if local_port is not None else free_udp_port(("127.0.0.1",))
         out = retarget_bacnet(out, local_address=f"127.0.0.1:{port}", device_port=sim.bacnet.port)
+    if sim.serial is not None and uses_serial(cfg):
+        out = retarget_serial(out, sim.serial.paths)
     return out
 
 
@@ -111,6 +135,7 @@ async def simulated_site(cfg: LoadedConfig, at: datetime, *, seed: int = 1) -> A
         modbus_port=0,
         bacnet=bacnet,
         bacnet_port=free_udp_port() if bacnet else 47808,
+        serial=uses_serial(cfg),
     )
     try:
         yield retarget_to_sim(cfg, sim)

@@ -21,7 +21,9 @@ import pytest
 
 from drivers.bacnet.options import BacnetDevice
 from drivers.base import Quality
-from drivers.modbus.options import ModbusDevice
+from drivers.cjt188.options import Cjt188Device
+from drivers.dlt645.options import Dlt645Device
+from drivers.modbus.options import ModbusDevice, ModbusRtuDevice
 from edge_agent.config.load import LoadedConfig, load_config
 from edge_agent.core.clock import FakeClock
 from edge_agent.devtools.simwire import free_udp_port, retarget_to_sim
@@ -30,6 +32,7 @@ from edge_agent.store.audit import AuditKind, verify
 from sim.building import Building
 from sim.modbus_map import REGISTER_MAP
 from sim.runner import Simulator
+from sim.serial_site import DLT645_METERS
 
 ROOT = Path(__file__).resolve().parents[2]
 TZ = ZoneInfo("Asia/Shanghai")
@@ -62,7 +65,7 @@ class Rig:
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     # speed 0: the model holds still unless the test changes it (values can be compared exactly)
     sim = Simulator(seed=1, start=START, speed=0.0)
-    await sim.start(modbus_port=0, bacnet=True, bacnet_port=free_udp_port(), bacnet_refresh_s=60)
+    await sim.start(modbus_port=0, bacnet=True, bacnet_port=free_udp_port(), bacnet_refresh_s=60, serial=True)
     svc: Service | None = None
     task: asyncio.Task[int] | None = None
     try:
@@ -89,6 +92,14 @@ def _modbus_expected(b: Building, dev: ModbusDevice, point: Any) -> Any:
     table = getattr(point, "table", "holding")
     reg = next(r for r in REGISTER_MAP if (r.unit, r.table, r.address) == (dev.unit_id, table, point.address))
     return reg.value_of(reg.raw(b))
+
+
+def _serial_expected(b: Building, dev: Dlt645Device | Cjt188Device, point: Any) -> float:
+    """A serial meter's value as its BCD carries it: counters 2 decimals, DL/T 645 power 4 (kW)."""
+    name = {a: m for m, a in DLT645_METERS.items()}.get(dev.address, "water")
+    if getattr(point, "di", None) == "02030000":
+        return round(b.meters[name].rate, 4)
+    return round(b.meters[name].reading, 2)
 
 
 def _bacnet_expected(rig: Rig, dev: BacnetDevice, point: Any) -> Any:
@@ -128,7 +139,7 @@ async def wait_for(cond: Any, timeout: float) -> float:
 
 async def test_every_point_reads_good_and_equals_the_model(rig: Rig) -> None:
     protocols = {d.protocol for d in rig.cfg.site.devices}
-    assert protocols == {"modbus", "bacnet"}
+    assert protocols == {"modbus", "bacnet", "modbus_rtu", "dlt645", "cjt188"}
     # Startup corrections also switch the 1F lights off (daylight): once they are in, read every device
     # again so the meters reflect the model after them.
     await wait_for(lambda: _writes(rig.svc, "f1-l1") and _writes(rig.svc, "f1-l2"), 5.0)
@@ -139,16 +150,18 @@ async def test_every_point_reads_good_and_equals_the_model(rig: Rig) -> None:
             r = rig.svc.agent.snapshot.reading(p.id)
             assert r is not None, p.id
             assert r.quality is Quality.GOOD, (p.id, r.code, r.detail)
-            if isinstance(dev, ModbusDevice):
+            if isinstance(dev, ModbusDevice | ModbusRtuDevice):
                 want = _modbus_expected(rig.building, dev, p)
                 scale = getattr(p, "scale", 1.0)
                 assert r.value == pytest.approx(want, rel=1e-6, abs=scale / 2), p.id
+            elif isinstance(dev, Dlt645Device | Cjt188Device):
+                assert r.value == pytest.approx(_serial_expected(rig.building, dev, p), abs=1e-9), p.id
             else:
                 assert isinstance(dev, BacnetDevice)
                 want = _bacnet_expected(rig, dev, p)
                 assert r.value == pytest.approx(want, rel=1e-6), p.id
             checked += 1
-    assert checked == len(rig.svc.agent.snapshot) == 60
+    assert checked == len(rig.svc.agent.snapshot) == 59
     # the scripted occupant's 22 °C on f2-ac1 (14:00) was corrected on the first cycle
     assert [(w.before, w.after, w.result) for w in _writes(rig.svc, "f2-ac1.setpoint")] == [
         (22.0, 26.0, "ok")

@@ -64,7 +64,7 @@ def _one_device_two_units(cfg: LoadedConfig) -> LoadedConfig:
 async def test_two_units_in_one_device_entry_decide_independently(tmp_path: Path) -> None:
     start = datetime(2026, 7, 15, 14, 0, tzinfo=TZ)  # a summer working day, staff in, every unit at 26
     sim = Simulator(seed=1, start=start, speed=0.0)
-    await sim.start(modbus_port=0, bacnet=True, bacnet_port=free_udp_port(), bacnet_refresh_s=60)
+    await sim.start(modbus_port=0, bacnet=True, bacnet_port=free_udp_port(), bacnet_refresh_s=60, serial=True)
     svc: Service | None = None
     task: asyncio.Task[int] | None = None
     try:

@@ -1,6 +1,7 @@
 """config/site.yaml describes the simulator as its manual does (checked against the simulator's own map).
 
-The example site is mixed (meters and sensors on Modbus, AC units and lights on BACnet); the all-Modbus
+The example site is mixed (meters and sensors on Modbus TCP, floor sub-meters and the water meter on the
+RS-485 buses, AC units and lights on BACnet); the all-Modbus
 variant in tests/fixtures/config/modbus_site.yaml is checked the same way."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import yaml
 from sim.bacnet_server import BacnetSimulator
 from sim.building import Building
 from sim.modbus_map import AC_UNITS, LIGHTING_UNIT, METER_UNITS, REGISTER_MAP, Reg
+from sim.serial_site import DLT645_METERS, METER_BUS_BAUD, RTU_BUS_BAUD, RTU_UNITS, WATER_ADDRESS
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "config" / "site.yaml"
@@ -41,9 +43,12 @@ def test_every_point_matches_the_register_map(path: Path) -> None:
     building = Building(seed=0, start=datetime(2026, 7, 15, 6, tzinfo=UTC), script=False)
     units = set()
     for dev in site["devices"]:
-        if dev["protocol"] == "bacnet":
-            continue  # test_bacnet_points_match_the_simulator_objects
-        assert dev["protocol"] == "modbus" and dev["host"] == "127.0.0.1" and dev["port"] == 15020
+        if dev["protocol"] in ("bacnet", "dlt645", "cjt188"):
+            continue  # test_bacnet_points_match_the_simulator_objects, test_serial_meters_match_...
+        if dev["protocol"] == "modbus_rtu":  # the simulator's RTU bus (sim/serial_site.py)
+            assert dev["unit_id"] in RTU_UNITS and dev["baudrate"] == RTU_BUS_BAUD, dev["id"]
+        else:
+            assert dev["protocol"] == "modbus" and dev["host"] == "127.0.0.1" and dev["port"] == 15020
         unit = dev["unit_id"]
         units.add(unit)
         for p in dev["points"]:
@@ -76,11 +81,31 @@ def test_every_point_matches_the_register_map(path: Path) -> None:
     # every device of the building is configured (AC units and lights over BACnet on the mixed site);
     # the type-test and bench units are not
     if any(d["protocol"] == "bacnet" for d in site["devices"]):
-        assert units == {r.unit for r in REGISTER_MAP} - set(AC_UNITS) - {LIGHTING_UNIT}
+        # the lighting sub-meters (2-4) and the water meter (10) are on the RS-485 meter bus here
+        serial = {u for u, m in METER_UNITS.items() if m in DLT645_METERS or m == "water"}
+        assert units == {r.unit for r in REGISTER_MAP} - set(AC_UNITS) - {LIGHTING_UNIT} - serial
     else:
         assert units == {r.unit for r in REGISTER_MAP}
     ids = [p["id"] for d in site["devices"] for p in d["points"]]
     assert len(ids) == len(set(ids))
+
+
+def test_serial_meters_match_the_simulators_meter_bus() -> None:
+    """The DL/T 645 and CJ/T 188 meters of the example site are the simulator's (sim/serial_site.py): the
+    addresses, the building meter each reads, its energy code and unit; one port, the bus's baud rate."""
+    site = _site(SITE)
+    building = Building(seed=0, start=datetime(2026, 7, 15, 6, tzinfo=UTC), script=False)
+    by_address = {a: m for m, a in DLT645_METERS.items()} | {WATER_ADDRESS: "water"}
+    meters = [d for d in site["devices"] if d["protocol"] in ("dlt645", "cjt188")]
+    assert {d["address"] for d in meters} == set(by_address)
+    assert len({d["port"] for d in meters}) == 1
+    for dev in meters:
+        assert dev.get("baudrate", 2400) == METER_BUS_BAUD, dev["id"]
+        meter = building.meters[by_address[dev["address"]]]
+        (counter,) = [p for p in dev["points"] if p.get("cumulative")]
+        assert counter.get("di", "00010000") == "00010000" and counter.get("quantity", "flow") == "flow"
+        assert (counter["energy_code"], counter["unit"]) == (meter.energy_code, meter.unit), dev["id"]
+        assert counter["rollover"] == 1_000_000  # XXXXXX.XX in 4 BCD bytes
 
 
 async def test_bacnet_points_match_the_simulator_objects() -> None:

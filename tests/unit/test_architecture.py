@@ -26,7 +26,8 @@ ALLOWED: Mapping[str, frozenset[str]] = {
     "sim": frozenset(),
     "drivers.base": frozenset(),
     "drivers.spec": frozenset({"drivers.base"}),
-    DRIVER_PROTOCOLS: frozenset({"drivers.base", "drivers.spec"}),
+    "drivers.serialbus": frozenset({"drivers.base", "drivers.spec"}),
+    DRIVER_PROTOCOLS: frozenset({"drivers.base", "drivers.spec", "drivers.serialbus"}),
     "drivers.registry": frozenset({"drivers.base", "drivers.spec", DRIVER_PROTOCOLS}),
     "edge_agent": frozenset(),
     "edge_agent.core": frozenset({"drivers.base", "policies"}),
@@ -121,7 +122,7 @@ def unit_of(module: str, root: Path) -> str | None:
     if top == "drivers":
         if len(parts) == 1 or parts[1] == "base":
             return "drivers.base"  # the package's own __init__ belongs to the interface
-        return f"drivers.{parts[1]}" if parts[1] in ("registry", "spec") else DRIVER_PROTOCOLS
+        return f"drivers.{parts[1]}" if parts[1] in ("registry", "spec", "serialbus") else DRIVER_PROTOCOLS
     if top == "edge_agent":
         if len(parts) > 1 and (root / "edge_agent" / parts[1]).is_dir():
             return f"edge_agent.{parts[1]}"

@@ -346,6 +346,7 @@ def test_schemas_and_writer(tmp_path: Path) -> None:
 
 def test_point_models_come_from_the_registry() -> None:
     from drivers.bacnet.options import BacnetPoint
+    from drivers.cjt188.options import Cjt188Point
     from drivers.dlt645.options import Dlt645Point
     from drivers.registry import PROTOCOLS
 
@@ -354,6 +355,7 @@ def test_point_models_come_from_the_registry() -> None:
         "modbus_rtu": ModbusPoint,  # the same points on a serial bus
         "bacnet": BacnetPoint,
         "dlt645": Dlt645Point,
+        "cjt188": Cjt188Point,
     }
 
 

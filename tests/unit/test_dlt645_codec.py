@@ -120,3 +120,14 @@ def test_every_data_identifier_round_trips_through_a_reply(di: int, data: st.Dat
     _used, frame = split_frame(wire)
     assert frame is not None
     assert decode_read_reply(frame, di) == pytest.approx(n / 10**spec.decimals)
+
+
+@given(addresses)
+def test_read_address_reply_round_trips(address: str) -> None:
+    from drivers.dlt645.codec import encode_address, read_address_reply, read_address_request
+
+    assert read_address_request() == bytes.fromhex("fefefefe68aaaaaaaaaaaa681300df16")
+    _used, frame = split_frame(encode_frame(address, 0x93, encode_address(address)))
+    assert frame is not None and read_address_reply(frame) == address
+    with pytest.raises(FrameError, match="not a read-address reply"):
+        read_address_reply(frame.__class__(address, 0x91, frame.data))

@@ -197,7 +197,7 @@ def issues_of(path: Path) -> list[str]:
 
 
 def test_built_in_protocols_in_union_order() -> None:
-    assert list(PROTOCOLS) == ["modbus", "modbus_rtu", "bacnet", "dlt645"]
+    assert list(PROTOCOLS) == ["modbus", "modbus_rtu", "bacnet", "dlt645", "cjt188"]
     assert PROTOCOLS["modbus"].point_model is ModbusPoint
     assert PROTOCOLS["modbus"].check_site is modbus_check_site
     assert PROTOCOLS["bacnet"].network_key == "bacnet"
@@ -219,6 +219,7 @@ def test_fake_protocol_validates_in_site_yaml(tmp_path: Path, fake_protocol: Pro
         "modbus_rtu",
         "bacnet",
         "dlt645",
+        "cjt188",
         "fake",
     }
 
@@ -234,7 +235,7 @@ def test_fake_protocol_errors_and_checks_are_positioned(tmp_path: Path, fake_pro
         "17:23: devices[0].points[1].chanel: unknown key; did you mean 'channel'?",
         "23:23: devices[1].points[1].channel: channel 3 is already read by devices[1].points[0] (line 22)",
         "30:6: devices[3].protocol: unknown protocol 'knx'; "
-        "expected one of 'modbus', 'modbus_rtu', 'bacnet', 'dlt645', 'fake'",
+        "expected one of 'modbus', 'modbus_rtu', 'bacnet', 'dlt645', 'cjt188', 'fake'",
     ]
 
 
@@ -246,9 +247,9 @@ def test_unregistered_protocol_is_unknown_again(tmp_path: Path) -> None:
         "floor_area_m2, occupants, persons, policy, zones, devices, storage, uplink, status, bacnet, "
         "energy_codes, meters, targets, coal_factors, ledger",
         "11:5: devices[0].protocol: unknown protocol 'fake'; "
-        "expected one of 'modbus', 'modbus_rtu', 'bacnet', 'dlt645'",
+        "expected one of 'modbus', 'modbus_rtu', 'bacnet', 'dlt645', 'cjt188'",
         "18:5: devices[1].protocol: unknown protocol 'fake'; "
-        "expected one of 'modbus', 'modbus_rtu', 'bacnet', 'dlt645'",
+        "expected one of 'modbus', 'modbus_rtu', 'bacnet', 'dlt645', 'cjt188'",
     ]
 
 
@@ -381,7 +382,7 @@ def test_register_refuses_clashes_and_malformed_specs() -> None:
         dataclasses.replace(FAKE, point_model=ModbusPoint)
     with pytest.raises(ValueError, match="go together"):
         dataclasses.replace(FAKE, network_model=None)
-    assert list(PROTOCOLS) == ["modbus", "modbus_rtu", "bacnet", "dlt645"]
+    assert list(PROTOCOLS) == ["modbus", "modbus_rtu", "bacnet", "dlt645", "cjt188"]
 
 
 def test_one_modbus_endpoint_speaks_one_framing(tmp_path: Path) -> None:
@@ -456,5 +457,42 @@ def test_dlt645_meters_validate_and_one_address_is_polled_once_per_bus(tmp_path:
         "devices[0].address (line 7)",
         "11:52: devices[2].address: string should match pattern '^[0-9]{12}$' (got '12')",
         "11:84: devices[2].points[0].di: string should match pattern '^[0-9A-Fa-f]{8}$' (got '0201')",
-        "13:15: devices[3].points[0]: DL/T 645 points are read-only here (no writes to electricity meters)",
+        "13:15: devices[3].points[0]: meter points are read-only here (no writes to meters)",
+    ]
+
+
+def test_cjt188_meters_share_a_port_with_dlt645_but_not_with_modbus_rtu(tmp_path: Path) -> None:
+    # a missing port is one warning, at its first device, whichever protocols use it
+    text = textwrap.dedent(
+        """\
+        gateway_id: gw
+        building_id: "370102A001"
+        location: {lat: 36.65, lon: 117.12}
+        floor_area_m2: 1000
+        occupants: 10
+        devices:
+          - {protocol: dlt645, id: a, port: /dev/no-rs485, address: "000000001234",
+             points: [{id: x, di: "00010000"}]}
+          - {protocol: cjt188, id: w, port: /dev/no-rs485, address: "00000000005678", meter_type: cold_water,
+             points: [{id: y, quantity: flow}]}
+          - {protocol: cjt188, id: h, port: /dev/no-rs485, address: "00000000005679", meter_type: heat,
+             baudrate: 9600, points: [{id: z, quantity: heat}]}
+          - {protocol: modbus_rtu, id: m, port: /dev/no-rs485, unit_id: 1,
+             points: [{id: v, address: 0, type: uint16}]}
+          - {protocol: cjt188, id: g, port: /dev/no-rs485b, address: "00000000005680", meter_type: gas,
+             points: [{id: u, quantity: heat_power}]}
+        """
+    )
+    assert issues_of(write_site(tmp_path, text)) == [
+        "7:31: devices[0].port: warning: serial port /dev/no-rs485 does not exist on this machine",
+        "11:31: devices[2].port: /dev/no-rs485 is set to (2400, 'E', 1) by devices[1].port (line 9), here "
+        "(9600, 'E', 1): every meter on one bus uses the same line settings",
+        "11:31: devices[2].port: /dev/no-rs485 is set to (2400, 'E', 1) by devices[0].port (line 7) "
+        "(dlt645), here (9600, 'E', 1): every device on one bus uses the same line settings",
+        "13:35: devices[3].port: /dev/no-rs485 is used by protocol dlt645 (devices[0].port (line 7)): "
+        "modbus_rtu and dlt645 each open the port their own way and cannot share it; put them on separate "
+        "ports (adapters)",
+        "15:31: devices[4].port: warning: serial port /dev/no-rs485b does not exist on this machine",
+        "16:6: devices[4].points: point u: heat_power is a heat meter's quantity; a gas meter sends "
+        "flow and settlement_flow",
     ]

@@ -17,7 +17,7 @@ from edge_agent.config.load import (
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 HOW = (
     "regenerate with `edge-agent schema --write`, or "
-    "`python -c \"from pathlib import Path; from edge_agent.config.load import write_schema_files; "
+    '`python -c "from pathlib import Path; from edge_agent.config.load import write_schema_files; '
     "write_schema_files(Path('config'))\"` from the repository root"
 )
 

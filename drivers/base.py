@@ -328,7 +328,7 @@ class PointBase(BaseModel):
         description="Narrower min/max per mode of the point's AC unit, e.g. {cool: {min: 18, max: 32}, heat: "
         "{min: 16, max: 30}}, each inside min..max. Writes use the range of the unit's current mode (its "
         "ac_mode point); a mode not listed uses min..max; while the mode is unknown or its reading not "
-        "good, the range common to every listed mode",
+        "good or older than 2 poll intervals, the range common to every listed mode",
     )
 
     @model_validator(mode="after")

@@ -7,8 +7,9 @@ pydantic models of its own device and point options (``drivers/<protocol>/option
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -38,6 +39,7 @@ __all__ = [
     "bacnet_error",
     "is_failure_code",
     "modbus_exception",
+    "unknown_state",
     "utc_now",
 ]
 
@@ -165,6 +167,17 @@ def is_failure_code(code: object) -> bool:
     if m is not None:
         return int(m.group(1)) <= 255
     return _BACNET_RE.fullmatch(code) is not None
+
+
+def unknown_state(value: Value, states: Mapping[int, str]) -> str | None:
+    """Why ``value`` is not one of an enumerated point's ``states`` (None when it is). Every driver reads
+    such a value as uncertain with code ``unknown_state``: a value, but no known state to decide on."""
+    # a bool counts as 0/1 (a binary object with a states table); NaN and inf are never a state
+    finite = isinstance(value, int | float) and math.isfinite(value)
+    if finite and value == int(value) and int(value) in states:  # type: ignore[arg-type]
+        return None
+    known = ", ".join(f"{k}={lab}" for k, lab in sorted(states.items()))
+    return f"raw {value!r} is not among the point's states ({known})"
 
 
 class Reading(NamedTuple):
@@ -315,7 +328,7 @@ class PointBase(BaseModel):
         description="Narrower min/max per mode of the point's AC unit, e.g. {cool: {min: 18, max: 32}, heat: "
         "{min: 16, max: 30}}, each inside min..max. Writes use the range of the unit's current mode (its "
         "ac_mode point); a mode not listed uses min..max; while the mode is unknown or its reading not "
-        "good, the range common to every listed mode",
+        "good or older than 2 poll intervals, the range common to every listed mode",
     )
 
     @model_validator(mode="after")

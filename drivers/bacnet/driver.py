@@ -62,6 +62,7 @@ from drivers.base import (
     Value,
     WriteResult,
     bacnet_error,
+    unknown_state,
     utc_now,
 )
 
@@ -440,6 +441,11 @@ class BacnetDriver:
         quality, code, detail = (
             _flags_quality(flags) if not isinstance(flags, ErrorType) else (Quality.GOOD, None, None)
         )
+        if quality is Quality.GOOD and p.states and value is not None:
+            # a state the site's `states` lacks (as on Modbus): a value, but no mode to decide on
+            unknown = unknown_state(value, p.states)
+            if unknown is not None:
+                return Reading(p.id, value, ts, Quality.UNCERTAIN, FailureCode.UNKNOWN_STATE, unknown)
         return Reading(p.id, value, ts, quality, code, detail)
 
     def _bad(self, p: BacnetPoint, code: str, detail: str, ts: Any = None) -> Reading:

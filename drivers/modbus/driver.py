@@ -41,6 +41,7 @@ from drivers.base import (
     Value,
     WriteResult,
     modbus_exception,
+    unknown_state,
     utc_now,
 )
 from drivers.modbus.codec import BlockDecoder, CodecError, block_decoder, encode
@@ -436,11 +437,9 @@ def _flag_unknown_states(
         v = values[i]
         if isinstance(v, CodecError) or out[pids[i]].quality is not Quality.GOOD:
             continue
-        if isinstance(v, int | float) and v == int(v) and int(v) in states:
-            continue
-        known = ", ".join(f"{k}={lab}" for k, lab in sorted(states.items()))
-        detail = f"raw {v!r} is not among the point's states ({known})"
-        out[pids[i]] = Reading(pids[i], v, ts, Quality.UNCERTAIN, FailureCode.UNKNOWN_STATE, detail)
+        detail = unknown_state(v, states)
+        if detail is not None:
+            out[pids[i]] = Reading(pids[i], v, ts, Quality.UNCERTAIN, FailureCode.UNKNOWN_STATE, detail)
 
 
 class ModbusTcpDriver:

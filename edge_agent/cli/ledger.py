@@ -73,7 +73,12 @@ def register(sub: Any) -> None:
     add_config(ana)
     ana.add_argument("--db", metavar="PATH", help="state database (default: storage.path of site.yaml)")
     ana.add_argument("--year", type=int, required=True, help="the year analysed, e.g. 2025")
-    ana.add_argument("--baseline", type=int, metavar="YEAR", help="baseline year, e.g. 2023")
+    ana.add_argument(
+        "--baseline",
+        type=int,
+        metavar="YEAR",
+        help="baseline year, e.g. 2023 (default: ledger.baseline_year of site.yaml; 0: none)",
+    )
     ana.add_argument(
         "--by", choices=("year", "quarter", "month"), default="quarter", help="granularity (default quarter)"
     )
@@ -296,10 +301,14 @@ def analysis_main(args: argparse.Namespace) -> int:
     if isinstance(entries, int):
         return entries
     site = cfg.site
+    # as the report: site.yaml's baseline year unless one is given; 0 or the year itself is none
+    baseline = site.ledger.baseline_year if args.baseline is None else args.baseline
+    if baseline in (0, args.year):
+        baseline = None
     result = analyse(
         entries,
         year=args.year,
-        baseline_year=args.baseline,
+        baseline_year=baseline,
         floor_area_m2=site.floor_area_m2,
         occupants=site.occupants,
         factors=coal_table(site.coal_factors),
@@ -311,7 +320,7 @@ def analysis_main(args: argparse.Namespace) -> int:
         for r in rows:
             print(json.dumps(dataclasses.asdict(r), ensure_ascii=False))
         return 0
-    base = f"{args.baseline}" if args.baseline else "baseline"
+    base = f"{baseline}" if baseline else "baseline"
     print(
         f"{'period':<9} {'type':<12} {'unit':<5} {'this':>13} {'kgce':>12} {'last year':>13} {'change':>8} "
         f"{base:>13} {'change':>8} {'/m²':>8} {'/person':>9}"

@@ -10,10 +10,12 @@ the checks here run last and have no switch to turn them off:
    bounds is not written at all; ``check`` refuses such a site). Out of range is refused and audited,
    never clamped. A point with per-mode `limits` uses the range of its AC unit's current mode (the
    snapshot's good reading of the unit's ac_mode point), and the range common to every listed mode
-   while that mode is unknown, not good or ambiguous. The bounds hold for the value the device will
-   actually hold: when the protocol's rounding to the register's step (``PointBase.quantize``) would
-   put an in-range request outside them, the nearest value the register holds inside them is written
-   instead (the audit record says so), or the write is refused when there is none;
+   while that mode is unknown, not good, ambiguous or stale (older than ``MODE_STALE_INTERVALS`` poll
+   intervals of its device: a unit switched from cooling to heating since must not get the cool range).
+   The bounds hold for the value the device will actually hold: when the protocol's rounding to the
+   register's step (``PointBase.quantize``) would put an in-range request outside them, the nearest
+   value the register holds inside them is written instead (the audit record says so), or the write is
+   refused when there is none;
 4. at most ``max_writes_per_hour`` writes per point in any sliding hour. Past it the actuator records
    a ``tamper`` finding and pauses that point for ``tamper_pause_s`` (policy.yaml
    ``enforcement.tamper_pause_min``, 60 by default): a policy that has to write the same point again and
@@ -57,6 +59,7 @@ from edge_agent.store.audit import AuditKind, AuditLog
 from policies.types import PointState, WriteIntent
 
 __all__ = [
+    "MODE_STALE_INTERVALS",
     "RATE_WINDOW_S",
     "REFUSAL_REPEAT_S",
     "TAMPER_PAUSE_S",
@@ -71,6 +74,9 @@ __all__ = [
 RATE_WINDOW_S = 3600.0  # the sliding hour of the rate limit
 TAMPER_PAUSE_S = 3600.0  # default pause of a point after a tamper finding (enforcement.tamper_pause_min)
 REFUSAL_REPEAT_S = 3600.0  # an identical refusal is audited again only after this long (counted meanwhile)
+# An ac_mode reading older than this many poll intervals of its device does not pick a per-mode envelope
+# (stricter than the policies' 3: the envelope is the last check, and a poll may simply be late once).
+MODE_STALE_INTERVALS = 2
 
 OutcomeStatus = Literal["ok", "readback_mismatch", "masked", "error", "refused", "rate_limited"]
 
@@ -144,11 +150,15 @@ class _Envelope:
     bounds: tuple[float, float] | None
     mode: str | None  # the unit's mode the bounds were taken for; None: unknown
     per_mode: bool  # the point has per-mode limits
+    note: str | None = None  # why a mode reading did not count (too old)
 
     def describe(self) -> str:
         if not self.per_mode:
             return ""
-        return f" in mode {self.mode}" if self.mode else " while the unit's mode is unknown (common range)"
+        if self.mode:
+            return f" in mode {self.mode}"
+        why = f"{self.note}; " if self.note else ""
+        return f" while the unit's mode is unknown ({why}common range)"
 
 
 @dataclass(slots=True)
@@ -170,6 +180,7 @@ class Actuator:
         exempt_roles: Collection[str] | None = None,
         logger: Any = None,
         write_priority: int | None = None,
+        intervals: Mapping[str, float] | None = None,
     ) -> None:
         if max_writes_per_hour < 1:
             raise ValueError(f"max_writes_per_hour must be at least 1, not {max_writes_per_hour}")
@@ -194,6 +205,9 @@ class Actuator:
         # Point with per-mode limits -> its unit's ac_mode point; rebuilt per apply() (the service
         # refills ``points`` in place on reload), and only when a point with limits is written.
         self._mode_point: dict[str, str] | None = None
+        # Point id -> its device's poll interval in clock seconds (the enforcer sets it from the site):
+        # how old an ac_mode reading may be and still pick the envelope. A point not listed is not aged.
+        self.intervals: Mapping[str, float] = intervals if intervals is not None else {}
 
     # --- public -------------------------------------------------------------------------------
 
@@ -364,9 +378,16 @@ class Actuator:
             self._mode_point = _mode_points(self._points)
         mode_pid = self._mode_point.get(pid)
         state = snap.get(mode_pid) if mode_pid is not None else None
+        note: str | None = None
         if state is not None and state.ok and state.quality == "good":
-            mode = _mode_label(self._points[state.point_id][1], state.value)
-        return _Envelope(point.envelope(mode), mode, point.limits is not None)
+            interval = self.intervals.get(state.point_id)
+            age = (self._clock.now() - state.ts).total_seconds()
+            if interval is not None and age > MODE_STALE_INTERVALS * interval:
+                polls = f"{MODE_STALE_INTERVALS} polls of {interval:g} s"
+                note = f"{state.point_id} read {age:.0f} s ago, over {polls}"
+            else:
+                mode = _mode_label(self._points[state.point_id][1], state.value)
+        return _Envelope(point.envelope(mode), mode, True, note)
 
     # --- one intent ---------------------------------------------------------------------------
 

@@ -126,6 +126,10 @@ class Enforcer:
 
     def _set_tamper_pause(self) -> None:
         self.actuator.tamper_pause_s = self.params.policy.enforcement.tamper_pause_min * 60.0
+        # the poll intervals (in clock seconds) by which the actuator ages a unit's mode reading
+        self.actuator.intervals = {
+            pid: f.interval_s for pid, f in self.params.points.items() if f.interval_s is not None
+        }
 
     def reconfigure(self, *, params: PolicyParams, calendar: Calendar) -> None:
         self.params, self.calendar = _clock_scaled(params, self.clock), calendar

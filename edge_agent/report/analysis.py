@@ -43,6 +43,7 @@ __all__ = [
     "fuel_density",
     "monthly_quantities",
     "to_factor_unit",
+    "to_history_unit",
 ]
 
 MIN_COMMON_MONTHS = 6  # months both years must have to scale one year's month to the other
@@ -286,6 +287,19 @@ def to_factor_unit(
         if etype in density:
             return "kg", density[etype]
     return _TO_FACTOR_UNIT.get((code, unit), (unit, 1.0))
+
+
+def to_history_unit(etype: str, unit: str) -> tuple[str, float] | None:
+    """(the unit the history counts ``etype`` in, multiplier) for a quantity in ``unit``; None when it does
+    not convert. The ledger books heat in MJ (its coal factor's unit), bills and the history in GJ: the
+    inverse of ``to_factor_unit``'s GJ -> MJ, so a heat meter's months enter the history as GJ."""
+    if unit in ENERGY_TYPES[etype]:
+        return unit, 1.0
+    code = CATEGORY_OF[etype]
+    for (c, history_unit), (factor_unit, mult) in _TO_FACTOR_UNIT.items():
+        if c == code and factor_unit == unit:
+            return history_unit, 1.0 / mult
+    return None
 
 
 def _kgce(

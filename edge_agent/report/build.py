@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from edge_agent.config.codes import EnergyCode, code_table
 from edge_agent.config.load import LoadedConfig
-from edge_agent.report.analysis import analyse, fuel_density, to_factor_unit
+from edge_agent.report.analysis import analyse, fuel_density, to_factor_unit, to_history_unit
 from edge_agent.report.form import ENERGY_ZH
 from edge_agent.report.kpi import (
     PROJECTION_METHOD,
@@ -80,7 +80,6 @@ from edge_agent.report.model import (
 from edge_agent.store.audit import AuditKind, AuditRecord
 from edge_agent.store.history import (
     CATEGORY_OF,
-    ENERGY_TYPES,
     HistoryEntry,
     SourceSum,
     list_entries,
@@ -714,8 +713,8 @@ def _meter_months(inp: _Inputs, years: Iterable[int], imported: Iterable[History
     end of the period that no imported entry of the same type covers (imported bills and history come
     first; two sources of one consumption are never added). A month counts only when every main meter of
     the category has a figure for each of its 15-minute slots (gaps allocated by the ledger count, and are
-    in its estimated share); a category whose ledger unit is not the analysis unit (heat in MJ) is left
-    out."""
+    in its estimated share). A ledger unit other than the analysis unit is converted to it (heat: MJ ->
+    GJ, ``to_history_unit``); a category whose unit does not convert is left out."""
     ledger = inp.ledger
     covered = set()
     for e in imported:
@@ -725,9 +724,11 @@ def _meter_months(inp: _Inputs, years: Iterable[int], imported: Iterable[History
             d = (d.replace(day=28) + timedelta(days=4)).replace(day=1)
     type_of = {code: t for t, code in CATEGORY_OF.items()}
     roots: dict[str, list[MeterInfo]] = {}
+    units: dict[str, tuple[str, float]] = {}  # type -> (the history's unit, multiplier from the ledger's)
     for m in ledger.roots():
         t = type_of.get(m.category)
-        if t is not None and m.unit in ENERGY_TYPES[t]:
+        conv = to_history_unit(t, m.unit) if t is not None else None
+        if t is not None and conv is not None and units.setdefault(t, conv) == conv:
             roots.setdefault(t, []).append(m)
     out: list[HistoryEntry] = []
     if not roots:
@@ -761,8 +762,8 @@ def _meter_months(inp: _Inputs, years: Iterable[int], imported: Iterable[History
                         period_start=first,
                         period_end=nxt,
                         source="meter",
-                        quantity=sum(totals[m.point_id].total for m in meters),
-                        unit=meters[0].unit,
+                        quantity=sum(totals[m.point_id].total for m in meters) * units[t][1],
+                        unit=units[t][0],
                         note="",
                         file="ledger",
                         row=0,

@@ -2,7 +2,10 @@
 
 In plain Chinese: the period's and the year's energy use per m² and per person, against the annual
 target and against the same period last year. It only lays out figures the report already holds (KPIs
-come from edge_agent/report/kpi.py through the Report); it computes none. Sized for a 1280 x 720 screen;
+come from edge_agent/report/kpi.py through the Report); it computes none. Where the gateway's meters have
+no data for last year's period (a gateway installed this year), electricity and water are compared from
+the report's history analysis instead (imported bills, edge_agent/report/analysis.py), both figures shown
+and an estimated one (``report --fill``) marked ~. Sized for a 1280 x 720 screen;
 it also fits the 1280 x 633 that a 720-pixel browser window leaves: nothing scrolls, nothing is cut
 (tests/integration/test_report_public.py checks it in headless Chromium).
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 from html import escape
 
-from edge_agent.report.model import KpiFigure, Report
+from edge_agent.report.model import HistoryRow, KpiFigure, Report
 
 __all__ = ["PUBLIC_SIZE", "render_public"]
 
@@ -54,18 +57,64 @@ def _vs_target(f: KpiFigure | None) -> str:
     )
 
 
-def _change(change: float | None, what: str) -> str:
-    if change is None:
-        return f'<p class="line">{what}：去年同期无数据</p>'
+_UNIT_ZH = {"kWh": "千瓦时", "m3": "立方米"}
+EST = "~"  # an estimated figure (a month filled by report --fill), explained in the page's foot
+
+
+def _word(change: float) -> str:
     word, cls = ("下降", "good") if change < 0 else ("上升", "bad") if change > 0 else ("持平", "good")
     pct = "" if change == 0 else f" {abs(change) * 100:.1f}%"
-    return f'<p class="line">{what}比去年同期<span class="{cls}">{word}{pct}</span></p>'
+    return f'<span class="{cls}">{word}{pct}</span>'
+
+
+def _change(change: float | None, what: str, key: str) -> str:
+    text = "：去年同期无数据" if change is None else f"比去年同期{_word(change)}"
+    return f'<p class="line" data-key="public.change.{key}" data-source="ledger">{what}{text}</p>'
+
+
+def _history_change(r: HistoryRow, what: str) -> str:
+    """This period against last year's from the history analysis: both figures, then the change (none
+    between incomplete periods)."""
+    unit = _UNIT_ZH.get(r.unit, r.unit)
+
+    def fig(v: float | None, side: str) -> str:
+        return f"{_num(v, 0)}{EST if side in r.estimated_in else ''}"
+
+    verdict = "：" + _word(r.change) if r.change is not None else "（数据不全，不作比较）"
+    est = int(bool({"this", "last_year"} & set(r.estimated_in)))
+    return (
+        f'<p class="line" data-key="public.change.{escape(r.energy_type)}" data-source="history" '
+        f'data-estimated="{est}">{what} {fig(r.quantity, "this")}，去年同期 {fig(r.last_year, "last_year")} '
+        f"{escape(unit)}{verdict}</p>"
+    )
 
 
 def render_public(report: Report) -> str:
     b, p, k = report.building, report.period, report.kpi
     rows = {f.key: f for f in k.rows}
-    changes = {y.code: y.change for y in report.last_year.by_category}
+    changes = {y.code: y for y in report.last_year.by_category}
+    hist = {
+        r.energy_type: r
+        for r in (report.history.rows if report.history else ())
+        if r.period == p.label and r.last_year is not None
+    }
+
+    from_history: list[HistoryRow] = []
+
+    def vs_last_year(code: str, etype: str, what: str) -> str:
+        y = changes.get(code)
+        if (y is None or y.last_year is None) and etype in hist:  # no meter data last year: the bills'
+            from_history.append(hist[etype])
+            return _history_change(hist[etype], what)
+        return _change(y.change if y else None, what, etype)
+
+    compared = vs_last_year("01000", "electricity", "用电量") + vs_last_year("02000", "water", "用水量")
+    foot = "数据来自本楼能耗监测网关的计量数据，按公共机构能耗统计口径计算。"
+    if from_history:
+        foot += "去年同期为导入的历史账单等数据"
+        if any({"this", "last_year"} & set(r.estimated_in) for r in from_history):
+            foot += f"，带 {EST} 的为缺月估算值"
+        foot += "。"
     name = escape(b.name or b.building_id)
     period_zh = {"month": "本月", "quarter": "本季度", "year": "本年度"}[p.kind]
     m2, person, water = rows.get("kgce_per_m2"), rows.get("kgce_per_person"), rows.get("water_m3_per_person")
@@ -75,9 +124,7 @@ def render_public(report: Report) -> str:
             f'<p class="big" data-key="public.period_kgce_per_m2">{_num(k.period_kgce_per_m2, 3)}'
             '<span class="unit">千克标准煤/平方米</span></p>'
             '<p class="line">人均 <b data-key="public.period_kgce_per_person">'
-            f"{_num(k.period_kgce_per_person)}</b> 千克标准煤/人</p>"
-            + _change(changes.get("01000"), "用电量")
-            + _change(changes.get("02000"), "用水量"),
+            f"{_num(k.period_kgce_per_person)}</b> 千克标准煤/人</p>" + compared,
         ),
         (
             f"{k.year}年累计（截至 {escape(k.ytd_end.isoformat())} 前）",
@@ -112,6 +159,6 @@ def render_public(report: Report) -> str:
         f'<p class="sub">统计期 {escape(p.start.isoformat())} 至 {escape(p.end.isoformat())}（不含）'
         f" · 建筑编码 {escape(b.building_id)}</p>"
         f'<div class="grid">{body}</div>'
-        '<p class="foot">数据来自本楼能耗监测网关的计量数据，按公共机构能耗统计口径计算。</p>'
+        f'<p class="foot" data-key="public.foot">{foot}</p>'
         "</body></html>\n"
     )

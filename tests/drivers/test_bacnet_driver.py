@@ -13,7 +13,7 @@ import pytest
 from drivers.bacnet.driver import BacnetDriver
 from drivers.bacnet.network import BacnetNetwork, LocalAddressError
 from drivers.bacnet.options import BacnetDevice, BacnetNetworkOptions, BacnetPoint
-from drivers.base import Quality, Reading
+from drivers.base import FailureCode, Quality, Reading
 from sim.bacnet_server import BacnetSimulator
 from sim.building import Building, Mode
 
@@ -461,3 +461,33 @@ async def test_lighting_outputs_read_write_and_follow_the_circuit(rig: Rig) -> N
     assert (await d.write(pts[0], 2)).code == "type"
     [released] = await d.relinquish(pts[1])
     assert released.ok
+
+
+async def test_a_mode_value_not_in_states_reads_uncertain_polled_and_by_cov(rig: Rig) -> None:
+    """Issue 11 item 10 on BACnet: the site's `states` lacks the unit's fan state (raw 4, as a manual's
+    mode table may), so that value reads uncertain/unknown_state, whether polled or notified by COV."""
+    states = {1: "off", 2: "cool", 3: "heat"}
+    pts = [
+        BacnetPoint(
+            id="mode", object_type="multi-state-value", instance=1, role="ac_mode", states=states, cov=True
+        ),
+        BacnetPoint(id="polled", object_type="multi-state-value", instance=1, role="ac_mode", states=states),
+    ]
+    rig.building.set_mode("f1-ac1", Mode.COOL)
+    rig.sim.refresh()
+    d = await rig.driver(pts, cov_lifetime_s=60)
+    pushed: list[Reading] = []
+    d.on_cov = pushed.extend
+    readings = await d.read(pts)
+    assert [(r.value, r.quality, r.code) for r in readings] == [(2, Quality.GOOD, None)] * 2
+    await _until(lambda: d.stats.cov_notifications > 0)
+    rig.building.set_mode("f1-ac1", Mode.FAN)  # raw 4: a real state of the device, not of the site
+    await _until(lambda: any(r.value == 4 for r in pushed))
+    [cov] = [r for r in pushed if r.value == 4]
+    assert (cov.quality, cov.code) == (Quality.UNCERTAIN, FailureCode.UNKNOWN_STATE)
+    assert cov.detail is not None and "raw 4" in cov.detail and "2=cool" in cov.detail
+    polled = (await d.read(pts[1:]))[0]
+    assert (polled.value, polled.quality, polled.code) == (4, Quality.UNCERTAIN, FailureCode.UNKNOWN_STATE)
+    # the same raw value with the state listed is an ordinary good reading
+    listed = pts[1].model_copy(update={"states": {**states, 4: "fan"}})
+    assert (await d.read([listed]))[0].quality is Quality.GOOD

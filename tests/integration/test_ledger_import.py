@@ -261,6 +261,33 @@ def test_analysis_command_prints_the_year_over_year_table(
     )
 
 
+def test_analysis_baseline_defaults_to_the_sites_baseline_year(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = tmp_path / "site.yaml"
+    for name in ("site.yaml", "policy.yaml"):
+        (tmp_path / name).write_text((ROOT / "config" / name).read_text(encoding="utf-8"), encoding="utf-8")
+    site.write_text(site.read_text(encoding="utf-8") + "\nledger:\n  baseline_year: 2023\n", encoding="utf-8")
+    db = tmp_path / "state.db"
+    assert _import(db, HISTORY) == 0
+    capsys.readouterr()
+    argv = ["ledger", "analysis", "-c", str(site), "--db", str(db), "--year", "2025", "--by", "year"]
+
+    def electricity(*extra: str) -> dict[str, object]:
+        assert main([*argv, "--json", *extra]) == 0
+        rows = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+        return next(r for r in rows if r["energy_type"] == "electricity")
+
+    by_site = electricity()
+    assert by_site == electricity("--baseline", "2023")  # site.yaml's ledger.baseline_year
+    assert by_site["baseline"] is not None and by_site["change_vs_baseline"] is not None
+    assert electricity("--baseline", "2024")["baseline"] == by_site["last_year"]  # the flag still wins
+    none = electricity("--baseline", "0")
+    assert (none["baseline"], none["change_vs_baseline"]) == (None, None)
+    assert main(argv) == 0
+    assert capsys.readouterr().out.split("\n")[0].split()[-4] == "2023"  # the table's header names it
+
+
 def test_consumption_form_xlsx_read_back_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "state.db"
     assert _import(db, HISTORY) == 0

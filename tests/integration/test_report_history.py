@@ -16,7 +16,7 @@ import json
 import re
 import shutil
 import unicodedata
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -371,3 +371,51 @@ def test_a_fuel_bill_in_litres_gets_kgce_in_the_totals_and_the_history(
     assert doc["totals"]["left_out"] == []
     assert _rows(doc)[("2025-03", "diesel")]["kgce"] == 122.396
     assert doc["history"]["fuel_density"] == {"diesel": 0.84}
+
+
+def test_a_heat_meter_in_mj_enters_the_history_in_gj(tmp_path: Path) -> None:
+    """The ledger books heat in MJ (its coal factor's unit); the history counts heat in GJ, as bills do: a
+    heat meter's whole month enters it converted (it used to be left out)."""
+    from drivers.base import Quality, Reading
+    from edge_agent.config.load import load_config
+    from edge_agent.core.validate import ValidatedReading
+    from edge_agent.store.ledger import Ledger
+
+    conf = tmp_path / "config"
+    shutil.copytree(ROOT / "config", conf)
+    site = conf / "site.yaml"
+    heat = (
+        "devices:\n"
+        "  - protocol: modbus\n"
+        "    id: heat-meter\n"
+        "    host: 127.0.0.1\n"
+        "    port: 15099\n"
+        "    unit_id: 1\n"
+        "    points:\n"
+        '      - {id: heat.energy, name: "热量表 Heat meter", table: input, address: 0, type: float32, '
+        'unit: GJ, role: energy, energy_code: "04000", cumulative: true}\n'
+    )
+    text = site.read_text(encoding="utf-8").replace("\ndevices:\n", "\n" + heat, 1)
+    site.write_text(text, encoding="utf-8")
+    cfg = load_config(site)
+    db = tmp_path / "state.db"
+    conn = open_state_db(db)
+    try:
+        # July 2026 (local) every 15 minutes, 0.0025 GJ a slot: 2976 slots = 7.44 GJ = 7440 MJ
+        t0 = datetime(2026, 7, 1, tzinfo=TZ).astimezone(UTC)
+        n = 31 * 96
+        Ledger.from_config(cfg, conn).ingest(
+            ValidatedReading(
+                Reading("heat.energy", 100 + 0.0025 * i, t0 + timedelta(minutes=15 * i), Quality.GOOD)
+            )
+            for i in range(n + 1)
+        )
+    finally:
+        conn.close()
+    files = _report(site, db, tmp_path / "out", "2026-07", "json")
+    doc = json.loads(files[".json"].read_text(encoding="utf-8"))
+    assert {c["code"]: c["unit"] for c in doc["totals"]["by_category"]}["04000"] == "MJ"
+    row = _rows(doc)[("2026-07", "heat")]
+    assert row["unit"] == "GJ" and row["quantity"] == pytest.approx(7.44, abs=1e-6)
+    assert row["kgce"] == pytest.approx(7440 * 0.03412, abs=1e-3)  # GJ back to the factor's MJ
+    assert doc["history"]["meter_months"] == 1 and doc["history"]["left_out"] == []

@@ -6,7 +6,7 @@ import asyncio
 import math
 import tempfile
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from edge_agent.store.db import open_state_db
 from policies.types import PointState, WriteIntent
 
 START = datetime(2026, 7, 15, 6, 0, 0, tzinfo=UTC)
+EXAMPLE_SITE = Path(__file__).resolve().parents[2] / "config" / "site.yaml"
 RULE = "hvac.summer_min_cooling"
 
 
@@ -609,7 +610,10 @@ VRF_MODE_2 = PointBase(
 )
 
 
-def _expected_envelope(raw: Value, quality: str) -> tuple[float, float]:
+MODE_POLL_S = 10.0  # the VRF gateway's poll interval: a mode reading older than 2 of them is unknown
+
+
+def _expected_envelope(raw: Value, quality: str, age_s: float = 0.0) -> tuple[float, float]:
     """The envelope as issue 11 states it, computed independently of the actuator."""
     assert VRF_SET.limits is not None
     assert VRF_MODE.states is not None
@@ -618,17 +622,18 @@ def _expected_envelope(raw: Value, quality: str) -> tuple[float, float]:
         label = raw
     elif isinstance(raw, int | float) and math.isfinite(raw) and raw == int(raw):
         label = VRF_MODE.states.get(int(raw))
-    if quality != "good" or label is None:
+    if quality != "good" or label is None or age_s > 2 * MODE_POLL_S:
         return 20, 24  # every listed mode's range in common: cool 18-32, heat 16-30, fan 20-24
     lim = VRF_SET.limits.get(label)  # type: ignore[call-overload]
     return (16, 32) if lim is None else (lim.min, lim.max)
 
 
-def _mode_snap(raw: Value, quality: str, other: Value) -> dict[str, PointState]:
+def _mode_snap(raw: Value, quality: str, other: Value, age_s: float = 0.0) -> dict[str, PointState]:
     ok = quality != "bad"
+    ts = START - timedelta(seconds=age_s)
     return {
         VRF_MODE.id: PointState(
-            VRF_MODE.id, "ac_mode", "f2", raw, ok, START, START, writable=True, states=VRF_MODE.states,
+            VRF_MODE.id, "ac_mode", "f2", raw, ok, ts, ts, writable=True, states=VRF_MODE.states,
             device_id="vrf", quality=quality, ac_unit="iu1", code=None if ok else "timeout",
         ),
         VRF_MODE_2.id: PointState(
@@ -644,26 +649,29 @@ def _mode_snap(raw: Value, quality: str, other: Value) -> dict[str, PointState]:
     quality=st.sampled_from(["good", "good", "uncertain", "bad"]),
     other=st.sampled_from([1, 2]),
     values=st.lists(st.one_of(st.floats(10, 36), st.integers(10, 36)), min_size=1, max_size=6),
+    # mostly fresh; else around the limit of 2 poll intervals, or long stale (the gateway went silent)
+    age_s=st.one_of(st.just(0.0), st.floats(0, 4 * MODE_POLL_S), st.sampled_from([20.0, 20.001, 3600.0])),
 )
 def test_no_write_leaves_the_current_modes_envelope(
-    raw: Value, quality: str, other: Value, values: list[float]
+    raw: Value, quality: str, other: Value, values: list[float], age_s: float
 ) -> None:
     with tempfile.TemporaryDirectory() as d:
         rig = Rig(Path(d) / "s.db", max_writes=99, fsync=False)
         vrf = FakeDriver("vrf")
         rig.points.update({p.id: ("vrf", p) for p in (VRF_SET, VRF_MODE, VRF_MODE_2)})
         act = Actuator(
-            drivers={"vrf": vrf}, points=rig.points, audit=rig.audit, clock=rig.clock, max_writes_per_hour=99
-        )
+            drivers={"vrf": vrf}, points=rig.points, audit=rig.audit, clock=rig.clock, max_writes_per_hour=99,
+            intervals={VRF_MODE.id: MODE_POLL_S, VRF_MODE_2.id: MODE_POLL_S},
+        )  # fmt: skip
         intents = [WriteIntent(VRF_SET.id, v, RULE, "r") for v in values]
-        outs = asyncio.run(act.apply(intents, _mode_snap(raw, quality, other)))
-        lo, hi = _expected_envelope(raw, quality)
+        outs = asyncio.run(act.apply(intents, _mode_snap(raw, quality, other, age_s)))
+        lo, hi = _expected_envelope(raw, quality, age_s)
         for pid, value, _prio in vrf.calls:
             assert pid == VRF_SET.id and isinstance(value, int | float)
-            assert lo <= value <= hi, (raw, quality, value)
+            assert lo <= value <= hi, (raw, quality, age_s, value)
         for o in outs:  # and everything inside it was written: the envelope is not stricter than stated
             inside = lo <= float(o.intent.value) <= hi
-            assert o.reached_device == inside, (raw, quality, o)
+            assert o.reached_device == inside, (raw, quality, age_s, o)
             if not inside:
                 assert o.code in (FailureCode.BELOW_MIN, FailureCode.ABOVE_MAX)
         rig.close()
@@ -683,6 +691,39 @@ async def test_per_mode_refusal_names_the_mode(rig: Rig) -> None:
     assert cool.ok and vrf.calls == [(VRF_SET.id, 31, None)]
     [unknown] = await act.apply([intent(VRF_SET.id, 26)], _mode_snap(9, "uncertain", 1))
     assert unknown.code == FailureCode.ABOVE_MAX and "mode is unknown" in unknown.detail
+
+
+async def test_a_stale_mode_reading_counts_as_unknown_and_says_why(rig: Rig) -> None:
+    """Issue 11 item 11: a cooling reading 25 s old (over 2 polls of 10 s) no longer picks the cool range;
+    without a known interval (no enforcer wiring) the reading is not aged."""
+    vrf = FakeDriver("vrf")
+    rig.points.update({p.id: ("vrf", p) for p in (VRF_SET, VRF_MODE, VRF_MODE_2)})
+    act = Actuator(
+        drivers={"vrf": vrf}, points=rig.points, audit=rig.audit, clock=rig.clock, max_writes_per_hour=9,
+        intervals={VRF_MODE.id: MODE_POLL_S},
+    )  # fmt: skip
+    [fresh] = await act.apply([intent(VRF_SET.id, 31)], _mode_snap(1, "good", 1, age_s=20))
+    assert fresh.ok
+    [stale] = await act.apply([intent(VRF_SET.id, 31)], _mode_snap(1, "good", 1, age_s=25))
+    assert stale.code == FailureCode.ABOVE_MAX and not stale.reached_device
+    assert "mode is unknown (vrf.iu1.mode read 25 s ago, over 2 polls of 10 s; common range)" in stale.detail
+    act.intervals = {}
+    [unaged] = await act.apply([intent(VRF_SET.id, 31)], _mode_snap(1, "good", 1, age_s=25))
+    assert unaged.ok
+
+
+async def test_the_enforcer_gives_the_actuator_each_points_poll_interval(tmp_path: Path) -> None:
+    from edge_agent.config.load import load_config
+    from edge_agent.service.service import Service
+
+    cfg = load_config(EXAMPLE_SITE)
+    svc = Service(cfg, state_dir=tmp_path, clock=FakeClock(START))
+    try:
+        assert svc.actuator.intervals["f1-ac1.mode"] == 5.0  # the example site's FC-1F unit polls every 5 s
+        assert set(svc.actuator.intervals) >= {p.id for _, p in cfg.points() if p.role == "ac_mode"}
+    finally:
+        await svc.agent.close()
+        svc.close()
 
 
 def test_limits_must_lie_inside_min_max() -> None:

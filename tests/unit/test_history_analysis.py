@@ -165,3 +165,14 @@ def test_an_implausible_month_is_replaced_and_says_what_it_was() -> None:
     # two years only: nobody can tell which one is wrong, so nothing is replaced
     _, methods2 = fill_gaps(monthly_quantities([x for x in entries if x.period_start.year < 2025]))
     assert methods2 == {}
+
+
+def test_ledger_units_convert_to_the_history_units() -> None:
+    """The ledger's heat unit (MJ, the coal factor's) converts to the history's GJ; others stay or do not
+    convert."""
+    from edge_agent.report.analysis import to_history_unit
+
+    assert to_history_unit("heat", "MJ") == ("GJ", 0.001)
+    assert to_history_unit("heat", "GJ") == ("GJ", 1.0)
+    assert to_history_unit("electricity", "kWh") == ("kWh", 1.0)
+    assert to_history_unit("electricity", "MJ") is None

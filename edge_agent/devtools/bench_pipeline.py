@@ -66,7 +66,7 @@ def _query(db: Path, sql: str) -> int:
 
 
 def _outbox_bytes_per_row(db: Path) -> float | None:
-    """Bytes the outbox's readings table uses per reading it holds (SQLite's dbstat: page bytes minus
+    """Bytes the outbox's readings tables use per reading they hold (SQLite's dbstat: page bytes minus
     unused bytes, so acknowledged and pruned rows do not count), or None when it holds none."""
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
@@ -74,8 +74,10 @@ def _outbox_bytes_per_row(db: Path) -> float | None:
         return None
     try:
         rows = conn.execute("SELECT count(*) FROM outbox_readings").fetchone()[0]
+        # The tables a reading's row refers to (point, time, state) count too.
         used = conn.execute(
-            "SELECT sum(pgsize - unused) FROM dbstat WHERE name = 'outbox_readings'"
+            "SELECT sum(pgsize - unused) FROM dbstat WHERE name IN"
+            " ('outbox_readings', 'outbox_points', 'outbox_times', 'outbox_states')"
         ).fetchone()[0]
     except sqlite3.Error:
         return None

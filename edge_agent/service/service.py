@@ -199,13 +199,15 @@ class Service:
 
     def _on_readings(self, device_id: str, readings: Sequence[Reading], changed: Sequence[Reading]) -> None:
         self.readings_total += len(readings)
-        validated = []
-        flags_at: dict[datetime, tuple[str, ...]] = {}  # a poll's readings share a few timestamps
-        for vr in self.validator.validate_many(readings):
-            extra = flags_at.get(vr.reading.ts)
-            if extra is None:
-                extra = flags_at[vr.reading.ts] = self.monitor.flags(vr.reading.ts)
-            validated.append(ValidatedReading(vr.reading, vr.flags + extra, vr.unit) if extra else vr)
+        validated = self.validator.validate_many(readings)
+        if self.monitor.may_flag():  # clock flags: once per timestamp of the poll, not per reading
+            flags_at: dict[datetime, tuple[str, ...]] = {}
+            for i, vr in enumerate(validated):
+                extra = flags_at.get(vr.reading.ts)
+                if extra is None:
+                    extra = flags_at[vr.reading.ts] = self.monitor.flags(vr.reading.ts)
+                if extra:
+                    validated[i] = ValidatedReading(vr.reading, vr.flags + extra, vr.unit)
         self._pending.extend(self._to_report(validated) if self._report_rules else validated)
         self._ledger_pending.extend(validated)
         self._flush_wake.set()

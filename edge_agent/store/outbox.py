@@ -51,7 +51,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from drivers.base import Value
+from drivers.base import Quality, Value
 from edge_agent.config.settings import StorageOptions
 from edge_agent.core.clock import Clock
 from edge_agent.core.validate import ValidatedReading
@@ -216,6 +216,7 @@ def _drop_fields(ev: DropEvent) -> dict[str, Any]:
 
 _StateKey = tuple[str, str | None, tuple[str, ...], bool]  # quality, code, flags, JSON value
 _COMMON_STATE: _StateKey = ("good", None, (), False)  # outbox_states id 0
+_GOOD = Quality.GOOD
 
 
 def _encode_value(v: Value) -> tuple[Any, bool]:
@@ -486,12 +487,15 @@ class Outbox:
             rows = []
             last_ts: datetime | None = None
             t = 0
-            for vr in batch:
-                r = vr.reading
+            for r, flags, unit in batch:
                 if r.ts is not last_ts:  # a poll's readings share their datetime object
                     last_ts, t = r.ts, tid(to_us(r.ts))
-                value, is_json = encode(r.value)
-                rows.append((pid(r.point_id, vr.unit), t, value, sid((r.quality, r.code, vr.flags, is_json))))
+                value = r.value
+                if type(value) is float and r.quality is _GOOD and r.code is None and not flags:
+                    rows.append((pid(r.point_id, unit), t, value, 0))  # the common case, state 0
+                    continue
+                value, is_json = encode(value)
+                rows.append((pid(r.point_id, unit), t, value, sid((r.quality, r.code, flags, is_json))))
             c.executemany("INSERT INTO outbox_readings(pid, tid, value, sid) VALUES (?, ?, ?, ?)", rows)
             after = self._sequence(c, "outbox_readings")
             c.execute("COMMIT")

@@ -109,6 +109,7 @@ _PIPELINE_ROWS = (
     ("check_s", "check s (wall)"),
     ("check_cpu_s", "check s (CPU)"),
     ("disk_bytes_per_reading", "outbox bytes per reading held"),
+    ("disk_dictionary_bytes", "outbox point/state dictionary bytes"),
     ("wire_bytes_per_reading", "MQTT bytes per reading"),
     ("readings_acked_per_s", "readings acked upstream per s"),
 )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import gc
 from typing import Any
 
 from edge_agent.cli.common import add_config
@@ -30,6 +32,17 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_run, sets_up_logging=True)
 
 
+def _give_back_memory() -> None:
+    """Loading a large site.yaml frees most of what it allocated, but glibc keeps the freed heap: give it
+    back to the system (issue 18: about 8 MB of RSS on a 10,000-point site). No-op without glibc."""
+    gc.collect()
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # musl, macOS
+        return
+    trim(0)
+
+
 def _run(args: argparse.Namespace) -> int:
     from edge_agent.config.load import ConfigError, load_config
     from edge_agent.core.logs import configure_logging, get_logger
@@ -51,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     for w in cfg.warnings:
         log.warning("config_issue", issue=str(w))
+    _give_back_memory()
     try:
         return asyncio.run(run_service(cfg, state_dir=args.state_dir))
     except KeyboardInterrupt:

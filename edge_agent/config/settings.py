@@ -13,6 +13,7 @@ __all__ = [
     "PlatformFraming",
     "PlatformMeter",
     "PlatformUplink",
+    "ReportOptions",
     "StatusOptions",
     "StorageOptions",
 ]
@@ -255,3 +256,31 @@ class StatusOptions(_Strict):
     prometheus_port: int | None = Field(
         default=None, ge=1, le=65535, description="Serve Prometheus text on 127.0.0.1:PORT (off when absent)"
     )
+
+
+class ReportOptions(_Strict):
+    """Report by exception (`report:` on a device or a point; the point's wins): which polled readings go
+    to the outbox and the uplink. Snapshot, enforcement and ledger still see every poll."""
+
+    on_change: bool = Field(
+        default=True, description="Report a value that moved beyond the deadband from the last one reported"
+    )
+    deadband: float | None = Field(
+        default=None, ge=0, le=1e12, description="Absolute, in the point's unit (default 0: any change)"
+    )
+    deadband_pct: float | None = Field(
+        default=None, ge=0, le=100, description="Deadband in percent of the last reported value's magnitude"
+    )
+    max_interval_s: float = Field(
+        default=900,
+        gt=0,
+        le=86400,
+        description="Longest time without a report of the point: the last value is sent again (the heartbeat "
+        "that tells a consumer it still holds)",
+    )
+
+    @model_validator(mode="after")
+    def _one_deadband(self) -> ReportOptions:
+        if self.deadband is not None and self.deadband_pct is not None:
+            raise ValueError("give `deadband` (absolute) or `deadband_pct` (percent), not both")
+        return self

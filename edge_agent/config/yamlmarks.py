@@ -5,13 +5,21 @@ compose the node tree once, build the data with PyYAML's safe constructor (tags,
 anchors behave as usual) and walk the same tree to record the mark of each key and value by its
 path (``("devices", 3, "points", 7, "address")``). The walk also finds duplicate keys in one
 mapping, which PyYAML silently resolves by keeping the last one.
+
+The marks are only needed to position a problem, and the node tree that carries them is most of the
+time and memory a large file costs (issue 18: `check`, start-up and RSS of a 10,000-point site: 450
+bytes of nodes and marks per value, freed after loading but leaving the heap fragmented). So a plain
+document (no anchors, aliases, merge keys, explicit tags or duplicate keys: what integrators write) is
+built straight from libyaml's event stream, one event at a time; anything else takes the node path. A
+quick scan of the node tree also skips the walk when it would report nothing. Either way, when the
+walk was skipped, the marks are recorded the first time something asks for one, by parsing again.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,15 +91,35 @@ class YamlSyntaxError(Exception):
         self.mark = mark
 
 
-@dataclass(slots=True)
 class YamlDoc:
-    """Plain data (dicts, lists, scalars) plus the positions of its parts."""
+    """Plain data (dicts, lists, scalars) plus the positions of its parts (recorded when first asked
+    for, if the document was parsed without them: ``text``)."""
 
-    file: str
-    data: Any
-    key_marks: dict[YamlPath, Mark] = field(default_factory=dict)
-    value_marks: dict[YamlPath, Mark] = field(default_factory=dict)
-    duplicates: list[DuplicateKey] = field(default_factory=list)
+    __slots__ = ("_key_marks", "_text", "_value_marks", "data", "duplicates", "file")
+
+    def __init__(self, *, file: str, data: Any, text: str | None = None) -> None:
+        self.file = file
+        self.data = data
+        self.duplicates: list[DuplicateKey] = []
+        self._key_marks: dict[YamlPath, Mark] = {}
+        self._value_marks: dict[YamlPath, Mark] = {}
+        self._text = text
+
+    @property
+    def key_marks(self) -> dict[YamlPath, Mark]:
+        self._record_marks()
+        return self._key_marks
+
+    @property
+    def value_marks(self) -> dict[YamlPath, Mark]:
+        self._record_marks()
+        return self._value_marks
+
+    def _record_marks(self) -> None:
+        if self._text is not None:
+            text, self._text = self._text, None
+            full = parse_yaml(text, file=self.file, marks=True)
+            self._key_marks, self._value_marks = full.key_marks, full.value_marks
 
     def mark(self, path: Sequence[str | int]) -> Mark:
         """Where ``path`` is written: its key for a mapping entry, its node for a list item.
@@ -269,9 +297,9 @@ class _Walker:
         self.active.add(id(node))
         try:
             if merged:
-                self.doc.value_marks.setdefault(path, _mark(node.start_mark))
+                self.doc._value_marks.setdefault(path, _mark(node.start_mark))
             else:
-                self.doc.value_marks[path] = _mark(node.start_mark)
+                self.doc._value_marks[path] = _mark(node.start_mark)
             if isinstance(node, MappingNode):
                 self._mapping(node, path, merged=merged)
             elif isinstance(node, SequenceNode):
@@ -299,9 +327,9 @@ class _Walker:
                 first[key] = here
             sub = (*path, key)
             if merged:
-                self.doc.key_marks.setdefault(sub, here)
+                self.doc._key_marks.setdefault(sub, here)
             else:
-                self.doc.key_marks[sub] = here
+                self.doc._key_marks[sub] = here
             self.walk(value_node, sub, merged=merged)
         # Merged keys (<<: *defaults) never override explicit ones, so record them only if absent.
         for m in merges:
@@ -309,6 +337,135 @@ class _Walker:
             for src in sources:
                 if isinstance(src, MappingNode):
                     self._mapping(src, path, merged=True)
+
+
+def _nothing_to_report(loader: Any, root: Node) -> bool:
+    """True when walking ``root`` would record marks only: no duplicate or merge keys, no recursive
+    alias, at most MAX_NODES values with aliases expanded. Cheap: no paths, no marks, aliases counted
+    by multiplication rather than visited again."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Node) -> int | None:
+        if isinstance(node, ScalarNode):
+            return 1
+        key = id(node)
+        known = sizes.get(key)
+        if known is not None:
+            return known
+        if key in active:
+            return None
+        active.add(key)
+        total = 1
+        if isinstance(node, MappingNode):
+            seen: set[object] = set()
+            for key_node, value_node in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    return None
+                k = _key_value(loader, key_node)
+                if not isinstance(k, str | int) or isinstance(k, bool):
+                    k = str(k)
+                if k in seen:
+                    return None
+                seen.add(k)
+                sub = size(value_node)
+                if sub is None:
+                    return None
+                total += sub
+        else:
+            for item in node.value:
+                sub = size(item)
+                if sub is None:
+                    return None
+                total += sub
+        active.discard(key)
+        if total > MAX_NODES:
+            return None
+        sizes[key] = total
+        return total
+
+    return size(root) is not None
+
+
+_NOKEY = object()  # a mapping frame waiting for its next key
+_LIST = object()  # a list frame (a mapping's pending key may be None: `~: x`)
+
+
+def _build_plain(text: str) -> tuple[bool, Any]:
+    """(True, data) built from libyaml's events when the document is plain (see the module doc) and
+    within MAX_DEPTH and MAX_NODES; (False, None) when the node path must run (and say what is wrong)."""
+    if _CLoader is None:
+        return False, None
+    loader = _CLoader(text)
+    try:
+        return _events_to_data(loader)
+    except (yaml.YAMLError, TypeError, ValueError):  # unhashable key, a scalar its constructor refuses
+        return False, None
+    finally:
+        loader.dispose()
+
+
+def _events_to_data(loader: Any) -> tuple[bool, Any]:
+    fail = (False, None)
+    get, resolve, constructors = loader.get_event, loader.resolve, loader.yaml_constructors
+    scalars: dict[tuple[str, str], Any] = {}  # (tag, text) -> value: scalars are immutable
+    if type(get()) is not yaml.StreamStartEvent:
+        return fail
+    ev = get()
+    if type(ev) is yaml.StreamEndEvent:
+        return True, None
+    if type(ev) is not yaml.DocumentStartEvent:
+        return fail
+    # Frames: [container, pending key or _NOKEY] for a mapping, [container, _LIST] for a list.
+    stack: list[list[Any]] = []
+    root: Any = None
+    nodes = 0
+    while True:
+        ev = get()
+        t = type(ev)
+        if t is yaml.ScalarEvent:
+            if ev.anchor is not None or ev.tag not in (None, "!"):
+                return fail
+            text = ev.value
+            tag = resolve(ScalarNode, text, ev.implicit)
+            if tag == _STR_TAG:
+                value: Any = text
+            else:
+                value = scalars.get((tag, text), _NOKEY)
+                if value is _NOKEY:
+                    construct = constructors.get(tag)
+                    if construct is None or tag == _MERGE_TAG:
+                        return fail
+                    value = scalars[(tag, text)] = construct(loader, ScalarNode(tag, text))
+        elif t is yaml.MappingStartEvent or t is yaml.SequenceStartEvent:
+            if ev.anchor is not None or ev.tag not in (None, "!") or len(stack) >= MAX_DEPTH:
+                return fail
+            stack.append([{}, _NOKEY] if t is yaml.MappingStartEvent else [[], _LIST])
+            nodes += 1
+            continue
+        elif t is yaml.MappingEndEvent or t is yaml.SequenceEndEvent:
+            value = stack.pop()[0]
+        elif t is yaml.DocumentEndEvent:
+            return (True, root) if type(get()) is yaml.StreamEndEvent else fail
+        else:  # an alias, or anything this builder does not expect
+            return fail
+        nodes += 1
+        if nodes > MAX_NODES:
+            return fail
+        if not stack:
+            root = value
+            continue
+        frame = stack[-1]
+        container = frame[0]
+        if frame[1] is _LIST:
+            container.append(value)
+        elif frame[1] is _NOKEY:
+            if isinstance(value, dict | list) or value in container:  # a complex or duplicate key
+                return fail
+            frame[1] = value
+        else:
+            container[frame[1]] = value
+            frame[1] = _NOKEY
 
 
 def _too_deep(loader: Any) -> bool:
@@ -369,12 +526,18 @@ def _check_characters(text: str, file: str) -> None:
     )
 
 
-def parse_yaml(text: str, *, file: str) -> YamlDoc:
+def parse_yaml(text: str, *, file: str, marks: bool = False) -> YamlDoc:
     """Parse one YAML document; raises YamlSyntaxError with the position of the problem.
+
+    ``marks``: record every mark now, even when nothing asks for one (otherwise on first use).
 
     Refuses, with a position, what would otherwise exhaust the process: characters YAML does not allow,
     nesting deeper than MAX_DEPTH and more than MAX_NODES values once aliases are expanded."""
     _check_characters(text, file)
+    if not marks:
+        plain, data = _build_plain(text)
+        if plain:
+            return YamlDoc(file=file, data=data, text=text)
     fast = _compose_fast(text)
     loader: Any
     if fast is not None:
@@ -389,8 +552,11 @@ def parse_yaml(text: str, *, file: str) -> YamlDoc:
             node = composed if fast is not None else loader.get_single_node()
             doc = YamlDoc(file=file, data=None)
             if node is not None:
-                # Walk before constructing: construction flattens merge keys into the nodes in place.
-                _Walker(loader, doc).walk(node, ())
+                if not marks and _nothing_to_report(loader, node):
+                    doc = YamlDoc(file=file, data=None, text=text)
+                else:
+                    # Walk before constructing: construction flattens merge keys into the nodes in place.
+                    _Walker(loader, doc).walk(node, ())
                 doc.data = loader.construct_document(node)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark

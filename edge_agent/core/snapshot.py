@@ -6,10 +6,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from drivers.base import PointBase, Reading
+from drivers.base import PointBase, Quality, Reading
 from policies.types import PointState
 
 __all__ = ["Entry", "Snapshot"]
+
+_BAD = Quality.BAD  # `r.quality is not _BAD` is Reading.ok without a property call per reading
 
 
 @dataclass(slots=True)
@@ -28,11 +30,13 @@ class Snapshot:
         self._entries: dict[str, Entry] = {
             p.id: Entry(device_id=dev, point=p, zone=zone) for dev, p, zone in points
         }
+        self._with_roles: dict[frozenset[str], frozenset[str]] = {}
 
     def reconfigure(self, points: Iterable[tuple[str, PointBase, str | None]]) -> None:
         """On reload: keep what is known of unchanged points, start afresh for changed or new ones."""
         old = self._entries
         self._entries = {}
+        self._with_roles = {}
         for dev, p, zone in points:
             e = old.get(p.id)
             if e is not None and e.device_id == dev and e.point == p and e.zone == zone:
@@ -52,6 +56,15 @@ class Snapshot:
     def entry(self, point_id: str) -> Entry:
         return self._entries[point_id]
 
+    def ids_with_roles(self, roles: frozenset[str]) -> frozenset[str]:
+        """The ids of the points whose role is one of ``roles`` (kept until the next reconfigure)."""
+        ids = self._with_roles.get(roles)
+        if ids is None:
+            ids = self._with_roles[roles] = frozenset(
+                pid for pid, e in self._entries.items() if e.point.role in roles
+            )
+        return ids
+
     def reading(self, point_id: str) -> Reading | None:
         e = self._entries.get(point_id)
         return e.reading if e else None
@@ -69,10 +82,15 @@ class Snapshot:
             if prev is None or prev.value != r.value or prev.quality != r.quality:
                 e.since = r.ts
                 # Only a change between two good readings tells when it happened.
-                e.since_known = prev is not None and prev.ok and r.ok and prev.value != r.value
+                e.since_known = (
+                    prev is not None
+                    and prev.quality is not _BAD
+                    and r.quality is not _BAD
+                    and prev.value != r.value
+                )
                 changed.append(r)
             e.reading = r
-            if r.ok:
+            if r.quality is not _BAD:
                 e.last_good = r.ts
         return changed
 
@@ -88,7 +106,7 @@ class Snapshot:
                 role=p.role,
                 zone=e.zone,
                 value=r.value,
-                ok=r.ok,
+                ok=r.quality is not _BAD,
                 ts=r.ts,
                 since=e.since,
                 writable=p.writable,

@@ -311,6 +311,10 @@ class ClockMonitor:
     async def refresh_sync_async(self) -> SyncState:
         return await asyncio.to_thread(self.refresh_sync)
 
+    def may_flag(self) -> bool:
+        """False when no reading can get a clock flag now (synchronised, no step remembered)."""
+        return self.sync is SyncState.UNSYNCED or bool(self._steps)
+
     def flags(self, ts: datetime) -> tuple[str, ...]:
         """clock_flags() with this monitor's current sync state and recent steps."""
         return clock_flags(ts, sync=self.sync, steps=self._steps)

@@ -34,10 +34,13 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from drivers.base import PointBase, Quality, Reading
 
 __all__ = ["FLAGS", "ValidatedReading", "Validator"]
+
+_CHECKED = object()  # validate_many: the point has checks to run
 
 FLAGS: frozenset[str] = frozenset(
     {
@@ -54,8 +57,10 @@ FLAGS: frozenset[str] = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ValidatedReading:
+class ValidatedReading(NamedTuple):
+    """A NamedTuple like Reading: every polled reading makes one (issue 18: 3-4x cheaper than a frozen
+    dataclass)."""
+
     reading: Reading
     flags: tuple[str, ...] = ()
     unit: str | None = None
@@ -95,6 +100,12 @@ class Validator:
         self.rebaseline_after = rebaseline_after
         self.peak_days = peak_days
         self._state: dict[str, _CounterState] = {}
+        # Points with nothing to check (no min/max, not a counter): a good float only needs its unit.
+        self._unchecked: dict[str, str | None] = {
+            p.id: p.unit
+            for p in self._points.values()
+            if p.min is None and p.max is None and not p.cumulative
+        }
 
     def seed(self, point_id: str, value: float, ts: datetime) -> None:
         """Start a counter from a baseline kept elsewhere (the ledger's, after a restart or reload), so
@@ -105,7 +116,18 @@ class Validator:
             self._state[point_id] = _CounterState(last=value, last_ts=ts, rates=rates)
 
     def validate_many(self, readings: Sequence[Reading]) -> list[ValidatedReading]:
-        return [self.validate(r) for r in readings]
+        """One device poll at once: a finite float of a point with nothing to check takes a dict look-up
+        and a tuple, the rest the full checks of validate()."""
+        unchecked, validate, good, isfinite = self._unchecked, self.validate, Quality.GOOD, math.isfinite
+        out = []
+        for r in readings:
+            unit = unchecked.get(r.point_id, _CHECKED)
+            v = r.value
+            if unit is not _CHECKED and r.quality is good and type(v) is float and isfinite(v):
+                out.append(ValidatedReading(r, (), unit))  # type: ignore[arg-type]  # not _CHECKED: a unit
+            else:
+                out.append(validate(r))
+        return out
 
     def validate(self, reading: Reading) -> ValidatedReading:
         point = self._points.get(reading.point_id)

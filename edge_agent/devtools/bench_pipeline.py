@@ -65,23 +65,29 @@ def _query(db: Path, sql: str) -> int:
         conn.close()
 
 
-def _outbox_bytes_per_row(db: Path) -> float | None:
-    """Bytes the outbox's readings table uses per reading it holds (SQLite's dbstat: page bytes minus
-    unused bytes, so acknowledged and pruned rows do not count), or None when it holds none."""
+def _outbox_bytes(db: Path) -> tuple[float | None, int | None]:
+    """(bytes per reading the outbox holds, bytes of its point and state dictionary). SQLite's dbstat:
+    page bytes minus unused bytes, so acknowledged and pruned rows do not count. Per reading: the
+    readings and their times (what grows with the backlog); the dictionary is paid once per point."""
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     except sqlite3.Error:
-        return None
+        return None, None
+
+    def used(*tables: str) -> int:
+        marks = ", ".join("?" * len(tables))
+        sql = f"SELECT coalesce(sum(pgsize - unused), 0) FROM dbstat WHERE name IN ({marks})"
+        return int(conn.execute(sql, tables).fetchone()[0])
+
     try:
         rows = conn.execute("SELECT count(*) FROM outbox_readings").fetchone()[0]
-        used = conn.execute(
-            "SELECT sum(pgsize - unused) FROM dbstat WHERE name = 'outbox_readings'"
-        ).fetchone()[0]
+        per_reading = used("outbox_readings", "outbox_times")
+        dictionary = used("outbox_points", "outbox_points_key", "outbox_states")
     except sqlite3.Error:
-        return None
+        return None, None
     finally:
         conn.close()
-    return round(used / rows, 1) if rows and used else None
+    return (round(per_reading / rows, 1) if rows and per_reading else None), dictionary
 
 
 def _stored(db: Path) -> int:
@@ -212,7 +218,7 @@ async def _run_agent(
         log.close()
     stored = stored1 - stored0
     acked = acked1 - acked0
-    disk = _outbox_bytes_per_row(db)
+    disk, dictionary = _outbox_bytes(db)
     return {
         "cpu_ms_per_1k_points": round((cpu1 - cpu0) / stored * 1e6, 2) if stored else None,
         "cpu_pct_of_core": round((cpu1 - cpu0) / (w1 - w0) * 100, 1),
@@ -222,6 +228,7 @@ async def _run_agent(
         "check_s": round(check_wall, 2),
         "check_cpu_s": round(check_cpu, 2),
         "disk_bytes_per_reading": disk,
+        "disk_dictionary_bytes": dictionary,
         "wire_bytes_per_reading": round((wire1 - wire0) / acked, 1) if acked else None,
         "readings_acked_per_s": round(acked / (w1 - w0), 1),
     }

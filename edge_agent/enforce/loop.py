@@ -138,10 +138,9 @@ class Enforcer:
 
     def notify(self, device_id: str, readings: Sequence[Reading], changed: Sequence[Reading]) -> None:
         """Readings listener: wake the loop when an enforced point changed (from any source)."""
-        for r in changed:
-            if r.point_id in self.snapshot and self.snapshot.entry(r.point_id).point.role in ENFORCED_ROLES:
-                self._wake.set()
-                return
+        enforced = self.snapshot.ids_with_roles(ENFORCED_ROLES)
+        if not enforced.isdisjoint(r.point_id for r in changed):
+            self._wake.set()
 
     async def run(self, *, beat: Any = None) -> None:
         """Evaluate on every wake-up or tick. Writes run as tasks of this loop's own TaskGroup, so one

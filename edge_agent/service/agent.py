@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from drivers.base import Driver, DriverError, Reading
+from drivers.base import Driver, DriverError, Quality, Reading
 from drivers.registry import PROTOCOLS
 from drivers.spec import SharedResource
 from edge_agent.config.load import LoadedConfig
@@ -177,7 +177,8 @@ class Agent:
             readings = await rt.driver.read(rt.config.points)
             latency = (time.perf_counter() - t0) * 1000
         self._note_status(rt.status, readings, latency)
-        fresh = [r for r in readings if self._last_pushed.get(r.point_id) is not r]
+        pushed = self._last_pushed  # empty unless a driver pushes (BACnet COV): no per-reading look-up
+        fresh = [r for r in readings if pushed.get(r.point_id) is not r] if pushed else readings
         if fresh:
             await self._deliver(device_id, fresh)
         return readings
@@ -229,7 +230,7 @@ class Agent:
         rt.background = tg.create_task(self._driver_background(rt), name=f"driver:{dev_id}")
 
     def _note_status(self, st: DeviceStatus, readings: Sequence[Reading], latency_ms: float) -> None:
-        bad = [r for r in readings if not r.ok]
+        bad = [r for r in readings if r.quality is Quality.BAD]  # Reading.ok, without a property call each
         st.polls += 1
         st.readings_total += len(readings)
         st.errors_total += len(bad)

@@ -26,6 +26,7 @@ from edge_agent import __version__
 from edge_agent.config.load import ConfigError, LoadedConfig, load_config
 from edge_agent.core.clock import Clock, SystemClock
 from edge_agent.core.logs import get_logger
+from edge_agent.core.report_filter import ReportFilter, ReportRule, rule_for
 from edge_agent.core.timeintegrity import ClockMonitor, ClockStep, SyncState
 from edge_agent.core.validate import ValidatedReading, Validator
 from edge_agent.enforce.actuator import Actuator, supports_relinquish
@@ -113,6 +114,9 @@ class Service:
         self._ledger_failing = False
         self._flush_wake = asyncio.Event()
         self.readings_total = 0
+        self.readings_unreported = 0  # held back by report by exception (the snapshot and ledger saw them)
+        self.report_filter = ReportFilter()
+        self._report_rules = _report_rules(cfg)
         self._points: dict[str, Any] = {}
         self._drivers: dict[str, Any] = {}
         self._refresh_maps()
@@ -199,16 +203,32 @@ class Service:
 
     def _on_readings(self, device_id: str, readings: Sequence[Reading], changed: Sequence[Reading]) -> None:
         self.readings_total += len(readings)
-        validated = []
-        flags_at: dict[datetime, tuple[str, ...]] = {}  # a poll's readings share a few timestamps
-        for vr in self.validator.validate_many(readings):
-            extra = flags_at.get(vr.reading.ts)
-            if extra is None:
-                extra = flags_at[vr.reading.ts] = self.monitor.flags(vr.reading.ts)
-            validated.append(ValidatedReading(vr.reading, vr.flags + extra, vr.unit) if extra else vr)
-        self._pending.extend(validated)
+        validated = self.validator.validate_many(readings)
+        if self.monitor.may_flag():  # clock flags: once per timestamp of the poll, not per reading
+            flags_at: dict[datetime, tuple[str, ...]] = {}
+            for i, vr in enumerate(validated):
+                extra = flags_at.get(vr.reading.ts)
+                if extra is None:
+                    extra = flags_at[vr.reading.ts] = self.monitor.flags(vr.reading.ts)
+                if extra:
+                    validated[i] = ValidatedReading(vr.reading, vr.flags + extra, vr.unit)
+        self._pending.extend(self._to_report(validated) if self._report_rules else validated)
         self._ledger_pending.extend(validated)
         self._flush_wake.set()
+
+    def _to_report(self, validated: list[ValidatedReading]) -> list[ValidatedReading]:
+        """Report by exception: the readings of this poll the outbox keeps."""
+        rules, keep = self._report_rules, self.report_filter.keep
+        out = []
+        for vr in validated:
+            r = vr.reading
+            rule = rules.get(r.point_id)
+            if rule is None or keep(
+                r.point_id, rule, value=r.value, ts=r.ts, quality=r.quality, code=r.code, flags=vr.flags
+            ):
+                out.append(vr)
+        self.readings_unreported += len(validated) - len(out)
+        return out
 
     def _platform_audit(self, kind: str, *, subject: str, reason: str, after: Any) -> None:
         # The platform uplink's drops (backlog above its limit) and findings (clock offset).
@@ -324,6 +344,7 @@ class Service:
             "clock": self.monitor.as_dict(),
             "health": self.health.as_dict(),
             "readings_total": self.readings_total,
+            "readings_unreported": self.readings_unreported,
         }
 
     def status_line(self) -> str:
@@ -416,6 +437,12 @@ class Service:
         self.cfg = new
         self._refresh_maps()
         self.validator = self._make_validator(new)
+        rules = _report_rules(new)
+        # A point whose rule is the same keeps its last report (no burst of reports after a reload).
+        self.report_filter.forget(
+            p for p in self._report_rules.keys() | rules.keys() if self._report_rules.get(p) != rules.get(p)
+        )
+        self._report_rules = rules
         self.actuator.reconfigure(
             max_writes_per_hour=new.policy.enforcement.max_writes_per_point_per_hour,
             is_exempt=exemption_check(new, self.clock),
@@ -590,6 +617,16 @@ class Service:
         loop = asyncio.get_running_loop()
         self.agent.install_signal_handlers()
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+
+
+def _report_rules(cfg: LoadedConfig) -> dict[str, ReportRule]:
+    """Point id -> report-by-exception rule, for the points site.yaml gives one (directly or by device)."""
+    rules = {}
+    for dev, p in cfg.points():
+        rule = rule_for(getattr(p, "report", None), getattr(dev, "report", None), cumulative=p.cumulative)
+        if rule is not None:
+            rules[p.id] = rule
+    return rules
 
 
 async def run_service(

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from drivers.base import Quality, Reading
 from edge_agent.config.settings import StorageOptions
@@ -244,3 +248,129 @@ async def test_async_wrappers_and_events(opened: tuple[Outbox, sqlite3.Connectio
     assert [e.seq for e in await ob.apending_events(ob.acked_events_seq(), 10)] == [2]
     assert ob.stats().events_backlog == 1
     assert len(woke) == 3
+
+
+# -- storage layout (issue 18): ids for points, times and states; the first layout migrated -------------
+
+_V1_DDL = """
+CREATE TABLE outbox_readings (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, point TEXT NOT NULL, ts_us INTEGER NOT NULL, value NUMERIC,
+    vjson TEXT, unit TEXT, quality TEXT NOT NULL, code TEXT, flags TEXT
+);
+CREATE TABLE outbox_cursor (stream TEXT PRIMARY KEY, acked_seq INTEGER NOT NULL);
+INSERT INTO outbox_cursor VALUES ('readings', 3), ('events', 0);
+"""
+
+
+def test_a_database_of_the_first_layout_opens_with_its_seqs_and_high_water_mark(
+    db: Path, clock: FakeClock
+) -> None:
+    conn = open_state_db(db)
+    conn.executescript(_V1_DDL)
+    rows = [
+        (2, "p1", 1_000_000, 1.5, None, "kWh", "good", None, "spike"),
+        (3, "p2", 1_000_000, None, "true", None, "good", None, None),
+        (4, "p2", 2_000_007, None, '"cool"', None, "uncertain", "fault", "a,b"),
+        (5, "p1", 1_500_000, None, None, "kWh", "bad", "timeout", None),
+        (6, "p1", 3_000_000, 7, None, "kWh", "good", None, None),
+    ]
+    conn.executemany("INSERT INTO outbox_readings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.execute("UPDATE sqlite_sequence SET seq = 9 WHERE name = 'outbox_readings'")  # 7..9 acked, deleted
+    conn.commit()
+    conn.close()
+
+    conn = open_state_db(db)
+    ob = Outbox(conn=conn, options=StorageOptions(retain_acked=0), clock=clock, gateway_id="gw")
+    got = ob.pending(0, 100)
+    assert [(r.seq, r.point, r.ts_us, r.value, r.unit, r.quality, r.code, r.flags) for r in got] == [
+        (2, "p1", 1_000_000, 1.5, "kWh", "good", None, ("spike",)),
+        (3, "p2", 1_000_000, True, None, "good", None, ()),
+        (4, "p2", 2_000_007, "cool", None, "uncertain", "fault", ("a", "b")),
+        (5, "p1", 1_500_000, None, "kWh", "bad", "timeout", ()),
+        (6, "p1", 3_000_000, 7, "kWh", "good", None, ()),
+    ]
+    assert ob.acked_seq() == 3
+    assert ob.append([vr(1)]) == (10, 10)  # the high-water mark survived: 7..9 never reused
+    ob.ack(10)
+    assert ob.pending(0, 100) == []
+    assert conn.execute("SELECT count(*) FROM outbox_times").fetchone()[0] == 0  # pruned with the rows
+    conn.close()
+    conn = open_state_db(db)  # opening again: nothing left to migrate
+    assert Outbox(conn=conn, options=StorageOptions(), clock=clock, gateway_id="gw").stats().newest_seq == 10
+    conn.close()
+
+
+def test_a_float_reading_takes_at_most_30_bytes(db: Path, clock: FakeClock) -> None:
+    """250 devices x 40 float32 points polled 20 times, each device at its own time: the bench site."""
+    import random
+
+    conn = open_state_db(db)
+    ob = Outbox(conn=conn, options=StorageOptions(), clock=clock, gateway_id="gw")
+    rnd = random.Random(1)
+    for k in range(20):
+        batch = []
+        for dev in range(250):
+            ts = T0 + timedelta(seconds=5 * k, microseconds=137 * dev)
+            batch += [
+                ValidatedReading(Reading(f"b{dev}.p{i}", rnd.uniform(-1e3, 1e3), ts, Quality.GOOD), (), "kW")
+                for i in range(40)
+            ]
+        ob.append(batch)
+    used = conn.execute(
+        "SELECT sum(pgsize - unused) FROM dbstat WHERE name IN"
+        " ('outbox_readings', 'outbox_points', 'outbox_points_key', 'outbox_times', 'outbox_states')"
+    ).fetchone()[0]
+    assert used / 200_000 <= 30, used / 200_000
+    conn.close()
+
+
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**53), max_value=2**53),
+    st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: not f.is_integer()),
+    st.text(max_size=8),
+)
+readings = st.lists(
+    st.tuples(
+        st.sampled_from(["p0", "p1", "a.b-c"]),
+        st.sampled_from([None, "kWh", ""]),
+        st.integers(min_value=0, max_value=3),  # time index
+        values,
+        st.sampled_from(list(Quality)),
+        st.sampled_from([None, "timeout", "modbus:2"]),
+        st.sampled_from([(), ("spike",), ("out_of_range", "clock_unsynced")]),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(readings, min_size=1, max_size=4), reopen=st.booleans())
+def test_every_reading_round_trips_in_order(tmp_path: Path, batches: list[Any], reopen: bool) -> None:
+    """Whatever the points, units, times, values and states: read back as written, seqs consecutive,
+    through the id caches of one Outbox and through a fresh one on the same file."""
+    db = tmp_path / f"rt-{uuid.uuid4().hex}.db"
+    clock = FakeClock(T0)
+    conn = open_state_db(db)
+    ob = Outbox(conn=conn, options=StorageOptions(), clock=clock, gateway_id="gw")
+    written = []
+    for batch in batches:
+        if reopen:
+            conn.close()
+            conn = open_state_db(db)
+            ob = Outbox(conn=conn, options=StorageOptions(), clock=clock, gateway_id="gw")
+        vrs = [
+            ValidatedReading(Reading(p, v, T0 + timedelta(microseconds=7 * t), q, code), flags, unit)
+            for p, unit, t, v, q, code, flags in batch
+        ]
+        ob.append(vrs)
+        written += [
+            (p, 7 * t + int(T0.timestamp()) * 1_000_000, v, unit, str(q), code, flags)
+            for p, unit, t, v, q, code, flags in batch
+        ]
+    got = ob.pending(0, 10_000)
+    conn.close()
+    assert [r.seq for r in got] == list(range(1, len(written) + 1))
+    assert [(r.point, r.ts_us, r.value, r.unit, r.quality, r.code, r.flags) for r in got] == written
+    assert [type(r.value) for r in got] == [type(w[2]) for w in written]

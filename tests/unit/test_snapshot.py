@@ -35,3 +35,12 @@ def test_an_older_reading_never_replaces_a_newer_one() -> None:
     snap.update([rd(False, 5)])  # e.g. a write's read-back
     assert snap.update([rd(True, 4)]) == []  # a poll that read before the write
     assert snap.reading("l1").value is False  # type: ignore[union-attr]
+
+
+def test_ids_with_roles_follow_a_reconfigure() -> None:
+    meter = PointBase(id="m1", role="power")
+    snap = Snapshot([("dev", LIGHT, "f1"), ("dev", meter, None)])
+    lights = frozenset({"light_relay"})
+    assert snap.ids_with_roles(lights) == {"l1"}
+    snap.reconfigure([("dev", meter, None), ("dev", PointBase(id="l2", role="light_relay"), None)])
+    assert snap.ids_with_roles(lights) == {"l2"}  # not the answer kept from before the reload

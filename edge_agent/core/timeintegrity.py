@@ -6,7 +6,10 @@ was down. Readings stamped before that are mis-dated, and a reading taken while 
 cannot be placed. We do not rewrite their timestamps (never alter data); we flag them:
 
 - ``clock_unsynced``: taken while the kernel/timedated said the clock is not synchronised;
-- ``clock_step``: its timestamp falls in the window in which a wall-clock step was detected.
+- ``clock_step``: its timestamp falls in the window in which a wall-clock step was detected;
+- ``clock_offset``: taken while an outside reference (the municipal platform's heartbeat time) said the
+  clock is off by more than its tolerance. Evidence, not a verdict: the ledger does not hold these
+  readings (the reference may be the wrong clock), the consumer sees the doubt.
 
 Each detected step is a ClockStep whose ``event()`` the runtime audits (kind ``clock_step``).
 """
@@ -32,6 +35,7 @@ import structlog
 from edge_agent.core.clock import Clock
 
 __all__ = [
+    "CLOCK_OFFSET",
     "CLOCK_STEP",
     "CLOCK_UNSYNCED",
     "ClockMonitor",
@@ -49,6 +53,7 @@ _log = structlog.get_logger("edge_agent.timeintegrity")
 
 CLOCK_UNSYNCED = "clock_unsynced"
 CLOCK_STEP = "clock_step"
+CLOCK_OFFSET = "clock_offset"
 
 
 class SyncState(StrEnum):
@@ -231,7 +236,9 @@ class ClockStep:
         }
 
 
-def clock_flags(ts: datetime, *, sync: SyncState, steps: Sequence[ClockStep] = ()) -> tuple[str, ...]:
+def clock_flags(
+    ts: datetime, *, sync: SyncState, steps: Sequence[ClockStep] = (), offset: bool = False
+) -> tuple[str, ...]:
     """Flags for a reading stamped `ts`, given the sync state when it was taken and recent steps.
 
     Pure. UNKNOWN sync does not flag (a machine with no way to tell would flag everything forever);
@@ -242,6 +249,8 @@ def clock_flags(ts: datetime, *, sync: SyncState, steps: Sequence[ClockStep] = (
         flags.append(CLOCK_UNSYNCED)
     if any(step.covers(ts) for step in steps):
         flags.append(CLOCK_STEP)
+    if offset:
+        flags.append(CLOCK_OFFSET)
     return tuple(flags)
 
 
@@ -270,6 +279,8 @@ class ClockMonitor:
         self.steps_total = 0
         self.sync = SyncState.UNKNOWN
         self.sync_checked: datetime | None = None
+        self.reference_offset_s: float | None = None  # ours minus an outside reference's, when one told
+        self.reference_off = False  # that offset is beyond the reference's tolerance
 
     @property
     def recent_steps(self) -> tuple[ClockStep, ...]:
@@ -311,13 +322,20 @@ class ClockMonitor:
     async def refresh_sync_async(self) -> SyncState:
         return await asyncio.to_thread(self.refresh_sync)
 
+    def set_reference(self, offset_s: float, *, off: bool) -> None:
+        """An outside clock's verdict (the platform's heartbeat): readings taken while ``off`` carry
+        ``clock_offset``. The clock itself is never changed; the caller logs and audits the finding."""
+        self.reference_offset_s = offset_s
+        self.reference_off = off
+
     def may_flag(self) -> bool:
-        """False when no reading can get a clock flag now (synchronised, no step remembered)."""
-        return self.sync is SyncState.UNSYNCED or bool(self._steps)
+        """False when no reading can get a clock flag now (synchronised, no step remembered, no outside
+        clock disagreeing)."""
+        return self.sync is SyncState.UNSYNCED or bool(self._steps) or self.reference_off
 
     def flags(self, ts: datetime) -> tuple[str, ...]:
-        """clock_flags() with this monitor's current sync state and recent steps."""
-        return clock_flags(ts, sync=self.sync, steps=self._steps)
+        """clock_flags() with this monitor's current sync state, recent steps and outside reference."""
+        return clock_flags(ts, sync=self.sync, steps=self._steps, offset=self.reference_off)
 
     def as_dict(self) -> dict[str, Any]:
         last = self._steps[-1] if self._steps else None
@@ -326,6 +344,8 @@ class ClockMonitor:
             "sync_checked": self.sync_checked.isoformat() if self.sync_checked else None,
             "steps_total": self.steps_total,
             "last_step": last.event() if last else None,
+            "reference_offset_s": self.reference_offset_s,
+            "reference_off": self.reference_off,
         }
 
     async def run(

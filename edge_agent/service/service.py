@@ -175,6 +175,7 @@ class Service:
                 codes={m.point_id: m.code for m in self.ledger.meters.values()},
                 clock=self.clock,
                 audit=self._platform_audit,
+                on_clock=lambda offset_s, off: self.monitor.set_reference(offset_s, off=off),
                 logger=get_logger("edge_agent.uplink.platform", gateway=cfg.site.gateway_id),
             )
         self.agent.listeners.append(self._on_readings)

@@ -135,3 +135,30 @@ def test_platform_check_against_sim_platform(tmp_path: Path, capsys: pytest.Capt
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+async def test_a_platform_clock_that_disagrees_flags_readings_not_the_clock(tmp_path: Path) -> None:
+    clock = FakeClock(datetime(2026, 7, 1, 2, 0, tzinfo=UTC))
+    opts = PlatformSimOptions(key=KEY, time_offset_s=300)  # the platform's clock is 5 minutes ahead of ours
+    async with PlatformServer(opts, now=clock.now) as platform:
+        port = await platform.start()
+        site = platform_site(tmp_path, port, "      - {point: main.energy, meter_id: M01}\n")
+        svc = Service(load_config(site), state_dir=tmp_path / "state", clock=clock)
+        try:
+            assert svc.monitor.flags(clock.now()) == ()
+            assert svc.platform is not None
+            task = asyncio.create_task(svc.platform.run(), name="platform")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while not svc.monitor.reference_off:
+                assert loop.time() < deadline, "no heartbeat answer"
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert clock.now() == datetime(2026, 7, 1, 2, 0, tzinfo=UTC)  # never changed
+            assert "clock_offset" in svc.monitor.flags(clock.now())
+            doc = svc.status_doc()["clock"]
+            assert doc["reference_offset_s"] == -300.0 and doc["reference_off"] is True
+        finally:
+            svc.close()

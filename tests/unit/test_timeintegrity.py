@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from edge_agent.core.clock import FakeClock
 from edge_agent.core.timeintegrity import (
+    CLOCK_OFFSET,
     CLOCK_STEP,
     CLOCK_UNSYNCED,
     ClockMonitor,
@@ -122,6 +123,19 @@ def test_monitor_flags_follow_the_sync_source() -> None:
     assert logs[0]["before"] == "unsynced" and logs[0]["after"] == "synced"
     assert mon.flags(clock.now()) == ()
     assert mon.as_dict()["sync"] == "synced" and mon.as_dict()["sync_checked"] == T0.isoformat()
+
+
+def test_an_outside_reference_flags_readings_while_it_disagrees() -> None:
+    clock = FakeClock(T0)
+    mon = ClockMonitor(clock=clock, sync_source=FakeSync(SyncState.SYNCED))
+    mon.refresh_sync()
+    assert not mon.may_flag() and mon.flags(clock.now()) == ()
+    mon.set_reference(-300.0, off=True)
+    assert mon.may_flag() and mon.flags(clock.now()) == (CLOCK_OFFSET,)
+    assert clock.now() == T0  # evidence only: the clock is never set from it
+    mon.set_reference(-0.4, off=False)
+    assert not mon.may_flag() and mon.flags(clock.now()) == ()
+    assert mon.as_dict()["reference_offset_s"] == -0.4
 
 
 def test_monitor_survives_a_raising_source() -> None:

@@ -244,6 +244,7 @@ class PlatformUplinkService:
         codes: Mapping[str, str],
         clock: Clock,
         audit: AuditSink | None = None,
+        on_clock: Callable[[float, bool], None] | None = None,  # (offset_s, beyond tolerance): reading flags
         logger: Any = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,  # the reconnect backoff's
         rng: random.Random | None = None,
@@ -257,6 +258,7 @@ class PlatformUplinkService:
         self.codes = dict(codes)
         self.clock = clock
         self.audit = audit
+        self._on_clock = on_clock
         self._log = (
             logger if logger is not None else get_logger("edge_agent.uplink.platform", gateway=gateway_id)
         )
@@ -538,6 +540,8 @@ class PlatformUplinkService:
         elif not off and self.clock_off:
             self._log.info("platform_clock_agrees", offset_s=self.clock_offset_s)
         self.clock_off = off
+        if self._on_clock is not None:
+            self._on_clock(self.clock_offset_s, off)
 
     async def _sender(self, session: PlatformSession) -> None:
         while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ def add_config(p: argparse.ArgumentParser) -> None:
     )
 
 
-def load_or_exit(path: str) -> Any:
-    """The LoadedConfig of ``path``, its warnings on stderr; exit 2 with every error when it is invalid."""
+def load_or_exit(path: str, *, hide: Callable[[Any, Any], bool] | None = None) -> Any:
+    """The LoadedConfig of ``path``, its warnings on stderr (but those ``hide(cfg, issue)`` is true of);
+    exit 2 with every error when it is invalid."""
     from edge_agent.config.load import ConfigError, load_config
 
     try:
@@ -36,7 +38,8 @@ def load_or_exit(path: str) -> Any:
         print(f"{path}: {exc.strerror or exc}", file=sys.stderr)
         raise SystemExit(2) from None
     for w in cfg.warnings:
-        print(str(w), file=sys.stderr)
+        if hide is None or not hide(cfg, w):
+            print(str(w), file=sys.stderr)
     return cfg
 
 

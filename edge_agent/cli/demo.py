@@ -48,9 +48,10 @@ def register(sub: Any) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from edge_agent.core.logs import configure_logging
     from edge_agent.devtools.demo import run_demo
+    from edge_agent.devtools.simwire import superseded_port_warning
 
     configure_logging(level="warning")
-    cfg = load_or_exit(args.config)
+    cfg = load_or_exit(args.config, hide=superseded_port_warning)  # the demo serves those ports on ptys
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(
             run_demo(

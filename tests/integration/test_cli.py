@@ -205,6 +205,9 @@ def test_demo_runs_and_prints_the_table(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=90,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # The RS-485 buses run on the simulator's ptys: no warning that /dev/ttyUSB0 is missing, but the ptys.
+    assert "does not exist on this machine" not in proc.stderr, proc.stderr
+    assert re.search(r"RS-485 buses on pseudo-terminals: meter bus .* /dev/pts/\d+", proc.stderr), proc.stderr
     out = proc.stdout
     assert "edge-agent demo" in out
     assert re.search(r"^zone\s+AC unit\s+power\s+mode\s+setpoint\s+room\s+lights$", out, re.M), out[-3000:]
@@ -224,3 +227,33 @@ def test_demo_runs_and_prints_the_table(tmp_path: Path) -> None:
     assert rep.returncode == 0, rep.stderr[-2000:]
     doc = json.loads(next((tmp_path / "rep").glob("*.json")).read_text())
     assert doc["enforcement"]["setpoint_corrections_total"] >= 1
+
+
+async def test_demo_beside_a_running_simulator_says_what_holds_the_ports(tmp_path: Path) -> None:
+    """`make demo` while `edge-agent sim` runs: the Modbus port falls back to a free one, the BACnet port
+    cannot (devices and agent must agree on it): one line naming it, exit 1, no traceback."""
+    import io
+    import socket
+
+    from edge_agent.devtools.demo import run_demo
+    from edge_agent.devtools.simwire import free_udp_port, retarget_bacnet, retarget_modbus
+
+    udp_port = free_udp_port()
+    cfg = retarget_bacnet(
+        load_config(ROOT / "config" / "site.yaml"),
+        local_address=f"127.0.0.1:{udp_port}",
+        device_port=udp_port,
+    )
+    with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        udp.bind(("127.0.0.2", udp_port))  # the first simulated BACnet device's address
+        cfg = retarget_modbus(cfg, "127.0.0.1", tcp.getsockname()[1])
+        out, err = io.StringIO(), io.StringIO()
+        rc = await run_demo(
+            cfg, at="2026-07-15T13:59:30+08:00", speed=300, state_dir=str(tmp_path), refresh=1, duration=1,
+            out=out, err=err,
+        )  # fmt: skip
+    assert rc == 1, err.getvalue()
+    assert "is taken" in err.getvalue() and "using a free port instead" in err.getvalue()
+    assert f"127.0.0.2:{udp_port}" in err.getvalue() and "stop it first" in err.getvalue()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_SITE", "add_config", "db_path", "load_or_exit"]
+__all__ = ["DEFAULT_SITE", "add_config", "db_path", "load_or_exit", "port_warning"]
 
 DEFAULT_SITE = "config/site.yaml"
 
@@ -43,10 +43,16 @@ def load_or_exit(path: str, *, hide: Callable[[Any, Any], bool] | None = None) -
     return cfg
 
 
+def port_warning(_cfg: Any, issue: Any) -> bool:
+    """A warning about this machine's serial ports (edge_agent/config/load.py, _check_port_here): beside
+    the point for commands that only read the state database or ask the agent; check and run say it."""
+    return bool(issue.severity == "warning" and issue.message.startswith("serial port "))
+
+
 def db_path(args: argparse.Namespace) -> Path:
     """--db wins; else the state database site.yaml names (or the one under --state-dir)."""
     if getattr(args, "db", None):
         return Path(args.db)
     from edge_agent.service.service import state_paths
 
-    return state_paths(load_or_exit(args.config), getattr(args, "state_dir", None))[0]
+    return state_paths(load_or_exit(args.config, hide=port_warning), getattr(args, "state_dir", None))[0]

@@ -8,7 +8,7 @@ import contextlib
 import sys
 from typing import Any
 
-from edge_agent.cli.common import add_config, load_or_exit
+from edge_agent.cli.common import add_config, load_or_exit, port_warning
 
 __all__ = ["DEMO_START", "register"]
 
@@ -48,10 +48,9 @@ def register(sub: Any) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from edge_agent.core.logs import configure_logging
     from edge_agent.devtools.demo import run_demo
-    from edge_agent.devtools.simwire import superseded_port_warning
 
     configure_logging(level="warning")
-    cfg = load_or_exit(args.config, hide=superseded_port_warning)  # the demo serves those ports on ptys
+    cfg = load_or_exit(args.config, hide=port_warning)  # the demo serves every serial bus on a pty
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(
             run_demo(

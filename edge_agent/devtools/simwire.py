@@ -26,7 +26,6 @@ __all__ = [
     "retarget_serial",
     "retarget_to_sim",
     "simulated_site",
-    "superseded_port_warning",
     "uses_bacnet",
     "uses_serial",
 ]
@@ -66,14 +65,6 @@ def retarget_bacnet(cfg: LoadedConfig, *, local_address: str, device_port: int) 
 
 def uses_serial(cfg: LoadedConfig) -> bool:
     return any(d.protocol in _SIM_BUS for d in cfg.site.devices)
-
-
-def superseded_port_warning(cfg: LoadedConfig, issue: Any) -> bool:
-    """A check warning about a serial device's port that retarget_serial replaces by a simulator pty (the
-    demo's "serial port /dev/ttyUSB0 does not exist": true, and beside the point there)."""
-    return issue.severity == "warning" and any(
-        issue.path == f"devices[{i}].port" for i, d in enumerate(cfg.site.devices) if d.protocol in _SIM_BUS
-    )
 
 
 def retarget_serial(cfg: LoadedConfig, paths: dict[str, str]) -> LoadedConfig:

@@ -257,3 +257,34 @@ async def test_demo_beside_a_running_simulator_says_what_holds_the_ports(tmp_pat
     assert rc == 1, err.getvalue()
     assert "is taken" in err.getvalue() and "using a free port instead" in err.getvalue()
     assert f"127.0.0.2:{udp_port}" in err.getvalue() and "stop it first" in err.getvalue()
+
+
+def test_commands_that_read_the_state_say_nothing_of_this_machines_serial_ports(
+    tmp_path: Path, cli: Cli
+) -> None:
+    """config/site.yaml names /dev/ttyUSB0 and 1: check warns when they are missing here; status, tail and
+    audit only need the state paths, and their output stays theirs."""
+    site = str(ROOT / "config" / "site.yaml")
+    assert "serial port /dev/ttyUSB0 does not exist" in cli("check", site)[2]
+    for argv in (
+        ["status", "-c", site],
+        ["tail", "-c", site],
+        ["audit", "verify", "-c", site, "--db", str(tmp_path / "none.db")],
+    ):
+        assert "serial port" not in cli(*argv)[2], argv
+
+
+def test_explain_addresses_covers_the_rs485_meters(cli: Cli) -> None:
+    """config/site.yaml's meter bus: the DI each DL/T 645 point reads, with its value layout, and the
+    CJ/T 188 quantity of the 901F read (they printed "-")."""
+    rc, out, _ = cli("check", str(ROOT / "config" / "site.yaml"), "--explain-addresses")
+    assert rc == 0
+    rows = {line.split()[1]: line for line in out.splitlines()[1:] if len(line.split()) > 2}
+    assert rows["f1.ls.energy"].endswith(
+        "DI 00010000 forward_active_energy (4 BCD bytes, 2 decimals, kWh) read C 11H"
+    ), rows
+    assert rows["f1.ls.power"].endswith(
+        "DI 02030000 active_power (3 BCD bytes, 4 decimals, signed, kW) read C 11H"
+    )
+    assert rows["water.volume"].endswith("DI 901F flow read C 01H")
+    assert rows["f1.ac.energy"].endswith("holding 0 (40001) read FC3")  # Modbus RTU, as over TCP

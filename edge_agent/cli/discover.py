@@ -35,12 +35,20 @@ def register(sub: Any) -> None:
 
     m = dsub.add_parser(
         "dlt645",
-        help="DL/T 645 meter by the wildcard read address, then its energy",
+        help="DL/T 645 meter by the wildcard read address (or given addresses), then its energy",
         description="Send the DL/T 645-2007 read address (C 13H) to the wildcard address AA..AA, then read "
         "each answering meter's forward active energy, and print a draft `devices:` block. The wildcard "
-        "only works with one meter on the bus: several answer at once and their replies collide.",
+        "only works with one meter on the bus: several answer at once and their replies collide. On a "
+        "bus of several meters give their addresses (from the plates) with --addresses: each is asked "
+        "for its energy and the ones that answer go into the draft.",
     )
     _serial_args(m, baudrate=2400, timeout=1.0)
+    m.add_argument(
+        "--addresses",
+        metavar="ADDRS",
+        help="12-digit meter addresses instead of the wildcard: 000012345678,000012345679 or a range "
+        "000000000002-000000000004 (at most 256)",
+    )
     m.set_defaults(func=_discover_dlt645)
 
     r = dsub.add_parser(
@@ -65,8 +73,15 @@ def _serial_args(p: Any, *, baudrate: int, timeout: float) -> None:
 
 
 def _discover_dlt645(args: argparse.Namespace) -> int:
-    from drivers.dlt645.discover import discover, render_devices_yaml
+    from drivers.dlt645.discover import discover, parse_addresses, render_devices_yaml
 
+    addresses = None
+    if args.addresses is not None:
+        try:
+            addresses = parse_addresses(args.addresses)
+        except ValueError as exc:
+            print(f"discover: --addresses: {exc}", file=sys.stderr)
+            return 2
     try:
         found = asyncio.run(
             discover(
@@ -75,12 +90,19 @@ def _discover_dlt645(args: argparse.Namespace) -> int:
                 parity=args.parity,
                 stopbits=args.stopbits,
                 timeout=args.timeout,
+                addresses=addresses,
             )
         )
     except (OSError, ValueError) as exc:
         print(f"discover: {args.port}: {exc}", file=sys.stderr)
         return 1
-    none = f"no DL/T 645 meter answered the read address on {args.port}"
+    none = (
+        f"no DL/T 645 meter answered the read address on {args.port}"
+        if addresses is None
+        else f"none of the {len(addresses)} address(es) answered on {args.port}"
+    )
+    if addresses is None and any("several meters" in p for p in found.problems):
+        none += "; give the meters' addresses (from their plates) with --addresses"
     return _draft(found.problems, len(found.meters), "meter", none, render_devices_yaml(found))
 
 

@@ -179,6 +179,7 @@ async def run_demo(
         )
         cfg = retarget_serial(cfg, sim.serial.paths)
     state = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
+    err.write(f"demo: state in {state}; while it runs: edge-agent status --state-dir {state}\n")
     clock = ScaledClock(start=sim.now(), speed=speed) if speed != 1 else None
     # The demo's time is the simulator's: whether this machine's own clock is NTP-synchronised says
     # nothing about it, and an "unsynced" flag would make the ledger hold every reading of the run.

@@ -208,6 +208,7 @@ def test_demo_runs_and_prints_the_table(tmp_path: Path) -> None:
     # The RS-485 buses run on the simulator's ptys: no warning that /dev/ttyUSB0 is missing, but the ptys.
     assert "does not exist on this machine" not in proc.stderr, proc.stderr
     assert re.search(r"RS-485 buses on pseudo-terminals: meter bus .* /dev/pts/\d+", proc.stderr), proc.stderr
+    assert f"edge-agent status --state-dir {tmp_path / 'state'}" in proc.stderr  # where it answers
     out = proc.stdout
     assert "edge-agent demo" in out
     assert re.search(r"^zone\s+AC unit\s+power\s+mode\s+setpoint\s+room\s+lights$", out, re.M), out[-3000:]

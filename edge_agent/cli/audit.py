@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from edge_agent.cli.common import DEFAULT_SITE, add_config, db_path, load_or_exit, port_warning
+from edge_agent.cli.common import DEFAULT_SITE, add_config, db_path, load_or_exit
 from edge_agent.store.audit import (
     AuditInputError,
     JsonValue,
@@ -62,7 +62,7 @@ def _audit(args: argparse.Namespace) -> int:
     # The key site.yaml names signs the chain: read it whenever -c is given (with --db too: a keyed site's
     # chain rewritten with plain SHA-256 must not pass), and from the default site.yaml without --db.
     if key_file is None and (given or (not args.db and Path(args.config).exists())):
-        cfg = load_or_exit(args.config, hide=port_warning)
+        cfg = load_or_exit(args.config)
         if cfg.site.storage.audit_key_file:
             key_file = str(cfg.resolve(cfg.site.storage.audit_key_file))
     if args.audit == "verify":

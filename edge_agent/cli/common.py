@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_SITE", "add_config", "db_path", "load_or_exit", "port_warning"]
+__all__ = ["DEFAULT_SITE", "add_config", "db_path", "load_or_exit"]
 
 DEFAULT_SITE = "config/site.yaml"
 
@@ -23,9 +22,16 @@ def add_config(p: argparse.ArgumentParser) -> None:
     )
 
 
-def load_or_exit(path: str, *, hide: Callable[[Any, Any], bool] | None = None) -> Any:
-    """The LoadedConfig of ``path``, its warnings on stderr (but those ``hide(cfg, issue)`` is true of);
-    exit 2 with every error when it is invalid."""
+def _port_warning(issue: Any) -> bool:
+    """A warning about this machine's serial ports (edge_agent/config/load.py, _check_port_here)."""
+    return bool(issue.severity == "warning" and issue.message.startswith("serial port "))
+
+
+def load_or_exit(path: str) -> Any:
+    """The LoadedConfig of ``path``, its warnings on stderr; exit 2 with every error when it is invalid.
+    Not the warnings about this machine's serial ports: beside the point for the commands that come here
+    (state database tools, status, the demo on its ptys); check and run load the site themselves and
+    say them."""
     from edge_agent.config.load import ConfigError, load_config
 
     try:
@@ -38,15 +44,9 @@ def load_or_exit(path: str, *, hide: Callable[[Any, Any], bool] | None = None) -
         print(f"{path}: {exc.strerror or exc}", file=sys.stderr)
         raise SystemExit(2) from None
     for w in cfg.warnings:
-        if hide is None or not hide(cfg, w):
+        if not _port_warning(w):
             print(str(w), file=sys.stderr)
     return cfg
-
-
-def port_warning(_cfg: Any, issue: Any) -> bool:
-    """A warning about this machine's serial ports (edge_agent/config/load.py, _check_port_here): beside
-    the point for commands that only read the state database or ask the agent; check and run say it."""
-    return bool(issue.severity == "warning" and issue.message.startswith("serial port "))
 
 
 def db_path(args: argparse.Namespace) -> Path:
@@ -55,4 +55,4 @@ def db_path(args: argparse.Namespace) -> Path:
         return Path(args.db)
     from edge_agent.service.service import state_paths
 
-    return state_paths(load_or_exit(args.config, hide=port_warning), getattr(args, "state_dir", None))[0]
+    return state_paths(load_or_exit(args.config), getattr(args, "state_dir", None))[0]

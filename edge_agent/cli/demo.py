@@ -8,7 +8,7 @@ import contextlib
 import sys
 from typing import Any
 
-from edge_agent.cli.common import add_config, load_or_exit, port_warning
+from edge_agent.cli.common import add_config, load_or_exit
 
 __all__ = ["DEMO_START", "register"]
 
@@ -50,7 +50,7 @@ def _demo(args: argparse.Namespace) -> int:
     from edge_agent.devtools.demo import run_demo
 
     configure_logging(level="warning")
-    cfg = load_or_exit(args.config, hide=port_warning)  # the demo serves every serial bus on a pty
+    cfg = load_or_exit(args.config)  # no ttyUSB warnings: the demo serves the buses on ptys
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(
             run_demo(

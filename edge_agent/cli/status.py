@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from edge_agent.cli.common import add_config, load_or_exit, port_warning
+from edge_agent.cli.common import add_config, load_or_exit
 from edge_agent.ops.status import AgentNotRunningError, default_status_socket, query_status
 
 __all__ = ["format_status", "register", "status_main"]
@@ -41,7 +41,7 @@ def _status(args: argparse.Namespace) -> int:
     elif sock is None and Path(args.config).exists():
         from edge_agent.service.service import state_paths
 
-        sock = str(state_paths(load_or_exit(args.config, hide=port_warning), None)[1])
+        sock = str(state_paths(load_or_exit(args.config), None)[1])
     return status_main(sock, args.json)
 
 

@@ -263,14 +263,16 @@ async def test_demo_beside_a_running_simulator_says_what_holds_the_ports(tmp_pat
 def test_commands_that_read_the_state_say_nothing_of_this_machines_serial_ports(
     tmp_path: Path, cli: Cli
 ) -> None:
-    """config/site.yaml names /dev/ttyUSB0 and 1: check warns when they are missing here; status, tail and
-    audit only need the state paths, and their output stays theirs."""
+    """config/site.yaml names /dev/ttyUSB0 and 1: check warns when they are missing here; status, tail,
+    audit, meter and policy explain do not open them, and their output stays theirs."""
     site = str(ROOT / "config" / "site.yaml")
     assert "serial port /dev/ttyUSB0 does not exist" in cli("check", site)[2]
     for argv in (
         ["status", "-c", site],
         ["tail", "-c", site],
         ["audit", "verify", "-c", site, "--db", str(tmp_path / "none.db")],
+        ["meter", "steps", "-c", site],
+        ["policy", "explain", "--sim", "-c", site, "--at", "2026-07-15T14:05", "--zone", "f2"],
     ):
         assert "serial port" not in cli(*argv)[2], argv
 

@@ -13,7 +13,11 @@ __all__ = ["register"]
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "discover", help="find BACnet devices or RS-485 meters and print a draft devices: block"
+        "discover",
+        help="find BACnet devices or RS-485 meters and print a draft devices: block",
+        description="Find devices and print a draft `devices:` block for site.yaml on stdout (progress and "
+        "problems on stderr): BACnet by Who-Is, DL/T 645 meters by the wildcard read address or given "
+        "addresses, Modbus RTU units by a short-timeout scan.",
     )
     dsub = p.add_subparsers(dest="proto", metavar="PROTOCOL", required=True)
     d = dsub.add_parser(
@@ -30,7 +34,7 @@ def register(sub: Any) -> None:
         help="local address[/prefix]:port to bind (default the standard BACnet port 47808, where broadcast "
         "I-Am answers arrive; where the agent holds it, give another port and --target a device)",
     )
-    d.add_argument("--timeout", type=float, default=3.0)
+    d.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for I-Am answers (default 3)")
     d.set_defaults(func=_discover)
 
     m = dsub.add_parser(
@@ -66,7 +70,7 @@ def _serial_args(p: Any, *, baudrate: int, timeout: float) -> None:
     p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
     p.add_argument("--baud", type=int, default=baudrate, help=f"bits per second (default {baudrate})")
     p.add_argument("--parity", choices=("N", "E", "O"), default="E", help="default E (8E1)")
-    p.add_argument("--stopbits", type=int, choices=(1, 2), default=1)
+    p.add_argument("--stopbits", type=int, choices=(1, 2), default=1, help="default 1")
     p.add_argument(
         "--timeout", type=float, default=timeout, help=f"seconds per request (default {timeout:g})"
     )

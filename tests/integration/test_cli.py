@@ -291,3 +291,21 @@ def test_explain_addresses_covers_the_rs485_meters(cli: Cli) -> None:
     )
     assert rows["water.volume"].endswith("DI 901F flow read C 01H")
     assert rows["f1.ac.energy"].endswith("holding 0 (40001) read FC3")  # Modbus RTU, as over TCP
+
+
+def test_every_command_has_a_description_and_every_option_a_help() -> None:
+    """`edge-agent X --help` explains X and each of its options (a bare `--units UNITS` does not)."""
+    missing: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> None:
+        if path and not parser.description:
+            missing.append(f"{' '.join(path)}: no description")
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, (*path, name))
+            elif not action.help:
+                missing.append(f"{' '.join(path)} {'/'.join(action.option_strings) or action.dest}: no help")
+
+    walk(build_parser(), ())
+    assert not missing, missing

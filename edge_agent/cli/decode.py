@@ -80,7 +80,9 @@ def read_messages(stream: BinaryIO) -> Iterator[tuple[int, str, bytes]]:
             yield start, topic, out
             continue
         payload = rest.rstrip(b"\r\n")
-        if _HEX.fullmatch(payload):  # mosquitto_sub -F '%t %x'
+        if payload == b"(null)":  # how mosquitto_sub -v prints an empty payload
+            payload = b""
+        elif _HEX.fullmatch(payload):  # mosquitto_sub -F '%t %x'
             payload = bytes.fromhex(payload.decode())
         yield start, topic, payload
 
@@ -114,6 +116,8 @@ def decode_stream(stream: BinaryIO, *, batches: bool, out: TextIO, err: TextIO) 
         if item is None:
             break
         lineno, topic, payload = item
+        if not payload:  # an empty message clears a retained one (a retired gateway's schema): no data
+            continue
         try:
             batch = decoder.feed(topic, payload)
         except PayloadError as exc:

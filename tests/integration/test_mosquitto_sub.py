@@ -2,7 +2,8 @@
 
 1. `mosquitto_sub -v` prints TOPIC SPACE PAYLOAD NEWLINE with the payload written raw: NUL, CR and
    newline bytes inside a zlib payload come out as they are (checked here byte for byte, and the hex form
-   `-F '%t %x'` beside it), so the decoder can read a compressed payload on until its zlib stream ends.
+   `-F '%t %x'` beside it), so the decoder can read a compressed payload on until its zlib stream ends;
+   an empty payload (a retained message cleared) is printed "(null)".
 2. The whole path: `edge-agent run` against the simulator with payload v2 and compression, a real
    mosquitto, `mosquitto_sub -v -t 'svc/#' | edge-agent decode` as two child processes joined by a pipe;
    the decoded lines arrive while the agent runs and equal the outbox's rows exactly, types included.
@@ -124,6 +125,7 @@ async def test_mosquitto_sub_v_prints_raw_binary_payloads_byte_for_byte(
         (f"{PREFIX}/{BUILDING}/{GATEWAY}/schema", encode_schema(schema, gateway=GATEWAY, building=BUILDING)),
         (f"{PREFIX}/{BUILDING}/{GATEWAY}/events", _binary_payload()),
         (f"{PREFIX}/{BUILDING}/{GATEWAY}/status", b'{"v":1,"online":true}'),
+        (f"{PREFIX}/{BUILDING}/{GATEWAY}/schema", b""),  # what clearing a retained schema sends
     ]
     assert messages[0][1][:1] == b"\x78"
     raw, hexed = tmp_path / "raw.txt", tmp_path / "hex.txt"
@@ -143,7 +145,8 @@ async def test_mosquitto_sub_v_prints_raw_binary_payloads_byte_for_byte(
                 10,
                 "every message printed",
             )
-    assert raw.read_bytes() == b"".join(t.encode() + b" " + p + b"\n" for t, p in messages)
+    # -v prints an empty payload as "(null)"; the decoder reads it as the empty message it is.
+    assert raw.read_bytes() == b"".join(t.encode() + b" " + (p or b"(null)") + b"\n" for t, p in messages)
     assert hexed.read_bytes() == b"".join(t.encode() + b" " + p.hex().encode() + b"\n" for t, p in messages)
     # Both forms decode (nothing to print: no readings; exit 0 means every message was understood).
     for capture in (raw, hexed):

@@ -18,6 +18,7 @@ Shape:
 from __future__ import annotations
 
 import asyncio
+import errno
 import math
 import os
 import random
@@ -387,9 +388,9 @@ async def read_block_raw(
 def _serial_open_error(port: str) -> str:
     """Why a serial port did not open, as far as the file system tells (pymodbus only says it did not)."""
     if not os.path.exists(port):
-        return "cannot open the serial port: no such device"
+        return f"cannot open the serial port: {os.strerror(errno.ENOENT)}"
     if not os.access(port, os.R_OK | os.W_OK):
-        return "cannot open the serial port: permission denied (the port's group, usually dialout)"
+        return f"cannot open the serial port: {os.strerror(errno.EACCES)} (the port's group, usually dialout)"
     return "cannot open the serial port"
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import os
 import sys
 from typing import Any
 
@@ -98,7 +100,7 @@ def _discover_dlt645(args: argparse.Namespace) -> int:
             )
         )
     except (OSError, ValueError) as exc:
-        print(f"discover: {args.port}: {exc}", file=sys.stderr)
+        print(f"discover: {args.port}: {_port_error(exc)}", file=sys.stderr)
         return 1
     none = (
         f"no DL/T 645 meter answered the read address on {args.port}"
@@ -129,10 +131,20 @@ def _discover_rtu(args: argparse.Namespace) -> int:
                  timeout=args.timeout, progress=progress)
         )  # fmt: skip
     except (OSError, ValueError) as exc:
-        print(f"discover: {args.port}: {exc}", file=sys.stderr)
+        print(f"discover: {args.port}: {_port_error(exc)}", file=sys.stderr)
         return 1
     none = f"no unit answered on {args.port}"
     return _draft(found.problems, len(found.units), "unit", none, render_devices_yaml(found))
+
+
+def _port_error(exc: Exception) -> str:
+    """pyserial's text names the port and the errno twice; the reason alone, with what to do about it."""
+    if not isinstance(exc, OSError) or not exc.errno:
+        return str(exc)
+    reason = f"cannot open the serial port: {os.strerror(exc.errno)}"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        reason += " (add yourself to the port's group, usually dialout, and log in again)"
+    return reason
 
 
 def _draft(problems: list[str], count: int, what: str, none: str, block: str) -> int:

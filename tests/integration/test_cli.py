@@ -314,10 +314,7 @@ def test_every_command_has_a_description_and_every_option_a_help() -> None:
 @pytest.mark.parametrize("proto", ["dlt645", "modbus-rtu"])
 def test_discover_on_a_port_that_is_not_there_says_why_once(cli: Cli, tmp_path: Path, proto: str) -> None:
     port = str(tmp_path / "ttyUSB9")
-    rc, out, err = (
-        cli("discover", proto, "--port", port, "--units", "1")
-        if proto == "modbus-rtu"
-        else cli("discover", proto, "--port", port)
-    )
+    units = ["--units", "1"] if proto == "modbus-rtu" else []
+    rc, out, err = cli("discover", proto, "--port", port, *units)
     assert (rc, out) == (1, "")
     assert err == f"discover: {port}: cannot open the serial port: No such file or directory\n"

@@ -269,7 +269,7 @@ def test_commands_that_read_the_state_say_nothing_of_this_machines_serial_ports(
     assert "serial port /dev/ttyUSB0 does not exist" in cli("check", site)[2]
     for argv in (
         ["status", "-c", site],
-        ["tail", "-c", site],
+        ["tail", "-c", site, "--state-dir", str(tmp_path)],
         ["audit", "verify", "-c", site, "--db", str(tmp_path / "none.db")],
         ["meter", "steps", "-c", site],
         ["policy", "explain", "--sim", "-c", site, "--at", "2026-07-15T14:05", "--zone", "f2"],
@@ -318,3 +318,26 @@ def test_discover_on_a_port_that_is_not_there_says_why_once(cli: Cli, tmp_path: 
     rc, out, err = cli("discover", proto, "--port", port, *units)
     assert (rc, out) == (1, "")
     assert err == f"discover: {port}: cannot open the serial port: No such file or directory\n"
+
+
+def test_tail_on_a_database_of_the_first_layout_says_the_agent_converts_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After an upgrade, before the agent has restarted: tail (read-only) must not trace back."""
+    import sqlite3
+
+    from edge_agent.cli.tail import tail_main
+
+    db = tmp_path / "edge-agent.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "CREATE TABLE outbox_readings (seq INTEGER PRIMARY KEY AUTOINCREMENT, point TEXT NOT NULL, "
+        "ts_us INTEGER NOT NULL, value NUMERIC, vjson TEXT, unit TEXT, quality TEXT NOT NULL, code TEXT, "
+        "flags TEXT);"
+        "INSERT INTO outbox_readings VALUES (1, 'p1', 1000000, 1.5, NULL, 'kWh', 'good', NULL, NULL);"
+    )
+    conn.commit()
+    conn.close()
+    assert tail_main(db, lines=5, follow=False, as_json=False) == 2
+    err = capsys.readouterr().err
+    assert "older edge-agent's layout" in err and "converts them when it next starts" in err

@@ -13,11 +13,15 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# mosquitto is needed only by the uplink tests; installed from Debian when missing and we are root.
+# mosquitto is needed only by the uplink tests, mosquitto_sub (mosquitto-clients) by the test that pipes
+# its output through `edge-agent decode`; installed from Debian when missing and we are root.
 system-deps:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
 	  else echo "mosquitto missing: sudo apt-get install mosquitto (uplink tests will be skipped)"; fi; }
+	@command -v mosquitto_sub >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients >/dev/null; \
+	  else echo "mosquitto_sub missing: sudo apt-get install mosquitto-clients (the decode pipe test will be skipped)"; fi; }
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; \
 	  else echo "chromium missing: sudo apt-get install chromium fonts-noto-cjk (the report's browser test will be skipped)"; fi; }

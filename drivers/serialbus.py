@@ -14,6 +14,7 @@ row the meter is backed off (doubling, capped, jittered) and answered at once wi
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -213,7 +214,9 @@ def open_for(bus: SerialBus, settings: LineSettings) -> tuple[FailureCode, str] 
     try:
         bus.open()
     except (OSError, ValueError) as exc:  # serial.SerialException is an OSError
-        return FailureCode.UNREACHABLE, f"{bus.path}: {exc}"
+        # pyserial's text names the path twice and the errno twice; the reason alone says it
+        reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
+        return FailureCode.UNREACHABLE, f"{bus.path}: cannot open the serial port: {reason}"
     return None
 
 

@@ -294,9 +294,19 @@ def add_platform_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("municipal platform simulator (with --platform PORT)")
     g.add_argument("--platform", type=int, metavar="PORT", help="run the platform simulator on PORT instead")
     g.add_argument("--platform-key-file", metavar="FILE", help="16-character key (default 0123456789abcdef)")
-    g.add_argument("--platform-framing", choices=["binary", "hex"], default="binary")
-    g.add_argument("--platform-cipher", choices=["cbc", "ecb"], default="cbc")
-    g.add_argument("--platform-md5-order", choices=["sequence_key", "key_sequence"], default="sequence_key")
+    g.add_argument(
+        "--platform-framing", choices=["binary", "hex"], default="binary",
+        help="binary: 55AA55AA, length, sequence, ciphertext, CRC16, 68681616 (the field's, default); "
+        "hex: 8 hex digits of length, then the ciphertext as hex text",
+    )  # fmt: skip
+    g.add_argument(
+        "--platform-cipher", choices=["cbc", "ecb"], default="cbc",
+        help="AES-128 mode: cbc (IV = the key) or ecb, PKCS#7 padding (default cbc)",
+    )  # fmt: skip
+    g.add_argument(
+        "--platform-md5-order", choices=["sequence_key", "key_sequence"], default="sequence_key",
+        help="what id_validate hashes: MD5 of challenge + key (sequence_key, default) or key + challenge",
+    )  # fmt: skip
     g.add_argument("--platform-period", type=int, metavar="MIN", help="send config/period MIN after auth")
     g.add_argument("--platform-refuse-auth", action="store_true", help="answer every id_validate with fail")
     g.add_argument("--platform-drop-after", type=int, metavar="N", help="hang up on the Nth data message")

@@ -40,6 +40,10 @@ class Cjt188Point(MeterPoint):
         )
     )
 
+    def describe_address(self) -> str:
+        """How the driver reads the point (`check --explain-addresses`): one 901F read serves them all."""
+        return f"DI 901F {self.quantity} read C 01H"
+
 
 class Cjt188Device(MeterOnBus):
     """One meter: its type and 14-digit address on a serial bus shared with the other meters on that port."""

@@ -67,10 +67,12 @@ class Dlt645Driver(BusMeter):
         async with bus.lock:
             # the rest of a poll after a timeout or a lost port fails at once: no bus time for a dead meter
             failed = self._open(bus)
+            skipped = ""  # a closed port fails every point alike; after a failed point the rest are skipped
             for p in ours:
                 if failed is not None:
-                    out[p.id] = self._bad(p.id, failed[0], f"skipped: {failed[1]}")
+                    out[p.id] = self._bad(p.id, failed[0], f"{skipped}{failed[1]}")
                     continue
+                skipped = "skipped: "
                 try:
                     frame = await bus.exchange(
                         read_request(self.device.address, p.code), split_frame, self.device.timeout_s

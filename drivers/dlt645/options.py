@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from drivers.dlt645.codec import DATA_IDS
 from drivers.serialbus import MeterOnBus, MeterPoint
 
 __all__ = ["Dlt645Device", "Dlt645Point"]
@@ -25,6 +26,18 @@ class Dlt645Point(MeterPoint):
     @property
     def code(self) -> int:
         return int(self.di, 16)
+
+    def describe_address(self) -> str:
+        """How the driver reads the point (`check --explain-addresses`): the DI, its value's layout."""
+        spec = DATA_IDS.get(self.code)
+        if spec is None:
+            return f"DI {self.di.upper()} read C 11H"
+        unit = f", {spec.unit}" if spec.unit else ""
+        sign = ", signed" if spec.signed else ""
+        return (
+            f"DI {self.di.upper()} {spec.name} ({spec.size} BCD bytes, {spec.decimals} decimals{sign}{unit}) "
+            "read C 11H"
+        )
 
 
 class Dlt645Device(MeterOnBus):

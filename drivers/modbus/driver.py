@@ -18,7 +18,9 @@ Shape:
 from __future__ import annotations
 
 import asyncio
+import errno
 import math
+import os
 import random
 import struct
 import time
@@ -273,7 +275,8 @@ class Endpoint:
         try:
             async with asyncio.timeout(timeout):
                 ok = await self.client.connect()
-            error = "connection refused"
+            # pymodbus says only False; "connection refused" would be wrong for a port that is not there
+            error = "connection refused" if self.line is None else _serial_open_error(self.line.port)
         except TimeoutError:
             error = f"connect timed out after {timeout} s"
         except OSError as exc:
@@ -380,6 +383,15 @@ async def read_block_raw(
     if t == "coil":
         return await client.read_coils(block.start, count=block.count, device_id=device_id)
     return await client.read_discrete_inputs(block.start, count=block.count, device_id=device_id)
+
+
+def _serial_open_error(port: str) -> str:
+    """Why a serial port did not open, as far as the file system tells (pymodbus only says it did not)."""
+    if not os.path.exists(port):
+        return f"cannot open the serial port: {os.strerror(errno.ENOENT)}"
+    if not os.access(port, os.R_OK | os.W_OK):
+        return f"cannot open the serial port: {os.strerror(errno.EACCES)} (the port's group, usually dialout)"
+    return "cannot open the serial port"
 
 
 def _exception_code(rr: ModbusPDU) -> tuple[int, str]:

@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-agent",
         description=(
-            "Building gateway agent: polls Modbus/BACnet meters, AC and lighting controllers, enforces the "
-            "26 °C summer / 20 °C winter limits and lighting schedules, forwards audited readings upstream."
+            "Building gateway agent: polls Modbus TCP/BACnet meters, AC and lighting controllers and RS-485 "
+            "meters (Modbus RTU, DL/T 645, CJ/T 188), enforces the 26 °C summer / 20 °C winter limits and "
+            "lighting schedules, forwards audited readings upstream."
         ),
         epilog="Run `edge-agent demo` to see it against the bundled simulator. Exit codes: 0 ok, "
         "1 runtime failure or failed check, 2 bad input or usage.",

@@ -28,7 +28,12 @@ __all__ = ["parse_since", "register", "show_main", "verify_main"]
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("audit", help="verify or show the tamper-evident audit trail")
+    p = sub.add_parser(
+        "audit",
+        help="verify or show the tamper-evident audit trail",
+        description="Verify or show the audit trail (a hash chain in the state database) of enforcement "
+        "writes, findings, configuration loads, starts and stops.",
+    )
     asub = p.add_subparsers(dest="audit", metavar="ACTION", required=True)
     for name, text in (
         ("verify", "check the hash chain: exit 0 intact, 1 naming the first bad record"),

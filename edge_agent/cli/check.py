@@ -30,7 +30,8 @@ def register(sub: Any) -> None:
         const="edge-agent",
         metavar="USER",
         help="judge whether USER (default edge-agent, the unit's User=) can read the credentials, TLS and "
-        "key files site.yaml names, from their modes and owners (run as root)",
+        "key files site.yaml names, from their modes and owners, and open its serial ports with the groups "
+        "and DeviceAllow= of the unit's drop-ins (run as root)",
     )
     p.add_argument(
         "--explain-addresses",

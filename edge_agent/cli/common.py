@@ -22,8 +22,16 @@ def add_config(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _port_warning(issue: Any) -> bool:
+    """A warning about this machine's serial ports (edge_agent/config/load.py, _check_port_here)."""
+    return bool(issue.severity == "warning" and issue.message.startswith("serial port "))
+
+
 def load_or_exit(path: str) -> Any:
-    """The LoadedConfig of ``path``, its warnings on stderr; exit 2 with every error when it is invalid."""
+    """The LoadedConfig of ``path``, its warnings on stderr; exit 2 with every error when it is invalid.
+    Not the warnings about this machine's serial ports: beside the point for the commands that come here
+    (state database tools, status, the demo on its ptys); check and run load the site themselves and
+    say them."""
     from edge_agent.config.load import ConfigError, load_config
 
     try:
@@ -36,7 +44,8 @@ def load_or_exit(path: str) -> Any:
         print(f"{path}: {exc.strerror or exc}", file=sys.stderr)
         raise SystemExit(2) from None
     for w in cfg.warnings:
-        print(str(w), file=sys.stderr)
+        if not _port_warning(w):
+            print(str(w), file=sys.stderr)
     return cfg
 
 

@@ -2,17 +2,21 @@
 
     mosquitto_sub -h BROKER -t 'edge/+/+/#' -v | edge-agent decode
 
-Each input line is ``TOPIC PAYLOAD``. A zlib-compressed payload is binary and may hold newline bytes;
-it is read on until its zlib stream ends (a zlib stream says where it ends). ``mosquitto_sub -F '%t %x'``
-(payload in hex) works too. Schema messages are kept (the retained one arrives first when subscribing);
-a batch naming a schema hash not seen in the stream is reported on stderr and skipped (exit 1).
+Each input line is ``TOPIC PAYLOAD``. A zlib-compressed payload is binary and may hold newline bytes (the
+real mosquitto_sub prints it raw, byte for byte: tests/integration/test_mosquitto_sub.py); it is read on
+until its zlib stream ends (a zlib stream says where it ends). ``mosquitto_sub -F '%t %x'`` (payload in
+hex) works too. Output is flushed per batch, so the command runs live at the end of a pipe. Schema
+messages are kept (the retained one arrives first when subscribing); a batch naming a schema hash not
+seen in the stream is reported on stderr and skipped (exit 1).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
+import textwrap
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,10 +33,21 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "decode",
         help="decode uplink messages (mosquitto_sub -v output) into v1 readings as JSON lines",
-        description="Read `mosquitto_sub -v` lines (TOPIC SPACE PAYLOAD) from FILE or stdin and print every "
-        "reading of every readings batch (payload v1 or v2) as one JSON line: gateway, building and the v1 "
-        "reading fields. v2 batches need their .../schema message earlier in the same stream (subscribe to "
-        "the gateway's whole topic tree: the schema is retained).",
+        # Filled here: the raw formatter keeps the examples' lines, and would keep the description's too.
+        description=textwrap.fill(
+            "Read `mosquitto_sub -v` lines (TOPIC SPACE PAYLOAD) from FILE or stdin and print every reading "
+            "of every readings batch (payload v1 or v2) as one JSON line: gateway, building and the v1 "
+            "reading fields. v2 batches need their .../schema message earlier in the same stream "
+            "(subscribe to the gateway's whole topic tree: the schema is retained). Compressed payloads "
+            "may be raw (`mosquitto_sub -v`) or hex (`mosquitto_sub -F '%t %x'`, the form to keep in a "
+            "text file). Exit 0 when every message decoded, 1 when one did not (reported on stderr), 2 "
+            "when FILE cannot be read. Payload format: docs/uplink-schema.md.",
+            width=78,
+        ),
+        epilog="examples:\n"
+        "  mosquitto_sub -h BROKER -t 'edge/370102A001/gw-0001/#' -v | edge-agent decode\n"
+        "  mosquitto_sub -h BROKER -t 'edge/#' -F '%t %x' > capture.txt; edge-agent decode capture.txt",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("file", nargs="?", help="a file of captured lines (default: stdin)")
     p.add_argument(
@@ -65,7 +80,9 @@ def read_messages(stream: BinaryIO) -> Iterator[tuple[int, str, bytes]]:
             yield start, topic, out
             continue
         payload = rest.rstrip(b"\r\n")
-        if _HEX.fullmatch(payload):  # mosquitto_sub -F '%t %x'
+        if payload == b"(null)":  # how mosquitto_sub -v prints an empty payload
+            payload = b""
+        elif _HEX.fullmatch(payload):  # mosquitto_sub -F '%t %x'
             payload = bytes.fromhex(payload.decode())
         yield start, topic, payload
 
@@ -99,6 +116,8 @@ def decode_stream(stream: BinaryIO, *, batches: bool, out: TextIO, err: TextIO) 
         if item is None:
             break
         lineno, topic, payload = item
+        if not payload:  # an empty message clears a retained one (a retired gateway's schema): no data
+            continue
         try:
             batch = decoder.feed(topic, payload)
         except PayloadError as exc:
@@ -109,9 +128,10 @@ def decode_stream(stream: BinaryIO, *, batches: bool, out: TextIO, err: TextIO) 
             continue
         if batches:
             out.write(json.dumps(batch.as_v1(), ensure_ascii=False) + "\n")
-            continue
-        for r in batch.rows:
-            line = {"gateway": batch.gateway, "building": batch.building, **r.as_payload()}
-            out.write(json.dumps(line, ensure_ascii=False) + "\n")
-    out.flush()
+        else:
+            for r in batch.rows:
+                line = {"gateway": batch.gateway, "building": batch.building, **r.as_payload()}
+                out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        # Live behind mosquitto_sub, stdout is a pipe (block-buffered): the next stage gets each batch now.
+        out.flush()
     return 1 if failed else 0

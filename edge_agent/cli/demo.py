@@ -50,7 +50,7 @@ def _demo(args: argparse.Namespace) -> int:
     from edge_agent.devtools.demo import run_demo
 
     configure_logging(level="warning")
-    cfg = load_or_exit(args.config)
+    cfg = load_or_exit(args.config)  # no ttyUSB warnings: the demo serves the buses on ptys
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(
             run_demo(

@@ -22,7 +22,12 @@ __all__ = ["explain_main", "register"]
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("policy", help="policy tools: explain what the policy decides and why")
+    p = sub.add_parser(
+        "policy",
+        help="policy tools: explain what the policy decides and why",
+        description="Policy tools. `policy explain` is a dry run of policy.yaml on live (or simulated) "
+        "readings: what each rule decides for each zone, and why; nothing is written.",
+    )
     psub = p.add_subparsers(dest="policy_cmd", metavar="ACTION", required=True)
     e = psub.add_parser(
         "explain",

@@ -27,7 +27,9 @@ def register(sub: Any) -> None:
         help="where the state database lives (overrides storage.path's "
         "directory; systemd passes /var/lib/edge-agent)",
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default info"
+    )
     p.add_argument("--json-logs", action="store_true", help="JSON log lines even on a terminal")
     p.set_defaults(func=_run, sets_up_logging=True)
 

@@ -12,10 +12,12 @@ __all__ = ["register"]
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "sim",
-        help="run the bundled building simulator (Modbus TCP + BACnet/IP) until Ctrl-C",
+        help="run the bundled building simulator (Modbus TCP + BACnet/IP, --serial RS-485) until Ctrl-C",
         description="Run the bundled simulator of a small office building: meters, AC units and lighting "
         "relays on one Modbus TCP endpoint, and AC units and lighting as BACnet/IP devices on 127.0.0.2-5 "
-        "(--no-bacnet to leave them out). sim/MANUAL.md is the register and object map.",
+        "(--no-bacnet to leave them out); with --serial also the example site's two RS-485 buses on "
+        "pseudo-terminals whose paths it logs (DL/T 645 and CJ/T 188 meters on one, Modbus RTU units on "
+        "the other). sim/MANUAL.md is the register and object map.",
     )
     from sim.platform_server import add_platform_arguments
     from sim.runner import add_arguments

@@ -179,7 +179,8 @@ def format_status(doc: Mapping[str, Any]) -> str:
 def status_main(
     path: str | Path | None, as_json: bool, *, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
-    """`edge-agent status [--json]`: 0 with the document printed, 1 when no agent answers."""
+    """`edge-agent status [--json]`: 0 with the document printed, 1 when no agent answers (with --json
+    also ``{"running": false, "socket", "error"}`` on stdout)."""
     stdout = sys.stdout if out is None else out
     stderr = sys.stderr if err is None else err
     p = default_status_socket() if path is None else Path(path)
@@ -187,7 +188,14 @@ def status_main(
         doc = asyncio.run(query_status(p))
     except AgentNotRunningError as exc:
         print(f"edge-agent status: {exc}", file=stderr)
-        print("  is the service running?  systemctl status edge-agent", file=stderr)
+        print(
+            "  is it running?  systemctl status edge-agent (the service); an `edge-agent run` or `demo` "
+            "answers at its --state-dir (status --state-dir DIR)",
+            file=stderr,
+        )
+        if as_json:  # `status --json | jq` still gets a document
+            doc = {"running": False, "socket": str(exc.path), "error": exc.reason}
+            stdout.write(json.dumps(doc, ensure_ascii=False, sort_keys=True) + "\n")
         return 1
     if as_json:
         stdout.write(json.dumps(doc, ensure_ascii=False, sort_keys=True) + "\n")

@@ -4,11 +4,15 @@ The uplink reads its credentials and TLS files at every connect, and the service
 a missing or unreadable one showed only as a connect failure (or a FileNotFoundError without the path).
 ``edge-agent check`` reports each as ``site.yaml:LINE:COL: yaml.path: message``, naming the file. With
 ``as_user`` (``check --as-service``, run as root) readability is judged for that user from the file's mode
-and owner and the search permission of every folder above it, as the service will meet them.
+and owner and the search permission of every folder above it, as the service will meet them; and each
+serial port the site names (present on this machine) must be readable and writable by that user with the
+groups the unit's drop-ins add (SupplementaryGroups=) and be named by their DeviceAllow=, or the service
+cannot open it (docs/deploying.md, serial devices).
 """
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import stat
@@ -16,11 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from edge_agent.config.load import ConfigIssue, LoadedConfig
-from edge_agent.config.yamlmarks import load_yaml
+from edge_agent.config.yamlmarks import YamlDoc, format_path, load_yaml
 
-__all__ = ["SERVICE_USER", "check_files", "referenced_files"]
+__all__ = ["DROPIN_DIR", "SERVICE_USER", "check_files", "referenced_files"]
 
 SERVICE_USER = "edge-agent"  # deploy/systemd/edge-agent.service: User=
+DROPIN_DIR = Path("/etc/systemd/system/edge-agent.service.d")  # `systemctl edit edge-agent` writes here
 
 
 def referenced_files(cfg: LoadedConfig) -> Iterator[tuple[tuple[str, ...], str]]:
@@ -78,7 +83,7 @@ def _problem(path: Path, user: pwd.struct_passwd | None) -> str | None:
 
 
 def check_files(
-    cfg: LoadedConfig, *, as_user: str | None = None, file: str | None = None
+    cfg: LoadedConfig, *, as_user: str | None = None, file: str | None = None, dropin_dir: Path = DROPIN_DIR
 ) -> list[ConfigIssue]:
     """An error for every referenced file that is missing or unreadable (by ``as_user`` when given).
     ``file`` is site.yaml's name in messages (default: its absolute path).
@@ -87,11 +92,11 @@ def check_files(
     """
     user = pwd.getpwnam(as_user) if as_user is not None else None
     found = list(referenced_files(cfg))
-    if not found:
+    if not found and user is None:
         return []
     name = file or str(cfg.site_path)
     doc = load_yaml(cfg.site_path, file=name)
-    issues = []
+    issues = [] if user is None else _serial_port_issues(doc, name, user, dropin_dir)
     for yaml_path, written in found:
         resolved = cfg.resolve(written)
         problem = _problem(resolved, user)
@@ -101,3 +106,78 @@ def check_files(
             issues.append(ConfigIssue(name, mark.line, mark.col, ".".join(yaml_path),
                                       f"{shown} {problem}"))  # fmt: skip
     return issues
+
+
+def _unit_devices(dropin_dir: Path) -> tuple[set[str], set[str]]:
+    """DeviceAllow= paths and SupplementaryGroups= names of the unit's drop-ins."""
+    allow: set[str] = set()
+    groups: set[str] = set()
+    for conf in sorted(dropin_dir.glob("*.conf")) if dropin_dir.is_dir() else []:
+        for line in conf.read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.strip().partition("=")
+            if key == "DeviceAllow" and value.split():
+                allow.add(value.split()[0])
+            elif key == "SupplementaryGroups":
+                groups.update(value.split())
+    return allow, groups
+
+
+def _serial_port_issues(
+    doc: YamlDoc, name: str, user: pwd.struct_passwd, dropin_dir: Path
+) -> list[ConfigIssue]:
+    """A problem per serial port (a device's `port:` as a path, not a TCP port number), at its first
+    device."""
+    allow, groups = _unit_devices(dropin_dir)
+    devices = doc.data.get("devices") if isinstance(doc.data, dict) else None
+    seen: set[str] = set()
+    issues = []
+    for i, entry in enumerate(devices if isinstance(devices, list) else []):
+        port = entry.get("port") if isinstance(entry, dict) else None
+        if not isinstance(port, str) or port in seen or not os.path.exists(port):
+            continue  # a missing port: load_config warns already
+        seen.add(port)
+        problem = _port_access(port, user, groups)
+        real = os.path.realpath(port)
+        if problem is None and not any(a == port or os.path.realpath(a) == real for a in allow):
+            problem = (
+                f"{port}: no `DeviceAllow={port} rw` in the unit's drop-ins ({dropin_dir}): the service "
+                "cannot open it (docs/deploying.md, serial devices)"
+            )
+        if problem is not None:
+            path = ("devices", i, "port")
+            mark = doc.mark(path)
+            issues.append(ConfigIssue(name, mark.line, mark.col, format_path(path), f"serial port {problem}"))
+    return issues
+
+
+def _port_access(port: str, user: pwd.struct_passwd, unit_groups: set[str]) -> str | None:
+    """Why ``user``, with the groups the unit adds, cannot read and write ``port`` (None when it can)."""
+    if user.pw_uid == 0:
+        return None
+    gids = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    for group in unit_groups:
+        try:
+            gids.add(grp.getgrnam(group).gr_gid)
+        except KeyError:
+            continue
+    st = os.stat(port)
+    if st.st_uid == user.pw_uid:
+        bits = stat.S_IRUSR | stat.S_IWUSR
+    elif st.st_gid in gids:
+        bits = stat.S_IRGRP | stat.S_IWGRP
+    else:
+        bits = stat.S_IROTH | stat.S_IWOTH
+    if st.st_mode & bits == bits:
+        return None
+    try:
+        group_name = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group_name = str(st.st_gid)
+    mode = stat.filemode(st.st_mode)
+    why = f"{port}: user {user.pw_name!r} cannot read and write it (mode {mode}, group {group_name})"
+    if st.st_mode & (stat.S_IRGRP | stat.S_IWGRP) == stat.S_IRGRP | stat.S_IWGRP:
+        return (
+            f"{why}: give the service that group in the unit's serial drop-in "
+            f"(SupplementaryGroups={group_name}, docs/deploying.md)"
+        )
+    return f'{why}: its group cannot either; a udev rule can give it one (GROUP="dialout", MODE="0660")'

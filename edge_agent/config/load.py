@@ -712,9 +712,27 @@ def _report(model: type[BaseModel], err: ErrorDetails, out: _Collector, typo_tar
     out.add(path, _message(kind, err["msg"], ctx, value))
 
 
+# The patterns of the site's string fields, in words: "should match pattern '^[0-9]{12}$'" is for a regex
+# engine, not for whoever reads the meter's plate.
+_PATTERN_WORDS = {
+    _ID: "a letter or digit, then letters, digits, '_', '.' or '-'",
+    r"^[A-Za-z0-9._\-]+$": "letters, digits, '.', '_' or '-' only",
+    r"^[0-9A-Fa-f]{8}$": "8 hex digits",
+    r"^[0-9]{12}$": "12 digits, as on the meter's plate",
+    r"^[0-9]{14}$": "14 digits, as on the meter's plate",
+    r"^([0-9A-Fa-f]{2})*$": "hex bytes: an even number of hex digits",
+    r"^/": "an absolute path (starting with /)",
+    r"^[a-z][a-z0-9\-]*$": "a lower-case letter, then lower-case letters, digits or '-'",
+    CODE_PATTERN: "an energy item code like 01A00",
+}
+
+
 def _message(kind: str, msg: str, ctx: Mapping[str, Any], value: object) -> str:
     if isinstance(value, float) and not math.isfinite(value):  # not "nan is above 86400"
         return f"{value} is not a finite number; give one"
+    if kind == "string_pattern_mismatch" and str(ctx.get("pattern")) in _PATTERN_WORDS:
+        got = f"{value!r}, {len(value)} characters" if isinstance(value, str) else repr(value)
+        return f"expected {_PATTERN_WORDS[str(ctx['pattern'])]} (got {got})"
     if kind == "less_than_equal":
         return f"{_num(value)} is above {_num(ctx['le'])}"
     if kind == "greater_than_equal":

@@ -135,7 +135,7 @@ async def run_demo(
     from edge_agent.core.timeintegrity import SyncState
     from edge_agent.devtools.simwire import retarget_modbus, retarget_serial, uses_serial
     from edge_agent.service.service import Service
-    from sim.runner import Simulator
+    from sim.runner import BacnetPortBusy, Simulator
 
     start = parse_at(at if at != "now" else None, cfg.site.timezone)
     sim = Simulator(seed=1, start=start, speed=speed)
@@ -156,13 +156,20 @@ async def run_demo(
     )
     sim_bacnet["serial"] = uses_serial(cfg)  # the RS-485 buses on ptys, when the site has serial devices
     try:
-        await sim.start(modbus_host=host, modbus_port=port, **sim_bacnet)
-    except OSError as exc:
-        if "BACnet" in str(exc):
-            err.write(f"demo: {exc}; another simulator or BACnet stack holds it: stop it first\n")
-            return 1
-        err.write(f"demo: {host}:{port} is taken ({exc.strerror or exc}); using a free port instead\n")
-        await sim.start(modbus_host="127.0.0.1", modbus_port=0, **sim_bacnet)
+        try:
+            await sim.start(modbus_host=host, modbus_port=port, **sim_bacnet)
+        except BacnetPortBusy:
+            raise
+        except OSError as exc:
+            err.write(f"demo: {host}:{port} is taken ({exc.strerror or exc}); using a free port instead\n")
+            await sim.start(modbus_host="127.0.0.1", modbus_port=0, **sim_bacnet)
+    except BacnetPortBusy as exc:  # also after the Modbus fallback: `edge-agent sim` holds both
+        await sim.stop()
+        err.write(
+            f"demo: {exc}; another simulator (`edge-agent sim`, another demo) or BACnet stack holds it: "
+            "stop it first\n"
+        )
+        return 1
     assert sim.modbus_port is not None
     cfg = retarget_modbus(cfg, "127.0.0.1" if sim.modbus_port != port else host, sim.modbus_port)
     if sim.serial is not None:
@@ -172,6 +179,7 @@ async def run_demo(
         )
         cfg = retarget_serial(cfg, sim.serial.paths)
     state = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
+    err.write(f"demo: state in {state}; while it runs: edge-agent status --state-dir {state}\n")
     clock = ScaledClock(start=sim.now(), speed=speed) if speed != 1 else None
     # The demo's time is the simulator's: whether this machine's own clock is NTP-synchronised says
     # nothing about it, and an "unsynced" flag would make the ledger hold every reading of the run.

@@ -117,3 +117,15 @@ async def test_an_identifier_the_meter_lacks_is_no_value_and_writes_are_refused(
     assert (rs[1].quality, rs[1].code) == (Quality.BAD, "no_value")
     result = await drv.write(KWH[0], 1.0)
     assert (result.ok, result.code) == (False, "not_writable")
+
+
+async def test_a_port_that_is_not_there_is_one_plain_reason_on_every_point(
+    drivers: Any, tmp_path: Any
+) -> None:
+    port = str(tmp_path / "ttyUSB9")
+    dev = Dlt645Device(protocol="dlt645", id="gone", port=port, address="000000001234", points=KWH)
+    rs = await drivers(dev).read(KWH)
+    # Not "skipped: ...": no point was tried; pyserial's text (path and errno twice) reduced to the reason.
+    assert [(r.quality, r.code, r.detail) for r in rs] == [
+        (Quality.BAD, "unreachable", f"{port}: cannot open the serial port: No such file or directory")
+    ] * 2

@@ -162,3 +162,16 @@ async def test_an_exception_reply_over_rtu_is_learned_like_tcp(
     by = {r.point_id: r for r in rs}
     assert (by["missing"].quality, by["missing"].code) == (Quality.BAD, "modbus:2")
     assert by["kwh"].value == pytest.approx(1234.56)
+
+
+async def test_a_serial_port_that_is_not_there_says_so(drivers: Any, tmp_path: Any) -> None:
+    port = str(tmp_path / "ttyUSB9")
+    dev = ModbusRtuDevice(
+        protocol="modbus_rtu", id="gone", port=port, parity="N", unit_id=1, points=POINTS, timeout_s=0.3,
+    )  # fmt: skip
+    rs = await drivers(dev).read(POINTS)
+    assert {(r.quality, r.code) for r in rs} == {(Quality.BAD, "unreachable")}
+    # Not "connection refused" (what pymodbus's False meant for TCP): the port and why.
+    assert all(
+        f"{port} cannot open the serial port: No such file or directory" in (r.detail or "") for r in rs
+    )

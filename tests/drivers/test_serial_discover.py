@@ -68,3 +68,33 @@ def test_unit_ranges() -> None:
     assert discover_rtu.parse_units("1-3,7,2") == [1, 2, 3, 7]
     with pytest.raises(ValueError, match="1-247"):
         discover_rtu.parse_units("0-5")
+
+
+async def test_dlt645_meters_by_address_on_a_bus_where_the_wildcard_collides(tmp_path: Path) -> None:
+    """The sim --serial meter bus: three DL/T 645 meters; --addresses asks each for its energy and drafts
+    the ones that answer (a silent address is left out)."""
+    meters = [Meter(f"00000000000{n}", {0x00010000: float(n)}) for n in (2, 3, 4)]
+    async with Dlt645Bus(meters, baudrate=9600, turnaround_s=0) as bus:
+        found = await dlt645_discover.discover(
+            bus.path, baudrate=9600, parity="N", timeout=0.2,
+            addresses=dlt645_discover.parse_addresses("000000000002-000000000005"),
+        )  # fmt: skip
+    assert [(m.address, m.energy_kwh, m.error) for m in found.meters] == [
+        ("000000000002", 2.0, None),
+        ("000000000003", 3.0, None),
+        ("000000000004", 4.0, None),
+    ]
+    assert not found.problems
+    loads_as_site(tmp_path, dlt645_discover.render_devices_yaml(found))
+
+
+def test_address_lists_and_ranges() -> None:
+    parse = dlt645_discover.parse_addresses
+    assert parse("000012345678, 000000000002-000000000003") == [
+        "000012345678",
+        "000000000002",
+        "000000000003",
+    ]
+    for bad in ("12345678", "000000000005-000000000004", "00000000000A", "000000000000-000000000300"):
+        with pytest.raises(ValueError):
+            parse(bad)

@@ -205,6 +205,10 @@ def test_demo_runs_and_prints_the_table(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=90,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # The RS-485 buses run on the simulator's ptys: no warning that /dev/ttyUSB0 is missing, but the ptys.
+    assert "does not exist on this machine" not in proc.stderr, proc.stderr
+    assert re.search(r"RS-485 buses on pseudo-terminals: meter bus .* /dev/pts/\d+", proc.stderr), proc.stderr
+    assert f"edge-agent status --state-dir {tmp_path / 'state'}" in proc.stderr  # where it answers
     out = proc.stdout
     assert "edge-agent demo" in out
     assert re.search(r"^zone\s+AC unit\s+power\s+mode\s+setpoint\s+room\s+lights$", out, re.M), out[-3000:]
@@ -224,3 +228,116 @@ def test_demo_runs_and_prints_the_table(tmp_path: Path) -> None:
     assert rep.returncode == 0, rep.stderr[-2000:]
     doc = json.loads(next((tmp_path / "rep").glob("*.json")).read_text())
     assert doc["enforcement"]["setpoint_corrections_total"] >= 1
+
+
+async def test_demo_beside_a_running_simulator_says_what_holds_the_ports(tmp_path: Path) -> None:
+    """`make demo` while `edge-agent sim` runs: the Modbus port falls back to a free one, the BACnet port
+    cannot (devices and agent must agree on it): one line naming it, exit 1, no traceback."""
+    import io
+    import socket
+
+    from edge_agent.devtools.demo import run_demo
+    from edge_agent.devtools.simwire import free_udp_port, retarget_bacnet, retarget_modbus
+
+    udp_port = free_udp_port()
+    cfg = retarget_bacnet(
+        load_config(ROOT / "config" / "site.yaml"),
+        local_address=f"127.0.0.1:{udp_port}",
+        device_port=udp_port,
+    )
+    with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        udp.bind(("127.0.0.2", udp_port))  # the first simulated BACnet device's address
+        cfg = retarget_modbus(cfg, "127.0.0.1", tcp.getsockname()[1])
+        out, err = io.StringIO(), io.StringIO()
+        rc = await run_demo(
+            cfg, at="2026-07-15T13:59:30+08:00", speed=300, state_dir=str(tmp_path), refresh=1, duration=1,
+            out=out, err=err,
+        )  # fmt: skip
+    assert rc == 1, err.getvalue()
+    assert "is taken" in err.getvalue() and "using a free port instead" in err.getvalue()
+    assert f"127.0.0.2:{udp_port}" in err.getvalue() and "stop it first" in err.getvalue()
+
+
+def test_commands_that_read_the_state_say_nothing_of_this_machines_serial_ports(
+    tmp_path: Path, cli: Cli
+) -> None:
+    """config/site.yaml names /dev/ttyUSB0 and 1: check warns when they are missing here; status, tail,
+    audit, meter and policy explain do not open them, and their output stays theirs."""
+    site = str(ROOT / "config" / "site.yaml")
+    assert "serial port /dev/ttyUSB0 does not exist" in cli("check", site)[2]
+    for argv in (
+        ["status", "-c", site],
+        ["tail", "-c", site, "--state-dir", str(tmp_path)],
+        ["audit", "verify", "-c", site, "--db", str(tmp_path / "none.db")],
+        ["meter", "steps", "-c", site],
+        ["policy", "explain", "--sim", "-c", site, "--at", "2026-07-15T14:05", "--zone", "f2"],
+    ):
+        assert "serial port" not in cli(*argv)[2], argv
+
+
+def test_explain_addresses_covers_the_rs485_meters(cli: Cli) -> None:
+    """config/site.yaml's meter bus: the DI each DL/T 645 point reads, with its value layout, and the
+    CJ/T 188 quantity of the 901F read (they printed "-")."""
+    rc, out, _ = cli("check", str(ROOT / "config" / "site.yaml"), "--explain-addresses")
+    assert rc == 0
+    rows = {line.split()[1]: line for line in out.splitlines()[1:] if len(line.split()) > 2}
+    assert rows["f1.ls.energy"].endswith(
+        "DI 00010000 forward_active_energy (4 BCD bytes, 2 decimals, kWh) read C 11H"
+    ), rows
+    assert rows["f1.ls.power"].endswith(
+        "DI 02030000 active_power (3 BCD bytes, 4 decimals, signed, kW) read C 11H"
+    )
+    assert rows["water.volume"].endswith("DI 901F flow read C 01H")
+    assert rows["f1.ac.energy"].endswith("holding 0 (40001) read FC3")  # Modbus RTU, as over TCP
+
+
+def test_every_command_has_a_description_and_every_option_a_help() -> None:
+    """`edge-agent X --help` explains X and each of its options (a bare `--units UNITS` does not)."""
+    missing: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> None:
+        if path and not parser.description:
+            missing.append(f"{' '.join(path)}: no description")
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, (*path, name))
+            elif not action.help:
+                missing.append(f"{' '.join(path)} {'/'.join(action.option_strings) or action.dest}: no help")
+
+    walk(build_parser(), ())
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("proto", ["dlt645", "modbus-rtu"])
+def test_discover_on_a_port_that_is_not_there_says_why_once(cli: Cli, tmp_path: Path, proto: str) -> None:
+    port = str(tmp_path / "ttyUSB9")
+    units = ["--units", "1"] if proto == "modbus-rtu" else []
+    rc, out, err = cli("discover", proto, "--port", port, *units)
+    assert (rc, out) == (1, "")
+    assert err == f"discover: {port}: cannot open the serial port: No such file or directory\n"
+
+
+def test_tail_on_a_database_of_the_first_layout_says_the_agent_converts_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After an upgrade, before the agent has restarted: tail (read-only) must not trace back."""
+    import sqlite3
+
+    from edge_agent.cli.tail import tail_main
+
+    db = tmp_path / "edge-agent.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "CREATE TABLE outbox_readings (seq INTEGER PRIMARY KEY AUTOINCREMENT, point TEXT NOT NULL, "
+        "ts_us INTEGER NOT NULL, value NUMERIC, vjson TEXT, unit TEXT, quality TEXT NOT NULL, code TEXT, "
+        "flags TEXT);"
+        "INSERT INTO outbox_readings VALUES (1, 'p1', 1000000, 1.5, NULL, 'kWh', 'good', NULL, NULL);"
+    )
+    conn.commit()
+    conn.close()
+    assert tail_main(db, lines=5, follow=False, as_json=False) == 2
+    err = capsys.readouterr().err
+    assert "older edge-agent's layout" in err and "converts them when it next starts" in err

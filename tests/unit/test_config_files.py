@@ -93,3 +93,55 @@ def test_as_service_judges_the_service_users_access() -> None:
         assert code == 2 and "no user 'no-such-user-here'" in err
     finally:
         shutil.rmtree(root)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="judging another user's access needs files owned by root")
+def test_as_service_judges_serial_ports_with_the_units_drop_ins(tmp_path: Path) -> None:
+    """check --as-service on a gateway: the service user opens the port only with the group the serial
+    drop-in adds (SupplementaryGroups=) and only when DeviceAllow= names it (docs/deploying.md)."""
+    import grp
+
+    from edge_agent.config.files import check_files
+    from edge_agent.config.load import load_config
+
+    try:
+        pwd.getpwnam("nobody")
+        dialout = grp.getgrnam("dialout").gr_gid
+    except KeyError:
+        pytest.skip("no `nobody` user or `dialout` group")
+    port = tmp_path / "ttyUSB0"  # stands in for the device node: the same mode, owner and group checks
+    port.write_bytes(b"")
+    os.chown(port, 0, dialout)
+    os.chmod(port, 0o660)
+    (tmp_path / "policy.yaml").write_text('seasons: {summer: "06-01..09-30", winter: "11-15..03-15"}\n')
+    site = tmp_path / "site.yaml"
+    meters = "".join(
+        f'  - {{protocol: dlt645, id: m{n}, port: {port}, address: "00000000000{n}", '
+        f'points: [{{id: e{n}, di: "00010000"}}]}}\n'
+        for n in (1, 2)
+    )
+    site.write_text(
+        'gateway_id: gw\nbuilding_id: "370102A001"\nlocation: {lat: 36.65, lon: 117.12}\n'
+        f"floor_area_m2: 1000\noccupants: 10\ndevices:\n{meters}"
+    )
+    cfg = load_config(site)
+    dropins = tmp_path / "edge-agent.service.d"
+    dropins.mkdir()
+
+    def issues() -> list[str]:
+        return [
+            f"{i.line}:{i.path}: {i.message}" for i in check_files(cfg, as_user="nobody", dropin_dir=dropins)
+        ]
+
+    # No drop-in: nobody is not in dialout.
+    (msg,) = issues()
+    assert msg.startswith(f"7:devices[0].port: serial port {port}: user 'nobody' cannot read and write it")
+    assert "SupplementaryGroups=dialout" in msg  # one issue per port, at its first device
+    (dropins / "serial.conf").write_text("[Service]\nSupplementaryGroups=dialout\n")
+    (msg,) = issues()
+    assert f"no `DeviceAllow={port} rw` in the unit's drop-ins ({dropins})" in msg
+    (dropins / "serial.conf").write_text(f"[Service]\nDeviceAllow={port} rw\nSupplementaryGroups=dialout\n")
+    assert issues() == []
+    os.chmod(port, 0o600)  # only root: no group to give
+    (msg,) = issues()
+    assert "its group cannot either" in msg

@@ -60,3 +60,19 @@ def test_unknown_schema_and_a_cut_payload_are_reported() -> None:
     assert rc == 1 and lines == [] and f"names schema {SCHEMA.hash}" in err
     rc, lines, err = _run(f"{BASE}/readings ".encode() + batch[: len(batch) // 2])
     assert rc == 1 and "ends inside a compressed payload" in err
+
+
+def test_an_empty_message_is_no_data_as_mosquitto_sub_prints_it() -> None:
+    """Clearing a retained schema (mosquitto_pub -r -n) reaches subscribers as an empty message, which
+    `mosquitto_sub -v` prints as "(null)" and `-F '%t %x'` as nothing: neither is an error."""
+    rows, batch = _compressed_with_a_newline()
+    schema = encode_schema(SCHEMA, gateway="gw-0001", building="b")
+    data = (
+        f"{BASE}/schema ".encode() + schema + b"\n"
+        + f"{BASE}/readings ".encode() + batch + b"\n"
+        + f"{BASE}/schema (null)\n".encode()
+        + f"{BASE}/schema \n".encode()
+    )  # fmt: skip
+    rc, lines, err = _run(data)
+    assert (rc, err) == (0, "")
+    assert [line["seq"] for line in lines] == [r.seq for r in rows]

@@ -456,8 +456,8 @@ def test_dlt645_meters_validate_and_one_address_is_polled_once_per_bus(tmp_path:
         "7:31: devices[0].port: warning: serial port /dev/no-rs485 does not exist on this machine",
         "9:52: devices[1].address: meter 000000001234 on /dev/no-rs485 is already polled as "
         "devices[0].address (line 7)",
-        "11:52: devices[2].address: string should match pattern '^[0-9]{12}$' (got '12')",
-        "11:84: devices[2].points[0].di: string should match pattern '^[0-9A-Fa-f]{8}$' (got '0201')",
+        "11:52: devices[2].address: expected 12 digits, as on the meter's plate (got '12', 2 characters)",
+        "11:84: devices[2].points[0].di: expected 8 hex digits (got '0201', 4 characters)",
         "13:15: devices[3].points[0]: meter points are read-only here (no writes to meters)",
     ]
 

@@ -212,6 +212,18 @@ def test_status_main_without_agent(tmp_path: Path) -> None:
     assert status_main(tmp_path / "none.sock", False, out=out, err=err) == 1
     assert out.getvalue() == ""
     assert f"no edge-agent is running at {tmp_path / 'none.sock'}" in err.getvalue()
+    assert "--state-dir" in err.getvalue()  # where a `run` or `demo` answers, not only systemd
+
+
+def test_status_json_without_agent_is_still_a_json_document(tmp_path: Path) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert status_main(tmp_path / "none.sock", True, out=out, err=err) == 1
+    doc = json.loads(out.getvalue())
+    assert doc == {
+        "running": False,
+        "socket": str(tmp_path / "none.sock"),
+        "error": "the socket does not exist",
+    }
 
 
 # --- Prometheus --------------------------------------------------------------------------------

@@ -46,7 +46,13 @@ from drivers.base import ENERGY_ROLES, PointBase
 from drivers.registry import PROTOCOLS, ProtocolSpec
 from drivers.spec import DeviceEntry, DeviceOptions
 from edge_agent.config.codes import BUILDING_TYPES, CODE_PATTERN, PROVINCE_PREFIXES, code_table, is_code
-from edge_agent.config.settings import MqttUplink, ReportOptions, StatusOptions, StorageOptions
+from edge_agent.config.settings import (
+    TOPIC_PREFIX_PATTERN,
+    MqttUplink,
+    ReportOptions,
+    StatusOptions,
+    StorageOptions,
+)
 from edge_agent.config.units import check_ac_units, server_zone_warnings
 from edge_agent.config.yamlmarks import YamlDoc, YamlPath, YamlSyntaxError, format_path, load_yaml, parse_path
 from policies.model import Policy
@@ -724,6 +730,8 @@ _PATTERN_WORDS = {
     r"^/": "an absolute path (starting with /)",
     r"^[a-z][a-z0-9\-]*$": "a lower-case letter, then lower-case letters, digits or '-'",
     CODE_PATTERN: "an energy item code like 01A00",
+    TOPIC_PREFIX_PATTERN: "topic levels of letters, digits, '.', '_' or '-' separated by '/' "
+    "(no '+', '#', spaces or empty levels)",
 }
 
 

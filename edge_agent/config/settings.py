@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "TOPIC_PREFIX_PATTERN",
     "MqttTls",
     "MqttUplink",
     "PlatformCipher",
@@ -17,6 +18,10 @@ __all__ = [
     "StatusOptions",
     "StorageOptions",
 ]
+
+# MQTT topic levels the agent publishes under: '+' and '#' are wildcards a publish may not carry, a space
+# breaks `mosquitto_sub -v` output (topic SPACE payload), an empty level is a typo.
+TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$"
 
 
 class _Strict(BaseModel):
@@ -174,7 +179,11 @@ class MqttUplink(_Strict):
     port: int = Field(default=1883, ge=1, le=65535)
     client_id: str | None = Field(default=None, description="Defaults to the gateway_id")
     topic_prefix: str = Field(
-        default="edge", description="Topics are {prefix}/{building_id}/{gateway_id}/..."
+        default="edge",
+        pattern=TOPIC_PREFIX_PATTERN,
+        max_length=128,
+        description="Topics are {prefix}/{building_id}/{gateway_id}/...; one or more levels of letters, "
+        "digits, '.', '_' or '-' separated by '/' (no MQTT wildcards, spaces or empty levels)",
     )
     credentials_file: str | None = Field(
         default=None, description="File with `username:password` on one line; never put secrets in YAML"

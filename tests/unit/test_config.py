@@ -442,3 +442,27 @@ def test_the_old_backoff_name_is_a_warning_that_says_what_to_write(tmp_path: Pat
     assert cfg.site.uplink is not None and cfg.site.uplink.max_backoff_s == 30
     (warn,) = [w for w in cfg.warnings if w.path.startswith("uplink")]
     assert warn.path == "uplink.backoff_max_s" and "rename it to `max_backoff_s`" in warn.message
+
+
+@pytest.mark.parametrize("prefix", ["city/+/edge", "edge/#", "my edge", "edge//b", "/edge", "edge/"])
+def test_topic_prefix_refuses_wildcards_spaces_and_empty_levels(tmp_path: Path, prefix: str) -> None:
+    for name in ("modbus_site.yaml", "modbus_policy.yaml"):
+        (tmp_path / name).write_text((FIX / name).read_text(encoding="utf-8"), encoding="utf-8")
+    site = tmp_path / "modbus_site.yaml"
+    with site.open("a", encoding="utf-8") as fh:
+        fh.write(f'uplink:\n  host: 127.0.0.1\n  topic_prefix: "{prefix}"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(site)
+    (issue,) = exc.value.issues
+    assert issue.path == "uplink.topic_prefix" and "no '+', '#', spaces or empty levels" in issue.message
+    assert site.read_text(encoding="utf-8").splitlines()[issue.line - 1].strip().startswith("topic_prefix:")
+
+
+def test_topic_prefix_may_have_several_levels(tmp_path: Path) -> None:
+    for name in ("modbus_site.yaml", "modbus_policy.yaml"):
+        (tmp_path / name).write_text((FIX / name).read_text(encoding="utf-8"), encoding="utf-8")
+    site = tmp_path / "modbus_site.yaml"
+    with site.open("a", encoding="utf-8") as fh:
+        fh.write("uplink:\n  host: 127.0.0.1\n  topic_prefix: city-7/energy.v2/edge_gw\n")
+    cfg = load_config(site)
+    assert cfg.site.uplink is not None and cfg.site.uplink.topic_prefix == "city-7/energy.v2/edge_gw"

@@ -35,13 +35,15 @@ def _bomb(levels: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+END = f"{BASE.count(chr(10)) + 1}"  # the line appended after the example site
+
 CASES: dict[str, tuple[str | bytes, str, str]] = {
     # name: (site.yaml text or bytes, expected position "LINE:COL" or "" for any, words in the message)
     "nul": (BASE.replace("gateway_id:", "gateway_id:\x00", 1), "13:12", "U+0000 (NUL)"),
-    "form feed": (BASE + "\x0c\n", "367:1", "U+000C"),
+    "form feed": (BASE + "\x0c\n", f"{END}:1", "U+000C"),
     "escape": (BASE.replace("zones:", "zones: \x1b[31m", 1), "", "U+001B"),
-    "delete": (BASE + "# \x7f\n", "367:3", "U+007F"),
-    "U+FFFE": (BASE + "# \ufffe\n", "367:3", "U+FFFE"),
+    "delete": (BASE + "# \x7f\n", f"{END}:3", "U+007F"),
+    "U+FFFE": (BASE + "# \ufffe\n", f"{END}:3", "U+FFFE"),
     "latin-1": (BASE.encode().replace(b"gateway_id:", b"gateway_id: \xe9", 1), "13:13", "not UTF-8"),
     "alias bomb": (_bomb(7), "", "alias"),
     "100k brackets": ("a: " + "[" * 100_000 + "\n", "1:", "nested more than"),

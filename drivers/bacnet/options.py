@@ -107,6 +107,15 @@ class BacnetPoint(PointBase):
             raise ValueError("only present-value is written; set writable: false for other properties")
         return self
 
+    def describe_address(self) -> str:
+        """How the driver reads and writes the point (`check --explain-addresses`)."""
+        text = f"{self.object_type},{self.instance} {self.property} read RPM"
+        if self.cov is not None:
+            text += ", COV" if self.cov else ", no COV"
+        if self.writable:
+            text += f", write priority {self.priority}" if self.priority else ", write at the device's"
+        return text
+
     def value_kind(self) -> ValueKind:
         if self.object_type.startswith("binary-"):
             return "bool"

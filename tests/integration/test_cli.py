@@ -291,6 +291,7 @@ def test_explain_addresses_covers_the_rs485_meters(cli: Cli) -> None:
     )
     assert rows["water.volume"].endswith("DI 901F flow read C 01H")
     assert rows["f1.ac.energy"].endswith("holding 0 (40001) read FC3")  # Modbus RTU, as over TCP
+    assert "  -" not in out  # every protocol says where it reads
 
 
 def test_every_command_has_a_description_and_every_option_a_help() -> None:

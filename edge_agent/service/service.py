@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import os
 import signal
@@ -407,6 +408,7 @@ class Service:
                 after={"sha256": _digest(new.policy_path)}, reason="policy.yaml changed on reload",
             )  # fmt: skip
         self.log.info("config_reloaded", **summary)
+        _settle_heap()
         self.notifier.ready(self.status_line())
         return True
 
@@ -518,6 +520,7 @@ class Service:
 
     async def _announce_ready(self) -> None:
         await self.agent.first_cycle.wait()
+        _settle_heap()
         self.ready.set()
         self.notifier.ready(self.status_line())
         self.log.info("ready", status=self.status_line())
@@ -627,6 +630,16 @@ def _report_rules(cfg: LoadedConfig) -> dict[str, ReportRule]:
         if rule is not None:
             rules[p.id] = rule
     return rules
+
+
+def _settle_heap() -> None:
+    """What start-up (or a reload) built lives as long as the configuration: move it out of the cyclic
+    collector's way. Without this every full collection walked the whole heap (the 10,000 points' models
+    and snapshot: about 70 ms each, about a quarter of the agent's CPU at 10,000 points; issue 18). A
+    reload unfreezes first, so the configuration it replaced can be collected."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 async def run_service(

@@ -15,6 +15,7 @@ class _Node:
 
 
 def test_frozen_objects_are_left_alone_until_the_next_settle() -> None:
+    threshold = gc.get_threshold()
     try:
         node = _Node()
         ref = weakref.ref(node)
@@ -27,3 +28,4 @@ def test_frozen_objects_are_left_alone_until_the_next_settle() -> None:
         assert ref() is None
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)

@@ -2,20 +2,35 @@
 
 Built from the `holidays` package (data, no I/O). The package publishes make-up working weekends (调休)
 in ``weekend_workdays``, a set that spans many years, so it is filtered by year here.
+
+Importing ``holidays.countries.china`` imports every country's module (about 17 MB of a running agent's
+memory, issue 18), so ``policies/china_days.py`` holds the package's answer for the years around now,
+written by ``python -m edge_agent.devtools.china_days`` from the installed package. It is used only
+while that same version of ``holidays`` is installed; any other year or version asks the package.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
+from importlib import metadata
 from typing import Literal
-
-from holidays.countries.china import China
 
 from policies.model import CalendarPolicy
 
-__all__ = ["Calendar", "DayInfo", "DayKind", "calendar_gaps"]
+__all__ = [
+    "TABLE_YEARS",
+    "Calendar",
+    "DayInfo",
+    "DayKind",
+    "calendar_gaps",
+    "installed_holidays",
+    "national_year",
+    "render_table",
+]
 
 DayKind = Literal["working", "weekend", "holiday", "makeup_working"]
 
@@ -58,6 +73,76 @@ def _bilingual(zh: object, en: str) -> str:
     return f"{z} {en}" if z and z != en else en
 
 
+def national_year(year: int) -> _Year:
+    """China's holidays and make-up working days of ``year`` as the installed ``holidays`` has them."""
+    from holidays.countries.china import China  # imports every country: only when the table lacks the year
+
+    cn = China(years=year)  # type: ignore[no-untyped-call]  # default category: public holidays (half_day ignored)
+    zh = China(years=year, language="zh_CN")  # type: ignore[no-untyped-call]
+    return _Year(
+        # Chinese name first, as the rest of the output: "国庆节 National Day"
+        holidays={d: _bilingual(zh.get(d), str(name)) for d, name in cn.items() if d.year == year},
+        workdays=frozenset(d for d in cn.weekend_workdays if d.year == year),
+    )
+
+
+def installed_holidays() -> str | None:
+    try:
+        return metadata.version("holidays")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@functools.cache
+def _table() -> dict[int, _Year] | None:
+    """policies/china_days.py as years, or None when it was written from another ``holidays`` version."""
+    from policies import china_days
+
+    if installed_holidays() != china_days.HOLIDAYS_VERSION:
+        return None
+    names = china_days.NAMES
+    return {
+        year: _Year(
+            holidays={date(year, int(md[:2]), int(md[2:])): names[i] for md, i in hols},
+            workdays=frozenset(date(year, int(md[:2]), int(md[2:])) for md in work.split()),
+        )
+        for year, (hols, work) in china_days.YEARS.items()
+    }
+
+
+TABLE_YEARS = range(2000, 2041)  # the years policies/china_days.py holds
+
+
+def render_table(years: Iterable[int] = TABLE_YEARS) -> str:
+    """The text of policies/china_days.py from the installed ``holidays`` package."""
+    built = {y: national_year(y) for y in years}
+    names = sorted({n for y in built.values() for n in y.holidays.values()})
+    index = {n: i for i, n in enumerate(names)}
+    lines = [
+        '"""China\'s holidays and make-up working days by year, as the `holidays` version below has them.',
+        "",
+        "Written by `python -m edge_agent.devtools.china_days`; do not edit (policies/calendar.py: why).",
+        '"""',
+        "# ruff: noqa: E501",
+        "# fmt: off",
+        "",
+        f"HOLIDAYS_VERSION = {json.dumps(installed_holidays())}",
+        "",
+        "NAMES: tuple[str, ...] = (",
+        *(f"    {json.dumps(n, ensure_ascii=False)}," for n in names),
+        ")",
+        "",
+        "# year: ((MMDD, index into NAMES) per holiday, the make-up working days: MMDD separated by spaces)",
+        "YEARS: dict[int, tuple[tuple[tuple[str, int], ...], str]] = {",
+    ]
+    for y, data in built.items():
+        hols = "".join(f'("{d:%m%d}", {index[n]}), ' for d, n in sorted(data.holidays.items()))
+        work = " ".join(f"{d:%m%d}" for d in sorted(data.workdays))
+        lines.append(f'    {y}: (({hols.rstrip()}), "{work}"),')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
 class Calendar:
     """Pure, deterministic day classification. Site lists override the national calendar."""
 
@@ -88,13 +173,9 @@ class Calendar:
 
     @staticmethod
     def _build_year(year: int) -> _Year:
-        cn = China(years=year)  # type: ignore[no-untyped-call]  # default category: public holidays (half_day ignored)
-        zh = China(years=year, language="zh_CN")  # type: ignore[no-untyped-call]
-        return _Year(
-            # Chinese name first, as the rest of the output: "国庆节 National Day"
-            holidays={d: _bilingual(zh.get(d), str(name)) for d, name in cn.items() if d.year == year},
-            workdays=frozenset(d for d in cn.weekend_workdays if d.year == year),
-        )
+        table = _table()
+        y = table.get(year) if table is not None else None
+        return y if y is not None else national_year(year)
 
     def _year(self, year: int) -> _Year:
         y = self._years.get(year)

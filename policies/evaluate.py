@@ -13,12 +13,13 @@ from policies._common import Context, Out, within_range
 from policies.calendar import Calendar
 from policies.enforcement import rate_limited, tamper_finding
 from policies.explain import ZoneExplanation
-from policies.hvac import evaluate_hvac
+from policies.hvac import HVAC_ROLES, evaluate_hvac
 from policies.lighting import evaluate_lighting
 from policies.params import PolicyParams, ZoneFacts
 from policies.types import Decision, Finding, Snapshot, WriteIntent
 
 __all__ = [
+    "POLICY_ROLES",
     "Calendar",
     "PolicyParams",
     "ZoneExplanation",
@@ -28,6 +29,10 @@ __all__ = [
     "rate_limited",
     "tamper_finding",
 ]
+
+# The roles evaluate() reads. A point with any other role decides nothing, so a caller may leave it out of
+# the snapshot (10,000 meter points need not become PointStates every cycle: issue 18).
+POLICY_ROLES = frozenset({*HVAC_ROLES, "window_contact", "illuminance", "light_relay"})
 
 _Rule = Callable[[Snapshot, Context, Out], None]
 _RULES: tuple[tuple[str, _Rule], ...] = (("hvac", evaluate_hvac), ("lighting", evaluate_lighting))

@@ -31,12 +31,14 @@ class Snapshot:
             p.id: Entry(device_id=dev, point=p, zone=zone) for dev, p, zone in points
         }
         self._with_roles: dict[frozenset[str], frozenset[str]] = {}
+        self._entries_with_roles: dict[frozenset[str], tuple[tuple[str, Entry], ...]] = {}
 
     def reconfigure(self, points: Iterable[tuple[str, PointBase, str | None]]) -> None:
         """On reload: keep what is known of unchanged points, start afresh for changed or new ones."""
         old = self._entries
         self._entries = {}
         self._with_roles = {}
+        self._entries_with_roles = {}
         for dev, p, zone in points:
             e = old.get(p.id)
             if e is not None and e.device_id == dev and e.point == p and e.zone == zone:
@@ -94,9 +96,19 @@ class Snapshot:
                 e.last_good = r.ts
         return changed
 
-    def for_policy(self) -> Mapping[str, PointState]:
+    def for_policy(self, roles: frozenset[str] | None = None) -> Mapping[str, PointState]:
+        """The points with a reading as policies see them; with ``roles``, only the points with one of
+        them (in the same order): policies.evaluate reads POLICY_ROLES only."""
+        entries: Iterable[tuple[str, Entry]] = self._entries.items()
+        if roles is not None:
+            found = self._entries_with_roles.get(roles)
+            if found is None:
+                found = self._entries_with_roles[roles] = tuple(
+                    (pid, e) for pid, e in self._entries.items() if e.point.role in roles
+                )
+            entries = found
         out: dict[str, PointState] = {}
-        for pid, e in self._entries.items():
+        for pid, e in entries:
             r = e.reading
             if r is None or e.since is None:
                 continue

@@ -22,17 +22,15 @@ from edge_agent.core.snapshot import Snapshot
 from edge_agent.enforce.actuator import ActuationOutcome, Actuator
 from edge_agent.store.audit import AuditLog
 from policies.calendar import Calendar, calendar_gaps
-from policies.evaluate import evaluate
+from policies.evaluate import POLICY_ROLES, evaluate
 from policies.params import PointFacts, PolicyParams, ZoneFacts
 from policies.types import Finding, PointState, WriteIntent
 
 __all__ = ["ENFORCED_ROLES", "Enforcer", "build_calendar", "build_params", "exemption_check"]
 
-# Roles whose change can make a policy act; meters changing every poll must not trigger evaluations.
-ENFORCED_ROLES = frozenset({
-    "setpoint", "cooling_setpoint", "heating_setpoint", "ac_mode", "ac_power", "light_relay",
-    "window_contact", "illuminance",
-})  # fmt: skip
+# Roles whose change can make a policy act; meters changing every poll must not trigger evaluations,
+# and the snapshot the policies get holds only these points.
+ENFORCED_ROLES = POLICY_ROLES
 # Findings the actuator audits itself (it knows the write that caused them).
 _ACTUATOR_FINDINGS = frozenset({"tamper", "masked_write"})
 
@@ -172,7 +170,7 @@ class Enforcer:
 
     def _evaluate(self) -> tuple[list[WriteIntent], Mapping[str, PointState], datetime]:
         now = self.clock.now()
-        snap = self.snapshot.for_policy()
+        snap = self.snapshot.for_policy(ENFORCED_ROLES)
         decision = evaluate(snap, now, self.calendar, self.params)
         self.cycles += 1
         self.last_cycle = now
@@ -288,7 +286,7 @@ class Enforcer:
             "refused": self.counts["refused"],
             "rate_limited": self.counts["rate_limited"],
             "masked": self.counts["masked"],  # intents held back: someone else holds the point
-            "masked_points": self.actuator.masked_points(self.snapshot.for_policy()),
+            "masked_points": self.actuator.masked_points(self.snapshot.for_policy(ENFORCED_ROLES)),
             "errors": self.counts["error"],
             "findings": {k.split(":", 1)[1]: v for k, v in self.counts.items() if k.startswith("finding:")},
             "active_findings": len(opened),

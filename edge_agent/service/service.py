@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import os
 import signal
@@ -408,6 +409,7 @@ class Service:
                 after={"sha256": _digest(new.policy_path)}, reason="policy.yaml changed on reload",
             )  # fmt: skip
         self.log.info("config_reloaded", **summary)
+        _settle_heap()
         self.notifier.ready(self.status_line())
         return True
 
@@ -519,6 +521,7 @@ class Service:
 
     async def _announce_ready(self) -> None:
         await self.agent.first_cycle.wait()
+        _settle_heap()
         self.ready.set()
         self.notifier.ready(self.status_line())
         self.log.info("ready", status=self.status_line())
@@ -628,6 +631,19 @@ def _report_rules(cfg: LoadedConfig) -> dict[str, ReportRule]:
         if rule is not None:
             rules[p.id] = rule
     return rules
+
+
+def _settle_heap() -> None:
+    """What start-up (or a reload) built lives as long as the configuration: move it out of the cyclic
+    collector's way. Without this every full collection walked the whole heap (the 10,000 points' models
+    and snapshot: about 70 ms each, about a quarter of the agent's CPU at 10,000 points; issue 18). A
+    reload unfreezes first, so the configuration it replaced can be collected. A young generation of
+    10,000 objects instead of 700: a poll's readings mostly die before a collection, so fewer survive
+    into the older generations (gen1 collections 80 -> 14 in a one-minute run at 10,000 points)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 async def run_service(

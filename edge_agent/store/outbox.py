@@ -48,7 +48,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import structlog
 
@@ -121,8 +121,10 @@ def format_ts(ts_us: int) -> str:
     return (_EPOCH + timedelta(microseconds=ts_us)).isoformat().replace("+00:00", "Z")
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
+    """One stored reading as the uplink reads it back (a NamedTuple: 2,000 of them a second at 10,000
+    points are built 3-4x faster than a frozen dataclass)."""
+
     seq: int
     point: str
     ts_us: int
@@ -422,6 +424,8 @@ class Outbox:
                     "SELECT id, quality, code, flags, json FROM outbox_states"
                 )
             }
+            self._points_by_id = {i: key for key, i in self._point_ids.items()}
+            self._states_by_id = {i: key for key, i in self._state_ids.items()}
             conn.execute(
                 "INSERT OR IGNORE INTO outbox_cursor(stream, acked_seq) VALUES ('readings', 0), ('events', 0)"
             )
@@ -507,6 +511,8 @@ class Outbox:
             raise
         self._point_ids.update(w.new_points)
         self._state_ids.update(w.new_states)
+        self._points_by_id.update((i, key) for key, i in w.new_points.items())
+        self._states_by_id.update((i, key) for key, i in w.new_states.items())
         # One writer inside one transaction: AUTOINCREMENT hands out before+1 .. after.
         assert after - before == len(batch), (before, after, len(batch))
         return before + 1, after
@@ -614,9 +620,45 @@ class Outbox:
 
     # -- reading back ----------------------------------------------------------------------------------
     def pending(self, after_seq: int, limit: int) -> list[Row]:
-        """Stored readings with seq > after_seq, in seq order. Start from ``acked_seq()`` for unsent ones."""
+        """Stored readings with seq > after_seq, in seq order. Start from ``acked_seq()`` for unsent ones.
+
+        What ``readings_after`` returns, with the points and states from this Outbox's id maps instead
+        of joining their tables for every row (the uplink reads every reading once: issue 18)."""
         with self._lock:
-            return readings_after(self._conn, after_seq, limit)
+            rows = self._conn.execute(
+                "SELECT r.seq, r.pid, t.ts_us, r.value, r.sid FROM outbox_readings r"
+                " JOIN outbox_times t ON t.id = r.tid WHERE r.seq > ? ORDER BY r.seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+            points, states = self._points_by_id, self._states_by_id
+            out: list[Row] = []
+            append = out.append
+            for seq, pid, ts_us, value, sid in rows:
+                p = points.get(pid) or self._load_ids(pid, sid)[0]
+                if sid == 0:  # the common state: good, no code, no flags, a number
+                    append(Row(seq, p[0], ts_us, value, p[1], "good", None, ()))
+                    continue
+                quality, code, flags, is_json = states.get(sid) or self._load_ids(pid, sid)[1]
+                append(
+                    Row(seq, p[0], ts_us, json.loads(value) if is_json else value, p[1], quality, code, flags)
+                )
+            return out
+
+    def _load_ids(self, pid: int, sid: int) -> tuple[tuple[str, str | None], _StateKey]:
+        """A point or state another Outbox on this database added: read it (and keep it)."""
+        p = self._points_by_id.get(pid)
+        if p is None:
+            point, unit = self._conn.execute(
+                "SELECT point, unit FROM outbox_points WHERE id = ?", (pid,)
+            ).fetchone()
+            p = self._points_by_id[pid] = (point, unit)
+        st = self._states_by_id.get(sid)
+        if st is None:
+            q, code, flags, js = self._conn.execute(
+                "SELECT quality, code, flags, json FROM outbox_states WHERE id = ?", (sid,)
+            ).fetchone()
+            st = self._states_by_id[sid] = (q, code, _split_flags(flags), bool(js))
+        return p, st
 
     def recent(self, limit: int) -> list[Row]:
         """The newest ``limit`` stored readings (sent or not), oldest first: for ``edge-agent tail``."""

@@ -123,23 +123,26 @@ def encode_batch_v2(
     groups: list[dict[str, Any]] = []
     loose: list[dict[str, Any]] = []
     # The open group: ts, first seq, schema indices, values, not-good entries.
-    ts_us = seq0 = -1
+    ts_us = seq0 = next_seq = -1
     idx: list[int] = []
     values: list[Value] = []
     q: list[Any] = []
-    for r in rows:
-        i = schema.index.get(r.point)
-        if i is None or schema.points[i][1] != r.unit:
+    index, points = schema.index, schema.points
+    for r in rows:  # 2,000 rows a second at 10,000 points: unpacked once, no attribute look-ups
+        seq, point, t, value, unit, quality, code, flags = r
+        i = index.get(point)
+        if i is None or points[i][1] != unit:
             loose.append(r.as_payload())
             continue
-        if not values or r.ts_us != ts_us or r.seq != seq0 + len(values):
+        if seq != next_seq or t != ts_us:  # next_seq is -1 while no group is open
             if values:
                 groups.append(_group_out(ts_us, seq0, idx, values, q))
-            ts_us, seq0, idx, values, q = r.ts_us, r.seq, [], [], []
-        if r.quality != "good" or r.code is not None or r.flags:
-            q.append([len(values), r.quality, r.code, list(r.flags)])
+            ts_us, seq0, idx, values, q = t, seq, [], [], []
+        next_seq = seq + 1
+        if quality != "good" or code is not None or flags:
+            q.append([len(values), quality, code, list(flags)])
         idx.append(i)
-        values.append(r.value)
+        values.append(value)
     if values:
         groups.append(_group_out(ts_us, seq0, idx, values, q))
     body: dict[str, Any] = {

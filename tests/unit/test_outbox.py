@@ -16,7 +16,7 @@ from edge_agent.config.settings import StorageOptions
 from edge_agent.core.clock import FakeClock
 from edge_agent.core.validate import ValidatedReading
 from edge_agent.store.db import open_state_db
-from edge_agent.store.outbox import Outbox
+from edge_agent.store.outbox import Outbox, readings_after
 
 T0 = datetime(2025, 7, 1, 8, 0, tzinfo=UTC)
 
@@ -349,11 +349,14 @@ readings = st.lists(
 @given(batches=st.lists(readings, min_size=1, max_size=4), reopen=st.booleans())
 def test_every_reading_round_trips_in_order(tmp_path: Path, batches: list[Any], reopen: bool) -> None:
     """Whatever the points, units, times, values and states: read back as written, seqs consecutive,
-    through the id caches of one Outbox and through a fresh one on the same file."""
+    through the id caches of one Outbox and through a fresh one on the same file; an Outbox opened
+    before the writes (its id maps know none of the points) and the joining view read the same."""
     db = tmp_path / f"rt-{uuid.uuid4().hex}.db"
     clock = FakeClock(T0)
     conn = open_state_db(db)
     ob = Outbox(conn=conn, options=StorageOptions(), clock=clock, gateway_id="gw")
+    reader_conn = open_state_db(db)
+    reader = Outbox(conn=reader_conn, options=StorageOptions(), clock=clock, gateway_id="gw")
     written = []
     for batch in batches:
         if reopen:
@@ -370,7 +373,10 @@ def test_every_reading_round_trips_in_order(tmp_path: Path, batches: list[Any], 
             for p, unit, t, v, q, code, flags in batch
         ]
     got = ob.pending(0, 10_000)
+    assert readings_after(conn, 0, 10_000) == got
     conn.close()
+    assert reader.pending(0, 10_000) == got
+    reader_conn.close()
     assert [r.seq for r in got] == list(range(1, len(written) + 1))
     assert [(r.point, r.ts_us, r.value, r.unit, r.quality, r.code, r.flags) for r in got] == written
     assert [type(r.value) for r in got] == [type(w[2]) for w in written]

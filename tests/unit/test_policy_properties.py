@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policies.calendar import Calendar
-from policies.evaluate import evaluate, explain
+from policies.evaluate import POLICY_ROLES, evaluate, explain
 from policies.model import Policy
 from policies.params import PolicyParams, ZoneFacts
 from policies.types import Decision, PointState, Snapshot
@@ -209,3 +209,39 @@ def test_explain_covers_every_explanation_line(data: st.DataObject, policy: Poli
     assert tuple(x.text for x in lines) == d.explanations
     written = {x.point for x in lines if x.decision == "write"}
     assert written == {it.point_id for it in d.intents}
+
+
+@st.composite
+def other_points(draw: st.DrawFn, now: datetime) -> list[PointState]:
+    """Points of roles the policies do not read, in the same zones and devices as the policy points."""
+    out: list[PointState] = []
+    for i in range(draw(st.integers(min_value=0, max_value=8))):
+        role = draw(st.sampled_from(["room_temperature", "energy", "power", "water", "co2", "humidity"]))
+        ts = now - timedelta(minutes=draw(st.integers(min_value=0, max_value=4000)))
+        out.append(
+            PointState(
+                point_id=f"p{draw(st.integers(min_value=0, max_value=12))}.{role}.{i}",
+                role=role,
+                zone=draw(st.sampled_from([*ZONES, None])),
+                value=draw(values),
+                ok=draw(st.booleans()),
+                ts=ts,
+                since=ts,
+                writable=draw(st.booleans()),
+                device_id=draw(st.sampled_from(["d1", "d2", None])),
+            )
+        )
+    return out
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), policy=policies(), now=nows, with_sun=st.booleans())
+def test_points_of_other_roles_change_no_decision(
+    data: st.DataObject, policy: Policy, now: datetime, with_sun: bool
+) -> None:
+    """The enforcer hands evaluate() only the POLICY_ROLES points (issue 18): the same intents, findings
+    and explanations as the whole snapshot gives."""
+    s = {p.point_id: p for p in data.draw(points(now)) + data.draw(other_points(now))}
+    params = _params(policy, with_sun)
+    only = {pid: p for pid, p in s.items() if p.role in POLICY_ROLES}
+    assert evaluate(only, now, CAL, params) == evaluate(s, now, CAL, params)

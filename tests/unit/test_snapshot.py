@@ -44,3 +44,23 @@ def test_ids_with_roles_follow_a_reconfigure() -> None:
     assert snap.ids_with_roles(lights) == {"l1"}
     snap.reconfigure([("dev", meter, None), ("dev", PointBase(id="l2", role="light_relay"), None)])
     assert snap.ids_with_roles(lights) == {"l2"}  # not the answer kept from before the reload
+
+
+def test_for_policy_with_roles_is_the_full_snapshot_filtered_in_order_and_follows_a_reconfigure() -> None:
+    meters = [PointBase(id=f"m{i}", role="power") for i in range(3)]
+    l2 = PointBase(id="l0", role="light_relay", zone="f2", writable=True)
+    snap = Snapshot(
+        [("dev", meters[0], None), ("dev", LIGHT, "f1"), ("dev", meters[1], None), ("d2", l2, "f2")]
+    )
+    lights = frozenset({"light_relay"})
+    snap.update([Reading(p.id, 1.0, T0, Quality.GOOD) for p in (*meters[:2], LIGHT, l2)])
+
+    def filtered() -> list[tuple[str, object]]:
+        return [(k, v) for k, v in snap.for_policy().items() if v.role in lights]
+
+    assert list(snap.for_policy(lights).items()) == filtered() and [k for k, _ in filtered()] == ["l1", "l0"]
+    snap.update([Reading("l1", 0.0, T0 + timedelta(minutes=1), Quality.BAD)])  # a new reading shows at once
+    assert list(snap.for_policy(lights).items()) == filtered() and not snap.for_policy(lights)["l1"].ok
+    snap.reconfigure([("dev", meters[2], None), ("dev", PointBase(id="l2", role="light_relay"), None)])
+    snap.update([Reading("l2", True, T0, Quality.GOOD), Reading("m2", 2.0, T0, Quality.GOOD)])
+    assert list(snap.for_policy(lights)) == ["l2"]  # not the entries kept from before the reload

@@ -370,7 +370,8 @@ class Service:
         self.notifier.reloading()
         path = self.cfg.site_path
         try:
-            new = await asyncio.wait_for(asyncio.to_thread(load_config, path), timeout=RELOAD_BUDGET_S)
+            async with asyncio.timeout(RELOAD_BUDGET_S):  # not wait_for: on 3.11 it can swallow a cancel
+                new = await asyncio.to_thread(load_config, path)
         except Exception as exc:  # ConfigError, OSError, the time budget, or a bug in the loader
             if isinstance(exc, TimeoutError):
                 text = f"reading the configuration took longer than {RELOAD_BUDGET_S:g} s"

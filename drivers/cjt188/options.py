@@ -5,7 +5,7 @@ from __future__ import annotations
 import typing
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field
 
 from drivers.serialbus import MeterOnBus, MeterPoint
 
@@ -60,20 +60,3 @@ class Cjt188Device(MeterOnBus):
         description="How the meter sends DI 901F: high_first 90 1F (most meters), low_first 1F 90",
     )
     points: list[Cjt188Point] = Field(min_length=1)
-
-    @field_validator("points")
-    @classmethod
-    def _quantities_of_its_type(cls, points: list[Cjt188Point], info: ValidationInfo) -> list[Cjt188Point]:
-        meter_type = info.data.get("meter_type")
-        if meter_type is None:
-            return points  # reported on meter_type
-        heat = meter_type.startswith("heat")
-        for p in points:
-            if not heat and p.quantity in HEAT_ONLY:
-                raise ValueError(
-                    f"point {p.id}: {p.quantity} is a heat meter's quantity; a {meter_type} meter "
-                    "sends flow and settlement_flow"
-                )
-            if heat and p.quantity in WATER_ONLY:
-                raise ValueError(f"point {p.id}: a heat meter sends settlement_heat, not {p.quantity}")
-        return points

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from drivers.base import Driver, UtcClock
+from drivers.cjt188.checks import check_site
 from drivers.cjt188.options import Cjt188Device, Cjt188Point
-from drivers.serialbus import MeterPool, check_meters, meter_pool
+from drivers.serialbus import MeterPool, meter_pool
 from drivers.spec import ProtocolSpec, PushCallback
 
 __all__ = ["SPEC"]
@@ -22,6 +23,6 @@ SPEC = ProtocolSpec(
     point_model=Cjt188Point,
     make_shared=meter_pool,
     make_driver=_driver,
-    check_site=check_meters,
+    check_site=check_site,
     serial_bus="drivers.serialbus",
 )

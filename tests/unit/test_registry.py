@@ -494,6 +494,6 @@ def test_cjt188_meters_share_a_port_with_dlt645_but_not_with_modbus_rtu(tmp_path
         "modbus_rtu and dlt645 each open the port their own way and cannot share it; put them on separate "
         "ports (adapters)",
         "15:31: devices[4].port: warning: serial port /dev/no-rs485b does not exist on this machine",
-        "16:6: devices[4].points: point u: heat_power is a heat meter's quantity; a gas meter sends "
+        "16:23: devices[4].points[0].quantity: heat_power is a heat meter's quantity; a gas meter sends "
         "flow and settlement_flow",
     ]

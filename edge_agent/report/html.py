@@ -268,6 +268,18 @@ def _sources(report: Report) -> list[str]:
     ]
 
 
+# The audit trail's finding kinds, as the report's reader knows them; an unknown kind prints as it is.
+_FINDING_LABELS = {
+    "tamper": "篡改/对抗 tamper (tamper)",
+    "tamper_closed": "篡改已结束 tamper closed (tamper_closed)",
+    "masked_write": "被更高优先级占用 masked write (masked_write)",
+    "counter_step": "计量跳变（数据质量） counter step, data quality (counter_step)",
+    "clock_offset": "时钟偏差 clock offset (clock_offset)",
+    "uplink_refused": "上传被拒 uplink refused (uplink_refused)",
+    "exempt": "豁免 exemption (exempt)",
+}
+
+
 def _coverage_note(share: float | None) -> str:
     if share is None or share >= 0.95:
         return ""
@@ -733,7 +745,9 @@ def _enforcement(report: Report) -> list[str]:
         + "</tr>",
     ]
     rows += [
-        f"<tr><td>发现 Finding: {escape(k)}</td>" + _num(f"enforcement.findings.{k}", v, 0) + "</tr>"
+        f"<tr><td>发现 Finding: {escape(_FINDING_LABELS.get(k, k))}</td>"
+        + _num(f"enforcement.findings.{k}", v, 0)
+        + "</tr>"
         for k, v in enf.findings.items()
     ]
     h.append(_table(["事项 Item", "次数 Count"], rows))

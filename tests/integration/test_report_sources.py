@@ -124,3 +124,27 @@ def test_no_bills_no_section(tmp_path: Path) -> None:
         conn.close()
     assert report.sources.rows == ()
     assert "Meters and bills" not in render_html(report)
+
+
+def test_findings_are_named_for_the_reader(tmp_path: Path) -> None:
+    """The enforcement table names the audit trail's finding kinds in words (a counter step is a data-quality
+    finding, not an enforcement one); a kind the report does not know still prints as it is."""
+    from edge_agent.core.clock import FakeClock
+    from edge_agent.store.audit import AuditLog
+
+    shutil.copy(FIXTURES / "config" / "modbus_site.yaml", tmp_path / "site.yaml")
+    shutil.copy(FIXTURES / "config" / "modbus_policy.yaml", tmp_path / "modbus_policy.yaml")
+    cfg = load_config(tmp_path / "site.yaml")
+    conn = open_state_db(tmp_path / "state.db")
+    try:
+        audit = AuditLog(conn=conn, clock=FakeClock(datetime(2026, 7, 3, 9, 0, tzinfo=TZ)))
+        audit.append_finding("counter_step", subject="main.energy", rule="ledger", reason="step of 500 kWh")
+        audit.append_finding("brand_new_kind", subject="x", rule="test", reason="a future finding")
+        ledger = Ledger.from_config(cfg, conn)
+        records = list(audit.records())
+        report = build_report(cfg=cfg, ledger=ledger, period=parse_period("2026-07"), audit_records=records)
+    finally:
+        conn.close()
+    html = render_html(report)
+    assert "发现 Finding: 计量跳变（数据质量） counter step, data quality (counter_step)" in html
+    assert "发现 Finding: brand_new_kind" in html

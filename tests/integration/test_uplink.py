@@ -166,24 +166,28 @@ async def test_broker_outage_no_gap_duplicates_only_across_reconnect(broker: Bro
             await asyncio.sleep(0.01)
 
     try:
-        async with running(sub.run, "sub"), running(svc.run, "uplink"), running(appender, "appender"):
+        # The subscriber first: the broker keeps nothing for one that subscribes late.
+        async with running(sub.run, "sub"):
             await asyncio.wait_for(sub.subscribed.wait(), 5)
-            await wait_until(lambda: len(sub.seqs) > 300, 10, "first readings")
-            broker.stop()
-            outage_start = appended
-            await wait_until(lambda: appended > outage_start + 300, 10, "a backlog while the broker is down")
-            await wait_until(lambda: not svc.connected, 5, "the uplink to notice the outage")
-            # Hold the outbox while the broker comes back so our subscriber is in before the backlog flows
-            # (the broker keeps no state: a message published before we subscribe would be lost to us).
-            await asyncio.to_thread(outbox._lock.acquire)
-            try:
-                broker.start()
-                await asyncio.wait_for(sub.subscribed.wait(), 5)
-            finally:
-                outbox._lock.release()
-            target = appended + 50
-            await wait_until(lambda: bool(sub.seqs) and max(sub.seqs) >= target, 15, "backlog drained")
-            await wait_until(lambda: outbox.stats().backlog < 100, 5, "acks")
+            async with running(svc.run, "uplink"), running(appender, "appender"):
+                await wait_until(lambda: len(sub.seqs) > 300, 10, "first readings")
+                broker.stop()
+                outage_start = appended
+                await wait_until(
+                    lambda: appended > outage_start + 300, 10, "a backlog while the broker is down"
+                )
+                await wait_until(lambda: not svc.connected, 5, "the uplink to notice the outage")
+                # Hold the outbox while the broker comes back so our subscriber is in before the backlog flows
+                # (the broker keeps no state: a message published before we subscribe would be lost to us).
+                await asyncio.to_thread(outbox._lock.acquire)
+                try:
+                    broker.start()
+                    await asyncio.wait_for(sub.subscribed.wait(), 5)
+                finally:
+                    outbox._lock.release()
+                target = appended + 50
+                await wait_until(lambda: bool(sub.seqs) and max(sub.seqs) >= target, 15, "backlog drained")
+                await wait_until(lambda: outbox.stats().backlog < 100, 5, "acks")
     finally:
         conn.close()
 
@@ -235,6 +239,7 @@ async def test_tls_client_certificate_required(tls_broker: Broker, tmp_path: Pat
         clock=SystemClock(),
     )
     try:
+        # The subscriber first: the broker keeps nothing for one that subscribes late.
         async with running(sub.run, "sub"):
             await asyncio.wait_for(sub.subscribed.wait(), 5)
             async with running(no_cert.run, "uplink-nocert"):
@@ -282,6 +287,7 @@ async def test_storage_limit_drop_event_published(broker: Broker, tmp_path: Path
             audit_head=None,
             clock=SystemClock(),
         )
+        # The subscriber first: the broker keeps nothing for one that subscribes late.
         async with running(sub.run, "sub"):
             await asyncio.wait_for(sub.subscribed.wait(), 5)
             await svc.publish_event(ev.as_event())

@@ -77,20 +77,24 @@ async def test_acl_refusal_keeps_the_batch_then_delivery_resumes(acl_broker: Bro
     try:
         with capture_logs() as logs:
             svc = _svc(outbox, acl_broker.port, findings)
-            async with running(sub.run, "sub"), running(svc.run, "uplink"):
+            # The subscriber first: the broker keeps nothing for one that subscribes late.
+            async with running(sub.run, "sub"):
                 await asyncio.wait_for(sub.subscribed.wait(), 5)
-                await wait_until(lambda: svc.refused_total >= 3, 10, "refusals, retried with backoff")
-                # Nothing was counted as delivered: every reading is still in the outbox, none arrived.
-                assert outbox.stats().backlog == 120 and outbox.acked_seq() == 0
-                assert sub.seqs == []
-                assert svc.status()["last_refusal"]["reason"] == "Not authorized"
-                # Each refused session connected fine, yet the backoff kept growing: a CONNACK is not
-                # progress (before, it reset the backoff, and a refusing broker got a connect a second).
-                assert svc.status()["backoff_attempt"] >= 3
-                (acl_broker.workdir / "acl").write_text(ALLOW_ALL)
-                acl_broker.reload()
-                await wait_until(lambda: len(set(sub.seqs)) == 120, 10, "delivery after the ACL allows it")
-                await wait_until(lambda: outbox.stats().backlog == 0, 5, "acks")
+                async with running(svc.run, "uplink"):
+                    await wait_until(lambda: svc.refused_total >= 3, 10, "refusals, retried with backoff")
+                    # Nothing was counted as delivered: every reading is still in the outbox, none arrived.
+                    assert outbox.stats().backlog == 120 and outbox.acked_seq() == 0
+                    assert sub.seqs == []
+                    assert svc.status()["last_refusal"]["reason"] == "Not authorized"
+                    # Each refused session connected fine, yet the backoff kept growing: a CONNACK is not
+                    # progress (before, it reset the backoff, and a refusing broker got a connect a second).
+                    assert svc.status()["backoff_attempt"] >= 3
+                    (acl_broker.workdir / "acl").write_text(ALLOW_ALL)
+                    acl_broker.reload()
+                    await wait_until(
+                        lambda: len(set(sub.seqs)) == 120, 10, "delivery after the ACL allows it"
+                    )
+                    await wait_until(lambda: outbox.stats().backlog == 0, 5, "acks")
     finally:
         conn.close()
     refused = _events(logs, "uplink_publish_refused")
@@ -127,10 +131,14 @@ async def test_broker_packet_limit_below_one_batch(broker: Broker, tmp_path: Pat
         with capture_logs() as logs:
             # v1: uncompressed, so 500 readings really are over the broker's limit.
             svc = _svc(outbox, broker.port, batch_max=500, mqtt_version=version, payload="v1")
-            async with running(sub.run, "sub"), running(svc.run, "uplink"):
+            # The subscriber first: the broker keeps nothing for one that subscribes late.
+            async with running(sub.run, "sub"):
                 await asyncio.wait_for(sub.subscribed.wait(), 5)
-                await wait_until(lambda: len(set(sub.seqs)) == 2000, 15, "every reading in smaller batches")
-                await wait_until(lambda: outbox.stats().backlog == 0, 5, "acks")
+                async with running(svc.run, "uplink"):
+                    await wait_until(
+                        lambda: len(set(sub.seqs)) == 2000, 15, "every reading in smaller batches"
+                    )
+                    await wait_until(lambda: outbox.stats().backlog == 0, 5, "acks")
     finally:
         conn.close()
     assert sorted(set(sub.seqs)) == list(range(1, 2001))
@@ -156,10 +164,12 @@ async def test_a_reading_that_never_fits_is_an_audited_drop(broker: Broker, tmp_
         with capture_logs() as logs:
             # v1: zlib would squeeze the 6000 x's under the limit.
             svc = _svc(outbox, broker.port, max_packet_bytes=4096, batch_max=10, payload="v1")
-            async with running(sub.run, "sub"), running(svc.run, "uplink"):
+            # The subscriber first: the broker keeps nothing for one that subscribes late.
+            async with running(sub.run, "sub"):
                 await asyncio.wait_for(sub.subscribed.wait(), 5)
-                await wait_until(lambda: len(set(sub.seqs)) == 60, 10, "the readings around it")
-                await wait_until(lambda: outbox.stats().backlog == 0, 5, "acks")
+                async with running(svc.run, "uplink"):
+                    await wait_until(lambda: len(set(sub.seqs)) == 60, 10, "the readings around it")
+                    await wait_until(lambda: outbox.stats().backlog == 0, 5, "acks")
         drop = outbox.enforce_limits()
     finally:
         conn.close()
@@ -255,6 +265,7 @@ async def test_final_drain_sends_the_rest_within_its_budget(broker: Broker, tmp_
     try:
         with capture_logs() as logs:
             svc = _svc(outbox, broker.port)
+            # The subscriber first: the broker keeps nothing for one that subscribes late.
             async with running(sub.run, "sub"):
                 await asyncio.wait_for(sub.subscribed.wait(), 5)
                 sent = await svc.final_drain(budget_s=2.0)

@@ -63,12 +63,8 @@ def tail_main(db: str | Path, *, lines: int, follow: bool, as_json: bool, out: T
             return 2
         try:
             rows = readings_after(conn, max(0, last - lines), lines)
-        except sqlite3.OperationalError as exc:  # read-only here: the agent migrates the layout, not tail
-            print(
-                f"{path}: readings in an older edge-agent's layout ({exc}); the agent converts them when it "
-                "next starts (edge-agent run, or systemctl restart edge-agent)",
-                file=sys.stderr,
-            )
+        except sqlite3.OperationalError as exc:  # neither layout this version knows
+            print(f"{path}: cannot read the outbox's readings ({exc})", file=sys.stderr)
             return 2
         _print(rows, as_json, out)
         last = rows[-1].seq if rows else last

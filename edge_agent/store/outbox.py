@@ -252,11 +252,28 @@ _COLS = "seq, point, ts_us, value, unit, quality, code, flags, json"
 _ROWS = "outbox_reading_rows"  # the view joining a reading with its point, time and state
 
 
+# The first layout's columns in the shape _decode takes, for a database the agent has not converted yet
+# (`edge-agent tail` after an upgrade, read-only, before the agent's next start).
+_COLS_V1 = (
+    "seq, point, ts_us, CASE WHEN vjson IS NULL THEN value ELSE vjson END, unit, quality, code, flags, "
+    "vjson IS NOT NULL"
+)
+
+
 def readings_after(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[Row]:
-    """Stored readings with seq > after_seq, in seq order, from any connection (a read-only one too)."""
-    rows = conn.execute(
-        f"SELECT {_COLS} FROM {_ROWS} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
-    ).fetchall()
+    """Stored readings with seq > after_seq, in seq order, from any connection (a read-only one too),
+    in either layout."""
+    try:
+        rows = conn.execute(
+            f"SELECT {_COLS} FROM {_ROWS} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        ).fetchall()
+    except sqlite3.OperationalError:
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(outbox_readings)").fetchall()}
+        if "point" not in cols:
+            raise
+        rows = conn.execute(
+            f"SELECT {_COLS_V1} FROM outbox_readings WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        ).fetchall()
     return [_decode(t) for t in rows]
 
 

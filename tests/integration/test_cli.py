@@ -321,10 +321,12 @@ def test_discover_on_a_port_that_is_not_there_says_why_once(cli: Cli, tmp_path: 
     assert err == f"discover: {port}: cannot open the serial port: No such file or directory\n"
 
 
-def test_tail_on_a_database_of_the_first_layout_says_the_agent_converts_it(
+def test_tail_reads_a_database_of_the_first_layout(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """After an upgrade, before the agent has restarted: tail (read-only) must not trace back."""
+    """After an upgrade, before the agent has restarted (and converted it): tail, read-only, reads the old
+    table as it is, values of every type included."""
+    import json
     import sqlite3
 
     from edge_agent.cli.tail import tail_main
@@ -335,10 +337,16 @@ def test_tail_on_a_database_of_the_first_layout_says_the_agent_converts_it(
         "CREATE TABLE outbox_readings (seq INTEGER PRIMARY KEY AUTOINCREMENT, point TEXT NOT NULL, "
         "ts_us INTEGER NOT NULL, value NUMERIC, vjson TEXT, unit TEXT, quality TEXT NOT NULL, code TEXT, "
         "flags TEXT);"
-        "INSERT INTO outbox_readings VALUES (1, 'p1', 1000000, 1.5, NULL, 'kWh', 'good', NULL, NULL);"
+        "INSERT INTO outbox_readings VALUES (1, 'p1', 1000000, 1.5, NULL, 'kWh', 'good', NULL, 'spike');"
+        "INSERT INTO outbox_readings VALUES (2, 'p2', 2000000, NULL, 'true', NULL, 'good', NULL, NULL);"
+        "INSERT INTO outbox_readings VALUES (3, 'p3', 3000000, NULL, NULL, 'degC', 'bad', 'timeout', NULL);"
     )
     conn.commit()
     conn.close()
-    assert tail_main(db, lines=5, follow=False, as_json=False) == 2
-    err = capsys.readouterr().err
-    assert "older edge-agent's layout" in err and "converts them when it next starts" in err
+    assert tail_main(db, lines=5, follow=False, as_json=True) == 0
+    got = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["seq"], r["point"], r["value"], r["quality"], r["code"], r["flags"]) for r in got] == [
+        (1, "p1", 1.5, "good", None, ["spike"]),
+        (2, "p2", True, "good", None, []),
+        (3, "p3", None, "bad", "timeout", []),
+    ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from sim.ptyline import PtyLine
+from sim.ptyline import MeterLine
 
 __all__ = ["Cjt188Bus", "FlowMeter"]
 
@@ -62,41 +62,21 @@ class FlowMeter:
         return out + bytes.fromhex("00301215112620") + b"\x00\x00"  # 2026-11-15 12:30:00, status 0
 
 
-class Cjt188Bus(PtyLine):
+class Cjt188Bus(MeterLine):
     """Meters sharing one pseudo-terminal; open :attr:`path` as the serial port."""
 
     def __init__(self, meters: list[FlowMeter], *, baudrate: int = 2400, turnaround_s: float = 0.02) -> None:
-        super().__init__()
+        super().__init__(baudrate=baudrate, turnaround_s=turnaround_s)
         self.meters = meters
-        self.char_s = 11 / baudrate
-        self.turnaround_s = turnaround_s
-        self.bad_frames = 0
-        self.requests = 0
-        self._buf = bytearray()
 
     _task_prefix = "sim-cjt188"
 
-    def _received(self, data: bytes) -> None:
-        self._buf += data
-        while True:
-            start = self._buf.find(0x68)
-            if start < 0:
-                self._buf.clear()
-                return
-            del self._buf[:start]
-            if len(self._buf) < 11:
-                return
-            end = 13 + self._buf[10]
-            if len(self._buf) < end:
-                return
-            frame, self._buf = bytes(self._buf[:end]), self._buf[end:]
-            self._inbox.put_nowait(frame)
+    def _frame_size(self, buf: bytearray) -> int | None:
+        return None if len(buf) < 11 else 13 + buf[10]  # 68 T A0..A6 C L DATA CS 16
 
     def replies(self, frame: bytes) -> list[bytes]:
-        if frame[-1] != 0x16 or sum(frame[:-2]) % 256 != frame[-2]:
-            self.bad_frames += 1
+        if not self._accepted(frame):
             return []
-        self.requests += 1
         mtype, addr, control, data = frame[1], frame[2:9], frame[9], frame[11:-2]
         out = []
         for m in self.meters:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from sim.ptyline import PtyLine
+from sim.ptyline import MeterLine
 
 __all__ = ["Dlt645Bus", "Meter"]
 
@@ -68,46 +68,24 @@ class Meter:
         return bytes(int(self.address[i : i + 2], 16) for i in range(10, -1, -2))
 
 
-class Dlt645Bus(PtyLine):
+class Dlt645Bus(MeterLine):
     """Meters sharing one pseudo-terminal; open :attr:`path` as the serial port."""
 
     def __init__(self, meters: list[Meter], *, baudrate: int = 2400, turnaround_s: float = 0.02) -> None:
-        super().__init__()
+        super().__init__(baudrate=baudrate, turnaround_s=turnaround_s)
         self.meters = meters
-        self.baudrate = baudrate
-        self.turnaround_s = turnaround_s
-        self.char_s = 11 / baudrate  # 8E1
-        self.bad_frames = 0
-        self.requests = 0
-        self._buf = bytearray()
 
     _task_prefix = "sim-dlt645"
 
-    def _received(self, data: bytes) -> None:
-        self._buf += data
-        while True:
-            start = self._buf.find(0x68)
-            if start < 0:
-                self._buf.clear()
-                return
-            del self._buf[:start]
-            if len(self._buf) < 10:
-                return
-            if self._buf[7] != 0x68:
-                del self._buf[:1]
-                continue
-            end = 12 + self._buf[9]
-            if len(self._buf) < end:
-                return
-            frame, self._buf = bytes(self._buf[:end]), self._buf[end:]
-            self._inbox.put_nowait(frame)
+    def _frame_size(self, buf: bytearray) -> int | None:
+        if len(buf) < 10:
+            return None
+        return 12 + buf[9] if buf[7] == 0x68 else 0  # 68 A0..A5 68 C L DATA CS 16
 
     def replies(self, frame: bytes) -> list[bytes]:
         """What the bus carries back for one request frame (one reply per answering meter)."""
-        if frame[-1] != 0x16 or sum(frame[:-2]) % 256 != frame[-2]:
-            self.bad_frames += 1
+        if not self._accepted(frame):
             return []
-        self.requests += 1
         addr, control = frame[1:7], frame[8]
         data = bytes((b - 0x33) % 256 for b in frame[10:-2])
         out = []

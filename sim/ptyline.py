@@ -13,7 +13,7 @@ import os
 import tty
 from typing import Self
 
-__all__ = ["PtyLine"]
+__all__ = ["MeterLine", "PtyLine"]
 
 
 class PtyLine:
@@ -102,3 +102,50 @@ class PtyLine:
     async def _answer(self) -> None:
         """Answer the frames of ``_inbox`` until cancelled."""
         raise NotImplementedError
+
+
+class MeterLine(PtyLine):
+    """A bus of meters whose frames start with 68H and end with ``CS 16H`` (DL/T 645, CJ/T 188): frames
+    are cut from the byte stream, anything before a 68H is line noise, and a frame whose checksum or end
+    byte is wrong is counted in :attr:`bad_frames` and not answered."""
+
+    def __init__(self, *, baudrate: int, turnaround_s: float) -> None:
+        super().__init__()
+        self.baudrate = baudrate
+        self.turnaround_s = turnaround_s
+        self.char_s = 11 / baudrate  # 8E1: start, 8 data, parity, stop
+        self.bad_frames = 0
+        self.requests = 0
+        self._buf = bytearray()
+
+    def _frame_size(self, buf: bytearray) -> int | None:
+        """Bytes of the frame starting at ``buf[0]`` (a 68H); None: not enough bytes yet to tell; 0: this
+        68H does not start a frame."""
+        raise NotImplementedError
+
+    def _received(self, data: bytes) -> None:
+        self._buf += data
+        while True:
+            start = self._buf.find(0x68)
+            if start < 0:
+                self._buf.clear()
+                return
+            del self._buf[:start]
+            size = self._frame_size(self._buf)
+            if size is None:
+                return
+            if size == 0:
+                del self._buf[:1]
+                continue
+            if len(self._buf) < size:
+                return
+            frame, self._buf = bytes(self._buf[:size]), self._buf[size:]
+            self._inbox.put_nowait(frame)
+
+    def _accepted(self, frame: bytes) -> bool:
+        """Counts the request: a good one in :attr:`requests`, a broken one in :attr:`bad_frames`."""
+        if frame[-1] != 0x16 or sum(frame[:-2]) % 256 != frame[-2]:
+            self.bad_frames += 1
+            return False
+        self.requests += 1
+        return True

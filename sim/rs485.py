@@ -14,12 +14,12 @@ import asyncio
 
 from sim.cjt188_meter import Cjt188Bus, FlowMeter
 from sim.dlt645_meter import Dlt645Bus, Meter
-from sim.ptyline import PtyLine
+from sim.ptyline import MeterLine
 
 __all__ = ["MeterBus"]
 
 
-class MeterBus(PtyLine):
+class MeterBus(MeterLine):
     """DL/T 645 and CJ/T 188 meters sharing one pseudo-terminal; open :attr:`path` as the serial port."""
 
     _task_prefix = "sim-rs485"
@@ -32,29 +32,14 @@ class MeterBus(PtyLine):
         baudrate: int = 2400,
         turnaround_s: float = 0.02,
     ) -> None:
-        super().__init__()
+        super().__init__(baudrate=baudrate, turnaround_s=turnaround_s)
         self.dlt645 = Dlt645Bus(meters, baudrate=baudrate, turnaround_s=turnaround_s)
         self.cjt188 = Cjt188Bus(flow_meters, baudrate=baudrate, turnaround_s=turnaround_s)
-        self.char_s = 11 / baudrate
-        self.turnaround_s = turnaround_s
-        self._buf = bytearray()
 
-    def _received(self, data: bytes) -> None:
-        self._buf += data
-        while True:
-            start = self._buf.find(0x68)
-            if start < 0:
-                self._buf.clear()
-                return
-            del self._buf[:start]
-            if len(self._buf) < 11:
-                return
-            dlt = self._buf[7] == 0x68
-            end = 12 + self._buf[9] if dlt else 13 + self._buf[10]
-            if len(self._buf) < end:
-                return
-            frame, self._buf = bytes(self._buf[:end]), self._buf[end:]
-            self._inbox.put_nowait(frame)
+    def _frame_size(self, buf: bytearray) -> int | None:
+        if len(buf) < 11:
+            return None
+        return 12 + buf[9] if buf[7] == 0x68 else 13 + buf[10]  # DL/T 645 by its second 68, else CJ/T 188
 
     def replies(self, frame: bytes) -> list[bytes]:
         return self.dlt645.replies(frame) if frame[7] == 0x68 else self.cjt188.replies(frame)

@@ -80,6 +80,7 @@ class SerialBus:
         self._port: Any = None
         self._buf = bytearray()
         self._data = asyncio.Event()
+        self._lost: str | None = None  # why the port went away under us (an adapter pulled out)
 
     @property
     def is_open(self) -> bool:
@@ -113,8 +114,12 @@ class SerialBus:
     def _readable(self) -> None:
         try:
             data = self._port.read(4096)
-        except OSError:  # serial.SerialException is one
-            data = b""
+        except OSError as exc:  # serial.SerialException is one: e.g. the USB adapter was pulled out
+            # The descriptor stays readable after a hang-up: keeping the reader would spin the loop.
+            self._lost = str(exc) or type(exc).__name__
+            self.close()
+            self._data.set()
+            return
         if data:
             self._buf += data
             self._data.set()
@@ -126,6 +131,7 @@ class SerialBus:
         splitter's ValueError (a frame that is complete but wrong) passes through. Hold :attr:`lock`.
         The input buffer is emptied first, so late or garbled bytes never reach the next request."""
         self._buf.clear()
+        self._lost = None
         self._port.write(request)
         try:
             async with asyncio.timeout(timeout):
@@ -136,6 +142,8 @@ class SerialBus:
                         return frame
                     if used:
                         continue  # noise dropped: look again before waiting
+                    if self._lost is not None:
+                        raise OSError(f"the port went away: {self._lost}")
                     self._data.clear()
                     await self._data.wait()
         except TimeoutError:

@@ -4,6 +4,7 @@ read, garbage, a wrong checksum and a broken frame on the line; and one bus shar
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -133,6 +134,25 @@ async def test_a_dead_meter_is_backed_off_and_its_neighbours_read(
     line.meters[2].offline = False
     mono.advance(3600)
     assert (await dead.read(FLOW))[0].quality is Quality.GOOD
+
+
+async def test_an_adapter_pulled_out_closes_the_port_and_reads_unreachable(
+    line: Cjt188Bus, drivers: Any
+) -> None:
+    """A hang-up leaves the port's descriptor readable for ever: the bus must let go of it (a reader left
+    on it spins the event loop) and the next poll says why, at once."""
+    meter = drivers(device(line.path, "00000000001234", "cold_water", FLOW))
+    assert (await meter.read(FLOW))[0].quality is Quality.GOOD
+    bus = serialbus._buses[line.path]
+    assert bus.is_open
+    await line.stop()  # the pty's far end goes away, as a USB-RS485 adapter pulled out
+    for _ in range(50):
+        if not bus.is_open:
+            break
+        await asyncio.sleep(0.01)
+    assert not bus.is_open
+    rs = await meter.read(FLOW)
+    assert {(r.quality, r.code) for r in rs} == {(Quality.BAD, "unreachable")}, rs
 
 
 async def test_wrong_checksum_garbage_and_broken_frames_are_bad_readings_then_recovery(

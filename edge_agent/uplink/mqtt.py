@@ -749,13 +749,26 @@ class MqttUplinkService:
         schema = self._schema
         if self.options.payload != "v2" or schema is None or self._schema_sent == schema.hash:
             return
+        limit = self.options.max_packet_bytes
+        if self.broker_max_packet:
+            limit = min(limit, self.broker_max_packet)
+        limit -= len(self.topic_schema) + _PACKET_OVERHEAD
+        payload = encode_schema(
+            schema, gateway=self.gateway_id, building=self.building_id, compress=self.options.compress
+        )
+        if len(payload) > limit and not self.options.compress:  # a schema must get through: zlib it anyway
+            payload = encode_schema(schema, gateway=self.gateway_id, building=self.building_id, compress=True)
+        if len(payload) > limit:  # never publishable: refused here, loudly, as the broker would (0x95)
+            raise PublishRefusedError(
+                topic=self.topic_schema,
+                reason_code=0x95,
+                reason=f"schema of {len(schema.points)} points is {len(payload)} bytes, over the packet "
+                f"limit of {limit}: raise uplink.max_packet_bytes and the broker's max_packet_size, or use "
+                "payload: v1",
+                seqs=(0, 0),
+            )
         rc = await client.publish_qos1(
-            self.topic_schema,
-            encode_schema(
-                schema, gateway=self.gateway_id, building=self.building_id, compress=self.options.compress
-            ),
-            retain=True,
-            timeout=self.options.publish_timeout_s,
+            self.topic_schema, payload, retain=True, timeout=self.options.publish_timeout_s
         )
         _check_puback(rc, topic=self.topic_schema, seqs=(0, 0))
         self._schema_sent = schema.hash

@@ -206,3 +206,57 @@ async def test_delivery_resumes_within_max_backoff_after_a_20s_outage(broker: Br
         conn.close()
     arrived = next(at for t, p, at in sub.raw if t.endswith("/readings") and at > restarted)
     assert arrived - restarted <= options.max_backoff_s + 2, f"{arrived - restarted:.1f} s after the restart"
+
+
+def _named_points(n: int) -> list[tuple[str, str | None, str | None]]:
+    """Points whose ids zlib cannot shrink much (a site with long, unpatterned names)."""
+    import random
+
+    rng = random.Random(7)
+    return [(f"m{rng.getrandbits(64):016x}.energy", "kWh", "dev-0") for _ in range(n)]
+
+
+async def test_a_schema_over_the_packet_limit_is_compressed_or_refused_loudly(
+    broker: Broker, tmp_path: Path
+) -> None:
+    # compress: false, but the uncompressed schema (300 points, ~9 kB) is over max_packet_bytes (4096): the
+    # schema goes compressed and delivery works.
+    config = _named_points(300)
+    outbox, conn = make_outbox(tmp_path / "a.db")
+    sub = Subscriber(broker.port)
+    opts = uplink_options(broker.port, max_packet_bytes=4096, compress=False)
+    svc = _uplink(outbox, opts, audit_head=None, points=lambda: config)
+    try:
+        async with running(sub.run, "sub"):
+            await asyncio.wait_for(sub.subscribed.wait(), 5)
+            async with running(svc.run, "uplink"):
+                outbox.append([_vr(p, 1.0, T0, u) for p, u, _ in config[:40]])
+                await wait_until(lambda: len(sub.seqs) == 40, 10, "delivery")
+    finally:
+        conn.close()
+    (schema,) = [p for t, p, _ in sub.raw if t.endswith("/schema")]
+    assert schema[:1] == b"\x78" and len(schema) < 4096
+    assert len(_decode_all(sub.raw)) == 40
+
+    # 3,000 such points do not fit even compressed: refused before publishing, logged and a finding, the
+    # readings kept (never a silent stall).
+    config = _named_points(3000)
+    outbox, conn = make_outbox(tmp_path / "b.db")
+    findings: list[Any] = []
+    svc = _uplink(
+        outbox,
+        opts,
+        audit_head=None,
+        points=lambda: config,
+        on_finding=lambda kind, detail: findings.append((kind, detail)),
+    )
+    try:
+        async with running(svc.run, "uplink"):
+            outbox.append([_vr(p, 1.0, T0, u) for p, u, _ in config[:40]])
+            await wait_until(lambda: svc.refused_total >= 1, 10, "the schema refused")
+            assert outbox.stats().backlog == 40
+    finally:
+        conn.close()
+    (kind, detail), *_ = findings
+    assert kind == "uplink_refused" and detail["reason_code"] == 0x95
+    assert "over the packet limit" in detail["reason"] and "payload: v1" in detail["reason"]

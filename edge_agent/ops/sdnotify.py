@@ -90,6 +90,10 @@ class SdNotifier:
     def status(self, text: str) -> bool:
         return self.notify(_status_field(text))
 
+    def extend_timeout(self, seconds: float, status: str) -> bool:
+        """Start-up (or stopping) needs ``seconds`` more than the unit's timeout allows, from now."""
+        return self.notify(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}", _status_field(status))
+
     def stopping(self, status: str | None = None) -> bool:
         fields = ["STOPPING=1"]
         if status is not None:

@@ -45,6 +45,7 @@ from policies.hvac import HVAC_ROLES  # what a policy exemption covers: not ligh
 __all__ = ["RELOAD_BUDGET_S", "Service", "run_service", "state_paths", "state_socket"]
 
 RELOAD_BUDGET_S = 20.0  # longest a reload may spend reading and validating the files (in a thread)
+MIGRATE_EXTEND_S = 60  # each report of a layout conversion buys start-up this much more time from systemd
 # site.yaml sections that hold open resources (MQTT connection, the database, the status socket): a
 # reload does not swap them under a running service; it says they need a restart.
 _RESTART_SECTIONS = ("uplink", "storage", "status")
@@ -88,6 +89,7 @@ class Service:
         self.log = get_logger("edge_agent.service", gateway=cfg.site.gateway_id)
         self.db_path, self.socket_path = state_paths(cfg, state_dir)
         self.notifier = notifier or SdNotifier()
+        self._migrate_told = -1e9
         self.health = Health(clock=self.clock)
         self.agent = Agent(config=cfg, clock=self.clock, health=self.health)
         self._audit_conn = open_state_db(self.db_path)
@@ -99,7 +101,11 @@ class Service:
             hmac_key=load_key(cfg.resolve(key_file)) if key_file else None,
         )
         self.outbox = Outbox(
-            conn=self._outbox_conn, options=cfg.site.storage, clock=self.clock, gateway_id=cfg.site.gateway_id
+            conn=self._outbox_conn,
+            options=cfg.site.storage,
+            clock=self.clock,
+            gateway_id=cfg.site.gateway_id,
+            on_migrate=self._migrating,
         )
         self.audit.on_append = self._audit_to_events
         self._ledger_conn = open_state_db(self.db_path)
@@ -185,6 +191,17 @@ class Service:
         self.ready = asyncio.Event()
         self._reload_requested = asyncio.Event()
         self.started = self.clock.now()
+
+    def _migrating(self, moved: int, total: int) -> None:
+        """A state database of an older layout being converted before READY: tell systemd start-up goes on
+        (its TimeoutStartSec would otherwise end it, and the rolled-back retry would start over)."""
+        now = time.monotonic()
+        if moved < total and now - self._migrate_told < 5:
+            return
+        self._migrate_told = now
+        self.notifier.extend_timeout(
+            MIGRATE_EXTEND_S, f"converting the outbox to the new layout: {moved:,} of {total:,} readings"
+        )
 
     # -- wiring ----------------------------------------------------------------------------------
 
@@ -652,8 +669,8 @@ async def run_service(
 ) -> int:
     try:
         svc = Service(cfg, state_dir=state_dir, clock=clock)
-    except (ValueError, OSError) as exc:  # unreadable key file, state directory not writable, ...
-        get_logger("edge_agent.service").error("start_failed", error=str(exc))
+    except (ValueError, OSError, sqlite3.Error) as exc:  # unreadable key file, no state dir, disk full
+        get_logger("edge_agent.service").error("start_failed", error=f"{type(exc).__name__}: {exc}")
         return 2
     svc.install_signal_handlers()
     try:

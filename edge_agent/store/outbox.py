@@ -285,15 +285,27 @@ def _prune_times(c: sqlite3.Connection) -> None:
     )
 
 
-def _migrate_v1(conn: sqlite3.Connection) -> int:
+def _first_layout(conn: sqlite3.Connection) -> bool:
+    return "point" in {r[1] for r in conn.execute("PRAGMA table_info(outbox_readings)").fetchall()}
+
+
+def _migrate_v1(conn: sqlite3.Connection, progress: Callable[[int, int], None] | None = None) -> int:
     """An outbox_readings table of the first layout (one TEXT point, unit, quality... per row, about 55
-    bytes a reading) becomes the current one in one transaction: same seqs, same high-water mark."""
-    cols = [r[1] for r in conn.execute("PRAGMA table_info(outbox_readings)").fetchall()]
-    if "point" not in cols:
+    bytes a reading) becomes the current one in one transaction: same seqs, same high-water mark.
+    ``progress(moved, total)`` after every 10,000 readings: a large backlog takes a while (about 3 s per
+    million here), and systemd must hear that start-up is still going."""
+    if not _first_layout(conn):
         return 0
-    _log.info("outbox_migrating", layout="points, times and states tables")  # a large backlog takes a while
+    # secure_delete would write every dropped page of the old table again, zeroed, through the WAL.
+    secure = conn.execute("PRAGMA secure_delete").fetchone()[0]
+    conn.execute("PRAGMA secure_delete = OFF")
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if not _first_layout(conn):  # another process converted it while we waited for the lock
+            conn.execute("ROLLBACK")
+            return 0
+        total = int(conn.execute("SELECT count(*) FROM outbox_readings").fetchone()[0])
+        _log.info("outbox_migrating", readings=total, layout="points, times and states tables")
         hw = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox_readings'").fetchone()
         conn.execute("DROP VIEW IF EXISTS outbox_reading_rows")
         conn.execute("ALTER TABLE outbox_readings RENAME TO outbox_readings_v1")
@@ -328,6 +340,8 @@ def _migrate_v1(conn: sqlite3.Connection) -> int:
             )
             moved += len(rows)
             after = chunk[-1][0]
+            if progress is not None:
+                progress(moved, total)
         conn.execute("DROP TABLE outbox_readings_v1")
         if hw is not None:  # AUTOINCREMENT's high-water mark: seqs of deleted rows are never reused
             conn.execute("DELETE FROM sqlite_sequence WHERE name = 'outbox_readings'")
@@ -339,6 +353,8 @@ def _migrate_v1(conn: sqlite3.Connection) -> int:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    finally:
+        conn.execute(f"PRAGMA secure_delete = {int(secure)}")
     return moved
 
 
@@ -414,6 +430,7 @@ class Outbox:
         options: StorageOptions,
         clock: Clock,
         gateway_id: str,
+        on_migrate: Callable[[int, int], None] | None = None,  # (moved, total) while converting a layout
     ) -> None:
         self._conn = conn
         self.options = options
@@ -427,7 +444,7 @@ class Outbox:
         self._limits_failing = False  # log the start and the end of a run of failures, not each one
         self._listeners: list[Callable[[], None]] = []
         with self._lock:
-            migrated = _migrate_v1(conn)
+            migrated = _migrate_v1(conn, on_migrate)
             if migrated:
                 _log.info("outbox_migrated", readings=migrated, layout="points, times and states tables")
             ensure_schema(conn, DDL)

@@ -375,6 +375,9 @@ class FakeNotifier:
     def watchdog(self) -> bool:
         return self._note("watchdog")
 
+    def extend_timeout(self, seconds: float, status: str) -> bool:
+        return self._note("extend", f"{seconds:g} s: {status}")
+
     def reloading(self, status: str | None = None) -> bool:
         return self._note("reloading", status)
 
@@ -546,3 +549,33 @@ async def test_a_counter_step_the_ledger_detects_reaches_the_audit_chain(tmp_pat
         assert pending.amount == pytest.approx(4840)
     finally:
         svc.close()
+
+
+def test_an_outbox_of_the_first_layout_is_converted_with_systemd_told_to_wait(tmp_path: Path) -> None:
+    """After an upgrade the conversion runs before READY: the service asks systemd for more start-up time
+    (EXTEND_TIMEOUT_USEC) with a status line, so a large backlog is not killed and retried for ever."""
+    import sqlite3
+
+    cfg = load_config(write_site(tmp_path / "etc", sim_port=1))
+    state = tmp_path / "state"
+    state.mkdir()
+    conn = sqlite3.connect(state / "edge-agent.db")
+    conn.executescript(
+        "CREATE TABLE outbox_readings (seq INTEGER PRIMARY KEY AUTOINCREMENT, point TEXT NOT NULL, "
+        "ts_us INTEGER NOT NULL, value NUMERIC, vjson TEXT, unit TEXT, quality TEXT NOT NULL, code TEXT, "
+        "flags TEXT);"
+    )
+    conn.executemany(
+        "INSERT INTO outbox_readings VALUES (?, 'meter-a.energy', ?, ?, NULL, 'kWh', 'good', NULL, NULL)",
+        [(i, 1_000_000 * i, float(i)) for i in range(1, 12_001)],
+    )
+    conn.commit()
+    conn.close()
+    notifier = FakeNotifier()
+    svc = Service(cfg, state_dir=state, notifier=notifier)  # type: ignore[arg-type]
+    try:
+        assert svc.outbox.stats().backlog == 12_000
+    finally:
+        svc.close()
+    told = [text for kind, text in notifier.calls if kind == "extend"]
+    assert told and told[-1] == "60 s: converting the outbox to the new layout: 12,000 of 12,000 readings"

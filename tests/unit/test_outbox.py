@@ -300,6 +300,33 @@ def test_a_database_of_the_first_layout_opens_with_its_seqs_and_high_water_mark(
     conn.close()
 
 
+def test_a_large_first_layout_conversion_reports_progress_and_keeps_secure_delete(
+    db: Path, clock: FakeClock
+) -> None:
+    """The conversion runs before READY: it says how far it is (the service tells systemd to wait), and
+    drops the old table without secure_delete's second copy of every page, then sets the pragma back."""
+    conn = open_state_db(db)
+    conn.executescript(_V1_DDL)
+    conn.executemany(
+        "INSERT INTO outbox_readings VALUES (?, 'p', ?, ?, NULL, 'kWh', 'good', NULL, NULL)",
+        [(i, 1_000_000 + i, float(i)) for i in range(4, 25_004)],
+    )
+    conn.commit()
+    conn.execute("PRAGMA secure_delete = ON")
+    told: list[tuple[int, int]] = []
+    ob = Outbox(
+        conn=conn,
+        options=StorageOptions(),
+        clock=clock,
+        gateway_id="gw",
+        on_migrate=lambda moved, total: told.append((moved, total)),
+    )
+    assert told == [(10_000, 25_000), (20_000, 25_000), (25_000, 25_000)]
+    assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    assert ob.stats().backlog == 25_000 and ob.pending(0, 1)[0].seq == 4
+    conn.close()
+
+
 def test_a_float_reading_takes_at_most_30_bytes(db: Path, clock: FakeClock) -> None:
     """250 devices x 40 float32 points polled 20 times, each device at its own time: the bench site."""
     import random

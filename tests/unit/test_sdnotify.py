@@ -51,6 +51,8 @@ def test_messages_arrive_as_datagrams(notify_socket: tuple[str, socket.socket]) 
         assert sock.recv(4096) == b"STATUS=line one line two"
         assert n.status("温度 26 °C")
         assert sock.recv(4096) == "STATUS=温度 26 °C".encode()
+        assert n.extend_timeout(60, "converting the outbox")
+        assert sock.recv(4096) == b"EXTEND_TIMEOUT_USEC=60000000\nSTATUS=converting the outbox"
     finally:
         n.close()
 

@@ -125,21 +125,39 @@ class SerialBus:
             self._data.set()
 
     async def exchange(
-        self, request: bytes, split: Callable[[bytes], tuple[int, T | None]], timeout: float
+        self,
+        request: bytes,
+        split: Callable[[bytes], tuple[int, T | None]],
+        timeout: float,
+        accept: Callable[[T], bool] | None = None,
     ) -> T:
-        """Send ``request``, return the first complete frame ``split`` finds. NoReply on timeout; the
-        splitter's ValueError (a frame that is complete but wrong) passes through. Hold :attr:`lock`.
-        The input buffer is emptied first, so late or garbled bytes never reach the next request."""
+        """Send ``request``, return the first complete frame ``split`` finds that ``accept`` takes (the
+        reply of the meter asked, not an adapter's echo of the request or another meter's late reply).
+        The input buffer is emptied first. A broken frame (the splitter's ValueError) is skipped byte by
+        byte so a good reply behind line noise is still found; if none comes within ``timeout``, the
+        broken frame's error is raised, else the frame ``accept`` refused is returned (the caller says
+        whose it was), else NoReply. Hold :attr:`lock`."""
         self._buf.clear()
         self._lost = None
         self._port.write(request)
+        broken: ValueError | None = None
+        refused: T | None = None
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    used, frame = split(bytes(self._buf))
+                    try:
+                        used, frame = split(bytes(self._buf))
+                    except ValueError as exc:
+                        broken = exc
+                        start = self._buf.find(0x68)
+                        del self._buf[: start + 1 if start >= 0 else len(self._buf)]
+                        continue
                     del self._buf[:used]
                     if frame is not None:
-                        return frame
+                        if accept is None or accept(frame):
+                            return frame
+                        refused = frame
+                        continue
                     if used:
                         continue  # noise dropped: look again before waiting
                     if self._lost is not None:
@@ -147,10 +165,11 @@ class SerialBus:
                     self._data.clear()
                     await self._data.wait()
         except TimeoutError:
+            if broken is not None:
+                raise broken from None
+            if refused is not None:
+                return refused
             raise NoReply from None
-        except ValueError:
-            self._buf.clear()
-            raise
 
     async def listen(self, split: Callable[[bytes], tuple[int, T | None]], window: float) -> list[T]:
         """Every frame that arrives within ``window`` seconds (discovery: answers to a wildcard request);

@@ -116,6 +116,7 @@ class MeterLine(PtyLine):
         self.char_s = 11 / baudrate  # 8E1: start, 8 data, parity, stop
         self.bad_frames = 0
         self.requests = 0
+        self.echo = False  # test switch: the adapter echoes what the client sends (2-wire, no echo cancel)
         self._buf = bytearray()
 
     def _frame_size(self, buf: bytearray) -> int | None:
@@ -124,6 +125,8 @@ class MeterLine(PtyLine):
         raise NotImplementedError
 
     def _received(self, data: bytes) -> None:
+        if self.echo:
+            self._send(data)
         self._buf += data
         while True:
             start = self._buf.find(0x68)

@@ -78,7 +78,7 @@ class Cjt188Driver(BusMeter):
                 self._serial = (self._serial + 1) & 0xFF
                 request = read_request(self._type, dev.address, serial=self._serial, di_order=dev.di_order)
                 try:
-                    frame = await bus.exchange(request, split_frame, dev.timeout_s)
+                    frame = await bus.exchange(request, split_frame, dev.timeout_s, accept=self._ours)
                 except NoReply:
                     silent = True
                     failed = (FailureCode.TIMEOUT, f"no reply within {dev.timeout_s} s (901F)")
@@ -94,6 +94,11 @@ class Cjt188Driver(BusMeter):
             out.update(self._decode(ours, frame))
         self._note_poll(silent, out)
         return [out[p.id] for p in points]
+
+    def _ours(self, frame: Frame) -> bool:
+        """This meter's reply (not the request echoed by the adapter, nor another meter's late answer)."""
+        mine = frame.address == self.device.address and frame.meter_type == self._type
+        return mine and bool(frame.control & 0x80)
 
     def _decode(self, points: list[Cjt188Point], frame: Frame) -> dict[str, Reading]:
         def all_bad(code: str, detail: str) -> dict[str, Reading]:

@@ -75,7 +75,10 @@ class Dlt645Driver(BusMeter):
                 skipped = "skipped: "
                 try:
                     frame = await bus.exchange(
-                        read_request(self.device.address, p.code), split_frame, self.device.timeout_s
+                        read_request(self.device.address, p.code),
+                        split_frame,
+                        self.device.timeout_s,
+                        accept=self._ours,
                     )
                 except NoReply:
                     failed = (FailureCode.TIMEOUT, f"no reply within {self.device.timeout_s} s (DI {p.di})")
@@ -95,6 +98,10 @@ class Dlt645Driver(BusMeter):
         timed_out = not answered and any(r.code == FailureCode.TIMEOUT for r in out.values())
         self._note_poll(timed_out, out)
         return [out[p.id] for p in points]
+
+    def _ours(self, frame: Frame) -> bool:
+        """This meter's reply (not the request echoed by the adapter, nor another meter's late answer)."""
+        return frame.address == self.device.address and bool(frame.control & 0x80)
 
     def _decode(self, p: Dlt645Point, frame: Frame) -> Reading:
         if frame.address != self.device.address:

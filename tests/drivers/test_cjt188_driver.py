@@ -136,6 +136,22 @@ async def test_a_dead_meter_is_backed_off_and_its_neighbours_read(
     assert (await dead.read(FLOW))[0].quality is Quality.GOOD
 
 
+async def test_an_echoing_adapter_and_noise_like_a_frame_do_not_hide_the_reply(
+    line: Cjt188Bus, drivers: Any
+) -> None:
+    """An adapter that echoes the request puts a well-formed frame (ours) on the line first; noise with a
+    68H and a plausible type byte parses as a broken frame: both are skipped and the meter's reply read."""
+    meter = drivers(device(line.path, "00000000001234", "cold_water", FLOW))
+    line.echo = True
+    assert (await meter.read(FLOW))[0].value == pytest.approx(WATER["flow"])
+    line.echo = False
+    line.garbage = b"\x68\x20" + bytes(11)  # T=20H, L=0, then 00 where CS 16 should be
+    assert (await meter.read(FLOW))[0].value == pytest.approx(WATER["flow"])
+    line.corrupt_next = True  # no good reply behind it: the broken frame is the answer
+    rs = await meter.read(FLOW)
+    assert {r.code for r in rs} == {"protocol"} and "checksum" in (rs[0].detail or "")
+
+
 async def test_an_adapter_pulled_out_closes_the_port_and_reads_unreachable(
     line: Cjt188Bus, drivers: Any
 ) -> None:

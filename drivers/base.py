@@ -363,15 +363,19 @@ class PointBase(BaseModel):
     def envelope(self, mode: str | None) -> tuple[float, float] | None:
         """[lo, hi] a write must stay inside while the point's AC unit is in ``mode`` (None: unknown):
         the mode's `limits`, min..max for a mode without its own, the intersection of every listed mode's
-        when the mode is unknown. None when there is no such range (no min/max, or the listed modes'
-        ranges have nothing in common)."""
+        when the mode is unknown or `auto` without its own (an auto unit cools or heats as it decides).
+        None when there is no such range (no min/max, or the listed modes' ranges have nothing in
+        common)."""
         if self.min is None or self.max is None:
             return None
         if not self.limits:
             return self.min, self.max
         if mode is not None:
             lim = self.limits.get(mode)  # type: ignore[call-overload]
-            return (self.min, self.max) if lim is None else (lim.min, lim.max)
+            if lim is not None:
+                return lim.min, lim.max
+            if mode != "auto":
+                return self.min, self.max
         lo = max(lim.min for lim in self.limits.values())
         hi = min(lim.max for lim in self.limits.values())
         return (lo, hi) if lo <= hi else None

@@ -622,8 +622,10 @@ def _expected_envelope(raw: Value, quality: str, age_s: float = 0.0) -> tuple[fl
         label = raw
     elif isinstance(raw, int | float) and math.isfinite(raw) and raw == int(raw):
         label = VRF_MODE.states.get(int(raw))
-    if quality != "good" or label is None or age_s > 2 * MODE_POLL_S:
-        return 20, 24  # every listed mode's range in common: cool 18-32, heat 16-30, fan 20-24
+    if quality != "good" or label is None or age_s > 2 * MODE_POLL_S or label == "auto":
+        # every listed mode's range in common (cool 18-32, heat 16-30, fan 20-24); auto, which has no range
+        # of its own here, may cool or heat as it decides
+        return 20, 24
     lim = VRF_SET.limits.get(label)  # type: ignore[call-overload]
     return (16, 32) if lim is None else (lim.min, lim.max)
 

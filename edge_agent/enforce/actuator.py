@@ -385,8 +385,8 @@ class Actuator:
             if interval is not None and age > MODE_STALE_INTERVALS * interval:
                 polls = f"{MODE_STALE_INTERVALS} polls of {interval:g} s"
                 note = f"{state.point_id} read {age:.0f} s ago, over {polls}"
-            else:
-                mode = _mode_label(self._points[state.point_id][1], state.value)
+            elif (entry := self._points.get(state.point_id)) is not None:  # a reload may have removed it
+                mode = _mode_label(entry[1], state.value)
         return _Envelope(point.envelope(mode), mode, True, note)
 
     # --- one intent ---------------------------------------------------------------------------

@@ -739,17 +739,16 @@ def test_limits_must_lie_inside_min_max() -> None:
         PointBase(id="x", role="setpoint", min=16, max=32, limits={"cool": {"min": 30, "max": 18}})
 
 
-async def test_a_reload_that_removes_the_mode_point_mid_batch_leaves_the_common_range(rig: Rig) -> None:
-    """The actuator's maps are live: a mode point gone from them while a batch waits counts as unknown,
-    never a KeyError that would cancel the batch's other writes."""
-    vrf = FakeDriver("vrf")
+def test_a_reload_that_removes_the_mode_point_mid_batch_leaves_the_common_range(rig: Rig) -> None:
+    """The actuator's maps are live: a mode point gone from them while a batch waits on a point lock
+    counts as unknown, never a KeyError that would cancel the batch's other writes."""
     rig.points.update({p.id: ("vrf", p) for p in (VRF_SET, VRF_MODE, VRF_MODE_2)})
     act = Actuator(
-        drivers={"vrf": vrf}, points=rig.points, audit=rig.audit, clock=rig.clock, max_writes_per_hour=99,
+        drivers={"vrf": FakeDriver("vrf")}, points=rig.points, audit=rig.audit, clock=rig.clock,
+        max_writes_per_hour=99,
     )  # fmt: skip
     snap = _mode_snap(1, "good", 1)  # cool: 18..32
-    (first,) = await act.apply([WriteIntent(VRF_SET.id, 19.0, RULE, "r")], snap)
-    assert first.reached_device
-    del rig.points[VRF_MODE.id]  # the reload, while the snapshot still has the old mode reading
-    (out,) = await act.apply([WriteIntent(VRF_SET.id, 19.0, RULE, "r")], snap)
-    assert not out.reached_device and out.code == FailureCode.BELOW_MIN  # the common range: 20..24
+    assert act._envelope(VRF_SET.id, VRF_SET, snap).bounds == (18, 32)
+    act._mode_point = {VRF_SET.id: VRF_MODE.id}  # what the batch looked up when it started
+    del rig.points[VRF_MODE.id]  # then the reload, while the snapshot still has the old mode reading
+    assert act._envelope(VRF_SET.id, VRF_SET, snap).bounds == (20, 24)  # the common range

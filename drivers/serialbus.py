@@ -343,15 +343,11 @@ class MeterOnBus(BaseModel):
         return LineSettings(self.baudrate, self.parity, self.stopbits)
 
 
-_LINE_KEYS = ("baudrate", "parity", "stopbits")
-
-
 def check_meters(devices: Sequence[DeviceEntry], out: SiteIssues, *, address_key: str = "address") -> None:
-    """A protocol's meters over a site's raw `devices:` data: one address once per port, one set of line
-    settings per port. Whether the port exists here, and ports shared with other protocols, are the
-    shell's checks (edge_agent/config/load.py, once per port)."""
+    """A protocol's meters over a site's raw `devices:` data: one address once per port. Whether the port
+    exists here, its line settings and ports shared with other protocols are the shell's checks
+    (edge_agent/config/load.py, once per port, for every serial protocol together)."""
     meters: dict[tuple[str, str], YamlPath] = {}
-    lines: dict[str, tuple[tuple[object, ...], YamlPath]] = {}
     for entry in devices:
         dev, dpath = entry.data, entry.path
         port, address = dev.get("port"), dev.get(address_key)
@@ -364,16 +360,6 @@ def check_meters(devices: Sequence[DeviceEntry], out: SiteIssues, *, address_key
             )
         else:
             meters[(port, address)] = (*dpath, address_key)
-        settings = tuple(dev.get(k, MeterOnBus.model_fields[k].default) for k in _LINE_KEYS)
-        first = lines.get(port)
-        if first is None:
-            lines[port] = (settings, (*dpath, "port"))
-        elif first[0] != settings:
-            out.add(
-                [*dpath, "port"],
-                f"{port} is set to {first[0]} by {out.where(first[1])}, here {settings}: "
-                "every meter on one bus uses the same line settings",
-            )
 
 
 class MeterPool:

@@ -134,14 +134,10 @@ def _desc(p: ModbusPoint) -> str:
     return ", ".join(parts)
 
 
-_LINE_KEYS = ("baudrate", "parity", "stopbits", "bytesize")
-
-
 def check_rtu_site(devices: Sequence[DeviceEntry], out: SiteIssues) -> None:
-    """Serial buses: one unit id once per port, one set of line settings per port (the port itself:
-    edge_agent/config/load.py, for every serial protocol)."""
+    """Serial buses: one unit id once per port (the port itself and its line settings, for every serial
+    protocol together: edge_agent/config/load.py)."""
     units: dict[tuple[str, int], YamlPath] = {}
-    lines: dict[str, tuple[tuple[object, ...], YamlPath]] = {}
     for entry in devices:
         dev, dpath = entry.data, entry.path
         port = dev.get("port")
@@ -156,21 +152,6 @@ def check_rtu_site(devices: Sequence[DeviceEntry], out: SiteIssues) -> None:
             )
         else:
             units[(port, unit)] = (*dpath, "unit_id")
-        settings = tuple(dev.get(k, ModbusRtuDevice.model_fields[k].default) for k in _LINE_KEYS)
-        first = lines.get(port)
-        if first is None:
-            lines[port] = (settings, (*dpath, "port"))
-        elif first[0] != settings:
-            out.add(
-                [*dpath, "port"],
-                f"{port} is set to {_line(first[0])} by {out.where(first[1])}, here {_line(settings)}: "
-                "every device on one bus uses the same line settings",
-            )
         points = [(p, pt) for p, pt in entry.points if isinstance(pt, ModbusPoint)]
         _check_modbus_overlaps(out, dpath, points)
         _check_repeat_zones(out, dev, dpath)
-
-
-def _line(settings: tuple[object, ...]) -> str:
-    baud, parity, stop, size = settings
-    return f"{baud} {size}{parity}{stop}"

@@ -975,14 +975,19 @@ def _cross_check(out: _Collector, site: Site | None = None) -> None:
     check_ac_units(data, out.add, out.where)
 
 
-_LINE_KEYS = ("baudrate", "parity", "stopbits")
+_LINE_KEYS = ("baudrate", "parity", "stopbits", "bytesize")
+
+
+def _line(settings: tuple[object, ...]) -> str:
+    baud, parity, stop, size = settings
+    return f"{baud} {size}{parity}{stop}"
 
 
 def _check_shared_ports(out: _Collector, by_protocol: Mapping[str, Sequence[DeviceEntry]]) -> None:
     """Serial ports (`port:` of the protocols with a ProtocolSpec.serial_bus): a warning, once per port,
     when it does not exist here or this user cannot open it (`check` may run on another machine than the
-    gateway). Several protocols on one port: only those that open it through the same code can share it,
-    and then at one set of line settings. One protocol's own ports are its check_site's business."""
+    gateway). Every device on one port uses one set of line settings, whatever its protocol; several
+    protocols on one port only when they open it through the same code (ProtocolSpec.serial_bus)."""
     first: dict[str, tuple[str, tuple[object, ...], YamlPath]] = {}  # port -> (protocol, settings, path)
     for name, entries in by_protocol.items():
         spec = PROTOCOLS[name]
@@ -994,24 +999,25 @@ def _check_shared_ports(out: _Collector, by_protocol: Mapping[str, Sequence[Devi
             if not isinstance(port, str):
                 continue
             settings = tuple(
-                entry.data.get(k, fields[k].default if k in fields else None) for k in _LINE_KEYS
-            )
+                entry.data.get(k, fields[k].default if k in fields else 8) for k in _LINE_KEYS
+            )  # bytesize: 8 where the protocol fixes it
             if port not in first:
                 _check_port_here(out, port, (*entry.path, "port"))
             seen = first.setdefault(port, (name, settings, (*entry.path, "port")))
             other, other_settings, where = seen
-            if other == name:
+            if where == (*entry.path, "port"):
                 continue
-            if PROTOCOLS[other].serial_bus != spec.serial_bus:
+            if other != name and PROTOCOLS[other].serial_bus != spec.serial_bus:
                 out.add(
                     [*entry.path, "port"],
                     f"{port} is used by protocol {other} ({out.where(where)}): {name} and {other} each open "
                     "the port their own way and cannot share it; put them on separate ports (adapters)",
                 )
             elif other_settings != settings:
+                by = f"{out.where(where)}" + (f" ({other})" if other != name else "")
                 out.add(
                     [*entry.path, "port"],
-                    f"{port} is set to {other_settings} by {out.where(where)} ({other}), here {settings}: "
+                    f"{port} is set to {_line(other_settings)} by {by}, here {_line(settings)}: "
                     "every device on one bus uses the same line settings",
                 )
 

@@ -486,10 +486,9 @@ def test_cjt188_meters_share_a_port_with_dlt645_but_not_with_modbus_rtu(tmp_path
     )
     assert issues_of(write_site(tmp_path, text)) == [
         "7:31: devices[0].port: warning: serial port /dev/no-rs485 does not exist on this machine",
-        "11:31: devices[2].port: /dev/no-rs485 is set to (2400, 'E', 1) by devices[1].port (line 9), here "
-        "(9600, 'E', 1): every meter on one bus uses the same line settings",
-        "11:31: devices[2].port: /dev/no-rs485 is set to (2400, 'E', 1) by devices[0].port (line 7) "
-        "(dlt645), here (9600, 'E', 1): every device on one bus uses the same line settings",
+        # one report of the 9600 baud meter, however many protocols share the bus
+        "11:31: devices[2].port: /dev/no-rs485 is set to 2400 8E1 by devices[0].port (line 7) "
+        "(dlt645), here 9600 8E1: every device on one bus uses the same line settings",
         "13:35: devices[3].port: /dev/no-rs485 is used by protocol dlt645 (devices[0].port (line 7)): "
         "modbus_rtu and dlt645 each open the port their own way and cannot share it; put them on separate "
         "ports (adapters)",

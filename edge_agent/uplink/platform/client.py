@@ -415,8 +415,10 @@ class PlatformUplinkService:
                 self.connected = self.authenticated = False
                 self._waiting.clear()
                 if session is not None:
-                    with contextlib.suppress(Exception):
+                    try:  # close() already absorbs socket errors; anything else is a bug to be seen
                         await asyncio.shield(session.close())
+                    except Exception as exc:
+                        self._log.error("platform_close_failed", error=f"{type(exc).__name__}: {exc}")
             # Cancelled while a session's TaskGroup was failing: its error came out instead of the
             # cancel (3.11), and the handlers above took it. Stopping wins.
             if me.cancelling():

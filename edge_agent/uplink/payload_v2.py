@@ -193,13 +193,14 @@ def encode_polls_v2(
     g_ts = g_seq = g_next = -1
     g_idx: list[int] = []
     g_vals: list[str] = []
-    g_q: list[list[Any]] = []
+    g_q: list[str] = []  # [index,quality,code,[flags]] as JSON text
+    said: dict[int, str] = {}  # state id -> its "q" entry's tail ("" for good, no code, no flags)
     first = last = count = 0
 
     def close() -> None:
         consecutive = g_idx == list(range(g_idx[0], g_idx[0] + len(g_idx)))
         p = str(g_idx[0]) if consecutive else _dumps_text(g_idx)
-        q = f',"q":{_dumps_text(g_q)}' if g_q else ""
+        q = f',"q":[{",".join(g_q)}]' if g_q else ""
         groups.append(f'{{"t":{g_ts},"s":{g_seq},"p":{p},"v":[{",".join(g_vals)}]{q}}}')
 
     for seq, n, ts_us, pid0, pids, vals, sids in polls:
@@ -229,12 +230,17 @@ def encode_polls_v2(
                 close()
             g_ts, g_seq, g_idx, g_vals, g_q = ts_us, seq + lo, [], [], []
         at = len(g_idx)
-        if sids is not None:
+        if sids is not None:  # "q" entries, as text: a poll's readings often share one state (clock flags)
             states = json.loads(sids)
             for k in range(lo, hi):
-                quality, code, flags = state_of(states if type(states) is int else states[k])
-                if quality != "good" or code is not None or flags:
-                    g_q.append([at + k - lo, quality, code, list(flags)])
+                sid = states if type(states) is int else states[k]
+                text = said.get(sid)
+                if text is None:
+                    quality, code, flags = state_of(sid)
+                    bad = quality != "good" or code is not None or flags
+                    text = said[sid] = _dumps_text([quality, code, list(flags)])[1:-1] if bad else ""
+                if text:
+                    g_q.append(f"[{at + k - lo},{text}]")
         g_idx.extend(part)  # type: ignore[arg-type]
         g_vals.append(inside)
         g_next = seq + hi

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from edge_agent.cli.common import add_config, db_path
 from edge_agent.store.db import open_state_db
-from edge_agent.store.outbox import Row, readings_after
+from edge_agent.store.outbox import Row, newest_seq, readings_after
 
 __all__ = ["register", "tail_main"]
 
@@ -57,7 +57,7 @@ def tail_main(db: str | Path, *, lines: int, follow: bool, as_json: bool, out: T
     conn = open_state_db(path, readonly=True)
     try:
         try:
-            (last,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox_readings").fetchone()
+            last = newest_seq(conn)
         except sqlite3.OperationalError as exc:
             print(f"{path}: not an edge-agent state database ({exc})", file=sys.stderr)
             return 2

@@ -68,7 +68,7 @@ def _query(db: Path, sql: str) -> int:
 def _outbox_bytes(db: Path) -> tuple[float | None, int | None]:
     """(bytes per reading the outbox holds, bytes of its point and state dictionary). SQLite's dbstat:
     page bytes minus unused bytes, so acknowledged and pruned rows do not count. Per reading: the
-    readings and their times (what grows with the backlog); the dictionary is paid once per point."""
+    readings (the polls table: what grows with the backlog); the dictionary is paid once per point."""
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     except sqlite3.Error:
@@ -80,8 +80,8 @@ def _outbox_bytes(db: Path) -> tuple[float | None, int | None]:
         return int(conn.execute(sql, tables).fetchone()[0])
 
     try:
-        rows = conn.execute("SELECT count(*) FROM outbox_readings").fetchone()[0]
-        per_reading = used("outbox_readings", "outbox_times")
+        rows = conn.execute("SELECT coalesce(sum(n), 0) FROM outbox_polls").fetchone()[0]
+        per_reading = used("outbox_polls")
         dictionary = used("outbox_points", "outbox_points_key", "outbox_states")
     except sqlite3.Error:
         return None, None
@@ -91,7 +91,7 @@ def _outbox_bytes(db: Path) -> tuple[float | None, int | None]:
 
 
 def _stored(db: Path) -> int:
-    return _query(db, "SELECT max(seq) FROM outbox_readings")
+    return _query(db, "SELECT seq FROM sqlite_sequence WHERE name = 'outbox_readings'")
 
 
 def _acked(db: Path) -> int:

@@ -1,29 +1,33 @@
 """The durable outbox: validated readings and events, each with a sequence number, waiting for the uplink.
 
-Lives in the shared state database (tables ``outbox_readings``, ``outbox_points``, ``outbox_times``,
-``outbox_states``, ``outbox_events``, ``outbox_cursor``; the view ``outbox_reading_rows`` joins them).
+Lives in the shared state database (tables ``outbox_polls``, ``outbox_points``, ``outbox_states``,
+``outbox_events``, ``outbox_cursor``; the view ``outbox_reading_rows`` shows one row per reading).
 
-- Storage layout (issue 18): a reading row holds small integers and its value only: the point and its
-  unit, the time (one ``outbox_times`` row per run of consecutive readings with the same time: a device
-  poll) and the quality/code/flags (``outbox_states``; id 0, the common good-and-clean state, takes no
-  bytes in a SQLite record) are ids into their own tables. About 22-26 bytes a float reading instead of
-  53-60 with the names and times in every row. A database of the first layout is converted when the
-  Outbox opens it (same seqs, same AUTOINCREMENT high-water mark, one transaction; about 3.5 s CPU per
-  million readings here, so a gateway upgraded with a full 1 GB backlog starts a minute later once).
+- Storage layout (issue 18): one ``outbox_polls`` row per run of readings that share a time (a device
+  poll) and follow each other in seq order: its first seq and count, the time, the point ids (only the
+  first when they follow each other, as a device's points do), the values as one JSON array (JSON keeps
+  int, float, bool, str and null apart) and the state ids (NULL when all are 0, the common good-and-clean
+  state). A poll of 40 floats is one SQLite row instead of 40: the insert, the uplink's read and the
+  delete after the acknowledgement cost per poll, not per reading. About 20 bytes a float reading.
+  Readings keep their own seqs (``seq .. seq + n - 1``); a run is split in two where an operation must
+  cut inside it (a limit drop, a reading too large to send). Databases of the two earlier layouts (one
+  row per reading: with TEXT names, then with ids) are converted when the Outbox opens them (same seqs,
+  same high-water mark, one transaction, with progress for systemd).
 
 - One ``append`` call is one transaction (the runtime calls it once per poll cycle: a group commit).
-- Sequence numbers come from ``INTEGER PRIMARY KEY AUTOINCREMENT``: gateway-wide, increasing across
-  restarts and never reused, even after rows are deleted (SQLite keeps the high-water mark in
-  ``sqlite_sequence``).
-- Unsent rows are always one contiguous seq range: rows leave only by ``ack`` (a prefix up to the
-  cursor) or by a limit drop (a prefix of the unsent rows). So a drop event's ``seq_first..seq_last``
+- Sequence numbers are gateway-wide, increasing across restarts and never reused, even after rows are
+  deleted: the high-water mark stays where the first layout's AUTOINCREMENT kept it (``sqlite_sequence``,
+  name ``outbox_readings``), now written by ``append`` in the same transaction as the readings.
+- Unsent readings are always one contiguous seq range: they leave only by ``ack`` (a prefix up to the
+  cursor) or by a limit drop (a prefix of the unsent ones). So a drop event's ``seq_first..seq_last``
   names exactly the readings that will never be sent, and ``count == seq_last - seq_first + 1``.
 - ``max_bytes`` bounds the disk the state database takes: its used pages plus its WAL file, checked after
   every commit (page counts and a stat: cheap). Over the limit, the WAL is checkpointed (TRUNCATE) and,
   if that is not enough, the oldest unsent readings are dropped down to 90 %. The WAL is also kept small
   by ``journal_size_limit`` and an auto-checkpoint scaled to the limit. Events have their own limit,
   ``max_events`` unsent, with drops reported the same way (``stream: "events"``).
-- Acknowledged rows are kept (``StorageOptions.retain_acked`` of them) for ``edge-agent tail``.
+- Acknowledged readings are kept (about ``StorageOptions.retain_acked`` of them: whole polls) for
+  ``edge-agent tail``.
 - A failing write (disk full, database locked, I/O error) never raises into the poll loop: the batch is
   held in memory (at most ``StorageOptions.memory_buffer_max`` readings, oldest dropped first with a
   recorded drop event), ``append`` returns ``None``, ``stats().storage_error`` says why, and the next
@@ -45,7 +49,7 @@ import os
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
@@ -58,15 +62,28 @@ from edge_agent.core.clock import Clock
 from edge_agent.core.validate import ValidatedReading
 from edge_agent.store.db import ensure_schema
 
-__all__ = ["DDL", "DropEvent", "EventRow", "Outbox", "OutboxStats", "Row", "format_ts", "readings_after"]
+__all__ = [
+    "DDL",
+    "DropEvent",
+    "EventRow",
+    "Outbox",
+    "OutboxStats",
+    "PollRow",
+    "Row",
+    "format_ts",
+    "newest_seq",
+    "readings_after",
+]
 
 DDL = """
-CREATE TABLE IF NOT EXISTS outbox_readings (
-    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
-    pid     INTEGER NOT NULL,          -- outbox_points.id: the point and its unit
-    tid     INTEGER NOT NULL,          -- outbox_times.id: the reading time; never decreases with seq
-    value   NUMERIC,                   -- int and float as they are, bool and str as JSON (see sid)
-    sid     INTEGER NOT NULL           -- outbox_states.id: quality, code, flags; 0 = good, none, none
+CREATE TABLE IF NOT EXISTS outbox_polls (
+    seq     INTEGER PRIMARY KEY,       -- seq of the first reading; the others follow, seq + 1 .. seq + n - 1
+    n       INTEGER NOT NULL,          -- readings in the run
+    ts_us   INTEGER NOT NULL,          -- their time, microseconds since the Unix epoch, UTC
+    pid0    INTEGER NOT NULL,          -- outbox_points.id of the first reading
+    pids    TEXT,                      -- JSON array of the readings' point ids; NULL: pid0, pid0 + 1, ...
+    vals    TEXT NOT NULL,             -- JSON array of the values
+    sids    TEXT                       -- JSON array of outbox_states ids, or one id for all; NULL: all 0
 );
 CREATE TABLE IF NOT EXISTS outbox_points (
     id      INTEGER PRIMARY KEY,
@@ -74,25 +91,26 @@ CREATE TABLE IF NOT EXISTS outbox_points (
     unit    TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_points_key ON outbox_points(point, unit);
-CREATE TABLE IF NOT EXISTS outbox_times (
-    id      INTEGER PRIMARY KEY,       -- one row per run of consecutive readings sharing a time
-    ts_us   INTEGER NOT NULL           -- reading time, microseconds since the Unix epoch, UTC
-);
 CREATE TABLE IF NOT EXISTS outbox_states (
     id      INTEGER PRIMARY KEY,
     quality TEXT NOT NULL,
     code    TEXT,
     flags   TEXT,                      -- comma-separated validation flags, NULL when none
-    json    INTEGER NOT NULL           -- 1: the value column holds JSON (bool, str)
+    json    INTEGER NOT NULL           -- the earlier layout's value-is-JSON mark (JSON holds every value now)
 );
 INSERT OR IGNORE INTO outbox_states(id, quality, code, flags, json) VALUES (0, 'good', NULL, NULL, 0);
 CREATE VIEW IF NOT EXISTS outbox_reading_rows AS
-    SELECT r.seq AS seq, p.point AS point, t.ts_us AS ts_us, r.value AS value, p.unit AS unit,
-           s.quality AS quality, s.code AS code, s.flags AS flags, s.json AS json
-    FROM outbox_readings r
-    JOIN outbox_points p ON p.id = r.pid
-    JOIN outbox_times t ON t.id = r.tid
-    JOIN outbox_states s ON s.id = r.sid;
+    SELECT g.seq + v.key AS seq, p.point AS point, g.ts_us AS ts_us,
+           CASE WHEN v.type IN ('true', 'false') THEN v.type
+                WHEN v.type = 'text' THEN json_quote(v.value) ELSE v.value END AS value,
+           p.unit AS unit, s.quality AS quality, s.code AS code, s.flags AS flags,
+           v.type IN ('true', 'false', 'text') AS json
+    FROM outbox_polls g, json_each(g.vals) v
+    JOIN outbox_points p ON p.id = CASE WHEN g.pids IS NULL THEN g.pid0 + v.key
+                                        ELSE json_extract(g.pids, '$[' || v.key || ']') END
+    JOIN outbox_states s ON s.id = CASE WHEN g.sids IS NULL THEN 0
+                                        WHEN json_type(g.sids) = 'integer' THEN g.sids
+                                        ELSE json_extract(g.sids, '$[' || v.key || ']') END;
 CREATE TABLE IF NOT EXISTS outbox_events (
     seq     INTEGER PRIMARY KEY AUTOINCREMENT,
     ts_us   INTEGER NOT NULL,
@@ -217,16 +235,108 @@ def _drop_fields(ev: DropEvent) -> dict[str, Any]:
     return {k: v for k, v in ev.as_event().items() if k not in ("kind", "at")}
 
 
-_StateKey = tuple[str, str | None, tuple[str, ...], bool]  # quality, code, flags, JSON value
-_COMMON_STATE: _StateKey = ("good", None, (), False)  # outbox_states id 0
+_StateKey = tuple[str, str | None, tuple[str, ...]]  # quality, code, flags
+_COMMON_STATE: _StateKey = ("good", None, ())  # outbox_states id 0
 _GOOD = Quality.GOOD
+_HW = "outbox_readings"  # the sqlite_sequence name of the readings' high-water mark (see module doc)
+
+# Values: float repr round-trips exactly; SQLite's JSON has no NaN or Infinity, so a non-finite float is
+# stored as null (the earlier layouts' NUMERIC column turned NaN into NULL as well).
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_loads = json.loads
 
 
-def _encode_value(v: Value) -> tuple[Any, bool]:
-    """(what the value column stores, whether it is JSON): bool and str keep their type as JSON."""
-    if isinstance(v, bool | str):
-        return json.dumps(v, ensure_ascii=False), True
-    return v, False
+def _vals_json(values: list[Any]) -> str:
+    text = _dumps(values)
+    if "NaN" in text or "Infinity" in text:  # or a string holding those letters: the slow path is exact too
+        text = _dumps([None if type(v) is float and not math.isfinite(v) else v for v in values])
+    return text
+
+
+PollRow = tuple[int, int, int, int, str | None, str, str | None]  # seq, n, ts_us, pid0, pids, vals, sids
+_INSERT_POLL = "INSERT INTO outbox_polls(seq, n, ts_us, pid0, pids, vals, sids) VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+
+def _pack_run(seq: int, ts_us: int, pids: list[int], values: list[Any], sids: list[int] | None) -> PollRow:
+    """One outbox_polls row for readings seq, seq + 1, ... sharing ts_us."""
+    n = len(values)
+    p0 = pids[0]
+    consecutive = pids[-1] - p0 == n - 1 and pids == list(range(p0, p0 + n))
+    if sids is None or not any(sids):
+        states = None
+    elif sids.count(sids[0]) == n:  # one state for the whole poll (every reading clock_unsynced, say)
+        states = str(sids[0])
+    else:
+        states = _dumps(sids)
+    return (seq, n, ts_us, p0, None if consecutive else _dumps(pids), _vals_json(values), states)
+
+
+class _Lookup(dict[int, Any]):
+    """Id -> row map of outbox_points or outbox_states that reads an id it does not hold (another Outbox on
+    the same database, or an earlier run, added it) from the table, once."""
+
+    def __init__(self, conn: sqlite3.Connection, sql: str, make: Callable[[tuple[Any, ...]], Any]) -> None:
+        super().__init__()
+        self._conn, self._sql, self._make = conn, sql, make
+
+    def __missing__(self, key: int) -> Any:
+        row = self._conn.execute(self._sql, (key,)).fetchone()
+        if row is None:
+            raise KeyError(key)
+        value = self[key] = self._make(row)
+        return value
+
+
+def _point_lookup(conn: sqlite3.Connection) -> _Lookup:
+    return _Lookup(conn, "SELECT point, unit FROM outbox_points WHERE id = ?", lambda r: (r[0], r[1]))
+
+
+def _state_lookup(conn: sqlite3.Connection) -> _Lookup:
+    return _Lookup(
+        conn,
+        "SELECT quality, code, flags FROM outbox_states WHERE id = ?",
+        lambda r: (r[0], r[1], _split_flags(r[2])),
+    )
+
+
+# The polls holding readings seq > ?1 - 1, in order: the one holding seq ?1 (or the last one before it,
+# skipped by the reader when it ends earlier) and every one after. Through the primary key only.
+_POLLS_FROM = (
+    "SELECT seq, n, ts_us, pid0, pids, vals, sids FROM outbox_polls"
+    " WHERE seq >= coalesce((SELECT max(seq) FROM outbox_polls WHERE seq <= ?1), 0) ORDER BY seq"
+)
+
+
+def _poll_rows(
+    polls: Iterable[PollRow], after_seq: int, limit: int, points: dict[int, Any], states: dict[int, Any]
+) -> list[Row]:
+    """Readings with seq > after_seq, at most ``limit``, from polls in seq order."""
+    out: list[Row] = []
+    append = out.append
+    for seq, n, ts_us, pid0, pids, vals, sids in polls:
+        skip = after_seq + 1 - seq
+        if skip < 0:
+            skip = 0
+        if skip >= n:
+            continue
+        end = min(n, skip + limit - len(out))
+        values = _loads(vals)
+        pid_list: Sequence[int] = range(pid0, pid0 + n) if pids is None else _loads(pids)
+        states_of = None if sids is None else _loads(sids)
+        if states_of is None or type(states_of) is int:  # one state for the whole poll: the common case
+            quality, code, flags = ("good", None, ()) if states_of is None else states[states_of]
+            for k in range(skip, end):
+                p = points[pid_list[k]]
+                append(Row(seq + k, p[0], ts_us, values[k], p[1], quality, code, flags))
+        else:
+            sid_list = states_of
+            for k in range(skip, end):
+                p = points[pid_list[k]]
+                quality, code, flags = states[sid_list[k]]
+                append(Row(seq + k, p[0], ts_us, values[k], p[1], quality, code, flags))
+        if len(out) >= limit:
+            break
+    return out
 
 
 @functools.lru_cache(maxsize=256)
@@ -240,7 +350,7 @@ def _decode(t: tuple[Any, ...]) -> Row:
         seq=seq,
         point=point,
         ts_us=ts_us,
-        value=json.loads(num) if is_json else num,
+        value=_loads(num) if is_json else num,
         unit=unit,
         quality=quality,
         code=code,
@@ -248,106 +358,151 @@ def _decode(t: tuple[Any, ...]) -> Row:
     )
 
 
-_COLS = "seq, point, ts_us, value, unit, quality, code, flags, json"
-_ROWS = "outbox_reading_rows"  # the view joining a reading with its point, time and state
+def _layout(conn: sqlite3.Connection) -> str:
+    """'polls' (the current layout, or a new database), 'ids' (one row per reading with ids) or 'first'
+    (one row per reading with TEXT names): the layouts the outbox has had."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(outbox_readings)").fetchall()}
+    if "point" in cols:
+        return "first"
+    if "pid" in cols:
+        return "ids"
+    return "polls"
 
 
-# The first layout's columns in the shape _decode takes, for a database the agent has not converted yet
-# (`edge-agent tail` after an upgrade, read-only, before the agent's next start).
-_COLS_V1 = (
-    "seq, point, ts_us, CASE WHEN vjson IS NULL THEN value ELSE vjson END, unit, quality, code, flags, "
-    "vjson IS NOT NULL"
-)
+# The earlier layouts' readings in the shape _decode takes (a database the agent has not converted yet:
+# `edge-agent tail` after an upgrade, read-only; and the conversion itself), from ``table``.
+_EARLIER = {
+    "first": "SELECT seq, point, ts_us, CASE WHEN vjson IS NULL THEN value ELSE vjson END, unit, quality,"
+    " code, flags, vjson IS NOT NULL FROM {table} WHERE seq > ? ORDER BY seq LIMIT ?",
+    "ids": "SELECT r.seq, p.point, t.ts_us, r.value, p.unit, s.quality, s.code, s.flags, s.json"
+    " FROM {table} r JOIN outbox_points p ON p.id = r.pid JOIN outbox_times t ON t.id = r.tid"
+    " JOIN outbox_states s ON s.id = r.sid WHERE r.seq > ? ORDER BY r.seq LIMIT ?",
+}
 
 
 def readings_after(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[Row]:
     """Stored readings with seq > after_seq, in seq order, from any connection (a read-only one too),
-    in either layout."""
+    in any layout."""
+    layout = _layout(conn)
+    if layout != "polls":
+        rows = conn.execute(_EARLIER[layout].format(table="outbox_readings"), (after_seq, limit)).fetchall()
+        return [_decode(t) for t in rows]
+    cur = conn.execute(_POLLS_FROM, (after_seq + 1,))
     try:
-        rows = conn.execute(
-            f"SELECT {_COLS} FROM {_ROWS} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
-        ).fetchall()
-    except sqlite3.OperationalError:
-        cols = {r[1] for r in conn.execute("PRAGMA table_info(outbox_readings)").fetchall()}
-        if "point" not in cols:
-            raise
-        rows = conn.execute(
-            f"SELECT {_COLS_V1} FROM outbox_readings WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
-        ).fetchall()
-    return [_decode(t) for t in rows]
+        return _poll_rows(cur, after_seq, limit, _point_lookup(conn), _state_lookup(conn))
+    finally:
+        cur.close()
 
 
-def _prune_times(c: sqlite3.Connection) -> None:
-    """Times no reading refers to any more: tids never decrease with seq, and rows leave by seq prefix."""
-    c.execute(
-        "DELETE FROM outbox_times WHERE id < coalesce("
-        "(SELECT tid FROM outbox_readings ORDER BY seq LIMIT 1), (SELECT max(id) + 1 FROM outbox_times))"
+def newest_seq(conn: sqlite3.Connection) -> int:
+    """The highest reading seq ever given, in any layout (0 when none)."""
+    row = conn.execute("SELECT max(seq) FROM sqlite_sequence WHERE name = ?", (_HW,)).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _set_hw(c: sqlite3.Connection, seq: int) -> None:
+    if c.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (seq, _HW)).rowcount == 0:
+        c.execute("INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)", (_HW, seq))
+
+
+def _head(c: sqlite3.Connection, after: int) -> tuple[int, int] | None:
+    """(seq, time) of the first stored reading with seq > after."""
+    for seq, n, ts_us in c.execute(
+        "SELECT seq, n, ts_us FROM outbox_polls"
+        " WHERE seq >= coalesce((SELECT max(seq) FROM outbox_polls WHERE seq <= ?1), 0) ORDER BY seq LIMIT 2",
+        (after + 1,),
+    ):
+        if seq + n - 1 > after:
+            return max(seq, after + 1), int(ts_us)
+    return None
+
+
+def _span(c: sqlite3.Connection, lo: int, hi: int) -> tuple[int, int]:
+    """Oldest and newest reading time of the readings lo..hi."""
+    row = c.execute(
+        "SELECT min(ts_us), max(ts_us) FROM outbox_polls"
+        " WHERE seq >= coalesce((SELECT max(seq) FROM outbox_polls WHERE seq <= ?1), 0) AND seq <= ?2",
+        (lo, hi),
+    ).fetchone()
+    return int(row[0]), int(row[1])
+
+
+def _cut(c: sqlite3.Connection, at: int) -> None:
+    """Split the poll holding reading ``at`` (unless it starts there) so that a poll starts at it."""
+    row = c.execute(
+        "SELECT seq, n, ts_us, pid0, pids, vals, sids FROM outbox_polls"
+        " WHERE seq < ? ORDER BY seq DESC LIMIT 1",
+        (at,),
+    ).fetchone()
+    if row is None or row[0] + row[1] <= at:
+        return
+    seq, n, ts_us, pid0, pids, vals, sids = row
+    k = at - seq
+    pid_list = list(range(pid0, pid0 + n)) if pids is None else _loads(pids)
+    values = _loads(vals)
+    states = None if sids is None else _loads(sids)
+    sid_list = [states] * n if type(states) is int else states
+    c.execute("DELETE FROM outbox_polls WHERE seq = ?", (seq,))
+    c.executemany(
+        _INSERT_POLL,
+        [
+            _pack_run(seq, ts_us, pid_list[:k], values[:k], None if sid_list is None else sid_list[:k]),
+            _pack_run(at, ts_us, pid_list[k:], values[k:], None if sid_list is None else sid_list[k:]),
+        ],
     )
 
 
-def _first_layout(conn: sqlite3.Connection) -> bool:
-    return "point" in {r[1] for r in conn.execute("PRAGMA table_info(outbox_readings)").fetchall()}
+def _delete_upto(c: sqlite3.Connection, upto: int) -> None:
+    """Delete every reading with seq <= upto (whole polls, the one holding upto cut first)."""
+    _cut(c, upto + 1)
+    c.execute("DELETE FROM outbox_polls WHERE seq <= ?", (upto,))
 
 
-def _migrate_v1(conn: sqlite3.Connection, progress: Callable[[int, int], None] | None = None) -> int:
-    """An outbox_readings table of the first layout (one TEXT point, unit, quality... per row, about 55
-    bytes a reading) becomes the current one in one transaction: same seqs, same high-water mark.
-    ``progress(moved, total)`` after every 10,000 readings: a large backlog takes a while (about 3 s per
-    million here), and systemd must hear that start-up is still going."""
-    if not _first_layout(conn):
+def _convert(conn: sqlite3.Connection, progress: Callable[[int, int], None] | None = None) -> int:
+    """An outbox_readings table of an earlier layout becomes outbox_polls in one transaction: same seqs,
+    same high-water mark. ``progress(moved, total)`` after every 10,000 readings: a large backlog takes a
+    while, and systemd must hear that start-up is still going."""
+    if _layout(conn) == "polls":
         return 0
     # secure_delete would write every dropped page of the old table again, zeroed, through the WAL.
     secure = conn.execute("PRAGMA secure_delete").fetchone()[0]
     conn.execute("PRAGMA secure_delete = OFF")
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if not _first_layout(conn):  # another process converted it while we waited for the lock
+        layout = _layout(conn)
+        if layout == "polls":  # another process converted it while we waited for the lock
             conn.execute("ROLLBACK")
             return 0
         total = int(conn.execute("SELECT count(*) FROM outbox_readings").fetchone()[0])
-        _log.info("outbox_migrating", readings=total, layout="points, times and states tables")
-        hw = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox_readings'").fetchone()
+        _log.info("outbox_migrating", readings=total, layout="one row per poll", was=layout)
+        hw = newest_seq(conn)
         conn.execute("DROP VIEW IF EXISTS outbox_reading_rows")
-        conn.execute("ALTER TABLE outbox_readings RENAME TO outbox_readings_v1")
+        conn.execute("ALTER TABLE outbox_readings RENAME TO outbox_readings_old")
         for stmt in DDL.split(";\n"):  # statements end a line; executescript would commit
             if stmt.strip():
                 conn.execute(stmt)
+        select = _EARLIER[layout].format(table="outbox_readings_old")
         writer = _Writer(conn)
         moved = 0
         after = -1
-        while True:
-            chunk = conn.execute(
-                "SELECT seq, point, ts_us, value, vjson, unit, quality, code, flags FROM outbox_readings_v1"
-                " WHERE seq > ? ORDER BY seq LIMIT 10000",
-                (after,),
-            ).fetchall()
-            if not chunk:
-                break
-            rows = []
-            for seq, point, ts_us, num, vj, unit, quality, code, flags in chunk:
-                key = (quality, code, _split_flags(flags), vj is not None)
-                rows.append(
-                    (
-                        seq,
-                        writer.pid(point, unit),
-                        writer.tid(ts_us),
-                        num if vj is None else vj,
-                        writer.sid(key),
-                    )
-                )
-            conn.executemany(
-                "INSERT INTO outbox_readings(seq, pid, tid, value, sid) VALUES (?, ?, ?, ?, ?)", rows
-            )
-            moved += len(rows)
+        run: list[Row] = []
+        while chunk := conn.execute(select, (after, 10_000)).fetchall():
+            polls: list[PollRow] = []
+            for r in map(_decode, chunk):
+                if run and (r.seq != run[-1].seq + 1 or r.ts_us != run[0].ts_us):
+                    polls.append(_pack_rows(writer, run))
+                    run = []
+                run.append(r)
+            conn.executemany(_INSERT_POLL, polls)
+            moved += len(chunk)
             after = chunk[-1][0]
             if progress is not None:
                 progress(moved, total)
-        conn.execute("DROP TABLE outbox_readings_v1")
-        if hw is not None:  # AUTOINCREMENT's high-water mark: seqs of deleted rows are never reused
-            conn.execute("DELETE FROM sqlite_sequence WHERE name = 'outbox_readings'")
-            conn.execute(
-                "INSERT INTO sqlite_sequence(name, seq) VALUES ('outbox_readings', ?)", (int(hw[0]),)
-            )
+        if run:
+            conn.execute(_INSERT_POLL, _pack_rows(writer, run))
+        conn.execute("DROP TABLE outbox_readings_old")
+        conn.execute("DROP TABLE IF EXISTS outbox_times")
+        _set_hw(conn, hw)  # dropping an AUTOINCREMENT table took its high-water mark with it
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -358,11 +513,21 @@ def _migrate_v1(conn: sqlite3.Connection, progress: Callable[[int, int], None] |
     return moved
 
 
-class _Writer:
-    """Ids of points, times and states inside one write transaction. New points and states are cached
-    by the Outbox only after the commit (``new_points``, ``new_states``): a rollback forgets them."""
+def _pack_rows(writer: _Writer, run: list[Row]) -> PollRow:
+    return _pack_run(
+        run[0].seq,
+        run[0].ts_us,
+        [writer.pid(r.point, r.unit) for r in run],
+        [r.value for r in run],
+        [writer.sid((r.quality, r.code, r.flags)) for r in run],
+    )
 
-    __slots__ = ("_c", "_last_tid", "_last_ts", "_points", "_states", "new_points", "new_states")
+
+class _Writer:
+    """Ids of points and states inside one write transaction. New points and states are cached by the
+    Outbox only after the commit (``new_points``, ``new_states``): a rollback forgets them."""
+
+    __slots__ = ("_c", "_points", "_states", "new_points", "new_states")
 
     def __init__(
         self,
@@ -375,8 +540,6 @@ class _Writer:
         self._states = states if states is not None else {_COMMON_STATE: 0}
         self.new_points: dict[tuple[str, str | None], int] = {}
         self.new_states: dict[_StateKey, int] = {}
-        self._last_ts: int | None = None
-        self._last_tid = 0
 
     def pid(self, point: str, unit: str | None) -> int:
         key = (point, unit)
@@ -385,7 +548,7 @@ class _Writer:
             pid = self.new_points.get(key)
         if pid is None:
             pid = self.new_points[key] = self._intern(
-                "SELECT id FROM outbox_points WHERE point = ? AND unit IS ?",
+                "SELECT id FROM outbox_points WHERE point = ? AND unit IS ? ORDER BY id LIMIT 1",
                 "INSERT INTO outbox_points(point, unit) VALUES (?, ?)",
                 key,
             )
@@ -396,11 +559,12 @@ class _Writer:
         if sid is None:
             sid = self.new_states.get(key)
         if sid is None:
-            quality, code, flags, is_json = key
+            quality, code, flags = key
             sid = self.new_states[key] = self._intern(
-                "SELECT id FROM outbox_states WHERE quality = ? AND code IS ? AND flags IS ? AND json = ?",
-                "INSERT INTO outbox_states(quality, code, flags, json) VALUES (?, ?, ?, ?)",
-                (quality, code, ",".join(flags) or None, int(is_json)),
+                "SELECT id FROM outbox_states WHERE quality = ? AND code IS ? AND flags IS ?"
+                " ORDER BY id LIMIT 1",
+                "INSERT INTO outbox_states(quality, code, flags, json) VALUES (?, ?, ?, 0)",
+                (quality, code, ",".join(flags) or None),
             )
         return sid
 
@@ -412,14 +576,6 @@ class _Writer:
         cur = self._c.execute(insert, params)
         assert cur.lastrowid is not None
         return cur.lastrowid
-
-    def tid(self, ts_us: int) -> int:
-        """One times row per run of readings with the same time, so tids never decrease with seq."""
-        if ts_us != self._last_ts:
-            cur = self._c.execute("INSERT INTO outbox_times(ts_us) VALUES (?)", (ts_us,))
-            assert cur.lastrowid is not None
-            self._last_ts, self._last_tid = ts_us, cur.lastrowid
-        return self._last_tid
 
 
 class Outbox:
@@ -444,22 +600,24 @@ class Outbox:
         self._limits_failing = False  # log the start and the end of a run of failures, not each one
         self._listeners: list[Callable[[], None]] = []
         with self._lock:
-            migrated = _migrate_v1(conn, on_migrate)
+            migrated = _convert(conn, on_migrate)
             if migrated:
-                _log.info("outbox_migrated", readings=migrated, layout="points, times and states tables")
+                _log.info("outbox_migrated", readings=migrated, layout="one row per poll")
             ensure_schema(conn, DDL)
             self._point_ids: dict[tuple[str, str | None], int] = {
                 (point, unit): int(i)
-                for i, point, unit in conn.execute("SELECT id, point, unit FROM outbox_points")
+                for i, point, unit in conn.execute("SELECT id, point, unit FROM outbox_points ORDER BY id")
             }
-            self._state_ids: dict[_StateKey, int] = {
-                (q, code, _split_flags(flags), bool(js)): int(i)
-                for i, q, code, flags, js in conn.execute(
-                    "SELECT id, quality, code, flags, json FROM outbox_states"
-                )
-            }
-            self._points_by_id = {i: key for key, i in self._point_ids.items()}
-            self._states_by_id = {i: key for key, i in self._state_ids.items()}
+            self._state_ids: dict[_StateKey, int] = {}
+            self._points_by_id = _point_lookup(conn)
+            self._states_by_id = _state_lookup(conn)
+            for i, q, code, flags in conn.execute(
+                "SELECT id, quality, code, flags FROM outbox_states ORDER BY id"
+            ):
+                key = (q, code, _split_flags(flags))
+                self._state_ids.setdefault(key, int(i))  # an earlier layout may hold one per value type
+                self._states_by_id[int(i)] = key
+            self._points_by_id.update((i, key) for key, i in self._point_ids.items())
             conn.execute(
                 "INSERT OR IGNORE INTO outbox_cursor(stream, acked_seq) VALUES ('readings', 0), ('events', 0)"
             )
@@ -521,23 +679,47 @@ class Outbox:
         c = self._conn
         c.execute("BEGIN IMMEDIATE")
         try:
-            before = self._sequence(c, "outbox_readings")
+            before = newest_seq(c)
             w = _Writer(c, self._point_ids, self._state_ids)
-            pid, tid, sid, to_us, encode = w.pid, w.tid, w.sid, _to_us, _encode_value
-            rows = []
+            known, pid, sid, to_us = self._point_ids, w.pid, w.sid, _to_us
+            polls: list[PollRow] = []
+            seq = before + 1
             last_ts: datetime | None = None
-            t = 0
+            ts_us = -1
+            pids: list[int] = []
+            values: list[Any] = []
+            sids: list[int] = []
+            last_q: Quality | None = None
+            last_code: str | None = None
+            last_flags: tuple[str, ...] = ()
+            last_sid = 0
             for r, flags, unit in batch:
                 if r.ts is not last_ts:  # a poll's readings share their datetime object
-                    last_ts, t = r.ts, tid(to_us(r.ts))
-                value = r.value
-                if type(value) is float and r.quality is _GOOD and r.code is None and not flags:
-                    rows.append((pid(r.point_id, unit), t, value, 0))  # the common case, state 0
-                    continue
-                value, is_json = encode(value)
-                rows.append((pid(r.point_id, unit), t, value, sid((r.quality, r.code, flags, is_json))))
-            c.executemany("INSERT INTO outbox_readings(pid, tid, value, sid) VALUES (?, ?, ?, ?)", rows)
-            after = self._sequence(c, "outbox_readings")
+                    last_ts = r.ts
+                    t = to_us(last_ts)
+                    if t != ts_us:
+                        if values:
+                            polls.append(_pack_run(seq, ts_us, pids, values, sids))
+                            seq += len(values)
+                            pids, values, sids = [], [], []
+                        ts_us = t
+                key = (r.point_id, unit)
+                p = known.get(key)
+                pids.append(pid(*key) if p is None else p)
+                values.append(r.value)
+                if r.quality is _GOOD and r.code is None and not flags:
+                    sids.append(0)  # the common case, state 0
+                elif r.quality is last_q and r.code == last_code and flags == last_flags:
+                    sids.append(last_sid)  # a poll's readings often share one state (clock_unsynced)
+                else:
+                    last_q, last_code, last_flags = r.quality, r.code, flags
+                    last_sid = sid((r.quality, r.code, flags))
+                    sids.append(last_sid)
+            if values:
+                polls.append(_pack_run(seq, ts_us, pids, values, sids))
+            c.executemany(_INSERT_POLL, polls)
+            after = before + len(batch)
+            _set_hw(c, after)
             c.execute("COMMIT")
         except BaseException:
             if c.in_transaction:
@@ -547,8 +729,6 @@ class Outbox:
         self._state_ids.update(w.new_states)
         self._points_by_id.update((i, key) for key, i in w.new_points.items())
         self._states_by_id.update((i, key) for key, i in w.new_states.items())
-        # One writer inside one transaction: AUTOINCREMENT hands out before+1 .. after.
-        assert after - before == len(batch), (before, after, len(batch))
         return before + 1, after
 
     def _hold(self, batch: list[ValidatedReading], exc: sqlite3.OperationalError) -> None:
@@ -656,51 +836,68 @@ class Outbox:
     def pending(self, after_seq: int, limit: int) -> list[Row]:
         """Stored readings with seq > after_seq, in seq order. Start from ``acked_seq()`` for unsent ones.
 
-        What ``readings_after`` returns, with the points and states from this Outbox's id maps instead
-        of joining their tables for every row (the uplink reads every reading once: issue 18)."""
+        What ``readings_after`` returns, with the points and states from this Outbox's id maps."""
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT r.seq, r.pid, t.ts_us, r.value, r.sid FROM outbox_readings r"
-                " JOIN outbox_times t ON t.id = r.tid WHERE r.seq > ? ORDER BY r.seq LIMIT ?",
-                (after_seq, limit),
-            ).fetchall()
-            points, states = self._points_by_id, self._states_by_id
-            out: list[Row] = []
-            append = out.append
-            for seq, pid, ts_us, value, sid in rows:
-                p = points.get(pid) or self._load_ids(pid, sid)[0]
-                if sid == 0:  # the common state: good, no code, no flags, a number
-                    append(Row(seq, p[0], ts_us, value, p[1], "good", None, ()))
-                    continue
-                quality, code, flags, is_json = states.get(sid) or self._load_ids(pid, sid)[1]
-                append(
-                    Row(seq, p[0], ts_us, json.loads(value) if is_json else value, p[1], quality, code, flags)
-                )
+            cur = self._conn.execute(_POLLS_FROM, (after_seq + 1,))
+            try:
+                return _poll_rows(cur, after_seq, limit, self._points_by_id, self._states_by_id)
+            finally:
+                cur.close()
+
+    def pending_polls(self, after_seq: int, limit: int) -> list[PollRow]:
+        """The stored polls holding the readings ``pending(after_seq, limit)`` returns, as stored: the
+        uplink encodes them without a Row per reading (the first may start before after_seq + 1 and the
+        last may hold more than ``limit`` readings: the reader cuts them)."""
+        with self._lock:
+            out: list[PollRow] = []
+            count = 0
+            cur = self._conn.execute(_POLLS_FROM, (after_seq + 1,))
+            try:
+                for poll in cur:
+                    held = poll[1] - max(0, after_seq + 1 - poll[0])
+                    if held <= 0:
+                        continue
+                    out.append(poll)
+                    count += held
+                    if count >= limit:
+                        break
+            finally:
+                cur.close()
             return out
 
-    def _load_ids(self, pid: int, sid: int) -> tuple[tuple[str, str | None], _StateKey]:
-        """A point or state another Outbox on this database added: read it (and keep it)."""
+    def point_of(self, pid: int) -> tuple[str, str | None]:
+        """(point id, unit) of an outbox point id."""
         p = self._points_by_id.get(pid)
         if p is None:
-            point, unit = self._conn.execute(
-                "SELECT point, unit FROM outbox_points WHERE id = ?", (pid,)
-            ).fetchone()
-            p = self._points_by_id[pid] = (point, unit)
+            with self._lock:
+                p = self._points_by_id[pid]
+        return p  # type: ignore[no-any-return]
+
+    def state_of(self, sid: int) -> tuple[str, str | None, tuple[str, ...]]:
+        """(quality, code, flags) of an outbox state id."""
         st = self._states_by_id.get(sid)
         if st is None:
-            q, code, flags, js = self._conn.execute(
-                "SELECT quality, code, flags, json FROM outbox_states WHERE id = ?", (sid,)
-            ).fetchone()
-            st = self._states_by_id[sid] = (q, code, _split_flags(flags), bool(js))
-        return p, st
+            with self._lock:
+                st = self._states_by_id[sid]
+        return st  # type: ignore[no-any-return]
 
     def recent(self, limit: int) -> list[Row]:
         """The newest ``limit`` stored readings (sent or not), oldest first: for ``edge-agent tail``."""
         with self._lock:
-            rows = self._conn.execute(
-                f"SELECT {_COLS} FROM {_ROWS} ORDER BY seq DESC LIMIT ?", (limit,)
-            ).fetchall()
-        return [_decode(t) for t in reversed(rows)]
+            polls: list[PollRow] = []
+            count = 0
+            for poll in self._conn.execute(
+                "SELECT seq, n, ts_us, pid0, pids, vals, sids FROM outbox_polls ORDER BY seq DESC"
+            ):
+                polls.append(poll)
+                count += poll[1]
+                if count >= limit:
+                    break
+            if not polls:
+                return []
+            polls.reverse()
+            last = polls[-1][0] + polls[-1][1] - 1
+            return _poll_rows(polls, last - limit, limit, self._points_by_id, self._states_by_id)
 
     def acked_seq(self) -> int:
         with self._lock:
@@ -718,8 +915,8 @@ class Outbox:
                 )
                 # Keep the newest `retain_acked` delivered rows for `edge-agent tail`.
                 acked = self._cursor("readings")
-                c.execute("DELETE FROM outbox_readings WHERE seq <= ?", (acked - self.options.retain_acked,))
-                _prune_times(c)
+                keep_from = acked - self.options.retain_acked
+                c.execute("DELETE FROM outbox_polls WHERE seq <= ?1 AND seq + n - 1 <= ?1", (keep_from,))
                 c.execute("COMMIT")
             except BaseException:
                 if c.in_transaction:
@@ -730,9 +927,8 @@ class Outbox:
         with self._lock:
             c = self._conn
             acked = self._cursor("readings")
-            newest = self._sequence(c, "outbox_readings")
-            first = c.execute(f"SELECT seq, ts_us FROM {_ROWS} WHERE seq > ? ORDER BY seq LIMIT 1", (acked,))
-            head = first.fetchone()
+            newest = newest_seq(c)
+            head = _head(c, acked)
             ev_acked = self._cursor("events")
             ev_newest = self._sequence(c, "outbox_events")
             ev_first = c.execute("SELECT min(seq) FROM outbox_events WHERE seq > ?", (ev_acked,)).fetchone()[
@@ -796,40 +992,37 @@ class Outbox:
         c.execute("BEGIN IMMEDIATE")
         try:
             acked = self._cursor("readings")
-            head = c.execute("SELECT min(seq) FROM outbox_readings WHERE seq > ?", (acked,)).fetchone()[0]
-            if head is None:
+            first = _head(c, acked)
+            if first is None:
                 c.execute("COMMIT")
                 return None
+            head, head_ts = first
             reasons: list[str] = []
             spans: list[tuple[int, int]] = []
-            drop_upto: int | None = None  # unsent rows head..drop_upto are dropped
-            # Age: the prefix of unsent rows before the first one that is recent enough.
-            old = c.execute(f"SELECT ts_us < ? FROM {_ROWS} WHERE seq = ?", (cutoff, head)).fetchone()[0]
-            if check_age and old:
+            drop_upto: int | None = None  # unsent readings head..drop_upto are dropped
+            # Age: the prefix of unsent readings before the first poll that is recent enough.
+            if check_age and head_ts < cutoff:
                 fresh = c.execute(
-                    f"SELECT min(seq) FROM {_ROWS} WHERE seq > ? AND ts_us >= ?", (acked, cutoff)
+                    "SELECT min(seq) FROM outbox_polls WHERE seq > ? AND ts_us >= ?", (head, cutoff)
                 ).fetchone()[0]
-                drop_upto = self._sequence(c, "outbox_readings") if fresh is None else fresh - 1
-                spans.append(self._span(head, drop_upto))
-                c.execute("DELETE FROM outbox_readings WHERE seq <= ?", (drop_upto,))
+                drop_upto = newest_seq(c) if fresh is None else fresh - 1
+                spans.append(_span(c, head, drop_upto))
+                _delete_upto(c, drop_upto)
                 reasons.append("max_age_days")
             limit = self.options.max_bytes
             if self.disk_bytes() > limit:
-                c.execute("DELETE FROM outbox_readings WHERE seq <= ?", (acked,))  # delivered ones go first
+                _delete_upto(c, acked)  # delivered ones go first
             total = self.disk_bytes()  # the whole database and its WAL: what the disk holds
             if total > limit:
-                rows = c.execute("SELECT count(*) FROM outbox_readings").fetchone()[0]
-                start = c.execute("SELECT min(seq) FROM outbox_readings WHERE seq > ?", (acked,)).fetchone()[
-                    0
-                ]
+                rows = c.execute("SELECT coalesce(sum(n), 0) FROM outbox_polls").fetchone()[0]
+                start = _head(c, acked)
                 per_row = self._bytes(exact=True) / max(rows, 1)  # bytes one reading takes, pages included
                 n = min(rows, math.ceil((total - 0.9 * limit) / max(per_row, 1.0)))
                 if n > 0 and start is not None:
-                    drop_upto = start + n - 1
-                    spans.append(self._span(start, drop_upto))
-                    c.execute("DELETE FROM outbox_readings WHERE seq <= ?", (drop_upto,))
+                    drop_upto = min(start[0] + n - 1, newest_seq(c))
+                    spans.append(_span(c, start[0], drop_upto))
+                    _delete_upto(c, drop_upto)
                     reasons.append("max_bytes")
-            _prune_times(c)
             c.execute("COMMIT")
         except BaseException:
             if c.in_transaction:
@@ -837,7 +1030,7 @@ class Outbox:
             raise
         if drop_upto is None:
             return None
-        # The dropped rows are head..drop_upto, contiguous: the count is exact.
+        # The dropped readings are head..drop_upto, contiguous: the count is exact.
         ev = DropEvent(
             reason="+".join(reasons),
             count=drop_upto - head + 1,
@@ -850,36 +1043,28 @@ class Outbox:
         _log.warning("readings_dropped", **_drop_fields(ev))
         return ev
 
-    def _span(self, lo: int, hi: int) -> tuple[int, int]:
-        row = self._conn.execute(
-            f"SELECT min(ts_us), max(ts_us) FROM {_ROWS} WHERE seq BETWEEN ? AND ?", (lo, hi)
-        ).fetchone()
-        return int(row[0]), int(row[1])
-
     def drop_unsendable(self, seq: int, reason: str) -> DropEvent | None:
         """Drop the oldest unsent reading, ``seq``, which the uplink can never send (larger than a message
-        may be). Only the head of the unsent rows, so they stay one contiguous range. The event is queued
-        like the limit drops (``enforce_limits`` hands it out) and returned; None when ``seq`` is not the
-        head (already acknowledged or dropped)."""
+        may be). Only the head of the unsent readings, so they stay one contiguous range. The event is
+        queued like the limit drops (``enforce_limits`` hands it out) and returned; None when ``seq`` is not
+        the head (already acknowledged or dropped)."""
         with self._lock:
             c = self._conn
             c.execute("BEGIN IMMEDIATE")
             try:
-                acked = self._cursor("readings")
-                row = c.execute(
-                    f"SELECT seq, ts_us FROM {_ROWS} WHERE seq > ? ORDER BY seq LIMIT 1", (acked,)
-                ).fetchone()
-                if row is None or row[0] != seq:
+                first = _head(c, self._cursor("readings"))
+                if first is None or first[0] != seq:
                     c.execute("COMMIT")
                     return None
-                c.execute("DELETE FROM outbox_readings WHERE seq = ?", (seq,))
-                _prune_times(c)
+                _cut(c, seq)
+                _cut(c, seq + 1)
+                c.execute("DELETE FROM outbox_polls WHERE seq = ?", (seq,))
                 c.execute("COMMIT")
             except BaseException:
                 if c.in_transaction:
                     c.execute("ROLLBACK")
                 raise
-            ts = format_ts(int(row[1]))
+            ts = format_ts(int(first[1]))
             ev = DropEvent(
                 reason=reason, count=1, seq_first=seq, seq_last=seq, ts_first=ts, ts_last=ts,
                 at=self.clock.now().isoformat(),
@@ -944,7 +1129,7 @@ class Outbox:
         if exact and self._has_dbstat:
             row = c.execute(
                 "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE aggregate = TRUE AND name IN"
-                " ('outbox_readings', 'outbox_times', 'outbox_events')"
+                " ('outbox_polls', 'outbox_events')"
             ).fetchone()
             return int(row[0])
         page = int(c.execute("PRAGMA page_size").fetchone()[0])
@@ -961,6 +1146,9 @@ class Outbox:
 
     async def apending(self, after_seq: int, limit: int) -> list[Row]:
         return await self._run(self.pending, after_seq, limit)
+
+    async def apending_polls(self, after_seq: int, limit: int) -> list[PollRow]:
+        return await self._run(self.pending_polls, after_seq, limit)
 
     async def aack(self, upto_seq: int) -> None:
         await self._run(self.ack, upto_seq)

@@ -57,7 +57,14 @@ from edge_agent.config.settings import MqttUplink
 from edge_agent.core.clock import Clock
 from edge_agent.store.audit import AuditRecord
 from edge_agent.store.outbox import DropEvent, EventRow, Outbox, Row, format_ts
-from edge_agent.uplink.payload_v2 import PointSchema, encode_batch_v2, encode_schema, make_schema
+from edge_agent.uplink.payload_v2 import (
+    PointSchema,
+    PollIndex,
+    encode_batch_v2,
+    encode_polls_v2,
+    encode_schema,
+    make_schema,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -327,6 +334,7 @@ class MqttUplinkService:
         self._schema: PointSchema | None = None
         self._schema_key: tuple[tuple[str, str | None, str | None], ...] | None = None
         self._learned: dict[str, tuple[str, str | None, str | None]] = {}  # without `points`: seen so far
+        self._poll_index: tuple[PointSchema | None, PollIndex] = (None, {})  # encode_polls_v2's memory
         self._schema_sent: str | None = None  # hash of the schema published in this session
         self._schema_logged: str | None = None
         self.outbox = outbox
@@ -795,24 +803,30 @@ class MqttUplinkService:
             while True:
                 wake.clear()
                 while len(inflight) < o.inflight_batches:
-                    fetched = await self.outbox.apending(next_after, o.batch_max)
-                    if not fetched:
-                        break
                     limit = self._batch_limit()
-                    payload, rows = fit_batch(fetched, limit, self._encoder(fetched))
-                    if payload is None:
-                        if inflight:  # dropped only at the head of the unsent rows: wait for the window
+                    fast = await self._batch_from_polls(next_after, limit)
+                    if fast is not None:
+                        payload, first, last, count = fast
+                        if not count:
                             break
-                        await self._drop_too_large(rows[0], limit)
-                        next_after = rows[0].seq
-                        continue
+                    else:
+                        fetched = await self.outbox.apending(next_after, o.batch_max)
+                        if not fetched:
+                            break
+                        encoded, rows = fit_batch(fetched, limit, self._encoder(fetched))
+                        if encoded is None:
+                            if inflight:  # dropped only at the head of the unsent rows: wait for the window
+                                break
+                            await self._drop_too_large(rows[0], limit)
+                            next_after = rows[0].seq
+                            continue
+                        payload, first, last, count = encoded, rows[0].seq, rows[-1].seq, len(rows)
                     await self._ensure_schema(client)
                     task = asyncio.create_task(
-                        self._publish_batch(client, payload, (rows[0].seq, rows[-1].seq)),
-                        name=f"uplink-batch-{rows[-1].seq}",
+                        self._publish_batch(client, payload, (first, last)), name=f"uplink-batch-{last}"
                     )
-                    inflight.append((rows[-1].seq, len(rows), len(payload), task))
-                    next_after = rows[-1].seq
+                    inflight.append((last, count, len(payload), task))
+                    next_after = last
                 if inflight:
                     seq_last, n, _, task = inflight[0]
                     await task  # PUBACK for the oldest batch; MqttError or a refusal ends the session
@@ -839,6 +853,28 @@ class MqttUplinkService:
             for _, _, _, t in inflight:
                 with contextlib.suppress(BaseException):
                     await t
+
+    async def _batch_from_polls(self, after: int, limit: int) -> tuple[bytes, int, int, int] | None:
+        """v2 from the stored polls, without a Row per reading: (payload, first seq, last seq, readings),
+        with 0 readings when nothing is pending. None: take the Rows path (payload v1, no configured
+        point list, a reading outside the schema, or a batch over ``limit`` bytes that must be cut)."""
+        o = self.options
+        if o.payload != "v2" or self.points is None:
+            return None
+        polls = await self.outbox.apending_polls(after, o.batch_max)
+        if not polls:
+            return b"", 0, 0, 0
+        schema = self._current_schema(())
+        if self._poll_index[0] is not schema or len(self._poll_index[1]) > 50_000:
+            self._poll_index = (schema, {})  # its keys are shapes of polls: report by exception varies them
+        out = encode_polls_v2(
+            polls, after_seq=after, limit=o.batch_max, schema=schema, point_of=self.outbox.point_of,
+            state_of=self.outbox.state_of, memo=self._poll_index[1], gateway=self.gateway_id,
+            building=self.building_id, audit_head=self._audit_head(), compress=o.compress,
+        )  # fmt: skip
+        if out is None or len(out[0]) > limit:
+            return None
+        return out
 
     async def _drop_too_large(self, row: Row, limit: int) -> None:
         """A reading that does not fit in a message on its own can never be sent: an audited drop."""

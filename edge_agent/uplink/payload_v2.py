@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from drivers.base import Value
-from edge_agent.store.outbox import Row
+from edge_agent.store.outbox import PollRow, Row
 
 __all__ = [
     "PAYLOAD_VERSION",
@@ -26,8 +26,10 @@ __all__ = [
     "Decoder",
     "PayloadError",
     "PointSchema",
+    "PollIndex",
     "UnknownSchemaError",
     "encode_batch_v2",
+    "encode_polls_v2",
     "encode_schema",
     "load_payload",
     "make_schema",
@@ -158,6 +160,108 @@ def encode_batch_v2(
     if loose:
         body["readings"] = loose
     return _packed(_dumps(body), compress)
+
+
+_dumps_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# A stored poll's point ids -> their schema indices (None: a point the schema does not hold as it is).
+PollIndex = dict[tuple[int, int, str | None], list[int | None]]
+
+
+def encode_polls_v2(
+    polls: Sequence[PollRow],
+    *,
+    after_seq: int,
+    limit: int,
+    schema: PointSchema,
+    point_of: Callable[[int], tuple[str, str | None]],
+    state_of: Callable[[int], tuple[str, str | None, tuple[str, ...]]],
+    memo: PollIndex,
+    gateway: str,
+    building: str,
+    audit_head: tuple[int, str] | None,
+    compress: bool = True,
+) -> tuple[bytes, int, int, int] | None:
+    """What ``encode_batch_v2`` makes of the readings seq > after_seq (at most ``limit``) in stored polls
+    (``Outbox.pending_polls``), byte for byte, without a Row or a parsed value per reading: a poll's
+    values are already the JSON array a group carries. (payload, seq_first, seq_last, readings), or
+    None when a reading's point is not in the schema as it is (encode the Rows: they travel as v1).
+    ``memo``: the schema indices of the polls seen so far: one per outbox and schema (the keys are the
+    outbox's point ids)."""
+    index, points = schema.index, schema.points
+    groups: list[str] = []
+    # The open group: time, first seq, next seq, schema indices, value arrays' insides, not-good entries.
+    g_ts = g_seq = g_next = -1
+    g_idx: list[int] = []
+    g_vals: list[str] = []
+    g_q: list[str] = []  # [index,quality,code,[flags]] as JSON text
+    said: dict[int, str] = {}  # state id -> its "q" entry's tail ("" for good, no code, no flags)
+    first = last = count = 0
+
+    def close() -> None:
+        consecutive = g_idx == list(range(g_idx[0], g_idx[0] + len(g_idx)))
+        p = str(g_idx[0]) if consecutive else _dumps_text(g_idx)
+        q = f',"q":[{",".join(g_q)}]' if g_q else ""
+        groups.append(f'{{"t":{g_ts},"s":{g_seq},"p":{p},"v":[{",".join(g_vals)}]{q}}}')
+
+    for seq, n, ts_us, pid0, pids, vals, sids in polls:
+        lo = max(0, after_seq + 1 - seq)
+        hi = min(n, lo + limit - count)
+        if lo >= hi:
+            if count >= limit:
+                break
+            continue
+        key = (pid0, n, pids)
+        idx = memo.get(key)
+        if idx is None:  # not seen with this schema
+            idx = memo[key] = []
+            for pid in range(pid0, pid0 + n) if pids is None else json.loads(pids):
+                point, unit = point_of(pid)
+                i = index.get(point)
+                idx.append(None if i is None or points[i][1] != unit else i)
+        part = idx if lo == 0 and hi == n else idx[lo:hi]
+        if None in part:
+            return None
+        whole = lo == 0 and hi == n
+        inside = vals[1:-1] if whole else _dumps_text(json.loads(vals)[lo:hi])[1:-1]
+        if not count:
+            first = seq + lo
+        if seq + lo != g_next or ts_us != g_ts:
+            if g_vals:
+                close()
+            g_ts, g_seq, g_idx, g_vals, g_q = ts_us, seq + lo, [], [], []
+        at = len(g_idx)
+        if sids is not None:  # "q" entries, as text: a poll's readings often share one state (clock flags)
+            states = json.loads(sids)
+            for k in range(lo, hi):
+                sid = states if type(states) is int else states[k]
+                text = said.get(sid)
+                if text is None:
+                    quality, code, flags = state_of(sid)
+                    bad = quality != "good" or code is not None or flags
+                    text = said[sid] = _dumps_text([quality, code, list(flags)])[1:-1] if bad else ""
+                if text:
+                    g_q.append(f"[{at + k - lo},{text}]")
+        g_idx.extend(part)  # type: ignore[arg-type]
+        g_vals.append(inside)
+        g_next = seq + hi
+        last = seq + hi - 1
+        count += hi - lo
+    if not count:
+        return None
+    close()
+    body: dict[str, Any] = {
+        "v": PAYLOAD_VERSION,
+        "gateway": gateway,
+        "building": building,
+        "schema": schema.hash,
+        "seq_first": first,
+        "seq_last": last,
+        "audit_head": None if audit_head is None else {"seq": audit_head[0], "hash": audit_head[1]},
+        "groups": [],
+    }
+    # A key of the body's own object, never inside a string (its quotes would be escaped there).
+    text = _dumps_text(body).replace('"groups":[]', f'"groups":[{",".join(groups)}]', 1)
+    return _packed(text.encode(), compress), first, last, count
 
 
 # -- decoding ---------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import pytest
 
 from edge_agent.cli.audit import verify_main
 from edge_agent.ops.status import query_status
-from edge_agent.store.outbox import readings_after
+from edge_agent.store.outbox import newest_seq, readings_after
 from edge_agent.uplink.payload_v2 import Decoder
 from tests.integration.conftest import Broker
 from tests.integration.test_service import (
@@ -104,7 +104,7 @@ def max_seq(db: Path) -> int:
         return 0
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        (n,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox_readings").fetchone()
+        n = newest_seq(conn)
     except sqlite3.OperationalError:  # table not created yet
         return 0
     finally:

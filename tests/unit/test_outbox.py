@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -80,7 +81,8 @@ def test_roundtrip_types_flags_and_order(opened: tuple[Outbox, sqlite3.Connectio
 def test_ack_backlog_and_recent(db: Path, clock: FakeClock) -> None:
     conn = open_state_db(db)
     ob = Outbox(conn=conn, options=StorageOptions(retain_acked=5), clock=clock, gateway_id="gw")
-    ob.append([vr(i) for i in range(20)])
+    ob.append([vr(i) for i in range(10)])  # one poll
+    ob.append([vr(i, ts=T0 + timedelta(seconds=i)) for i in range(10, 20)])  # ten polls of one reading
     st = ob.stats()
     assert (st.backlog, st.acked_seq, st.newest_seq) == (20, 0, 20)
     assert st.oldest_ts == T0
@@ -90,8 +92,12 @@ def test_ack_backlog_and_recent(db: Path, clock: FakeClock) -> None:
     assert (st.backlog, st.acked_seq) == (8, 12)
     assert [r.seq for r in ob.recent(10)] == list(range(11, 21))  # acked rows kept for tail
     assert ob.pending(12, 100)[0].seq == 13
-    # rows older than the retention window are gone
-    assert conn.execute("SELECT min(seq) FROM outbox_readings").fetchone()[0] == 12 - 5 + 1
+    # polls that end before the retention window are gone: the 10-reading poll of seqs 1..10 stays
+    # while any of its readings is inside it, the single readings go one by one
+    assert conn.execute("SELECT min(seq) FROM outbox_reading_rows").fetchone()[0] == 1
+    ob.ack(16)
+    assert conn.execute("SELECT min(seq) FROM outbox_reading_rows").fetchone()[0] == 16 - 5 + 1
+    assert [r.seq for r in ob.recent(3)] == [18, 19, 20]
     conn.close()
 
 
@@ -156,7 +162,7 @@ def test_byte_limit_counts_the_wal(db: Path, clock: FakeClock) -> None:
     ob.append([vr(i) for i in range(100)])
     reader = open_state_db(db)
     reader.execute("BEGIN")
-    reader.execute("SELECT count(*) FROM outbox_readings").fetchone()  # pins the snapshot
+    reader.execute("SELECT count(*) FROM outbox_polls").fetchone()  # pins the snapshot
     try:
         while not ob.drops_waiting:
             assert ob.append([vr(i) for i in range(500)]) is not None
@@ -293,7 +299,9 @@ def test_a_database_of_the_first_layout_opens_with_its_seqs_and_high_water_mark(
     assert ob.append([vr(1)]) == (10, 10)  # the high-water mark survived: 7..9 never reused
     ob.ack(10)
     assert ob.pending(0, 100) == []
-    assert conn.execute("SELECT count(*) FROM outbox_times").fetchone()[0] == 0  # pruned with the rows
+    assert conn.execute("SELECT count(*) FROM outbox_polls").fetchone()[0] == 0
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert not tables & {"outbox_readings", "outbox_readings_old", "outbox_times"}
     conn.close()
     conn = open_state_db(db)  # opening again: nothing left to migrate
     assert Outbox(conn=conn, options=StorageOptions(), clock=clock, gateway_id="gw").stats().newest_seq == 10
@@ -345,7 +353,7 @@ def test_a_float_reading_takes_at_most_30_bytes(db: Path, clock: FakeClock) -> N
         ob.append(batch)
     used = conn.execute(
         "SELECT sum(pgsize - unused) FROM dbstat WHERE name IN"
-        " ('outbox_readings', 'outbox_points', 'outbox_points_key', 'outbox_times', 'outbox_states')"
+        " ('outbox_polls', 'outbox_points', 'outbox_points_key', 'outbox_states')"
     ).fetchone()[0]
     assert used / 200_000 <= 30, used / 200_000
     conn.close()
@@ -407,3 +415,139 @@ def test_every_reading_round_trips_in_order(tmp_path: Path, batches: list[Any], 
     assert [r.seq for r in got] == list(range(1, len(written) + 1))
     assert [(r.point, r.ts_us, r.value, r.unit, r.quality, r.code, r.flags) for r in got] == written
     assert [type(r.value) for r in got] == [type(w[2]) for w in written]
+
+
+# -- one row per poll: every operation that cuts inside a poll keeps every other reading ----------------
+
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.lists(st.tuples(st.integers(0, 3), st.integers(1, 5)), max_size=4)),
+        st.tuples(st.just("ack"), st.integers(0, 40)),
+        st.tuples(st.just("unsendable"), st.just(0)),
+        st.tuples(st.just("age"), st.integers(0, 6)),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(ops=_ops, retain=st.integers(0, 6))
+def test_polls_cut_by_acks_drops_and_ages_lose_nothing_else(ops: list[tuple[str, Any]], retain: int) -> None:
+    """Against a model of one entry per reading: after any appends (polls of several readings, some at
+    the same time), acknowledgements, too-large drops of the head and age drops, the unsent readings
+    read back are exactly the model's, in order, each drop event names exactly the readings it took,
+    and the backlog and oldest time agree."""
+    with tempfile.TemporaryDirectory() as d:
+        clock = FakeClock(T0)
+        conn = open_state_db(Path(d) / "state.db")
+        ob = Outbox(conn=conn, options=StorageOptions(retain_acked=retain, max_age_days=2), clock=clock,
+                    gateway_id="gw")  # fmt: skip
+        model: list[tuple[int, str, float, datetime]] = []  # unsent: seq, point, value, time
+        acked = newest = 0
+        for op, arg in ops:
+            if op == "append":
+                batch = []
+                for day, n in arg:
+                    ts = T0 + timedelta(days=day)
+                    batch += [
+                        ValidatedReading(Reading(f"d{day}.p{k}", float(newest + k), ts, Quality.GOOD),
+                                         ("clock_unsynced",) if day == 2 else (), "kW")
+                        for k in range(n)
+                    ]  # fmt: skip
+                span = ob.append(batch)
+                for i, v in enumerate(batch):
+                    model.append((newest + 1 + i, v.reading.point_id, float(v.reading.value), v.reading.ts))  # type: ignore[arg-type]
+                if batch:
+                    assert span == (newest + 1, newest + len(batch))
+                    newest += len(batch)
+            elif op == "ack":
+                upto = min(acked + arg, newest)
+                ob.ack(upto)
+                acked = max(acked, upto)
+                model = [m for m in model if m[0] > acked]
+            elif op == "unsendable" and model:
+                ev = ob.drop_unsendable(model[0][0], "too_large")
+                assert ev is not None and (ev.seq_first, ev.seq_last, ev.count) == (model[0][0],) * 2 + (1,)
+                assert ob.take_drop_events() == [ev]
+                model.pop(0)
+            elif op == "age":
+                clock.step_wall((T0 + timedelta(days=arg, hours=1) - clock.now()).total_seconds())
+                cutoff = clock.now() - timedelta(days=2)
+                gone = 0
+                while gone < len(model) and model[gone][3] < cutoff:
+                    gone += 1
+                ev = ob.enforce_limits()
+                if gone:
+                    assert ev is not None and (ev.seq_first, ev.seq_last) == (model[0][0], model[gone - 1][0])
+                    assert ev.count == gone
+                else:
+                    assert ev is None
+                model = model[gone:]
+            got = ob.pending(ob.acked_seq(), 10_000)
+            assert [(r.seq, r.point, r.value, r.flags) for r in got] == [
+                (s, p, v, ("clock_unsynced",) if ts == T0 + timedelta(days=2) else ())
+                for s, p, v, ts in model
+            ]
+            assert readings_after(conn, ob.acked_seq(), 10_000) == got
+            st_ = ob.stats()
+            assert st_.backlog == len(model) and st_.newest_seq == newest
+            assert st_.oldest_ts == (model[0][3] if model else None)
+        conn.close()
+
+
+# The layout of the first issue-18 round: one row per reading with ids for its point, time and state.
+_IDS_DDL = """
+CREATE TABLE outbox_readings (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, pid INTEGER NOT NULL, tid INTEGER NOT NULL, value NUMERIC,
+    sid INTEGER NOT NULL
+);
+CREATE TABLE outbox_points (id INTEGER PRIMARY KEY, point TEXT NOT NULL, unit TEXT);
+CREATE INDEX outbox_points_key ON outbox_points(point, unit);
+CREATE TABLE outbox_times (id INTEGER PRIMARY KEY, ts_us INTEGER NOT NULL);
+CREATE TABLE outbox_states (
+    id INTEGER PRIMARY KEY, quality TEXT NOT NULL, code TEXT, flags TEXT, json INTEGER NOT NULL
+);
+CREATE VIEW outbox_reading_rows AS
+    SELECT r.seq AS seq, p.point AS point, t.ts_us AS ts_us, r.value AS value, p.unit AS unit,
+           s.quality AS quality, s.code AS code, s.flags AS flags, s.json AS json
+    FROM outbox_readings r JOIN outbox_points p ON p.id = r.pid JOIN outbox_times t ON t.id = r.tid
+    JOIN outbox_states s ON s.id = r.sid;
+CREATE TABLE outbox_cursor (stream TEXT PRIMARY KEY, acked_seq INTEGER NOT NULL);
+INSERT INTO outbox_cursor VALUES ('readings', 3), ('events', 0);
+INSERT INTO outbox_points VALUES (1, 'p1', 'kWh'), (2, 'p2', NULL);
+INSERT INTO outbox_times VALUES (1, 1000000), (2, 2000007), (3, 1500000);
+INSERT INTO outbox_states VALUES (0, 'good', NULL, NULL, 0), (1, 'good', NULL, 'spike', 0),
+    (2, 'good', NULL, NULL, 1), (3, 'uncertain', 'fault', 'a,b', 1), (4, 'bad', 'timeout', NULL, 0);
+INSERT INTO outbox_readings VALUES (4, 1, 1, 1.5, 1), (5, 2, 1, 'true', 2), (6, 1, 1, 2.5, 0),
+    (7, 2, 2, '"cool"', 3), (8, 1, 3, NULL, 4), (9, 1, 3, 7, 0);
+"""
+
+
+def test_a_database_of_the_ids_layout_is_converted_to_polls(db: Path, clock: FakeClock) -> None:
+    """Same seqs, values of every type, states and high-water mark; `tail` reads it before and after."""
+    conn = open_state_db(db)
+    conn.executescript(_IDS_DDL)
+    conn.execute("UPDATE sqlite_sequence SET seq = 11 WHERE name = 'outbox_readings'")  # 10..11 deleted
+    conn.commit()
+    expected = [
+        (4, "p1", 1_000_000, 1.5, "kWh", "good", None, ("spike",)),
+        (5, "p2", 1_000_000, True, None, "good", None, ()),
+        (6, "p1", 1_000_000, 2.5, "kWh", "good", None, ()),
+        (7, "p2", 2_000_007, "cool", None, "uncertain", "fault", ("a", "b")),
+        (8, "p1", 1_500_000, None, "kWh", "bad", "timeout", ()),
+        (9, "p1", 1_500_000, 7, "kWh", "good", None, ()),
+    ]
+    assert [tuple(r) for r in readings_after(conn, 0, 100)] == expected  # unconverted, as `tail` reads it
+    told: list[tuple[int, int]] = []
+    ob = Outbox(
+        conn=conn, options=StorageOptions(retain_acked=0), clock=clock, gateway_id="gw",
+        on_migrate=lambda moved, total: told.append((moved, total)),
+    )  # fmt: skip
+    assert told == [(6, 6)]
+    assert [tuple(r) for r in ob.pending(0, 100)] == expected
+    assert [tuple(r) for r in readings_after(conn, 0, 100)] == expected
+    assert conn.execute("SELECT count(*) FROM outbox_polls").fetchone()[0] == 3  # three times, in seq runs
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert not tables & {"outbox_readings", "outbox_readings_old", "outbox_times"}
+    assert ob.append([vr(1)]) == (12, 12)
+    conn.close()

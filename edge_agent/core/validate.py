@@ -118,15 +118,18 @@ class Validator:
     def validate_many(self, readings: Sequence[Reading]) -> list[ValidatedReading]:
         """One device poll at once: a finite float of a point with nothing to check takes a dict look-up
         and a tuple, the rest the full checks of validate()."""
-        unchecked, validate, good, isfinite = self._unchecked, self.validate, Quality.GOOD, math.isfinite
-        out = []
+        unit_of, validate, good = self._unchecked.get, self.validate, Quality.GOOD
+        make, vr = tuple.__new__, ValidatedReading  # the NamedTuple without its Python-level __new__
+        out: list[ValidatedReading] = []
+        append = out.append
         for r in readings:
-            unit = unchecked.get(r.point_id, _CHECKED)
+            unit = unit_of(r.point_id, _CHECKED)
             v = r.value
-            if unit is not _CHECKED and r.quality is good and type(v) is float and isfinite(v):
-                out.append(ValidatedReading(r, (), unit))  # type: ignore[arg-type]  # not _CHECKED: a unit
+            # v - v is 0.0 for a finite float, NaN for NaN and +/-inf: math.isfinite without a call
+            if unit is not _CHECKED and type(v) is float and v - v == 0.0 and r.quality is good:
+                append(make(vr, (r, (), unit)))
             else:
-                out.append(validate(r))
+                append(validate(r))
         return out
 
     def validate(self, reading: Reading) -> ValidatedReading:

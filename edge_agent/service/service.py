@@ -147,6 +147,7 @@ class Service:
             tick_s=enforce_tick_s,
         )
         self.uplink: Any = None
+        self._metered_cache: tuple[LoadedConfig, object, dict[str, bool]] | None = None
         self._uplink_points_cache: (
             tuple[LoadedConfig, tuple[tuple[str, str | None, str | None], ...]] | None
         ) = None
@@ -232,8 +233,20 @@ class Service:
                 if extra:
                     validated[i] = ValidatedReading(vr.reading, vr.flags + extra, vr.unit)
         self._pending.extend(self._to_report(validated) if self._report_rules else validated)
-        self._ledger_pending.extend(validated)
+        if self._has_meters(device_id):  # the ledger skips every other point, one by one
+            self._ledger_pending.extend(validated)
         self._flush_wake.set()
+
+    def _has_meters(self, device_id: str) -> bool:
+        """Whether a device has a point the ledger books (a device not configured: let the ledger say)."""
+        cached, meters = self._metered_cache, self.ledger.meters
+        if cached is None or cached[0] is not self.cfg or cached[1] is not meters:
+            cached = self._metered_cache = (
+                self.cfg,
+                meters,
+                {d.id: any(p.id in meters for p in d.points) for d in self.cfg.site.devices},
+            )
+        return cached[2].get(device_id, True)
 
     def _to_report(self, validated: list[ValidatedReading]) -> list[ValidatedReading]:
         """Report by exception: the readings of this poll the outbox keeps."""

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -138,3 +139,46 @@ def test_a_step_that_stays_is_rebaselined_not_a_load_change() -> None:
     got = flags(v, values)
     assert got[10:13] == [("spike",), ("spike",), ("spike", "rebaseline")]
     assert got[13] == ()
+
+
+_VALUES = st.one_of(
+    st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 5e-324]),
+    st.floats(allow_nan=True, allow_infinity=True, width=32),
+    st.floats(min_value=0, max_value=1e4),
+    st.integers(-5, 5),
+    st.booleans(),
+    st.none(),
+    st.sampled_from(["on", ""]),
+)
+_POINTS = [
+    PointBase(id="plain", unit="kW"),  # nothing to check: validate_many's fast path
+    PointBase(id="bounded", unit="degC", min=0, max=40),
+    pt(id="meter", rollover=1e4),
+]
+
+
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["plain", "bounded", "meter", "ghost"]),
+                _VALUES,
+                st.sampled_from(list(Quality)),
+            ),
+            max_size=8,
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_validate_many_is_validate_of_each_reading(polls: list[list[tuple[str, object, Quality]]]) -> None:
+    """Issue 18: the per-poll fast path gives the flags, unit and reading validate() gives, in order,
+    and leaves the counters' state where validate() leaves it."""
+    many, one = Validator(points=_POINTS), Validator(points=_POINTS)
+    for n, poll in enumerate(polls):
+        readings = [rd(value, n, point=pid, quality=q) for pid, value, q in poll]
+        got, want = many.validate_many(readings), [one.validate(r) for r in readings]
+        assert got == want
+        assert [type(vr) for vr in got] == [type(vr) for vr in want]
+        assert all(vr.reading is r for vr, r in zip(got, readings, strict=True))
+    assert many._state == one._state

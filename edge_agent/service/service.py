@@ -17,7 +17,6 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -223,15 +222,10 @@ class Service:
 
     def _on_readings(self, device_id: str, readings: Sequence[Reading], changed: Sequence[Reading]) -> None:
         self.readings_total += len(readings)
-        validated = self.validator.validate_many(readings)
-        if self.monitor.may_flag():  # clock flags: once per timestamp of the poll, not per reading
-            flags_at: dict[datetime, tuple[str, ...]] = {}
-            for i, vr in enumerate(validated):
-                extra = flags_at.get(vr.reading.ts)
-                if extra is None:
-                    extra = flags_at[vr.reading.ts] = self.monitor.flags(vr.reading.ts)
-                if extra:
-                    validated[i] = ValidatedReading(vr.reading, vr.flags + extra, vr.unit)
+        # Clock flags come from the monitor only while one can apply (unsynchronised, a step remembered)
+        validated = self.validator.validate_many(
+            readings, self.monitor.flags if self.monitor.may_flag() else None
+        )
         self._pending.extend(self._to_report(validated) if self._report_rules else validated)
         if self._has_meters(device_id):  # the ledger skips every other point, one by one
             self._ledger_pending.extend(validated)

@@ -173,12 +173,24 @@ _POINTS = [
 )
 def test_validate_many_is_validate_of_each_reading(polls: list[list[tuple[str, object, Quality]]]) -> None:
     """Issue 18: the per-poll fast path gives the flags, unit and reading validate() gives, in order,
-    and leaves the counters' state where validate() leaves it."""
-    many, one = Validator(points=_POINTS), Validator(points=_POINTS)
-    for n, poll in enumerate(polls):
-        readings = [rd(value, n, point=pid, quality=q) for pid, value, q in poll]
-        got, want = many.validate_many(readings), [one.validate(r) for r in readings]
-        assert got == want
-        assert [type(vr) for vr in got] == [type(vr) for vr in want]
-        assert all(vr.reading is r for vr, r in zip(got, readings, strict=True))
-    assert many._state == one._state
+    and leaves the counters' state where validate() leaves it; with ``extra`` (the clock's flags), those
+    follow the checks' own, by each reading's timestamp."""
+
+    def clock(ts: datetime) -> tuple[str, ...]:
+        return (("clock_unsynced",) if ts.second else ()) + (("clock_step",) if ts.minute % 2 else ())
+
+    for extra in (None, clock):
+        many, one = Validator(points=_POINTS), Validator(points=_POINTS)
+        for n, poll in enumerate(polls):
+            # two timestamps in one poll: two blocks read at different moments
+            readings = [
+                rd(value, n + (i % 2) / 2, point=pid, quality=q) for i, (pid, value, q) in enumerate(poll)
+            ]
+            got = many.validate_many(readings, extra)
+            want = [one.validate(r) for r in readings]
+            if extra is not None:
+                want = [w._replace(flags=w.flags + extra(r.ts)) for w, r in zip(want, readings, strict=True)]
+            assert got == want
+            assert [type(vr) for vr in got] == [type(vr) for vr in want]
+            assert all(vr.reading is r for vr, r in zip(got, readings, strict=True))
+        assert many._state == one._state

@@ -74,26 +74,31 @@ class Snapshot:
     def update(self, readings: Iterable[Reading]) -> list[Reading]:
         """Store readings; return those whose value or quality changed (what enforcement reacts to)."""
         changed: list[Reading] = []
+        get = self._entries.get
         for r in readings:
-            e = self._entries.get(r.point_id)
+            e = get(r.point_id)
             if e is None:
                 continue
             prev = e.reading
-            if prev is not None and r.ts < prev.ts:
-                continue  # a poll that read before a write's read-back must not undo it
-            if prev is None or prev.value != r.value or prev.quality != r.quality:
-                e.since = r.ts
-                # Only a change between two good readings tells when it happened.
-                e.since_known = (
-                    prev is not None
-                    and prev.quality is not _BAD
-                    and r.quality is not _BAD
-                    and prev.value != r.value
-                )
+            ts = r.ts
+            if prev is None:
+                e.since, e.since_known = ts, False
                 changed.append(r)
+            else:
+                if ts < prev.ts:
+                    continue  # a poll that read before a write's read-back must not undo it
+                value, quality = r.value, r.quality
+                if prev.value != value:
+                    e.since = ts
+                    # Only a change between two good readings tells when it happened.
+                    e.since_known = prev.quality is not _BAD and quality is not _BAD
+                    changed.append(r)
+                elif prev.quality != quality:
+                    e.since, e.since_known = ts, False
+                    changed.append(r)
             e.reading = r
             if r.quality is not _BAD:
-                e.last_good = r.ts
+                e.last_good = ts
         return changed
 
     def for_policy(self, roles: frozenset[str] | None = None) -> Mapping[str, PointState]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
@@ -115,18 +115,34 @@ class Validator:
             rates: deque[float] = deque(maxlen=self.spike_window)
             self._state[point_id] = _CounterState(last=value, last_ts=ts, rates=rates)
 
-    def validate_many(self, readings: Sequence[Reading]) -> list[ValidatedReading]:
+    def validate_many(
+        self, readings: Sequence[Reading], extra: Callable[[datetime], tuple[str, ...]] | None = None
+    ) -> list[ValidatedReading]:
         """One device poll at once: a finite float of a point with nothing to check takes a dict look-up
-        and a tuple, the rest the full checks of validate()."""
-        unchecked, validate, good, isfinite = self._unchecked, self.validate, Quality.GOOD, math.isfinite
-        out = []
+        and a tuple, the rest the full checks of validate(). ``extra``: flags by timestamp appended
+        after the checks' own (the clock's), asked once per timestamp of the poll, not per reading."""
+        unit_of, validate, good = self._unchecked.get, self.validate, Quality.GOOD
+        make, vr = tuple.__new__, ValidatedReading  # the NamedTuple without its Python-level __new__
+        out: list[ValidatedReading] = []
+        append = out.append
+        more: tuple[str, ...] = ()
+        last_ts: datetime | None = None
+        seen: dict[datetime, tuple[str, ...]] = {}
         for r in readings:
-            unit = unchecked.get(r.point_id, _CHECKED)
+            if extra is not None and r.ts is not last_ts:  # a driver stamps a block with one datetime
+                last_ts = r.ts
+                got = seen.get(last_ts)
+                more = seen[last_ts] = extra(last_ts) if got is None else got
+            unit = unit_of(r.point_id, _CHECKED)
             v = r.value
-            if unit is not _CHECKED and r.quality is good and type(v) is float and isfinite(v):
-                out.append(ValidatedReading(r, (), unit))  # type: ignore[arg-type]  # not _CHECKED: a unit
+            # v - v is 0.0 for a finite float, NaN for NaN and +/-inf: math.isfinite without a call
+            if unit is not _CHECKED and type(v) is float and v - v == 0.0 and r.quality is good:
+                append(make(vr, (r, more, unit)))
+            elif more:
+                checked = validate(r)
+                append(make(vr, (r, checked.flags + more, checked.unit)))
             else:
-                out.append(validate(r))
+                append(validate(r))
         return out
 
     def validate(self, reading: Reading) -> ValidatedReading:

@@ -137,7 +137,7 @@ class Enforcer:
     def notify(self, device_id: str, readings: Sequence[Reading], changed: Sequence[Reading]) -> None:
         """Readings listener: wake the loop when an enforced point changed (from any source)."""
         enforced = self.snapshot.ids_with_roles(ENFORCED_ROLES)
-        if not enforced.isdisjoint(r.point_id for r in changed):
+        if enforced and not enforced.isdisjoint(r.point_id for r in changed):
             self._wake.set()
 
     async def run(self, *, beat: Any = None) -> None:

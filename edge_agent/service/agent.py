@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -102,6 +101,9 @@ class Agent:
         self._last_pushed: dict[str, Reading] = {}
         self.first_cycle = asyncio.Event()
         self._stop = asyncio.Event()
+        # The poll loops' sleeps, which stop() ends early: one future and one timer per poll, not an
+        # Event waiter plus an asyncio.timeout whose expiry cancels the task (issue 18).
+        self._sleeping: set[asyncio.Future[None]] = set()
         self._cycles_done: set[str] = set()
         self._tg: asyncio.TaskGroup | None = None
         for dev in config.site.devices:
@@ -165,6 +167,20 @@ class Agent:
 
     def stop(self) -> None:
         self._stop.set()
+        for fut in self._sleeping:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _sleep_until(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """Sleep until loop time ``when``, or until stop()."""
+        fut: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_at(when, _wake, fut)
+        self._sleeping.add(fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._sleeping.discard(fut)
 
     async def poll_once(self, device_id: str) -> list[Reading]:
         """Read every point of one device now, update the snapshot, tell the listeners."""
@@ -235,6 +251,9 @@ class Agent:
         st.readings_total += len(readings)
         st.errors_total += len(bad)
         st.last_latency_ms = latency_ms
+        if not bad and readings and st.up is True and not st.bad_points:
+            st.last_success = readings[0].ts  # all good, as before: nothing to log, no dict to build
+            return
         up = len(bad) < len(readings)
         if up:
             st.last_success = readings[0].ts if readings else self.clock.now()
@@ -292,9 +311,8 @@ class Agent:
             now = loop.time()
             if next_at < now:  # overran: skip missed slots rather than bursting to catch up
                 next_at = now + interval - ((now - next_at) % interval)
-            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see Enforcer.run
-                async with asyncio.timeout(next_at - now):
-                    await self._stop.wait()
+            if not self._stop.is_set():
+                await self._sleep_until(loop, next_at)
 
     async def run(
         self, *, extra_tasks: Sequence[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = ()
@@ -368,6 +386,11 @@ class Agent:
     def _on_signal(self, sig: signal.Signals) -> None:
         self.log.info("signal_received", signal=sig.name, action="stop")
         self.stop()
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():  # stop() got there first, or the sleeping task was cancelled
+        fut.set_result(None)
 
 
 async def read_once(config: LoadedConfig, clock: Clock) -> Agent:

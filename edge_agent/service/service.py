@@ -17,7 +17,6 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -147,6 +146,7 @@ class Service:
             tick_s=enforce_tick_s,
         )
         self.uplink: Any = None
+        self._metered_cache: tuple[LoadedConfig, object, dict[str, bool]] | None = None
         self._uplink_points_cache: (
             tuple[LoadedConfig, tuple[tuple[str, str | None, str | None], ...]] | None
         ) = None
@@ -222,18 +222,25 @@ class Service:
 
     def _on_readings(self, device_id: str, readings: Sequence[Reading], changed: Sequence[Reading]) -> None:
         self.readings_total += len(readings)
-        validated = self.validator.validate_many(readings)
-        if self.monitor.may_flag():  # clock flags: once per timestamp of the poll, not per reading
-            flags_at: dict[datetime, tuple[str, ...]] = {}
-            for i, vr in enumerate(validated):
-                extra = flags_at.get(vr.reading.ts)
-                if extra is None:
-                    extra = flags_at[vr.reading.ts] = self.monitor.flags(vr.reading.ts)
-                if extra:
-                    validated[i] = ValidatedReading(vr.reading, vr.flags + extra, vr.unit)
+        # Clock flags come from the monitor only while one can apply (unsynchronised, a step remembered)
+        validated = self.validator.validate_many(
+            readings, self.monitor.flags if self.monitor.may_flag() else None
+        )
         self._pending.extend(self._to_report(validated) if self._report_rules else validated)
-        self._ledger_pending.extend(validated)
+        if self._has_meters(device_id):  # the ledger skips every other point, one by one
+            self._ledger_pending.extend(validated)
         self._flush_wake.set()
+
+    def _has_meters(self, device_id: str) -> bool:
+        """Whether a device has a point the ledger books (a device not configured: let the ledger say)."""
+        cached, meters = self._metered_cache, self.ledger.meters
+        if cached is None or cached[0] is not self.cfg or cached[1] is not meters:
+            cached = self._metered_cache = (
+                self.cfg,
+                meters,
+                {d.id: any(p.id in meters for p in d.points) for d in self.cfg.site.devices},
+            )
+        return cached[2].get(device_id, True)
 
     def _to_report(self, validated: list[ValidatedReading]) -> list[ValidatedReading]:
         """Report by exception: the readings of this poll the outbox keeps."""

@@ -579,3 +579,27 @@ def test_an_outbox_of_the_first_layout_is_converted_with_systemd_told_to_wait(tm
         svc.close()
     told = [text for kind, text in notifier.calls if kind == "extend"]
     assert told and told[-1] == "60 s: converting the outbox to the new layout: 12,000 of 12,000 readings"
+
+
+def test_every_meter_reading_reaches_the_ledger_queue_and_only_devices_with_one(tmp_path: Path) -> None:
+    """Issue 18: a device without a ledger meter is not queued for Ledger.ingest (which skipped its
+    readings one by one in the SQLite thread); every reading of a meter still is, flags included."""
+    svc = Service(load_config(write_site(tmp_path / "cfg", sim_port=1)), state_dir=tmp_path / "state")
+    try:
+        t0 = datetime(2026, 7, 15, 6, 0, tzinfo=UTC)
+        meters = svc.ledger.meters
+        with_meter = {d.id for d in svc.cfg.site.devices if any(p.id in meters for p in d.points)}
+        assert meters and with_meter and with_meter != {d.id for d in svc.cfg.site.devices}
+        sent: list[Reading] = []
+        expected: list[Reading] = []
+        for i, dev in enumerate(svc.cfg.site.devices):
+            readings = [Reading(p.id, 100.0 + i, t0, Quality.GOOD) for p in dev.points]
+            sent += readings
+            expected += readings if dev.id in with_meter else []
+            svc._on_readings(dev.id, readings, readings)
+        queued = [vr.reading for vr in svc._ledger_pending]
+        assert {r.point_id for r in queued} >= meters.keys()
+        assert queued == expected
+        assert len(svc._pending) == len(sent)  # the outbox still gets every reading
+    finally:
+        svc.close()

@@ -203,3 +203,19 @@ async def test_a_swallowed_cancel_does_not_keep_a_poll_loop_alive(tmp_path: Path
     assert info.group_contains(RuntimeError, match="flush loop failed")
     assert "cancel-swallowed:p1" in EVENTS
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "poll:p1"]
+
+
+async def test_stop_ends_a_poll_loop_asleep_for_its_interval(tmp_path: Path) -> None:
+    """The poll loops sleep on a future stop() resolves (issue 18: no Event waiter and timeout per poll):
+    a stop during an hour-long interval ends them now, with no poll more and no sleeper left behind."""
+    path = _site(tmp_path, ["p1", "p2"])
+    path.write_text(path.read_text().replace("points:", "interval_s: 3600, points:"))
+    agent = Agent(config=load_config(path), clock=FakeClock(datetime(2026, 7, 1, tzinfo=UTC)))
+    run = asyncio.create_task(agent.run(), name="test:agent")
+    await _started(agent, "p1", "p2")
+    assert len(agent._sleeping) == 2  # each loop went to sleep for the hour right after its poll
+    agent.stop()
+    async with asyncio.timeout(5):
+        await run
+    assert [rt.status.polls for rt in agent.devices.values()] == [1, 1]
+    assert not agent._sleeping

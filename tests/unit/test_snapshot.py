@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from drivers.base import PointBase, Quality, Reading
 from edge_agent.core.snapshot import Snapshot
@@ -64,3 +68,63 @@ def test_for_policy_with_roles_is_the_full_snapshot_filtered_in_order_and_follow
     snap.reconfigure([("dev", meters[2], None), ("dev", PointBase(id="l2", role="light_relay"), None)])
     snap.update([Reading("l2", True, T0, Quality.GOOD), Reading("m2", 2.0, T0, Quality.GOOD)])
     assert list(snap.for_policy(lights)) == ["l2"]  # not the entries kept from before the reload
+
+
+def _update_before_issue_18(entries: dict[str, list[Any]], readings: list[Reading]) -> list[Reading]:
+    """Snapshot.update as it was before issue 18 (entries: point -> [reading, since, since_known,
+    last_good]): the reference the faster one must match."""
+    changed: list[Reading] = []
+    for r in readings:
+        e = entries.get(r.point_id)
+        if e is None:
+            continue
+        prev = e[0]
+        if prev is not None and r.ts < prev.ts:
+            continue
+        if prev is None or prev.value != r.value or prev.quality != r.quality:
+            e[1] = r.ts
+            e[2] = (
+                prev is not None
+                and prev.quality is not Quality.BAD
+                and r.quality is not Quality.BAD
+                and prev.value != r.value
+            )
+            changed.append(r)
+        e[0] = r
+        if r.quality is not Quality.BAD:
+            e[3] = r.ts
+    return changed
+
+
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["a", "b", "c", "ghost"]),
+                st.one_of(st.sampled_from([0.0, 1.0, True, False, None, "x"]), st.floats(width=16)),
+                st.sampled_from(list(Quality)),
+                st.integers(-2, 3),  # minutes: older readings than the stored one come too
+            ),
+            max_size=8,
+        ),
+        max_size=8,
+    )
+)
+def test_update_matches_the_reference(polls: list[list[tuple[str, object, Quality, int]]]) -> None:
+    points = [PointBase(id=i) for i in "abc"]
+    snap = Snapshot([("dev", p, None) for p in points])
+    ref: dict[str, list[Any]] = {p.id: [None, None, False, None] for p in points}
+    for n, poll in enumerate(polls):
+        readings = [
+            Reading(pid, value, T0 + timedelta(minutes=n + dt), q)  # type: ignore[arg-type]
+            for pid, value, q, dt in poll
+        ]
+        assert snap.update(readings) == _update_before_issue_18(ref, readings)
+        for pid, (reading, since, since_known, last_good) in ref.items():
+            e = snap.entry(pid)
+            assert (e.reading, e.since, e.since_known, e.last_good) == (
+                reading,
+                since,
+                since_known,
+                last_good,
+            )

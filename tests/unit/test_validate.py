@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -138,3 +139,58 @@ def test_a_step_that_stays_is_rebaselined_not_a_load_change() -> None:
     got = flags(v, values)
     assert got[10:13] == [("spike",), ("spike",), ("spike", "rebaseline")]
     assert got[13] == ()
+
+
+_VALUES = st.one_of(
+    st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 5e-324]),
+    st.floats(allow_nan=True, allow_infinity=True, width=32),
+    st.floats(min_value=0, max_value=1e4),
+    st.integers(-5, 5),
+    st.booleans(),
+    st.none(),
+    st.sampled_from(["on", ""]),
+)
+_POINTS = [
+    PointBase(id="plain", unit="kW"),  # nothing to check: validate_many's fast path
+    PointBase(id="bounded", unit="degC", min=0, max=40),
+    pt(id="meter", rollover=1e4),
+]
+
+
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["plain", "bounded", "meter", "ghost"]),
+                _VALUES,
+                st.sampled_from(list(Quality)),
+            ),
+            max_size=8,
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_validate_many_is_validate_of_each_reading(polls: list[list[tuple[str, object, Quality]]]) -> None:
+    """Issue 18: the per-poll fast path gives the flags, unit and reading validate() gives, in order,
+    and leaves the counters' state where validate() leaves it; with ``extra`` (the clock's flags), those
+    follow the checks' own, by each reading's timestamp."""
+
+    def clock(ts: datetime) -> tuple[str, ...]:
+        return (("clock_unsynced",) if ts.second else ()) + (("clock_step",) if ts.minute % 2 else ())
+
+    for extra in (None, clock):
+        many, one = Validator(points=_POINTS), Validator(points=_POINTS)
+        for n, poll in enumerate(polls):
+            # two timestamps in one poll: two blocks read at different moments
+            readings = [
+                rd(value, n + (i % 2) / 2, point=pid, quality=q) for i, (pid, value, q) in enumerate(poll)
+            ]
+            got = many.validate_many(readings, extra)
+            want = [one.validate(r) for r in readings]
+            if extra is not None:
+                want = [w._replace(flags=w.flags + extra(r.ts)) for w, r in zip(want, readings, strict=True)]
+            assert got == want
+            assert [type(vr) for vr in got] == [type(vr) for vr in want]
+            assert all(vr.reading is r for vr, r in zip(got, readings, strict=True))
+        assert many._state == one._state

@@ -61,6 +61,15 @@ from drivers.modbus.planner import (
     ReadPlan,
     per_point_plan,
 )
+from drivers.modbus.tcplink import (
+    BadReply,
+    Reply,
+    TcpLink,
+    parse_read,
+    parse_write,
+    read_request,
+    write_request,
+)
 
 __all__ = [
     "EXCEPTION_NAMES",
@@ -102,8 +111,8 @@ class _Unreachable(Exception):
     """The endpoint cannot be used now (connect failed, in backoff, connection lost)."""
 
 
-class _ProtocolReply(Exception):
-    """A reply that cannot be parsed or matched (wrong transaction or unit id, garbage, bad byte count)."""
+# A reply that cannot be parsed or matched: one class for the lean TCP link and hardened pymodbus.
+_ProtocolReply = BadReply
 
 
 def _strict_frames(orig: Callable[[bytes, int, int], tuple[int, Any]]) -> Callable[..., tuple[int, Any]]:
@@ -167,6 +176,9 @@ class Endpoint:
         self.framer = framer
         self.lock = asyncio.Lock()
         self.client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        # Modbus TCP (MBAP) endpoints use the lean link (tcplink); RTU framing and serial lines pymodbus.
+        self.lean = framer == "tcp" and line is None
+        self.link: TcpLink | None = None
         self.users = 0
         self.failures = 0  # consecutive failed connects/losses, drives the backoff
         self.retry_at = 0.0  # monotonic time before which no connect is attempted
@@ -182,6 +194,8 @@ class Endpoint:
 
     @property
     def connected(self) -> bool:
+        if self.lean:
+            return self.link is not None and self.link.connected
         return self.client is not None and self.client.connected
 
     def _on_connection_change(self, connected: bool) -> None:
@@ -234,12 +248,14 @@ class Endpoint:
     def drop(self) -> None:
         """Close the connection without backoff (after a timeout or a bad reply: late or streaming bytes
         must not reach the next request); the next exchange reconnects at once."""
+        if self.link is not None:
+            self.link.close()
         if self.client is not None:
             self.client.close()
 
     async def ensure_connected(self, timeout: float) -> None:
         """Connect if needed; raise _Unreachable while in backoff or when the connect fails."""
-        if self.client is not None and self.client.connected:
+        if self.connected:
             return
         now = self._pool.monotonic()
         if now < self.retry_at:
@@ -260,6 +276,8 @@ class Endpoint:
                 trace_connect=self._on_connection_change,
             )
             self._harden(self.client)
+        elif self.lean:
+            self.link = TcpLink()  # a fresh one per connection: nothing of the old stream survives
         elif self.client is None:
             self.client = AsyncModbusTcpClient(
                 self.host,
@@ -274,11 +292,18 @@ class Endpoint:
         ok = False
         try:
             async with asyncio.timeout(timeout):
-                ok = await self.client.connect()
+                if self.link is not None and self.lean:
+                    await self.link.open(self.host, self.port)
+                    ok = True
+                else:
+                    assert self.client is not None
+                    ok = await self.client.connect()
             # pymodbus says only False; "connection refused" would be wrong for a port that is not there
             error = "connection refused" if self.line is None else _serial_open_error(self.line.port)
         except TimeoutError:
             error = f"connect timed out after {timeout} s"
+        except ConnectionRefusedError:
+            error = "connection refused"  # what the pymodbus client reported for TCP
         except OSError as exc:
             error = f"connect failed: {exc}"
         if ok:
@@ -295,8 +320,7 @@ class Endpoint:
 
     def mark_failed(self, error: str) -> None:
         """Drop the connection and wait a jittered, doubling delay before the next connect."""
-        if self.client is not None:
-            self.client.close()
+        self.drop()
         self.failures += 1
         base = min(self._pool.backoff_max_s, self._pool.backoff_initial_s * 2 ** min(self.failures - 1, 30))
         # Equal jitter: between half and all of the delay, so endpoints that fell together spread out.
@@ -309,6 +333,9 @@ class Endpoint:
             self._pool.log.warning("endpoint_disconnected", endpoint=self.name, error=error)
 
     def close(self) -> None:
+        if self.link is not None:
+            self.link.close()
+            self.link = None
         if self.client is not None:
             self.client.close()
             self.client = None
@@ -394,7 +421,7 @@ def _serial_open_error(port: str) -> str:
     return "cannot open the serial port"
 
 
-def _exception_code(rr: ModbusPDU) -> tuple[int, str]:
+def _exception_code(rr: ModbusPDU | Reply) -> tuple[int, str]:
     """An exception reply's number and its code (``modbus:<n>``; ``protocol`` if it carries none)."""
     n = int(getattr(rr, "exception_code", 0))
     return n, modbus_exception(n) if 1 <= n <= 255 else FailureCode.PROTOCOL
@@ -710,7 +737,15 @@ class ModbusTcpDriver:
         for p in block.points:
             out[p.id] = Reading(p.id, None, ts, quality, code, detail)
 
-    async def _request(self, ep: Endpoint, block: Block) -> ModbusPDU:
+    async def _request(self, ep: Endpoint, block: Block) -> ModbusPDU | Reply:
+        link = ep.link
+        if ep.lean:
+            if link is None:
+                raise ConnectionException("not connected")
+            req = read_request(_READ_FC[block.table], block.start, block.count)
+            async with asyncio.timeout(self._timeout):
+                pdu = await link.request(self._unit, req)
+            return parse_read(pdu)
         client = ep.client
         if client is None or not client.connected:
             raise ConnectionException("not connected")
@@ -924,7 +959,16 @@ class ModbusTcpDriver:
         register), or FC15/FC16 once the device refused those with exception 1; FC16 for several."""
         return write_function_of(point, refused_single=point.id in self._multi_write)
 
-    async def _send_write(self, ep: Endpoint, point: ModbusPoint, regs: list[int], fc: int) -> ModbusPDU:
+    async def _send_write(
+        self, ep: Endpoint, point: ModbusPoint, regs: list[int], fc: int
+    ) -> ModbusPDU | Reply:
+        if ep.lean:
+            if ep.link is None:
+                raise ConnectionException("not connected")
+            req = write_request(fc, point.address, regs)
+            async with asyncio.timeout(self._timeout):
+                pdu = await ep.link.request(self._unit, req)
+            return parse_write(fc, pdu)
         client = ep.client
         if client is None or not client.connected:
             raise ConnectionException("not connected")
@@ -957,7 +1001,7 @@ class ModbusTcpDriver:
         return out[point.id]
 
     @staticmethod
-    def _write_failed(point: ModbusPoint, value: Value, rr: ModbusPDU, what: str) -> WriteResult:
+    def _write_failed(point: ModbusPoint, value: Value, rr: ModbusPDU | Reply, what: str) -> WriteResult:
         n, code = _exception_code(rr)
         return WriteResult(
             point.id, value, None, False, code, f"{what}: {EXCEPTION_NAMES.get(n, 'exception')}"

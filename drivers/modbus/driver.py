@@ -2,17 +2,18 @@
 
 Shape:
 
-- :class:`EndpointPool` owns one pymodbus client and one :class:`asyncio.Lock` per (host, port). Devices
+- :class:`EndpointPool` owns one connection and one :class:`asyncio.Lock` per (host, port): a lean
+  link (:mod:`.tcplink`) for Modbus TCP, a pymodbus client for RTU frames (over TCP or serial). Devices
   (unit ids) behind one gateway share both; different endpoints share nothing, so a dead endpoint never
   waits on a live one. Reconnects happen here only, with capped, jittered backoff; while an endpoint is
   in backoff a read answers ``unreachable`` at once instead of waiting.
 - :class:`ModbusTcpDriver` reads a device's points with the fewest requests (:mod:`.planner`), decodes
   with precompiled decoders (:mod:`.codec`) and turns every failure into ``bad`` readings with a code of
   the failure vocabulary (:class:`drivers.base.FailureCode`): ``modbus:<n>`` (exception reply),
-  ``timeout``, ``unreachable``, ``decode``, ``protocol`` (a reply pymodbus could not match or parse),
+  ``timeout``, ``unreachable``, ``decode``, ``protocol`` (a reply that cannot be matched or parsed),
   ``config`` (a point this driver cannot read).
-- Timeouts are ours (``asyncio.timeout`` with the device's ``timeout_s``); pymodbus runs with
-  ``retries=0`` and no auto-reconnect: retries and reconnects belong to one place, this module.
+- Timeouts are ours (``asyncio.timeout`` with the device's ``timeout_s``); the link has none, pymodbus
+  runs with ``retries=0`` and no auto-reconnect: retries and reconnects belong to one place, this module.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import errno
 import math
 import os
 import random
-import struct
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -115,39 +115,6 @@ class _Unreachable(Exception):
 _ProtocolReply = BadReply
 
 
-def _strict_frames(orig: Callable[[bytes, int, int], tuple[int, Any]]) -> Callable[..., tuple[int, Any]]:
-    """pymodbus's MBAP frame handler, made strict: a frame that is not the awaited reply raises.
-
-    pymodbus skips frames with a wrong transaction or unit id and leaves the request to time out; it
-    raises out of ``data_received`` on a byte count it cannot parse. Here a frame with protocol id not 0,
-    a length outside 2..254, another transaction id (0 is tolerated, as pymodbus does) or another unit id
-    raises :class:`_ProtocolReply`; an incomplete frame waits for more bytes.
-    """
-
-    def handle(data: bytes, exp_devid: int, exp_tid: int) -> tuple[int, Any]:
-        if len(data) < 7:
-            return 0, None
-        tid, proto, length = struct.unpack_from(">HHH", data)
-        unit = data[6]
-        if proto != 0 or not 2 <= length <= 254:
-            raise _ProtocolReply(f"not a Modbus TCP frame (protocol id {proto}, length {length})")
-        if exp_tid and tid and tid != exp_tid:
-            raise _ProtocolReply(f"reply with transaction id {tid}, expected {exp_tid}")
-        if exp_devid and unit != exp_devid:
-            raise _ProtocolReply(f"reply from unit {unit}, expected {exp_devid}")
-        if len(data) < 6 + length:
-            return 0, None
-        try:
-            used, pdu = orig(data[: 6 + length], exp_devid, exp_tid)
-        except ModbusException as exc:
-            raise _ProtocolReply(f"reply cannot be parsed: {exc}") from exc
-        if pdu is None:
-            raise _ProtocolReply("reply cannot be parsed")
-        return used, pdu
-
-    return handle
-
-
 class Endpoint:
     """One TCP connection (host, port), its lock and its reconnect backoff.
 
@@ -210,10 +177,7 @@ class Endpoint:
         """Make a reply that cannot be parsed or matched fail its request at once, with the connection
         closed (the stream cannot be resynchronised), instead of a traceback from ``data_received`` or a
         wait for the timeout."""
-        ctx = client.ctx
-        if self.framer == "tcp":  # MBAP checks; pymodbus's RTU framer checks the CRC and the unit id
-            framer = ctx.framer
-            setattr(framer, "handleFrame", _strict_frames(framer.handleFrame))  # noqa: B010
+        ctx = client.ctx  # RTU frames only here (MBAP is tcplink's); pymodbus checks the CRC and unit id
         receive = ctx.data_received
 
         def fail(exc: Exception) -> None:

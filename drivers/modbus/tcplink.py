@@ -3,8 +3,8 @@
 pymodbus's client costs about as much CPU per request as the rest of a poll (a transaction manager,
 a PDU object per request and reply, a register-by-register decode, and a debug log call whose
 ``str(pdu)`` argument is built for every reply even with debug logging off). This link does only what
-the driver needs: it frames a request PDU, awaits the one reply and returns its PDU bytes. It applies
-the frame rules ``driver._strict_frames`` adds to pymodbus: a frame with protocol id not 0, a length
+the driver needs: it frames a request PDU, awaits the one reply and returns its PDU bytes. Its frame
+rules are the ones the driver used to add to pymodbus: a frame with protocol id not 0, a length
 outside 2..254, another transaction id (0 is tolerated), another unit id, or more than
 :data:`MAX_BUFFER` bytes without a complete frame fail the request with :class:`BadReply` and close the
 connection (the stream cannot be resynchronised). A copy of the last reply while no request waits is

@@ -4,18 +4,19 @@ and odd but valid replies read as pymodbus read them, over real sockets on 127.0
 from __future__ import annotations
 
 import asyncio
+import itertools
 import struct
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymodbus.pdu.bit_message import WriteMultipleCoilsRequest, WriteSingleCoilRequest
 from pymodbus.pdu.register_message import WriteMultipleRegistersRequest, WriteSingleRegisterRequest
 from structlog.testing import capture_logs
 
 from drivers.base import Quality
-from drivers.modbus.driver import EndpointPool
+from drivers.modbus.driver import EndpointPool, ModbusTcpDriver
 from drivers.modbus.tcplink import BadReply, parse_read, parse_write, write_request
 from sim.modbus_server import ModbusServer, UnitBank
 from tests.drivers import test_modbus_field
@@ -142,3 +143,75 @@ async def test_a_stray_frame_while_a_request_waits_is_protocol(drivers: Any) -> 
         [r] = await drv.read(points)  # sent at once: the copy is on its way
         assert (r.quality, r.code) == (Quality.BAD, "protocol")
         assert r.detail and "transaction id" in r.detail
+
+
+# --- any bytes, in any chunks: a reading or a failure code, never an exception -------------------------
+
+
+class _Replayer:
+    """A server that answers each request with ``data`` cut at ``cuts`` (with the request's transaction
+    id in its first two bytes when ``frame``), then waits for the next request or the hang-up."""
+
+    def __init__(self, data: bytes, cuts: list[int], frame: bool) -> None:
+        self.data, self.cuts, self.frame = data, cuts, frame
+        self.handlers: set[asyncio.Task[Any]] = set()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
+        try:
+            while True:
+                head = await reader.readexactly(7)
+                await reader.readexactly(struct.unpack(">H", head[4:6])[0] - 1)
+                reply = head[:2] + self.data[2:] if self.frame else self.data
+                for chunk in _chunked(reply, self.cuts):
+                    writer.write(chunk)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def _chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    edges = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    return [data[a:b] for a, b in itertools.pairwise(edges) if b > a]
+
+
+async def _read_from(replayer: _Replayer) -> list[tuple[Quality, str | None, Any]]:
+    """One poll of two registers; asserts that nothing reached asyncio's exception handler."""
+    errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    server = await asyncio.start_server(replayer.serve, "127.0.0.1", 0)
+    pool = EndpointPool(backoff_initial_s=0.5, backoff_max_s=1.0)
+    points = [hp("a", 0), hp("b", 1)]
+    drv = ModbusTcpDriver(device=device(server.sockets[0].getsockname()[1], points, timeout_s=0.2), pool=pool)
+    try:
+        return [(r.quality, r.code, r.value) for r in await drv.read(points)]
+    finally:
+        await drv.close()
+        await pool.close()
+        server.close()
+        if replayer.handlers:  # each ends on the hang-up; asyncio.run would cancel them mid-read
+            await asyncio.wait(replayer.handlers, timeout=2.0)
+        await server.wait_closed()
+        assert not errors, errors
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(min_size=1, max_size=300), st.lists(st.integers(0, 300), max_size=4))
+def test_any_reply_bytes_are_a_reading_or_a_failure_code(data: bytes, cuts: list[int]) -> None:
+    got = asyncio.run(_read_from(_Replayer(data, cuts, frame=False)))
+    codes = {code for _, code, _ in got}
+    assert len(codes) == 1
+    [code] = codes
+    assert code in (None, "protocol", "timeout") or (code or "").startswith("modbus:"), got
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.lists(st.integers(0, 16), max_size=6))
+def test_a_reply_in_any_chunks_reads_the_same(a: int, b: int, cuts: list[int]) -> None:
+    frame = struct.pack(">HHHBBBHH", 0, 0, 7, 1, 3, 4, a, b)  # transaction id patched in per request
+    got = asyncio.run(_read_from(_Replayer(frame, cuts, frame=True)))
+    assert got == [(Quality.GOOD, None, a), (Quality.GOOD, None, b)]

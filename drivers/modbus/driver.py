@@ -2,17 +2,18 @@
 
 Shape:
 
-- :class:`EndpointPool` owns one pymodbus client and one :class:`asyncio.Lock` per (host, port). Devices
+- :class:`EndpointPool` owns one connection and one :class:`asyncio.Lock` per (host, port): a lean
+  link (:mod:`.tcplink`) for Modbus TCP, a pymodbus client for RTU frames (over TCP or serial). Devices
   (unit ids) behind one gateway share both; different endpoints share nothing, so a dead endpoint never
   waits on a live one. Reconnects happen here only, with capped, jittered backoff; while an endpoint is
   in backoff a read answers ``unreachable`` at once instead of waiting.
 - :class:`ModbusTcpDriver` reads a device's points with the fewest requests (:mod:`.planner`), decodes
   with precompiled decoders (:mod:`.codec`) and turns every failure into ``bad`` readings with a code of
   the failure vocabulary (:class:`drivers.base.FailureCode`): ``modbus:<n>`` (exception reply),
-  ``timeout``, ``unreachable``, ``decode``, ``protocol`` (a reply pymodbus could not match or parse),
+  ``timeout``, ``unreachable``, ``decode``, ``protocol`` (a reply that cannot be matched or parsed),
   ``config`` (a point this driver cannot read).
-- Timeouts are ours (``asyncio.timeout`` with the device's ``timeout_s``); pymodbus runs with
-  ``retries=0`` and no auto-reconnect: retries and reconnects belong to one place, this module.
+- Timeouts are ours (``asyncio.timeout`` with the device's ``timeout_s``); the link has none, pymodbus
+  runs with ``retries=0`` and no auto-reconnect: retries and reconnects belong to one place, this module.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import errno
 import math
 import os
 import random
-import struct
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -60,6 +60,15 @@ from drivers.modbus.planner import (
     Block,
     ReadPlan,
     per_point_plan,
+)
+from drivers.modbus.tcplink import (
+    BadReply,
+    Reply,
+    TcpLink,
+    parse_read,
+    parse_write,
+    read_request,
+    write_request,
 )
 
 __all__ = [
@@ -102,41 +111,8 @@ class _Unreachable(Exception):
     """The endpoint cannot be used now (connect failed, in backoff, connection lost)."""
 
 
-class _ProtocolReply(Exception):
-    """A reply that cannot be parsed or matched (wrong transaction or unit id, garbage, bad byte count)."""
-
-
-def _strict_frames(orig: Callable[[bytes, int, int], tuple[int, Any]]) -> Callable[..., tuple[int, Any]]:
-    """pymodbus's MBAP frame handler, made strict: a frame that is not the awaited reply raises.
-
-    pymodbus skips frames with a wrong transaction or unit id and leaves the request to time out; it
-    raises out of ``data_received`` on a byte count it cannot parse. Here a frame with protocol id not 0,
-    a length outside 2..254, another transaction id (0 is tolerated, as pymodbus does) or another unit id
-    raises :class:`_ProtocolReply`; an incomplete frame waits for more bytes.
-    """
-
-    def handle(data: bytes, exp_devid: int, exp_tid: int) -> tuple[int, Any]:
-        if len(data) < 7:
-            return 0, None
-        tid, proto, length = struct.unpack_from(">HHH", data)
-        unit = data[6]
-        if proto != 0 or not 2 <= length <= 254:
-            raise _ProtocolReply(f"not a Modbus TCP frame (protocol id {proto}, length {length})")
-        if exp_tid and tid and tid != exp_tid:
-            raise _ProtocolReply(f"reply with transaction id {tid}, expected {exp_tid}")
-        if exp_devid and unit != exp_devid:
-            raise _ProtocolReply(f"reply from unit {unit}, expected {exp_devid}")
-        if len(data) < 6 + length:
-            return 0, None
-        try:
-            used, pdu = orig(data[: 6 + length], exp_devid, exp_tid)
-        except ModbusException as exc:
-            raise _ProtocolReply(f"reply cannot be parsed: {exc}") from exc
-        if pdu is None:
-            raise _ProtocolReply("reply cannot be parsed")
-        return used, pdu
-
-    return handle
+# A reply that cannot be parsed or matched: one class for the lean TCP link and hardened pymodbus.
+_ProtocolReply = BadReply
 
 
 class Endpoint:
@@ -167,6 +143,9 @@ class Endpoint:
         self.framer = framer
         self.lock = asyncio.Lock()
         self.client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        # Modbus TCP (MBAP) endpoints use the lean link (tcplink); RTU framing and serial lines pymodbus.
+        self.lean = framer == "tcp" and line is None
+        self.link: TcpLink | None = None
         self.users = 0
         self.failures = 0  # consecutive failed connects/losses, drives the backoff
         self.retry_at = 0.0  # monotonic time before which no connect is attempted
@@ -182,6 +161,8 @@ class Endpoint:
 
     @property
     def connected(self) -> bool:
+        if self.lean:
+            return self.link is not None and self.link.connected
         return self.client is not None and self.client.connected
 
     def _on_connection_change(self, connected: bool) -> None:
@@ -196,10 +177,7 @@ class Endpoint:
         """Make a reply that cannot be parsed or matched fail its request at once, with the connection
         closed (the stream cannot be resynchronised), instead of a traceback from ``data_received`` or a
         wait for the timeout."""
-        ctx = client.ctx
-        if self.framer == "tcp":  # MBAP checks; pymodbus's RTU framer checks the CRC and the unit id
-            framer = ctx.framer
-            setattr(framer, "handleFrame", _strict_frames(framer.handleFrame))  # noqa: B010
+        ctx = client.ctx  # RTU frames only here (MBAP is tcplink's); pymodbus checks the CRC and unit id
         receive = ctx.data_received
 
         def fail(exc: Exception) -> None:
@@ -234,12 +212,14 @@ class Endpoint:
     def drop(self) -> None:
         """Close the connection without backoff (after a timeout or a bad reply: late or streaming bytes
         must not reach the next request); the next exchange reconnects at once."""
+        if self.link is not None:
+            self.link.close()
         if self.client is not None:
             self.client.close()
 
     async def ensure_connected(self, timeout: float) -> None:
         """Connect if needed; raise _Unreachable while in backoff or when the connect fails."""
-        if self.client is not None and self.client.connected:
+        if self.connected:
             return
         now = self._pool.monotonic()
         if now < self.retry_at:
@@ -260,6 +240,8 @@ class Endpoint:
                 trace_connect=self._on_connection_change,
             )
             self._harden(self.client)
+        elif self.lean:
+            self.link = TcpLink()  # a fresh one per connection: nothing of the old stream survives
         elif self.client is None:
             self.client = AsyncModbusTcpClient(
                 self.host,
@@ -274,11 +256,18 @@ class Endpoint:
         ok = False
         try:
             async with asyncio.timeout(timeout):
-                ok = await self.client.connect()
+                if self.link is not None and self.lean:
+                    await self.link.open(self.host, self.port)
+                    ok = True
+                else:
+                    assert self.client is not None
+                    ok = await self.client.connect()
             # pymodbus says only False; "connection refused" would be wrong for a port that is not there
             error = "connection refused" if self.line is None else _serial_open_error(self.line.port)
         except TimeoutError:
             error = f"connect timed out after {timeout} s"
+        except ConnectionRefusedError:
+            error = "connection refused"  # what the pymodbus client reported for TCP
         except OSError as exc:
             error = f"connect failed: {exc}"
         if ok:
@@ -295,8 +284,7 @@ class Endpoint:
 
     def mark_failed(self, error: str) -> None:
         """Drop the connection and wait a jittered, doubling delay before the next connect."""
-        if self.client is not None:
-            self.client.close()
+        self.drop()
         self.failures += 1
         base = min(self._pool.backoff_max_s, self._pool.backoff_initial_s * 2 ** min(self.failures - 1, 30))
         # Equal jitter: between half and all of the delay, so endpoints that fell together spread out.
@@ -309,6 +297,9 @@ class Endpoint:
             self._pool.log.warning("endpoint_disconnected", endpoint=self.name, error=error)
 
     def close(self) -> None:
+        if self.link is not None:
+            self.link.close()
+            self.link = None
         if self.client is not None:
             self.client.close()
             self.client = None
@@ -394,7 +385,7 @@ def _serial_open_error(port: str) -> str:
     return "cannot open the serial port"
 
 
-def _exception_code(rr: ModbusPDU) -> tuple[int, str]:
+def _exception_code(rr: ModbusPDU | Reply) -> tuple[int, str]:
     """An exception reply's number and its code (``modbus:<n>``; ``protocol`` if it carries none)."""
     n = int(getattr(rr, "exception_code", 0))
     return n, modbus_exception(n) if 1 <= n <= 255 else FailureCode.PROTOCOL
@@ -710,7 +701,15 @@ class ModbusTcpDriver:
         for p in block.points:
             out[p.id] = Reading(p.id, None, ts, quality, code, detail)
 
-    async def _request(self, ep: Endpoint, block: Block) -> ModbusPDU:
+    async def _request(self, ep: Endpoint, block: Block) -> ModbusPDU | Reply:
+        link = ep.link
+        if ep.lean:
+            if link is None:
+                raise ConnectionException("not connected")
+            req = read_request(_READ_FC[block.table], block.start, block.count)
+            async with asyncio.timeout(self._timeout):
+                pdu = await link.request(self._unit, req)
+            return parse_read(pdu)
         client = ep.client
         if client is None or not client.connected:
             raise ConnectionException("not connected")
@@ -924,7 +923,16 @@ class ModbusTcpDriver:
         register), or FC15/FC16 once the device refused those with exception 1; FC16 for several."""
         return write_function_of(point, refused_single=point.id in self._multi_write)
 
-    async def _send_write(self, ep: Endpoint, point: ModbusPoint, regs: list[int], fc: int) -> ModbusPDU:
+    async def _send_write(
+        self, ep: Endpoint, point: ModbusPoint, regs: list[int], fc: int
+    ) -> ModbusPDU | Reply:
+        if ep.lean:
+            if ep.link is None:
+                raise ConnectionException("not connected")
+            req = write_request(fc, point.address, regs)
+            async with asyncio.timeout(self._timeout):
+                pdu = await ep.link.request(self._unit, req)
+            return parse_write(fc, pdu)
         client = ep.client
         if client is None or not client.connected:
             raise ConnectionException("not connected")
@@ -957,7 +965,7 @@ class ModbusTcpDriver:
         return out[point.id]
 
     @staticmethod
-    def _write_failed(point: ModbusPoint, value: Value, rr: ModbusPDU, what: str) -> WriteResult:
+    def _write_failed(point: ModbusPoint, value: Value, rr: ModbusPDU | Reply, what: str) -> WriteResult:
         n, code = _exception_code(rr)
         return WriteResult(
             point.id, value, None, False, code, f"{what}: {EXCEPTION_NAMES.get(n, 'exception')}"

@@ -11,16 +11,19 @@ import asyncio
 import contextlib
 import struct
 
-__all__ = ["MODES", "HostileServer"]
+__all__ = ["MODES", "ODD_BUT_VALID", "HostileServer"]
 
 MODES = ("byte_count", "transaction_id", "unit_id", "garbage", "oversized", "stream", "wrong_function")
+# Replies a client must still read: one byte per write, transaction id 0 (some gateways), the frame
+# with bytes after it in the same write, and a second copy of the reply after it (a stray frame).
+ODD_BUT_VALID = ("trickle", "tid_zero", "trailing", "stray")
 
 
 class HostileServer:
     """Answers every read with ``mode``'s kind of broken reply; counts connections and closes."""
 
     def __init__(self, mode: str) -> None:
-        if mode not in (*MODES, "ok"):
+        if mode not in (*MODES, *ODD_BUT_VALID, "ok"):
             raise ValueError(f"unknown mode {mode!r}")
         self.mode = mode
         self.port = 0
@@ -66,6 +69,8 @@ class HostileServer:
                     body = bytes([fc, 250]) + b"\x00\x07" * 125
                 elif self.mode == "wrong_function":
                     body = bytes([4, 2 * count]) + b"\x00\x07" * count
+                elif self.mode == "tid_zero":
+                    tid = 0
                 if self.mode == "garbage":
                     frame = b"\xde\xad\xbe\xef" * 8
                 elif self.mode == "stream":
@@ -75,9 +80,21 @@ class HostileServer:
                         await writer.drain()
                 else:
                     frame = struct.pack(">HHHB", tid, 0, len(body) + 1, unit) + body
-                writer.write(frame)
+                if self.mode == "trickle":
+                    for i in range(len(frame)):
+                        writer.write(frame[i : i + 1])
+                        await writer.drain()
+                        await asyncio.sleep(0.001)
+                elif self.mode == "trailing":
+                    writer.write(frame + b"\x00\x00")
+                else:
+                    writer.write(frame)
                 self.sent_bytes += len(frame)
                 await writer.drain()
+                if self.mode == "stray":
+                    await asyncio.sleep(0.02)
+                    writer.write(frame)
+                    await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:

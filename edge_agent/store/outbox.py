@@ -693,27 +693,26 @@ class Outbox:
             last_code: str | None = None
             last_flags: tuple[str, ...] = ()
             last_sid = 0
-            for r, flags, unit in batch:
-                if r.ts is not last_ts:  # a poll's readings share their datetime object
-                    last_ts = r.ts
-                    t = to_us(last_ts)
+            for (point, value, ts, quality, code, _), flags, unit in batch:  # unpacked: no attribute look-ups
+                if ts is not last_ts:  # a poll's readings share their datetime object
+                    last_ts = ts
+                    t = to_us(ts)
                     if t != ts_us:
                         if values:
                             polls.append(_pack_run(seq, ts_us, pids, values, sids))
                             seq += len(values)
                             pids, values, sids = [], [], []
                         ts_us = t
-                key = (r.point_id, unit)
-                p = known.get(key)
-                pids.append(pid(*key) if p is None else p)
-                values.append(r.value)
-                if r.quality is _GOOD and r.code is None and not flags:
+                p = known.get((point, unit))
+                pids.append(pid(point, unit) if p is None else p)
+                values.append(value)
+                if quality is _GOOD and code is None and not flags:
                     sids.append(0)  # the common case, state 0
-                elif r.quality is last_q and r.code == last_code and flags == last_flags:
+                elif quality is last_q and code == last_code and flags == last_flags:
                     sids.append(last_sid)  # a poll's readings often share one state (clock_unsynced)
                 else:
-                    last_q, last_code, last_flags = r.quality, r.code, flags
-                    last_sid = sid((r.quality, r.code, flags))
+                    last_q, last_code, last_flags = quality, code, flags
+                    last_sid = sid((quality, code, flags))
                     sids.append(last_sid)
             if values:
                 polls.append(_pack_run(seq, ts_us, pids, values, sids))

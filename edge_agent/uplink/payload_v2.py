@@ -9,6 +9,7 @@ reading objects in the batch's ``readings``, so any outbox content round-trips e
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import zlib
@@ -167,6 +168,12 @@ _dumps_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 PollIndex = dict[tuple[int, int, str | None], list[int | None]]
 
 
+@functools.lru_cache(maxsize=1024)
+def _same_q(at: int, n: int, text: str) -> str:
+    """The "q" entries of n readings from index ``at`` that share one state (a poll's shape repeats)."""
+    return ",".join(f"[{i},{text}]" for i in range(at, at + n))
+
+
 def encode_polls_v2(
     polls: Sequence[PollRow],
     *,
@@ -232,14 +239,18 @@ def encode_polls_v2(
         at = len(g_idx)
         if sids is not None:  # "q" entries, as text: a poll's readings often share one state (clock flags)
             states = json.loads(sids)
-            for k in range(lo, hi):
+            for k in range(lo, hi) if type(states) is list else (lo,):
                 sid = states if type(states) is int else states[k]
                 text = said.get(sid)
                 if text is None:
                     quality, code, flags = state_of(sid)
                     bad = quality != "good" or code is not None or flags
                     text = said[sid] = _dumps_text([quality, code, list(flags)])[1:-1] if bad else ""
-                if text:
+                if not text:
+                    continue
+                if type(states) is int:  # the same entry for every reading of the poll: one cached text
+                    g_q.append(_same_q(at, hi - lo, text))
+                else:
                     g_q.append(f"[{at + k - lo},{text}]")
         g_idx.extend(part)  # type: ignore[arg-type]
         g_vals.append(inside)

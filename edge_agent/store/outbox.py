@@ -42,6 +42,7 @@ theirs from other threads: the lock only covers this object.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import math
@@ -49,7 +50,7 @@ import os
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
@@ -812,7 +813,7 @@ class Outbox:
         return [EventRow(seq=s, ts_us=t, body=json.loads(b)) for s, t, b in rows]
 
     def ack_events(self, upto_seq: int) -> None:
-        with self._lock:
+        with self._lock, self._without_fsync():
             c = self._conn
             c.execute("BEGIN IMMEDIATE")
             try:
@@ -904,7 +905,7 @@ class Outbox:
 
     def ack(self, upto_seq: int) -> None:
         """Everything up to ``upto_seq`` reached the broker. Old acknowledged rows beyond retention go."""
-        with self._lock:
+        with self._lock, self._without_fsync():
             c = self._conn
             c.execute("BEGIN IMMEDIATE")
             try:
@@ -921,6 +922,22 @@ class Outbox:
                 if c.in_transaction:
                     c.execute("ROLLBACK")
                 raise
+
+    @contextlib.contextmanager
+    def _without_fsync(self) -> Iterator[None]:
+        """An acknowledgement's commit without its own fsync of the WAL (about 0.2 ms of a batch of 500
+        readings, issue 18). A power cut may lose it: those readings are sent again (at least once). The
+        WAL stays in order, so the next commit's fsync (every append's, synchronous=FULL) covers it too."""
+        c = self._conn
+        level = int(c.execute("PRAGMA synchronous").fetchone()[0])
+        if level < 2:  # NORMAL or OFF already
+            yield
+            return
+        c.execute("PRAGMA synchronous = NORMAL")
+        try:
+            yield
+        finally:
+            c.execute(f"PRAGMA synchronous = {level}")
 
     def stats(self) -> OutboxStats:
         with self._lock:

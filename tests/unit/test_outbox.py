@@ -551,3 +551,21 @@ def test_a_database_of_the_ids_layout_is_converted_to_polls(db: Path, clock: Fak
     assert not tables & {"outbox_readings", "outbox_readings_old", "outbox_times"}
     assert ob.append([vr(1)]) == (12, 12)
     conn.close()
+
+
+def test_an_acknowledgement_commits_without_fsync_and_appends_keep_it(db: Path, clock: FakeClock) -> None:
+    """Acks run with synchronous=NORMAL (losing one to a power cut only sends readings again); the
+    connection is back at FULL afterwards, a failed ack included, so stored readings stay durable."""
+    conn = open_state_db(db)
+    ob = Outbox(conn=conn, options=StorageOptions(retain_acked=0), clock=clock, gateway_id="gw")
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    ob.append([vr(i) for i in range(10)])
+    ob.ack(4)
+    ob.ack_events(0)
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    conn.execute("DROP TABLE outbox_cursor")  # the ack's UPDATE fails
+    with pytest.raises(sqlite3.OperationalError):
+        ob.ack(6)
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert [r.seq for r in ob.pending(4, 100)] == [5, 6, 7, 8, 9, 10]
+    conn.close()

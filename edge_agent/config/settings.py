@@ -171,6 +171,9 @@ class MqttTls(_Strict):
     insecure_skip_hostname_check: bool = False
 
 
+V1_BATCH_MAX = 500  # uplink.batch_max when payload v1 and none given
+
+
 class MqttUplink(_Strict):
     protocol: Literal["mqtt"] = "mqtt"
     host: str | None = Field(
@@ -190,7 +193,13 @@ class MqttUplink(_Strict):
     )
     tls: MqttTls | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
-    batch_max: int = Field(default=500, ge=1, le=10000, description="Readings per published message")
+    batch_max: int = Field(
+        default=2000,
+        ge=1,
+        le=10000,
+        description="Readings per published message; default 2000 with payload v2 (about 50 device polls, "
+        "10-25 kB compressed), 500 with v1",
+    )
     max_packet_bytes: int = Field(
         default=256 * 1024,
         ge=4096,
@@ -249,6 +258,9 @@ class MqttUplink(_Strict):
                     "`backoff_max_s` is the old name of `max_backoff_s`: keep only `max_backoff_s`"
                 )
             data = {**data, "max_backoff_s": data["backoff_max_s"], "backoff_max_s": None}
+        if isinstance(data, dict) and data.get("batch_max") is None and data.get("payload") == "v1":
+            # v1 is ~150 bytes a reading: 2000 would pass max_packet_bytes and be cut at every batch.
+            data = {**data, "batch_max": V1_BATCH_MAX}
         return data
 
     @model_validator(mode="after")

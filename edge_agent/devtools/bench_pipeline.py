@@ -114,7 +114,7 @@ def _site(
     if baseline:  # one float32 per request
         text = text.replace("    points:\n", "    max_registers: 2\n    points:\n")
     # The baseline sends one v1 message per reading, as a gateway without batching does.
-    uplink = "batch_max: 1, payload: v1" if baseline else "batch_max: 500"
+    uplink = "batch_max: 1, payload: v1" if baseline else "payload: v2"  # the agent: the defaults
     text += (
         f"policy: {_POLICY}\n"
         f"storage: {{path: {workdir / name / 'state.db'}}}\n"

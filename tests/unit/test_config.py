@@ -431,6 +431,16 @@ def test_uplink_backoff_old_name_is_read_and_both_names_are_an_error() -> None:
         MqttUplink.model_validate({"host": "h", "backoff_max_s": 30, "max_backoff_s": 5})
 
 
+def test_batch_max_defaults_by_payload_and_a_given_one_is_kept() -> None:
+    """v2 batches of 2000 readings (a v2 reading is ~10 bytes); v1 keeps 500, under max_packet_bytes."""
+    from edge_agent.config.settings import MqttUplink
+
+    assert MqttUplink(host="h").batch_max == 2000
+    assert MqttUplink.model_validate({"host": "h", "payload": "v1"}).batch_max == 500
+    assert MqttUplink.model_validate({"host": "h", "payload": "v1", "batch_max": 50}).batch_max == 50
+    assert MqttUplink.model_validate({"host": "h", "batch_max": 100}).batch_max == 100
+
+
 def test_the_old_backoff_name_is_a_warning_that_says_what_to_write(tmp_path: Path) -> None:
     import shutil
 

@@ -65,7 +65,8 @@ class Reply:
         self.exception_code = exception_code
 
     def isError(self) -> bool:  # pymodbus's name: the driver reads both alike
-        return self.function_code > 0x80
+        # 0x80 itself too: a reply with the exception bit and no function is never a write's echo
+        return self.function_code >= 0x80
 
 
 def read_request(fc: int, start: int, count: int) -> bytes:

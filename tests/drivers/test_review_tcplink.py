@@ -1,0 +1,80 @@
+"""Review of the lean Modbus TCP link (issue 18): replies a device may send to writes."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from drivers.modbus.driver import ModbusTcpDriver
+from tests.drivers import test_modbus_field
+from tests.drivers.test_modbus_field import device, hp
+
+drivers = test_modbus_field.drivers
+
+
+Answer = Callable[[bytes], bytes]  # request PDU -> reply PDU
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Callable[[Answer], Any]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(answer: Answer) -> int:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while True:
+                    tid, _p, length, unit = struct.unpack(">HHHB", await reader.readexactly(7))
+                    pdu = answer(await reader.readexactly(length - 1))
+                    writer.write(struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu)
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+        servers.append(srv)
+        return int(srv.sockets[0].getsockname()[1])
+
+    yield start
+    for srv in servers:
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_a_bit_write_whose_register_read_is_empty_fails_with_a_code(server: Any, drivers: Any) -> None:
+    """The read before a bit write gets a reply with no registers: a failed write with a code, not an
+    IndexError out of write()."""
+
+    def answer(pdu: bytes) -> bytes:
+        if pdu[0] == 3:
+            return b"\x03\x00"  # byte count 0: no register
+        return pdu  # a write: echoed
+
+    port = await server(answer)
+    bit = hp("b", 0, "bit", bit=3, writable=True)
+    drv: ModbusTcpDriver = drivers(device(port, [bit]))
+    await drv.connect()
+    res = await drv.write(bit, True)
+    assert not res.ok and res.code is not None
+
+
+async def test_an_exception_reply_0x80_to_a_write_is_not_a_success(server: Any, drivers: Any) -> None:
+    """A reply with function code 0x80 (exception bit, no function) is not the write's echo."""
+    regs = [7]
+
+    def answer(pdu: bytes) -> bytes:
+        if pdu[0] == 3:
+            return b"\x03\x02" + struct.pack(">H", regs[0])
+        return b"\x80\x04"
+
+    port = await server(answer)
+    sp = hp("sp", 0, writable=True, min=0, max=100)
+    drv: ModbusTcpDriver = drivers(device(port, [sp]))
+    await drv.connect()
+    res = await drv.write(sp, 7)
+    assert not res.ok, res

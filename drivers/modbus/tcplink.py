@@ -65,8 +65,7 @@ class Reply:
         self.exception_code = exception_code
 
     def isError(self) -> bool:  # pymodbus's name: the driver reads both alike
-        # 0x80 itself too: a reply with the exception bit and no function is never a write's echo
-        return self.function_code >= 0x80
+        return self.function_code > 0x80
 
 
 def read_request(fc: int, start: int, count: int) -> bytes:
@@ -89,6 +88,8 @@ def write_request(fc: int, address: int, regs: Sequence[int]) -> bytes:
 def _exception(pdu: bytes) -> Reply:
     if len(pdu) < 2:
         raise BadReply("reply cannot be parsed: exception reply without its code")
+    if pdu[0] == 0x80:  # the exception bit and no function: pymodbus cannot decode it either
+        raise BadReply("reply cannot be parsed: function code 0x80")
     return Reply(pdu[0], exception_code=pdu[1])
 
 

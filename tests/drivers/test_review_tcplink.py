@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from drivers.modbus.driver import ModbusTcpDriver
+from drivers.modbus.tcplink import BadReply, parse_read, parse_write
 from tests.drivers import test_modbus_field
 from tests.drivers.test_modbus_field import device, hp
 
@@ -77,4 +78,13 @@ async def test_an_exception_reply_0x80_to_a_write_is_not_a_success(server: Any, 
     drv: ModbusTcpDriver = drivers(device(port, [sp]))
     await drv.connect()
     res = await drv.write(sp, 7)
-    assert not res.ok, res
+    assert not res.ok and res.code == "protocol", res
+
+
+def test_a_0x80_reply_does_not_parse() -> None:
+    """pymodbus decodes no function 0: a read answered so is a bad reply (not an exception that would
+    make the read plan split the block), as before the lean link."""
+    with pytest.raises(BadReply):
+        parse_read(b"\x80\x02")
+    with pytest.raises(BadReply):
+        parse_write(6, b"\x80\x02")

@@ -125,6 +125,8 @@ def parse_write(fc: int, pdu: bytes) -> Reply:
         return _exception(pdu)
     if pdu[0] != fc:
         raise BadReply(f"reply of function {pdu[0]} to a write of function {fc}")
+    if len(pdu) < 5:  # the echo holds an address and a value or count: pymodbus refused shorter ones
+        raise BadReply(f"reply cannot be parsed: write echo of {len(pdu) - 1} bytes, not 4")
     return Reply(fc)
 
 

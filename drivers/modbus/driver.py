@@ -872,6 +872,13 @@ class ModbusTcpDriver:
                         return self._write_failed(
                             point, value, rr, "reading the register before the bit write"
                         )
+                    if rr.function_code != _READ_FC[point.table] or len(rr.registers) != 1:
+                        ep.drop()  # not the register asked for: the stream cannot be trusted
+                        return WriteResult(
+                            point.id, value, None, False, FailureCode.PROTOCOL,
+                            f"reading the register before the bit write: reply of function "
+                            f"{rr.function_code} with {len(rr.registers)} registers",
+                        )  # fmt: skip
                     regs = encode(value, point, current=rr.registers[0])
                 fc = self._write_function(point, len(regs))
                 wr = await self._send_write(ep, point, regs, fc)

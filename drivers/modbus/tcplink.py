@@ -88,6 +88,8 @@ def write_request(fc: int, address: int, regs: Sequence[int]) -> bytes:
 def _exception(pdu: bytes) -> Reply:
     if len(pdu) < 2:
         raise BadReply("reply cannot be parsed: exception reply without its code")
+    if pdu[0] == 0x80:  # the exception bit and no function: pymodbus cannot decode it either
+        raise BadReply("reply cannot be parsed: function code 0x80")
     return Reply(pdu[0], exception_code=pdu[1])
 
 
@@ -123,6 +125,8 @@ def parse_write(fc: int, pdu: bytes) -> Reply:
         return _exception(pdu)
     if pdu[0] != fc:
         raise BadReply(f"reply of function {pdu[0]} to a write of function {fc}")
+    if len(pdu) < 5:  # the echo holds an address and a value or count: pymodbus refused shorter ones
+        raise BadReply(f"reply cannot be parsed: write echo of {len(pdu) - 1} bytes, not 4")
     return Reply(fc)
 
 

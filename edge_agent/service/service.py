@@ -233,12 +233,14 @@ class Service:
 
     def _has_meters(self, device_id: str) -> bool:
         """Whether a device has a point the ledger books (a device not configured: let the ledger say)."""
-        cached, meters = self._metered_cache, self.ledger.meters
-        if cached is None or cached[0] is not self.cfg or cached[1] is not meters:
+        # The agent's configuration, not self.cfg: during a reload the agent polls the new devices
+        # (reconfigure) before apply_config swaps self.cfg, and a meter may have moved between them.
+        cfg, cached, meters = self.agent.config, self._metered_cache, self.ledger.meters
+        if cached is None or cached[0] is not cfg or cached[1] is not meters:
             cached = self._metered_cache = (
-                self.cfg,
+                cfg,
                 meters,
-                {d.id: any(p.id in meters for p in d.points) for d in self.cfg.site.devices},
+                {d.id: any(p.id in meters for p in d.points) for d in cfg.site.devices},
             )
         return cached[2].get(device_id, True)
 

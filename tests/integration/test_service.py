@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -602,4 +603,34 @@ def test_every_meter_reading_reaches_the_ledger_queue_and_only_devices_with_one(
         assert queued == expected
         assert len(svc._pending) == len(sent)  # the outbox still gets every reading
     finally:
+        svc.close()
+
+
+async def test_a_meter_moved_to_another_device_by_a_reload_reaches_the_ledger_queue(tmp_path: Path) -> None:
+    """Review of issue 18: while a reload connects devices (Agent.reconfigure), the new poll loops
+    already run on the new device list but Service.cfg is still the old one: a meter point moved to a
+    device that had none must still reach the ledger queue from its first poll."""
+    svc = Service(load_config(write_site(tmp_path / "cfg", sim_port=1)), state_dir=tmp_path / "state")
+    try:
+        meters = svc.ledger.meters
+        devs = list(svc.cfg.site.devices)
+        src = next(d for d in devs if any(p.id in meters for p in d.points))
+        dst = next(d for d in devs if not any(p.id in meters for p in d.points))
+        moved = next(p for p in src.points if p.id in meters)
+        svc._on_readings(dst.id, [], [])  # the cache of devices with meters, from the running config
+        new_devs = [
+            d.model_copy(update={"points": [p for p in d.points if p is not moved]})
+            if d is src
+            else d.model_copy(update={"points": [*d.points, moved]})
+            if d is dst
+            else d
+            for d in devs
+        ]
+        new = dataclasses.replace(svc.cfg, site=svc.cfg.site.model_copy(update={"devices": new_devs}))
+        await svc.agent.reconfigure(new)  # what apply_config does first; the poll loops start here
+        r = Reading(moved.id, 123.0, datetime(2026, 7, 15, 6, 0, tzinfo=UTC), Quality.GOOD)
+        svc._on_readings(dst.id, [r], [r])
+        assert [vr.reading for vr in svc._ledger_pending] == [r]
+    finally:
+        await svc.agent.close()
         svc.close()

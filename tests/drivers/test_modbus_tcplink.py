@@ -38,9 +38,7 @@ def test_registers_parse_as_sent(regs: list[int], fc: int) -> None:
 
 @given(st.lists(st.booleans(), min_size=1, max_size=2000), st.sampled_from([1, 2]))
 def test_bits_parse_least_significant_first_in_whole_bytes(bits: list[bool], fc: int) -> None:
-    packed = bytes(
-        sum(1 << i for i, b in enumerate(bits[k : k + 8]) if b) for k in range(0, len(bits), 8)
-    )
+    packed = bytes(sum(1 << i for i, b in enumerate(bits[k : k + 8]) if b) for k in range(0, len(bits), 8))
     r = parse_read(bytes([fc, len(packed)]) + packed)
     assert len(r.bits) == 8 * len(packed)
     assert list(r.bits[: len(bits)]) == bits and not any(r.bits[len(bits) :])

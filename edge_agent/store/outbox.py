@@ -73,6 +73,8 @@ __all__ = [
     "Row",
     "format_ts",
     "newest_seq",
+    "poll_point_ids",
+    "poll_state_ids",
     "readings_after",
 ]
 
@@ -272,6 +274,17 @@ def _pack_run(seq: int, ts_us: int, pids: list[int], values: list[Any], sids: li
     return (seq, n, ts_us, p0, None if consecutive else _dumps(pids), _vals_json(values), states)
 
 
+def poll_point_ids(pid0: int, n: int, pids: str | None) -> Sequence[int]:
+    """The outbox point ids of a stored poll's readings, in order."""
+    return range(pid0, pid0 + n) if pids is None else _loads(pids)  # type: ignore[no-any-return]
+
+
+def poll_state_ids(sids: str | None) -> int | list[int]:
+    """The outbox state ids of a stored poll: one id for all its readings (0: good, no code, no flags),
+    or a list with one per reading."""
+    return 0 if sids is None else _loads(sids)  # type: ignore[no-any-return]
+
+
 class _Lookup(dict[int, Any]):
     """Id -> row map of outbox_points or outbox_states that reads an id it does not hold (another Outbox on
     the same database, or an earlier run, added it) from the table, once."""
@@ -322,15 +335,14 @@ def _poll_rows(
             continue
         end = min(n, skip + limit - len(out))
         values = _loads(vals)
-        pid_list: Sequence[int] = range(pid0, pid0 + n) if pids is None else _loads(pids)
-        states_of = None if sids is None else _loads(sids)
-        if states_of is None or type(states_of) is int:  # one state for the whole poll: the common case
-            quality, code, flags = ("good", None, ()) if states_of is None else states[states_of]
+        pid_list = poll_point_ids(pid0, n, pids)
+        sid_list = poll_state_ids(sids)
+        if isinstance(sid_list, int):  # one state for the whole poll: the common case
+            quality, code, flags = states[sid_list]
             for k in range(skip, end):
                 p = points[pid_list[k]]
                 append(Row(seq + k, p[0], ts_us, values[k], p[1], quality, code, flags))
         else:
-            sid_list = states_of
             for k in range(skip, end):
                 p = points[pid_list[k]]
                 quality, code, flags = states[sid_list[k]]
@@ -439,16 +451,16 @@ def _cut(c: sqlite3.Connection, at: int) -> None:
         return
     seq, n, ts_us, pid0, pids, vals, sids = row
     k = at - seq
-    pid_list = list(range(pid0, pid0 + n)) if pids is None else _loads(pids)
+    pid_list = list(poll_point_ids(pid0, n, pids))
     values = _loads(vals)
-    states = None if sids is None else _loads(sids)
-    sid_list = [states] * n if type(states) is int else states
+    states = poll_state_ids(sids)
+    sid_list = [states] * n if isinstance(states, int) else states
     c.execute("DELETE FROM outbox_polls WHERE seq = ?", (seq,))
     c.executemany(
         _INSERT_POLL,
         [
-            _pack_run(seq, ts_us, pid_list[:k], values[:k], None if sid_list is None else sid_list[:k]),
-            _pack_run(at, ts_us, pid_list[k:], values[k:], None if sid_list is None else sid_list[k:]),
+            _pack_run(seq, ts_us, pid_list[:k], values[:k], sid_list[:k]),
+            _pack_run(at, ts_us, pid_list[k:], values[k:], sid_list[k:]),
         ],
     )
 

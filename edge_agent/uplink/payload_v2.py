@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from drivers.base import Value
-from edge_agent.store.outbox import PollRow, Row
+from edge_agent.store.outbox import PollRow, Row, poll_point_ids, poll_state_ids
 
 __all__ = [
     "PAYLOAD_VERSION",
@@ -221,14 +221,14 @@ def encode_polls_v2(
         idx = memo.get(key)
         if idx is None:  # not seen with this schema
             idx = memo[key] = []
-            for pid in range(pid0, pid0 + n) if pids is None else json.loads(pids):
+            for pid in poll_point_ids(pid0, n, pids):
                 point, unit = point_of(pid)
                 i = index.get(point)
                 idx.append(None if i is None or points[i][1] != unit else i)
-        part = idx if lo == 0 and hi == n else idx[lo:hi]
+        whole = lo == 0 and hi == n
+        part = idx if whole else idx[lo:hi]
         if None in part:
             return None
-        whole = lo == 0 and hi == n
         inside = vals[1:-1] if whole else _dumps_text(json.loads(vals)[lo:hi])[1:-1]
         if not count:
             first = seq + lo
@@ -237,21 +237,20 @@ def encode_polls_v2(
                 close()
             g_ts, g_seq, g_idx, g_vals, g_q = ts_us, seq + lo, [], [], []
         at = len(g_idx)
-        if sids is not None:  # "q" entries, as text: a poll's readings often share one state (clock flags)
-            states = json.loads(sids)
-            for k in range(lo, hi) if type(states) is list else (lo,):
-                sid = states if type(states) is int else states[k]
-                text = said.get(sid)
-                if text is None:
-                    quality, code, flags = state_of(sid)
-                    bad = quality != "good" or code is not None or flags
-                    text = said[sid] = _dumps_text([quality, code, list(flags)])[1:-1] if bad else ""
-                if not text:
-                    continue
-                if type(states) is int:  # the same entry for every reading of the poll: one cached text
-                    g_q.append(_same_q(at, hi - lo, text))
-                else:
-                    g_q.append(f"[{at + k - lo},{text}]")
+        states = poll_state_ids(sids)  # "q" entries, as text: a poll's readings often share one state
+        for k in range(lo, hi) if isinstance(states, list) else (lo,):
+            sid = states if isinstance(states, int) else states[k]
+            text = said.get(sid)
+            if text is None:
+                quality, code, flags = state_of(sid)
+                bad = quality != "good" or code is not None or flags
+                text = said[sid] = _dumps_text([quality, code, list(flags)])[1:-1] if bad else ""
+            if not text:
+                continue
+            if isinstance(states, int):  # the same entry for every reading of the poll: one cached text
+                g_q.append(_same_q(at, hi - lo, text))
+            else:
+                g_q.append(f"[{at + k - lo},{text}]")
         g_idx.extend(part)  # type: ignore[arg-type]
         g_vals.append(inside)
         g_next = seq + hi

@@ -260,3 +260,34 @@ async def test_a_schema_over_the_packet_limit_is_compressed_or_refused_loudly(
     (kind, detail), *_ = findings
     assert kind == "uplink_refused" and detail["reason_code"] == 0x95
     assert "over the packet limit" in detail["reason"] and "payload: v1" in detail["reason"]
+
+
+async def test_a_default_v2_batch_over_the_brokers_packet_limit_is_cut_not_lost(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """A broker whose max_packet_size is below one batch of the default 2000 readings: the batch from the
+    stored polls is too large, so the uplink cuts it from the Rows instead; every reading arrives, in
+    order, on one connection (MQTT v5: the limit comes in CONNACK)."""
+    broker.stop()
+    broker.extra = ["max_packet_size 1200"]
+    broker.start()
+    points = _points(4, 20)
+    outbox, conn = make_outbox(tmp_path / "state.db")
+    _polls(outbox, points, 30, T0)  # 2,400 readings of 80 points: about 2,500 bytes a 2000-reading batch
+    held = outbox.pending(0, 10_000)
+    sub = Subscriber(broker.port)
+    svc = _uplink(
+        outbox, uplink_options(broker.port, batch_max=2000), audit_head=lambda: HEAD, points=lambda: points
+    )
+    try:
+        async with running(sub.run, "sub"):
+            await asyncio.wait_for(sub.subscribed.wait(), 5)
+            async with running(svc.run, "uplink"):
+                await wait_until(lambda: outbox.stats().backlog == 0, 15, "the outbox drained")
+                await wait_until(lambda: sub.seqs and max(sub.seqs) == held[-1].seq, 5, "the last batch")
+    finally:
+        conn.close()
+    assert svc.connects == 1 and svc.broker_max_packet == 1200
+    batches = [p for t, p, _ in sub.raw if t.endswith("/readings")]
+    assert len(batches) > 2 and max(len(p) for p in batches) < 1200  # cut well below 2000 readings each
+    assert _typed(_decode_all(sub.raw)) == _typed(held)
